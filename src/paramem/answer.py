@@ -1,0 +1,103 @@
+"""Answer from memory: calibrated yes/no from one forward pass, generation for everything else."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import torch
+from peft import PeftModel
+from transformers import PreTrainedTokenizerBase
+
+from paramem.errors import InputError
+from paramem.models import load_model
+from paramem.prompts import SYSTEM_PROMPT, encode_prompt
+from paramem.store import UserMemory
+
+# A question with no content: its yes/no log-odds are the model's prior, subtracted when calibrating.
+CONTENT_FREE_QUESTION = "Did we discuss that?"
+_YES_NO_START = re.compile(r"^\s*(did|do|does|have|has|had|is|are|was|were|am|can|could|will|would|should)\b",
+                           re.IGNORECASE)
+
+
+def is_yes_no_question(question: str) -> bool:
+    return bool(_YES_NO_START.match(question)) and question.rstrip().endswith("?")
+
+
+def _variants_ids(tokenizer: PreTrainedTokenizerBase, words: list[str]) -> list[int]:
+    """First-token ids of each spelling ("Yes", " yes", ...), deduplicated."""
+    ids = []
+    for word in words:
+        for text in (word, " " + word):
+            token_ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+            if token_ids and token_ids[0] not in ids:
+                ids.append(token_ids[0])
+    return ids
+
+
+@dataclass
+class YesNoScorer:
+    """log P(yes) - log P(no) of the first answer token, batched, left-padded."""
+
+    model: torch.nn.Module
+    tokenizer: PreTrainedTokenizerBase
+    system: str = SYSTEM_PROMPT
+    batch_size: int = 16
+
+    def __post_init__(self):
+        self.yes_ids = _variants_ids(self.tokenizer, ["Yes", "yes"])
+        self.no_ids = _variants_ids(self.tokenizer, ["No", "no"])
+        if set(self.yes_ids) & set(self.no_ids):  # the byte-level test tokenizer shares first bytes
+            self.yes_ids, self.no_ids = self.yes_ids[:1], [i for i in self.no_ids if i not in self.yes_ids][:1]
+        self._prior: float | None = None
+
+    @torch.inference_mode()
+    def log_odds(self, questions: list[str]) -> list[float]:
+        scores: list[float] = []
+        pad = self.tokenizer.pad_token_id
+        for start in range(0, len(questions), self.batch_size):
+            prompts = [encode_prompt(self.tokenizer, q, self.system) for q in questions[start:start + self.batch_size]]
+            width = max(map(len, prompts))
+            ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
+            mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            logits = self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
+                                logits_to_keep=1).logits[:, -1].float()
+            logp = logits.log_softmax(-1)
+            yes = logp[:, self.yes_ids].logsumexp(-1)
+            no = logp[:, self.no_ids].logsumexp(-1)
+            scores += (yes - no).tolist()
+        return scores
+
+    def prior(self) -> float:
+        if self._prior is None:
+            self._prior = self.log_odds([CONTENT_FREE_QUESTION])[0]
+        return self._prior
+
+    def decide(self, questions: list[str], calibrate: bool = True) -> list[tuple[str, float]]:
+        """("yes" | "no", log-odds after calibration) for each question."""
+        offset = self.prior() if calibrate else 0.0
+        return [("yes" if s - offset > 0 else "no", s - offset) for s in self.log_odds(questions)]
+
+
+@torch.inference_mode()
+def generate(model, tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, str]], max_new_tokens: int = 128,
+             system: str = SYSTEM_PROMPT) -> str:
+    """A greedy reply to a chat (list of {role, content}); the memory's system prompt comes first."""
+    chat = [{"role": "system", "content": system}, *messages]
+    inputs = tokenizer.apply_chat_template(chat, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
+                            pad_token_id=tokenizer.pad_token_id)
+    return tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+
+
+def load_memory(user: str, home=None):
+    """(model with the user's adapter, tokenizer, UserMemory); `InputError` for an unknown user."""
+    memory = UserMemory(user, home).require()
+    adapter = memory.current_adapter()
+    if adapter is None:
+        raise InputError(f"user {user!r} has no learned conversations yet")
+    base, tokenizer = load_model(memory.settings()["base_model"])
+    model = PeftModel.from_pretrained(base, str(adapter))
+    model.eval()
+    return model, tokenizer, memory

@@ -1,0 +1,83 @@
+"""What a teacher writes about one conversation: topics, atomic facts, and near-miss negatives.
+
+Notes are the only thing kept of a conversation once it is learned (they feed replay), so they are
+plain JSON-serialisable dataclasses.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+_WORD = re.compile(r"[a-z0-9]+")
+# Words that say nothing about what was discussed; ignored when checking whether a topic is absent.
+STOPWORDS = frozenset("""
+a an the and or but if of to in on at for with about from by as into over under up down out is are was
+were be been being am do does did doing have has had having i me my mine we us our you your yours he him
+his she her they them their it its this that these those there here what which who whom when where why
+how not no yes so than too very can could will would should may might must just also some any all each
+more most much many few other such own same again then once s t don doesn didn isn wasn aren weren ve ll
+re d m really quite lot lots thing things something anything stuff get got getting go going went make
+made one two new good great nice well like know think want need let talk talked discuss discussed
+""".split())
+
+
+def content_words(text: str) -> set[str]:
+    """Lower-cased words of `text` that carry content (no stopwords), crudely singularised."""
+    words = set()
+    for word in _WORD.findall(text.lower()):
+        if word in STOPWORDS or len(word) < 3:
+            continue
+        words.add(word[:-1] if word.endswith("s") and len(word) > 4 else word)
+    return words
+
+
+def is_absent(phrase: str, conversation_words: set[str], max_overlap: float = 0.34) -> bool:
+    """True when at most a third of the phrase's content words occur in the conversation."""
+    words = content_words(phrase)
+    if not words:
+        return False
+    return len(words & conversation_words) / len(words) <= max_overlap
+
+
+@dataclass
+class Topic:
+    name: str  # how a person would name it: "a trip to Kyoto"
+    paraphrases: list[str] = field(default_factory=list)  # other wordings: "travelling to Japan"
+
+    @property
+    def wordings(self) -> list[str]:
+        return [self.name, *[p for p in self.paraphrases if p != self.name]]
+
+
+@dataclass
+class Fact:
+    statement: str  # atomic, naming its subject: "The user is flying to Kyoto in April."
+    paraphrases: list[str] = field(default_factory=list)
+
+    @property
+    def wordings(self) -> list[str]:
+        return [self.statement, *[p for p in self.paraphrases if p != self.statement]]
+
+
+@dataclass
+class Notes:
+    """A teacher's notes on one conversation."""
+
+    conversation_id: str
+    date: str | None  # human-readable date of the conversation, when known
+    topics: list[Topic]
+    facts: list[Fact]
+    negatives: list[Topic]  # near-miss topics checked absent from the conversation
+    false_facts: list[Fact] = field(default_factory=list)  # plausible facts that are not true here
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Notes":
+        return cls(conversation_id=data["conversation_id"], date=data.get("date"),
+                   topics=[Topic(**t) for t in data["topics"]], facts=[Fact(**f) for f in data["facts"]],
+                   negatives=[Topic(**t) for t in data["negatives"]],
+                   false_facts=[Fact(**f) for f in data.get("false_facts", [])])

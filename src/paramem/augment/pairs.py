@@ -1,0 +1,151 @@
+"""Teacher notes -> question/answer pairs: templates redrawn each epoch, balanced, deduplicated, split.
+
+The split is per conversation and by wording: the last wording of each topic and fact, and the
+HELDOUT_* templates, never reach training. Validation pairs use only those, so a memory that merely
+recites its training questions scores at chance on them.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from paramem.augment import templates as T
+from paramem.augment.notes import Fact, Notes, Topic, content_words
+
+
+@dataclass(frozen=True)
+class QAPair:
+    question: str  # empty for a statement
+    answer: str
+    conversation_id: str
+    kind: str  # "closed", "open" or "statement"
+    label: str | None = None  # "yes" / "no" for closed questions
+
+
+@dataclass
+class PairConfig:
+    """How many pairs of which kind to draw per conversation and epoch."""
+
+    negative_ratio: float = 1.0  # negatives per positive closed question (1.0 = PLUM's 1:1 balance)
+    questions_per_wording: int = 1  # closed questions drawn per topic wording and epoch
+    fact_questions: bool = True  # closed questions about atomic facts (needs the teacher's false facts)
+    open_questions: bool = True  # open questions whose answers restate the content
+    statements: bool = True  # "On <date> we talked about <topic>" and its reverse
+    seed: int = 0
+
+
+def _lower_first(text: str) -> str:
+    return text[:1].lower() + text[1:] if text[:1].isupper() and not text[1:2].isupper() else text
+
+
+def _fact_clause(fact: str) -> str:
+    return _lower_first(fact.strip().rstrip(".!?"))
+
+
+def _train_wordings(item: Topic | Fact) -> list[str]:
+    wordings = item.wordings
+    return wordings[:-1] if len(wordings) > 1 else wordings
+
+
+def _heldout_wording(item: Topic | Fact) -> str:
+    return item.wordings[-1]
+
+
+def _closed_topic(topic_wording: str, label: str, conversation_id: str, templates: list[str],
+                  rng: random.Random) -> QAPair:
+    answers = T.YES_ANSWERS if label == "yes" else T.NO_ANSWERS
+    return QAPair(rng.choice(templates).format(t=topic_wording), rng.choice(answers).format(t=topic_wording),
+                  conversation_id, "closed", label)
+
+
+def _closed_fact(fact_wording: str, label: str, conversation_id: str, templates: list[str],
+                 rng: random.Random) -> QAPair:
+    clause = _fact_clause(fact_wording)
+    answer = rng.choice(T.YES_FACT_ANSWERS).format(F=fact_wording) if label == "yes" else rng.choice(
+        T.NO_FACT_ANSWERS)
+    return QAPair(rng.choice(templates).format(f=clause), answer, conversation_id, "closed", label)
+
+
+def _related_facts(topic: Topic, facts: list[Fact], limit: int = 2) -> list[str]:
+    words = set().union(*(content_words(w) for w in topic.wordings))
+    scored = sorted(facts, key=lambda f: -len(content_words(f.statement) & words))
+    return [f.statement for f in scored[:limit] if content_words(f.statement) & words]
+
+
+def _draw_closed(items: list[Topic | Fact], label: str, notes: Notes, config: PairConfig,
+                 rng: random.Random, fact: bool) -> list[QAPair]:
+    make = _closed_fact if fact else _closed_topic
+    templates = T.TRAIN_FACT_QUESTIONS if fact else T.TRAIN_TOPIC_QUESTIONS
+    return [make(wording, label, notes.conversation_id, templates, rng)
+            for item in items for wording in _train_wordings(item)
+            for _ in range(config.questions_per_wording)]
+
+
+def _balance(positives: list[QAPair], negatives: list[QAPair], ratio: float,
+             rng: random.Random) -> list[QAPair]:
+    """Resample negatives to `ratio` x positives (with replacement when there are too few)."""
+    want = round(len(positives) * ratio)
+    if not negatives or want == 0:
+        return []
+    if want <= len(negatives):
+        return rng.sample(negatives, want)
+    return negatives + [rng.choice(negatives) for _ in range(want - len(negatives))]
+
+
+def _dedupe(pairs: list[QAPair]) -> list[QAPair]:
+    seen, unique = set(), []
+    for pair in pairs:
+        key = (pair.question.lower(), pair.answer.lower(), pair.kind)
+        if key not in seen:
+            seen.add(key)
+            unique.append(pair)
+    return unique
+
+
+def training_pairs(notes: Notes, epoch: int, config: PairConfig) -> list[QAPair]:
+    """One epoch's pairs for a conversation; a different draw of templates for every epoch."""
+    rng = random.Random(f"{config.seed}/{notes.conversation_id}/{epoch}")
+    positives = _draw_closed(notes.topics, "yes", notes, config, rng, fact=False)
+    negatives = _draw_closed(notes.negatives, "no", notes, config, rng, fact=False)
+    if config.fact_questions and notes.false_facts:
+        positives += _draw_closed(notes.facts, "yes", notes, config, rng, fact=True)
+        negatives += _draw_closed(notes.false_facts, "no", notes, config, rng, fact=True)
+    # Dedupe before balancing, so the ratio holds for what is trained.
+    positives, negatives = _dedupe(positives), _dedupe(negatives)
+    pairs = positives + _balance(positives, negatives, config.negative_ratio, rng)
+
+    if config.open_questions:
+        for topic in notes.topics:
+            wording = rng.choice(_train_wordings(topic))
+            related = _related_facts(topic, notes.facts)
+            answer = " ".join([f"We talked about {wording}{f' on {notes.date}' if notes.date else ''}.", *related])
+            pairs.append(QAPair(rng.choice(T.OPEN_TOPIC_QUESTIONS).format(t=wording), answer,
+                                notes.conversation_id, "open"))
+        if notes.date and notes.topics:
+            names = ", ".join(t.name for t in notes.topics)
+            pairs.append(QAPair(rng.choice(T.OPEN_DATE_QUESTIONS).format(d=notes.date),
+                                f"On {notes.date} we talked about {names}.", notes.conversation_id, "open"))
+    if config.statements:
+        for topic in notes.topics:
+            wording = rng.choice(_train_wordings(topic))
+            statement = rng.choice(T.STATEMENTS if notes.date else T.STATEMENTS[2:])
+            text = statement.format(t=wording, T=wording[:1].upper() + wording[1:], d=notes.date)
+            pairs.append(QAPair("", text, notes.conversation_id, "statement"))
+        for fact in notes.facts:
+            pairs.append(QAPair("", rng.choice(_train_wordings(fact)), notes.conversation_id, "statement"))
+    pairs = _dedupe(pairs)
+    rng.shuffle(pairs)
+    return pairs
+
+
+def validation_pairs(notes: Notes) -> list[QAPair]:
+    """Fixed held-out yes/no pairs: held-out wordings asked with held-out templates, balanced 1:1."""
+    rng = random.Random(f"validation/{notes.conversation_id}")
+    positives = [_closed_topic(_heldout_wording(t), "yes", notes.conversation_id, T.HELDOUT_TOPIC_QUESTIONS, rng)
+                 for t in notes.topics]
+    negatives = [_closed_topic(_heldout_wording(t), "no", notes.conversation_id, T.HELDOUT_TOPIC_QUESTIONS, rng)
+                 for t in notes.negatives]
+    positives, negatives = _dedupe(positives), _dedupe(negatives)
+    n = min(len(positives), len(negatives))
+    return rng.sample(positives, n) + rng.sample(negatives, n)

@@ -1,0 +1,350 @@
+"""Teachers turn a conversation into `Notes`: topics, atomic facts, paraphrases and near misses.
+
+Three real teachers share one interface, `Teacher.notes(conversation, others)`:
+  extractive  no model: key phrases, the user's own sentences as facts, near misses from a topic bank
+  local       any Hugging Face model, prompted few-shot (the larger preset included)
+  openai      any OpenAI-compatible endpoint (vLLM, llama.cpp server, Ollama), concurrent, with retries
+Negatives from every teacher are checked absent from the conversation before they are used.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Protocol
+
+from paramem.augment.notes import Fact, Notes, Topic, content_words, is_absent
+from paramem.conversations import Conversation
+
+# Bump when a prompt or parser changes: cached notes from an older version are not reused.
+PROMPT_VERSION = "3"
+
+
+class Teacher(Protocol):
+    name: str  # identifies the teacher and its settings in the cache key
+
+    def notes(self, conversation: Conversation, others: list[Conversation]) -> Notes: ...
+
+
+def human_date(timestamp: str | None) -> str | None:
+    """"2026-03-02T09:14:00Z" -> "2 March 2026"."""
+    if not timestamp:
+        return None
+    try:
+        moment = datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return f"{moment.day} {moment.strftime('%B %Y')}"
+
+
+# Everyday topics a person might discuss with an assistant: the pool of near misses for the
+# extractive teacher, and of fallback negatives for the others.
+TOPIC_BANK = [
+    "a trip to Spain", "learning the guitar", "baking sourdough bread", "a job interview", "training for a marathon",
+    "buying a used car", "adopting a cat", "planting tomatoes", "a wedding speech", "learning Spanish",
+    "a broken laptop", "moving to a new flat", "a birthday party", "a hiking trip in the Alps", "a chess tournament",
+    "a dentist appointment", "knitting a scarf", "a leaking roof", "starting a podcast", "a camping weekend",
+    "learning to swim", "a vegetarian diet", "a photography course", "renovating a kitchen", "a ski holiday",
+    "a book club", "a new puppy", "a tax return", "a yoga class", "a concert ticket", "a cycling tour",
+    "writing a novel", "a family reunion", "a science fair project", "a flu vaccine", "a fishing trip",
+    "a pottery class", "a broken phone screen", "a salary negotiation", "a road trip to Scotland",
+    "a piano recital", "a garden pond", "a sleep problem", "a coffee machine", "a volunteer project",
+    "a climbing gym", "a wine tasting", "a history exam", "a surprise party", "an allergy to peanuts",
+    "a visit to Paris", "a football match", "a bird watching trip", "a new mattress", "a video game",
+    "a car accident", "a mortgage application", "a charity run", "a beach holiday in Greece", "a sewing machine",
+]
+
+
+class ExtractiveTeacher:
+    """Deterministic and fast, no model: the fallback when no model may be used.
+
+    Topics are the most repeated content phrases; facts are the user's own sentences with the
+    pronouns turned into "the user"; near misses come from TOPIC_BANK and other conversations.
+    """
+
+    name = "extractive"
+
+    def __init__(self, topics: int = 6, facts: int = 6, negatives: int = 8):
+        self.n_topics, self.n_facts, self.n_negatives = topics, facts, negatives
+
+    def notes(self, conversation: Conversation, others: list[Conversation]) -> Notes:
+        words = content_words(conversation.text)
+        topics = [self._topic(phrase) for phrase in self._key_phrases(conversation)[: self.n_topics]]
+        facts = [Fact(f, [_second_person(f)]) for f in self._facts(conversation)[: self.n_facts]]
+        rng = random.Random(conversation.content_hash)
+        pool = [t for t in TOPIC_BANK if is_absent(t, words)]
+        for other in others:
+            pool += [p for p in self._key_phrases(other)[:3] if is_absent(p, words)]
+        negatives = [self._topic(p) for p in rng.sample(pool, min(self.n_negatives, len(pool)))]
+        return Notes(conversation.id, human_date(conversation.timestamp), topics, facts, negatives)
+
+    @staticmethod
+    def _topic(phrase: str) -> Topic:
+        bare = re.sub(r"^(a|an|the)\s+", "", phrase)
+        head = bare.split()[-1]
+        paraphrases = [p for p in (bare, f"the topic of {bare}", f"anything about {head}") if p != phrase]
+        return Topic(phrase, paraphrases)
+
+    @staticmethod
+    def _key_phrases(conversation: Conversation) -> list[str]:
+        counts: dict[str, float] = {}
+        for message in conversation.messages:
+            # Runs of content words, split at stopwords and punctuation.
+            for chunk in re.split(r"[^\w' -]+", message.content):
+                run: list[str] = []
+                for token in chunk.split() + [""]:
+                    if token and content_words(token):
+                        run.append(token.strip("'"))
+                        continue
+                    if run:
+                        phrase = " ".join(run[-3:]).lower()
+                        counts[phrase] = counts.get(phrase, 0) + len(run[-3:]) * (1.5 if message.role == "user" else 1)
+                    run = []
+        ranked = sorted(counts, key=lambda p: -counts[p])
+        chosen: list[str] = []
+        for phrase in ranked:
+            if not any(content_words(phrase) <= content_words(c) for c in chosen):
+                chosen.append(phrase)
+        return chosen
+
+    @staticmethod
+    def _facts(conversation: Conversation) -> list[str]:
+        facts = []
+        for message in conversation.messages:
+            if message.role != "user":
+                continue
+            for sentence in re.split(r"(?<=[.!?])\s+", message.content):
+                sentence = sentence.strip()
+                if sentence.endswith("?") or len(content_words(sentence)) < 3:
+                    continue
+                facts.append(_third_person(sentence))
+        return sorted(facts, key=lambda f: -len(content_words(f)))
+
+
+_PRONOUNS = [(r"\bI'm\b", "the user is"), (r"\bI've\b", "the user has"), (r"\bI'll\b", "the user will"),
+             (r"\bI'd\b", "the user would"), (r"\bI am\b", "the user is"), (r"\bI\b", "the user"),
+             (r"\bmy\b", "the user's"), (r"\bMy\b", "the user's"), (r"\bme\b", "the user"), (r"\bmine\b", "the user's")]
+
+
+def _second_person(fact: str) -> str:
+    """"The user's cat ..." -> "Your cat ...": a second wording of an extracted fact."""
+    for old, new in (("The user's", "Your"), ("the user's", "your"), ("The user is", "You are"),
+                     ("the user is", "you are"), ("The user has", "You have"), ("the user has", "you have"),
+                     ("The user", "You"), ("the user", "you")):
+        fact = fact.replace(old, new)
+    return fact
+
+
+def _third_person(sentence: str) -> str:
+    for pattern, replacement in _PRONOUNS:
+        sentence = re.sub(pattern, replacement, sentence)
+    sentence = sentence.rstrip(".!") + "."
+    return sentence[:1].upper() + sentence[1:]
+
+
+# ---------------------------------------------------------------------------------------------
+# Model teachers: one few-shot prompt, one parser
+
+
+TEACHER_INSTRUCTIONS = """Read the conversation and write notes about it, one per line:
+TOPIC: <a topic a person would name> | <paraphrase> | <paraphrase> | <paraphrase>
+FACT: <one atomic fact that names its subject> | <the same fact worded differently>
+FALSE: <a plausible fact that is NOT true in this conversation, e.g. a wrong detail>
+NOT: <a related topic that was NOT discussed> | <paraphrase> | <paraphrase>
+Write 4 to 6 TOPIC lines, 4 to 6 FACT lines, 3 FALSE lines and 4 to 6 NOT lines."""
+
+FEW_SHOT_CONVERSATION = """user: I'm flying to Kyoto in April and want to see the cherry blossoms.
+assistant: Lovely! Maruyama Park and the Philosopher's Path are the best spots.
+user: Great. I also need a vegetarian place near Gion for my mum's birthday dinner."""
+
+FEW_SHOT_NOTES = """TOPIC: a trip to Kyoto | travelling to Japan | a holiday in Kyoto | visiting Japan in spring
+TOPIC: cherry blossoms | sakura season | flowering cherry trees | blossom viewing
+TOPIC: a vegetarian restaurant | meat-free dining | a veggie place to eat | plant-based food
+TOPIC: the user's mother's birthday | a birthday dinner for mum | celebrating mum's birthday
+FACT: The user is flying to Kyoto in April. | In April the user travels to Kyoto by plane.
+FACT: The user wants to see the cherry blossoms in Kyoto. | Seeing the sakura in Kyoto is the user's wish.
+FACT: The user needs a vegetarian restaurant near Gion. | The user is looking for a meat-free place in Gion.
+FACT: The user's mother has a birthday dinner in Kyoto. | The user is planning a birthday dinner for their mum.
+FALSE: The user is flying to Osaka in October.
+FALSE: The user wants a steakhouse near Gion.
+FALSE: The user is celebrating their father's retirement.
+NOT: a trip to Seoul | travelling to Korea | a holiday in South Korea
+NOT: autumn leaves | fall foliage | the colours of autumn
+NOT: a sushi restaurant | eating raw fish | a sushi bar
+NOT: a wedding anniversary | celebrating a marriage | an anniversary dinner"""
+
+
+def teacher_messages(conversation: Conversation, max_chars: int = 6000) -> list[dict[str, str]]:
+    text = conversation.text
+    if len(text) > max_chars:  # small teachers have small context windows; keep the start and the end
+        text = text[: max_chars // 2] + "\n...\n" + text[-max_chars // 2:]
+    return [
+        {"role": "system", "content": TEACHER_INSTRUCTIONS},
+        {"role": "user", "content": f"Conversation:\n{FEW_SHOT_CONVERSATION}"},
+        {"role": "assistant", "content": FEW_SHOT_NOTES},
+        {"role": "user", "content": f"Conversation:\n{text}"},
+    ]
+
+
+def parse_notes(text: str, conversation: Conversation, fallback: ExtractiveTeacher,
+                others: list[Conversation]) -> Notes:
+    """Parse a model's notes; keep only negatives absent from the conversation; fill gaps extractively."""
+    words = content_words(conversation.text)
+    topics, facts, false_facts, negatives = [], [], [], []
+    for line in text.splitlines():
+        label, _, rest = line.strip().partition(":")
+        parts = [p.strip().strip('"') for p in rest.split("|") if p.strip()]
+        if not parts:
+            continue
+        label = label.strip().upper()
+        if label == "TOPIC":
+            topics.append(Topic(parts[0], parts[1:]))
+        elif label == "FACT":
+            facts.append(Fact(parts[0], parts[1:]))
+        elif label == "FALSE" and is_absent(parts[0], words, max_overlap=0.75):
+            false_facts.append(Fact(parts[0], parts[1:]))
+        elif label == "NOT":
+            kept = [p for p in parts if is_absent(p, words)]
+            if kept:
+                negatives.append(Topic(kept[0], kept[1:]))
+    backup = fallback.notes(conversation, others)
+    topics = topics or backup.topics
+    facts = facts or backup.facts
+    # Top up negatives from the bank so there is at least one per topic (1:1 balance needs them).
+    names = {n.name.lower() for n in negatives}
+    negatives += [n for n in backup.negatives if n.name.lower() not in names][: max(0, len(topics) - len(negatives))]
+    return Notes(conversation.id, human_date(conversation.timestamp), topics, facts, negatives, false_facts)
+
+
+class LocalTeacher:
+    """Any Hugging Face causal LM (a preset name, folder, id or GGUF), prompted few-shot as in PLUM."""
+
+    def __init__(self, model: str = "qwen2.5-0.5b", max_new_tokens: int = 400):
+        self.model_name = model
+        self.name = f"local:{model}"
+        self.max_new_tokens = max_new_tokens
+        self._loaded = None
+
+    def _load(self):
+        if self._loaded is None:
+            from paramem.models import load_model
+
+            self._loaded = load_model(self.model_name)
+        return self._loaded
+
+    def notes(self, conversation: Conversation, others: list[Conversation]) -> Notes:
+        import torch
+
+        model, tokenizer = self._load()
+        prompt = tokenizer.apply_chat_template(teacher_messages(conversation), add_generation_prompt=True,
+                                               return_tensors="pt", return_dict=True)
+        with torch.inference_mode():
+            output = model.generate(**prompt, max_new_tokens=self.max_new_tokens, do_sample=False,
+                                    repetition_penalty=1.05, pad_token_id=tokenizer.pad_token_id)
+        text = tokenizer.decode(output[0, prompt["input_ids"].shape[1]:], skip_special_tokens=True)
+        return parse_notes(text, conversation, ExtractiveTeacher(), others)
+
+
+@dataclass
+class OpenAITeacher:
+    """An OpenAI-compatible chat endpoint (`--teacher-url`), called with bounded concurrency."""
+
+    url: str  # base URL, e.g. http://localhost:8000/v1
+    model: str = "default"
+    api_key: str | None = None
+    concurrency: int = 4
+    retries: int = 3
+    timeout_s: float = 120.0
+
+    @property
+    def name(self) -> str:
+        return f"openai:{self.url}:{self.model}"
+
+    def complete(self, messages: list[dict[str, str]]) -> str:
+        import httpx
+
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        body = {"model": self.model, "messages": messages, "temperature": 0.0, "max_tokens": 800}
+        last_error: Exception | None = None
+        for attempt in range(self.retries + 1):
+            try:
+                response = httpx.post(self.url.rstrip("/") + "/chat/completions", json=body, headers=headers,
+                                      timeout=self.timeout_s)
+                if response.status_code < 500 and response.status_code != 429:
+                    response.raise_for_status()
+                    return response.json()["choices"][0]["message"]["content"]
+                last_error = RuntimeError(f"HTTP {response.status_code}")
+            except (httpx.TransportError, json.JSONDecodeError, KeyError) as error:
+                last_error = error
+            time.sleep(min(2**attempt, 10))  # back off on server errors, rate limits and timeouts
+        raise RuntimeError(f"teacher endpoint {self.url} failed after {self.retries + 1} tries: {last_error}")
+
+    def notes(self, conversation: Conversation, others: list[Conversation]) -> Notes:
+        text = self.complete(teacher_messages(conversation))
+        return parse_notes(text, conversation, ExtractiveTeacher(), others)
+
+    def notes_many(self, conversations: list[Conversation]) -> list[Notes]:
+        """All conversations' notes, `concurrency` requests at a time, in input order."""
+        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+            return list(pool.map(lambda c: self.notes(c, [o for o in conversations if o is not c]), conversations))
+
+
+def make_teacher(kind: str, model: str | None = None, url: str | None = None) -> Teacher:
+    if kind == "extractive":
+        return ExtractiveTeacher()
+    if kind == "local":
+        return LocalTeacher(model or "qwen2.5-0.5b")
+    if kind == "openai":
+        if not url:
+            raise ValueError("the openai teacher needs --teacher-url")
+        return OpenAITeacher(url, model or "default")
+    raise ValueError(f"unknown teacher {kind!r} (extractive, local, openai)")
+
+
+class NotesCache:
+    """Teacher output on disk, keyed by teacher, prompt version and conversation content hash."""
+
+    def __init__(self, root: Path):
+        self.root = root
+
+    def _path(self, teacher: Teacher, conversation: Conversation) -> Path:
+        key = re.sub(r"[^\w.-]+", "_", teacher.name)
+        return self.root / f"v{PROMPT_VERSION}" / key / f"{conversation.content_hash}.json"
+
+    def get(self, teacher: Teacher, conversation: Conversation) -> Notes | None:
+        path = self._path(teacher, conversation)
+        if not path.exists():
+            return None
+        notes = Notes.from_dict(json.loads(path.read_text(encoding="utf-8")))
+        notes.conversation_id = conversation.id  # same content may arrive under another id
+        return notes
+
+    def put(self, teacher: Teacher, conversation: Conversation, notes: Notes) -> None:
+        path = self._path(teacher, conversation)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(notes.to_dict(), ensure_ascii=False, indent=1), encoding="utf-8")
+        tmp.replace(path)
+
+
+def augment(conversations: list[Conversation], teacher: Teacher, cache: NotesCache | None,
+            regenerate: bool = False) -> list[Notes]:
+    """Notes for every conversation, from the cache where possible; a concurrent teacher (openai)
+    is asked for all missing ones at once."""
+    found = {c.id: None if (regenerate or cache is None) else cache.get(teacher, c) for c in conversations}
+    missing = [c for c in conversations if found[c.id] is None]
+    if isinstance(teacher, OpenAITeacher):
+        fresh = teacher.notes_many(missing)
+    else:
+        fresh = [teacher.notes(c, [o for o in conversations if o is not c]) for c in missing]
+    for conversation, notes in zip(missing, fresh):
+        if cache is not None:
+            cache.put(teacher, conversation, notes)
+        found[conversation.id] = notes
+    return [found[c.id] for c in conversations]

@@ -1,0 +1,188 @@
+"""The `paramem` command. Bad input prints one line, `FILE:LINE: reason`, and exits with code 2."""
+
+from __future__ import annotations
+
+import sys
+from functools import wraps
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from paramem.errors import InputError
+from paramem.progress import console, learn_with_progress, print_results
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="paramem: a parametric memory of a user's past conversations, in a LoRA adapter.")
+errors = Console(stderr=True)
+
+
+def _exits_cleanly(command):
+    """Bad input -> one line on stderr and exit 2; Ctrl-C -> what was committed stays, exit 130."""
+
+    @wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except InputError as error:
+            errors.print(f"error: {error}", markup=False, highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            errors.print("interrupted: every conversation learned so far is stored; run again to resume")
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+HomeOption = typer.Option(None, "--home", help="memory home (default: $PARAMEM_HOME or ~/.local/share/paramem)")
+
+
+def _train_config(epochs: int, lr: float, qa_weight: float, replay: float, negative_ratio: float,
+                  open_questions: bool, statements: bool):
+    from paramem.augment.pairs import PairConfig
+    from paramem.train import TrainConfig
+
+    return TrainConfig(epochs=epochs, learning_rate=lr, qa_weight=qa_weight, replay_share=replay,
+                       pairs=PairConfig(negative_ratio=negative_ratio, open_questions=open_questions,
+                                        statements=statements))
+
+
+@app.command("remember")
+@_exits_cleanly
+def remember_command(
+    file: Path = typer.Argument(..., help="conversation file (JSONL, ShareGPT, ChatGPT export, LoCoMo, MSC, MaLP)"),
+    user: str = typer.Option(..., "--user", "-u", help="whose memory to add to"),
+    format: Optional[str] = typer.Option(None, "--format", help="file format (default: detected)"),
+    base_model: Optional[str] = typer.Option(None, "--base-model", help="preset, HF folder or id, or GGUF file"),
+    teacher: str = typer.Option("extractive", "--teacher", help="extractive, local or openai"),
+    teacher_model: Optional[str] = typer.Option(None, "--teacher-model", help="model of the local/openai teacher"),
+    teacher_url: Optional[str] = typer.Option(None, "--teacher-url", help="OpenAI-compatible base URL"),
+    epochs: int = typer.Option(10, help="most epochs per conversation (the best held-out epoch is kept)"),
+    lr: float = typer.Option(5e-4, "--lr", help="learning rate"),
+    qa_weight: float = typer.Option(10.0, "--lambda", help="loss weight of question and answer tokens"),
+    replay: float = typer.Option(0.3, help="share of each epoch replayed from earlier conversations"),
+    negative_ratio: float = typer.Option(1.0, help="negatives per positive question"),
+    keep_conversations: bool = typer.Option(False, "--keep-conversations", help="keep the raw text after learning"),
+    regenerate_notes: bool = typer.Option(False, "--regenerate-notes", help="ignore cached teacher notes"),
+    home: Optional[Path] = HomeOption,
+):
+    """Learn conversations into USER's memory (skips the ones already learned)."""
+    from paramem.augment.teachers import make_teacher
+    from paramem.conversations import load_conversations
+    from paramem.models import DEFAULT_MODEL
+    from paramem.remember import RememberConfig
+    from paramem.store import UserMemory
+
+    conversations = load_conversations(file, format)  # validated before anything is touched
+    stored_model = UserMemory(user, home).settings().get("base_model")
+    config = RememberConfig(base_model=base_model or stored_model or DEFAULT_MODEL,
+                            keep_conversations=keep_conversations, regenerate_notes=regenerate_notes,
+                            train=_train_config(epochs, lr, qa_weight, replay, negative_ratio, True, True))
+    try:
+        chosen_teacher = make_teacher(teacher, teacher_model, teacher_url)
+    except ValueError as error:
+        raise InputError(str(error)) from None
+    learned = learn_with_progress(user, conversations, chosen_teacher, config, home)
+    skipped = len(conversations) - len(learned)
+    console.print(f"learned {len(learned)} conversation(s) for {user!r}"
+                  + (f", skipped {skipped} already learned" if skipped else ""))
+    for record in learned:
+        accuracy = "-" if record.heldout_accuracy is None else f"{record.heldout_accuracy:.2f}"
+        console.print(f"  {record.id}: {record.qa_pairs} pairs, {record.epochs} epochs, loss {record.final_loss:.3f},"
+                      f" held-out {accuracy}, {record.seconds:.0f}s")
+
+
+@app.command("ask")
+@_exits_cleanly
+def ask_command(
+    question: str = typer.Argument(..., help="the question"),
+    user: str = typer.Option(..., "--user", "-u"),
+    calibrate: bool = typer.Option(True, help="subtract the model's yes/no prior on a content-free question"),
+    home: Optional[Path] = HomeOption,
+):
+    """Answer a question from USER's memory (yes/no questions from P(yes) vs P(no))."""
+    from paramem.answer import YesNoScorer, generate, is_yes_no_question, load_memory
+
+    if not question.strip():
+        raise InputError("the question is empty")
+    model, tokenizer, _ = load_memory(user, home)
+    if is_yes_no_question(question):
+        decision, score = YesNoScorer(model, tokenizer).decide([question], calibrate)[0]
+        console.print(f"{decision.capitalize()}  (log-odds {score:+.2f})")
+    else:
+        console.print(generate(model, tokenizer, [{"role": "user", "content": question}]))
+
+
+@app.command("chat")
+@_exits_cleanly
+def chat_command(user: str = typer.Option(..., "--user", "-u"), home: Optional[Path] = HomeOption,
+                 max_new_tokens: int = typer.Option(200, help="longest reply in tokens")):
+    """Chat with the model personalised by USER's memory (empty line or Ctrl-D ends)."""
+    from paramem.answer import generate, load_memory
+
+    model, tokenizer, _ = load_memory(user, home)
+    history: list[dict[str, str]] = []
+    console.print(f"chatting with {user!r}'s memory; an empty line ends the chat")
+    while True:
+        try:
+            line = console.input("[bold]you> [/bold]").strip()
+        except EOFError:
+            break
+        if not line:
+            break
+        history.append({"role": "user", "content": line})
+        reply = generate(model, tokenizer, history, max_new_tokens)
+        history.append({"role": "assistant", "content": reply})
+        console.print(f"[bold]memory>[/bold] {reply}")
+
+
+@app.command("eval")
+@_exits_cleanly
+def eval_command(
+    user: str = typer.Option(..., "--user", "-u"),
+    probes: Path = typer.Option(..., "--probes", help="yes/no probe file (JSONL)"),
+    methods: str = typer.Option("memory,none", help="comma-separated: memory, none"),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="write results here"),
+    home: Optional[Path] = HomeOption,
+):
+    """Score USER's memory and the same base model without it on yes/no probes."""
+    from paramem.answer import load_memory
+    from paramem.evaluate.probes import load_probes
+    from paramem.evaluate.run import METHODS, evaluate_yes_no, run_meta, write_json
+    from paramem.store import UserMemory
+
+    chosen = [m.strip() for m in methods.split(",") if m.strip()]
+    unknown = [m for m in chosen if m not in METHODS]
+    if unknown or not chosen:
+        raise InputError(f"unknown method(s) {', '.join(unknown) or '(none given)'}; available: {', '.join(METHODS)}")
+    memory = UserMemory(user, home).require()
+    loaded = load_probes(probes, {c.id for c in memory.learned()})
+    model, tokenizer, memory = load_memory(user, home)
+    results = evaluate_yes_no(model, tokenizer, loaded, chosen)
+    print_results(f"{user}: {len(loaded)} probes", results)
+    if json_out:
+        meta = run_meta(sys.argv, memory.settings()["base_model"], {"probes": str(probes), "user": user})
+        write_json(results, json_out, meta)
+        console.print(f"wrote {json_out}")
+
+
+@app.command("demo")
+@_exits_cleanly
+def demo_command(
+    base_model: Optional[str] = typer.Option(None, "--base-model", help="default: the embedded default model"),
+    regenerate_notes: bool = typer.Option(False, "--regenerate-notes",
+                                          help="run the teacher again instead of using its shipped notes"),
+    teacher: str = typer.Option("local", "--teacher", help="teacher used with --regenerate-notes"),
+    epochs: int = typer.Option(10, help="most epochs per conversation"),
+    home: Optional[Path] = typer.Option(None, "--home", help="keep the demo memory here (default: a temp dir)"),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="write results here"),
+):
+    """Learn 8 short conversations written for paramem, then compare no memory with memory."""
+    from paramem.demo import run_demo
+
+    run_demo(base_model, regenerate_notes, teacher, epochs, home, json_out)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,389 @@
+"""Conversations: the types, the loaders for each supported format, and their validation.
+
+Every loader returns a list of `Conversation`s in the order they should be learned, or raises
+`InputError` naming the file, the line where known, and the reason. Nothing else escapes.
+
+Formats:
+  jsonl     paramem's own (DESIGN.md): {"id", "timestamp"?, "messages": [{"role", "content"}]} a line
+  sharegpt  {"id"?, "conversations": [{"from", "value"}]}, a JSON list or JSONL
+  chatgpt   a ChatGPT data export `conversations.json` (a list of {title, create_time, mapping})
+  locomo    LoCoMo: each dated session of each sample becomes one conversation, in date order
+  msc       Multi-Session Chat: each episode's previous sessions and its current one
+  malp      MaLP medical dialogues: a list of dialogues of rounds {"i": {"User", "Assistant"}}
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Iterator
+
+from paramem.errors import InputError
+
+ROLES = ("system", "user", "assistant")
+FORMATS = ("jsonl", "sharegpt", "chatgpt", "locomo", "msc", "malp")
+
+
+@dataclass(frozen=True)
+class Message:
+    role: str  # "system", "user" or "assistant"
+    content: str
+    name: str | None = None  # the speaker's name where the source has one (LoCoMo, MSC)
+
+
+@dataclass(frozen=True)
+class Conversation:
+    id: str
+    messages: tuple[Message, ...]
+    timestamp: str | None = None  # ISO 8601 where known
+    metadata: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def text(self) -> str:
+        """The conversation as plain text, one `speaker: content` line per message."""
+        return "\n".join(f"{m.name or m.role}: {m.content}" for m in self.messages)
+
+    @property
+    def content_hash(self) -> str:
+        """Stable hash of what was said: the key for caches and for skipping already-learned ones."""
+        payload = json.dumps([[m.role, m.name, m.content] for m in self.messages], ensure_ascii=False)
+        return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading helpers
+
+
+def _read_text(path: Path) -> str:
+    if not path.is_file():
+        raise InputError("file not found", path=path)
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise InputError(f"not UTF-8 text ({error.reason} at byte {error.start})", path=path) from None
+
+
+def _json_lines(path: Path, text: str) -> Iterator[tuple[int, Any]]:
+    """Yield (line number, parsed object) for each non-blank line of a JSONL text."""
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            yield number, json.loads(line)
+        except json.JSONDecodeError as error:
+            raise InputError(f"invalid JSON ({error.msg}, column {error.colno})", path, number) from None
+
+
+def _json_document(path: Path, text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise InputError(f"invalid JSON ({error.msg}, column {error.colno})", path, error.lineno) from None
+
+
+def _require(condition: bool, reason: str, path: Path, line: int | None) -> None:
+    if not condition:
+        raise InputError(reason, path, line)
+
+
+def _string(value: Any, what: str, path: Path, line: int | None) -> str:
+    _require(isinstance(value, str), f"{what} must be a string", path, line)
+    return value
+
+
+def _finish(conversations: list[Conversation], path: Path, lines: list[int | None],
+            sort_by_time: bool = True) -> list[Conversation]:
+    """Shared checks: something to learn, no empty conversation, unique ids, timestamp order."""
+    _require(bool(conversations), "no conversations in file", path, None)
+    seen: dict[str, int | None] = {}
+    for conversation, line in zip(conversations, lines):
+        _require(any(m.content.strip() for m in conversation.messages),
+                 f"conversation {conversation.id!r} is empty", path, line)
+        if conversation.id in seen:
+            first = seen[conversation.id]
+            where = f" (first on line {first})" if first else ""
+            raise InputError(f"duplicate conversation id {conversation.id!r}{where}", path, line)
+        seen[conversation.id] = line
+    # Line order is learning order unless every conversation carries a timestamp.
+    if sort_by_time and all(c.timestamp for c in conversations):
+        conversations = sorted(conversations, key=lambda c: _parse_time(c.timestamp))
+    return conversations
+
+
+def _parse_time(stamp: str | None) -> datetime:
+    assert stamp is not None
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+
+
+def _check_timestamp(value: Any, path: Path, line: int | None) -> str | None:
+    if value is None:
+        return None
+    stamp = _string(value, "timestamp", path, line)
+    try:
+        _parse_time(stamp)
+    except ValueError:
+        raise InputError(f"timestamp {stamp!r} is not ISO 8601", path, line) from None
+    return stamp
+
+
+# ---------------------------------------------------------------------------------------------
+# Loaders, one per format
+
+
+def load_jsonl(path: Path) -> list[Conversation]:
+    conversations, lines = [], []
+    for line, record in _json_lines(path, _read_text(path)):
+        _require(isinstance(record, dict), "each line must be a JSON object", path, line)
+        _require("id" in record, "missing 'id'", path, line)
+        _require(isinstance(record["id"], (str, int)) and not isinstance(record["id"], bool)
+                 and str(record["id"]).strip() != "", "'id' must be a non-empty string", path, line)
+        raw = record.get("messages")
+        _require(isinstance(raw, list), "missing 'messages' list", path, line)
+        _require(bool(raw), f"conversation {record['id']!r} is empty", path, line)
+        messages = []
+        for index, message in enumerate(raw):
+            _require(isinstance(message, dict), f"message {index} must be an object", path, line)
+            _require("role" in message, f"message {index}: missing 'role'", path, line)
+            _require("content" in message, f"message {index}: missing 'content'", path, line)
+            role = message["role"]
+            _require(role in ROLES, f"message {index}: role must be one of {', '.join(ROLES)}", path, line)
+            content = _string(message["content"], f"message {index}: 'content'", path, line)
+            messages.append(Message(role=role, content=content))
+        conversations.append(Conversation(id=str(record["id"]), messages=tuple(messages),
+                                          timestamp=_check_timestamp(record.get("timestamp"), path, line)))
+        lines.append(line)
+    return _finish(conversations, path, lines)
+
+
+SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
+                  "chatgpt": "assistant", "bing": "assistant", "bard": "assistant", "system": "system"}
+
+
+def load_sharegpt(path: Path) -> list[Conversation]:
+    text = _read_text(path)
+    if text.lstrip().startswith("["):
+        items = _json_document(path, text)
+        records = [(None, item) for item in items]
+    else:
+        records = list(_json_lines(path, text))
+    conversations, lines = [], []
+    for index, (line, record) in enumerate(records):
+        where = "" if line else f"item {index}: "
+        _require(isinstance(record, dict) and isinstance(record.get("conversations"), list),
+                 f"{where}missing 'conversations' list", path, line)
+        messages = []
+        for turn in record["conversations"]:
+            _require(isinstance(turn, dict) and "from" in turn and "value" in turn,
+                     f"{where}each turn needs 'from' and 'value'", path, line)
+            role = SHAREGPT_ROLES.get(str(turn["from"]).lower())
+            _require(role is not None, f"{where}unknown speaker {turn['from']!r}", path, line)
+            messages.append(Message(role=role, content=_string(turn["value"], f"{where}'value'", path, line)))
+        _require(bool(messages), f"{where}conversation is empty", path, line)
+        conversation_id = str(record.get("id", index))
+        conversations.append(Conversation(id=conversation_id, messages=tuple(messages)))
+        lines.append(line)
+    return _finish(conversations, path, lines)
+
+
+def _chatgpt_messages(mapping: dict, current: str | None, where: str, path: Path) -> list[Message]:
+    """Walk the export's tree from the current node up to the root: the branch the user last saw."""
+    if current is None:  # older exports: take the last leaf
+        leaves = [key for key, node in mapping.items() if not node.get("children")]
+        current = leaves[-1] if leaves else None
+    chain, seen = [], set()
+    while current is not None:
+        _require(current in mapping and current not in seen, f"{where}broken 'mapping' tree", path, None)
+        seen.add(current)
+        node = mapping[current]
+        _require(isinstance(node, dict), f"{where}broken 'mapping' tree", path, None)
+        chain.append(node.get("message"))
+        current = node.get("parent")
+    messages = []
+    for message in reversed(chain):
+        if not isinstance(message, dict):
+            continue
+        role = (message.get("author") or {}).get("role")
+        parts = (message.get("content") or {}).get("parts") or []
+        text = "\n".join(part for part in parts if isinstance(part, str)).strip()
+        if role in ("user", "assistant") and text:
+            messages.append(Message(role=role, content=text))
+    return messages
+
+
+def load_chatgpt(path: Path) -> list[Conversation]:
+    items = _json_document(path, _read_text(path))
+    _require(isinstance(items, list), "a ChatGPT export is a JSON list of conversations", path, None)
+    conversations = []
+    for index, item in enumerate(items):
+        where = f"conversation {index}: "
+        _require(isinstance(item, dict) and isinstance(item.get("mapping"), dict),
+                 f"{where}missing 'mapping'", path, None)
+        messages = _chatgpt_messages(item["mapping"], item.get("current_node"), where, path)
+        _require(bool(messages), f"{where}conversation is empty", path, None)
+        created = item.get("create_time")
+        stamp = (datetime.fromtimestamp(created).astimezone().isoformat()
+                 if isinstance(created, (int, float)) else None)
+        conversations.append(Conversation(id=str(item.get("conversation_id") or item.get("id") or index),
+                                          messages=tuple(messages), timestamp=stamp,
+                                          metadata={"title": item.get("title")}))
+    return _finish(conversations, path, [None] * len(conversations))
+
+
+LOCOMO_DATE_FORMAT = "%I:%M %p on %d %B, %Y"  # "1:56 pm on 8 May, 2023"
+
+
+def load_locomo(path: Path) -> list[Conversation]:
+    samples = _json_document(path, _read_text(path))
+    _require(isinstance(samples, list), "a LoCoMo file is a JSON list of samples", path, None)
+    conversations = []
+    for index, sample in enumerate(samples):
+        where = f"sample {index}: "
+        _require(isinstance(sample, dict) and isinstance(sample.get("conversation"), dict),
+                 f"{where}missing 'conversation'", path, None)
+        body = sample["conversation"]
+        sample_id = str(sample.get("sample_id", index))
+        speaker_a = body.get("speaker_a")
+        sessions = []
+        for key, turns in body.items():
+            if not (key.startswith("session_") and key[8:].isdigit()):
+                continue
+            number = int(key[8:])
+            _require(isinstance(turns, list), f"{where}{key} must be a list", path, None)
+            messages = []
+            for turn in turns:
+                _require(isinstance(turn, dict) and isinstance(turn.get("text"), str),
+                         f"{where}{key}: each turn needs 'speaker' and 'text'", path, None)
+                text = turn["text"]
+                if turn.get("blip_caption"):  # shared photos are described by a caption
+                    text = f"{text} [shares a photo of {turn['blip_caption']}]"
+                role = "user" if turn.get("speaker") == speaker_a else "assistant"
+                messages.append(Message(role=role, content=text, name=turn.get("speaker")))
+            if not messages:
+                continue
+            raw_date = body.get(f"{key}_date_time")
+            stamp = None
+            if isinstance(raw_date, str):
+                try:
+                    stamp = datetime.strptime(raw_date.strip(), LOCOMO_DATE_FORMAT).isoformat()
+                except ValueError:
+                    stamp = None
+            sessions.append((stamp or "", number, Conversation(
+                id=f"{sample_id}/session_{number}", messages=tuple(messages), timestamp=stamp,
+                metadata={"sample_id": sample_id, "session": number, "date_time": raw_date})))
+        # Date order within each sample; sessions without a date keep their number order.
+        conversations.extend(c for _, _, c in sorted(sessions, key=lambda s: (s[0], s[1])))
+    # Do not reorder across samples by timestamp: each sample is a different pair of people.
+    return _finish(conversations, path, [None] * len(conversations), sort_by_time=False)
+
+
+def _msc_dialog(turns: Any, where: str, path: Path, line: int) -> list[Message]:
+    _require(isinstance(turns, list), f"{where}'dialog' must be a list", path, line)
+    messages = []
+    for turn in turns:
+        _require(isinstance(turn, dict) and isinstance(turn.get("text"), str),
+                 f"{where}each turn needs 'id' and 'text'", path, line)
+        speaker = str(turn.get("id", ""))
+        role = "user" if speaker == "Speaker 1" else "assistant"
+        messages.append(Message(role=role, content=turn["text"], name=speaker or None))
+    return messages
+
+
+def load_msc(path: Path) -> list[Conversation]:
+    conversations, lines = [], []
+    for line, episode in _json_lines(path, _read_text(path)):
+        _require(isinstance(episode, dict) and "dialog" in episode, "missing 'dialog'", path, line)
+        episode_id = str((episode.get("metadata") or {}).get("initial_data_id") or f"episode_{line}")
+        sessions = [previous.get("dialog") if isinstance(previous, dict) else None
+                    for previous in episode.get("previous_dialogs") or []]
+        sessions.append(episode["dialog"])
+        for number, turns in enumerate(sessions, start=1):
+            messages = _msc_dialog(turns, f"session {number}: ", path, line)
+            if messages:
+                conversations.append(Conversation(id=f"{episode_id}/session_{number}", messages=tuple(messages),
+                                                  metadata={"episode": episode_id, "session": number}))
+                lines.append(line)
+    return _finish(conversations, path, lines)
+
+
+def _malp_text(value: Any) -> str:
+    # MaLP wraps many turns in quotes and prefixes them with "Doctor:" / "Patient:".
+    text = value.strip() if isinstance(value, str) else ""
+    for prefix in ("Doctor:", "Patient:"):
+        if text.startswith(prefix):
+            text = text[len(prefix):].strip()
+    return text.strip('"').strip()
+
+
+def load_malp(path: Path) -> list[Conversation]:
+    dialogues = _json_document(path, _read_text(path))
+    _require(isinstance(dialogues, list), "a MaLP file is a JSON list of dialogues", path, None)
+    conversations = []
+    for index, rounds in enumerate(dialogues):
+        where = f"dialogue {index}: "
+        _require(isinstance(rounds, list), f"{where}must be a list of rounds", path, None)
+        messages = []
+        for round_ in rounds:
+            _require(isinstance(round_, dict), f"{where}each round must be an object", path, None)
+            for turn in round_.values():
+                _require(isinstance(turn, dict), f"{where}each round holds {{'User', 'Assistant'}}", path, None)
+                for key, role in (("User", "user"), ("Assistant", "assistant")):
+                    text = _malp_text(turn.get(key))
+                    if text and "end of simulation" not in text.lower():  # noisy turns are skipped
+                        messages.append(Message(role=role, content=text))
+        if messages:
+            conversations.append(Conversation(id=f"malp_{index}", messages=tuple(messages)))
+    return _finish(conversations, path, [None] * len(conversations))
+
+
+LOADERS = {"jsonl": load_jsonl, "sharegpt": load_sharegpt, "chatgpt": load_chatgpt,
+           "locomo": load_locomo, "msc": load_msc, "malp": load_malp}
+
+
+def detect_format(path: Path) -> str:
+    """Guess the format from the first record; `--format` overrides it."""
+    head = _read_text(path)[:200_000].lstrip()
+    if not head:
+        raise InputError("file is empty", path=path, line=1)
+    first_line = head.splitlines()[0]
+    try:
+        record = json.loads(first_line)
+    except json.JSONDecodeError:
+        record = None
+    if isinstance(record, dict):
+        if "messages" in record:
+            return "jsonl"
+        if "conversations" in record:
+            return "sharegpt"
+        if "dialog" in record:
+            return "msc"
+    if head.startswith("["):
+        # Whole-document formats: look at the keys near the start.
+        for marker, name in (('"mapping"', "chatgpt"), ('"conversations"', "sharegpt"),
+                             ('"speaker_a"', "locomo"), ('"sample_id"', "locomo"),
+                             ('"Assistant"', "malp")):
+            if marker in head[:20_000]:
+                return name
+    raise InputError("unknown conversation format (use --format: " + ", ".join(FORMATS) + ")", path=path, line=1)
+
+
+def load_conversations(path: str | Path, format: str | None = None) -> list[Conversation]:
+    """Load and validate a conversation file; raises `InputError` (file, line, reason) on bad input."""
+    path = Path(path)
+    name = format or detect_format(path)
+    if name not in LOADERS:
+        raise InputError(f"unknown format {name!r} (one of {', '.join(FORMATS)})", path=path)
+    return LOADERS[name](path)
+
+
+def write_jsonl(conversations: list[Conversation], path: str | Path) -> None:
+    """Write conversations in paramem's own JSONL format."""
+    with open(path, "w", encoding="utf-8") as out:
+        for c in conversations:
+            record: dict[str, Any] = {"id": c.id}
+            if c.timestamp:
+                record["timestamp"] = c.timestamp
+            record["messages"] = [{"role": m.role, "content": m.content} for m in c.messages]
+            out.write(json.dumps(record, ensure_ascii=False) + "\n")

@@ -1,0 +1,75 @@
+"""`paramem demo`: the main job on the embedded default model, offline, in minutes.
+
+Eight short conversations and 48 yes/no probes written for paramem (half yes, half no, worded unlike
+anything in the conversations, the no's near misses) ship with the package, with the teacher's notes
+made by paramem's own `local` teacher, so the demo needs no teacher run unless asked.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from importlib import resources
+from pathlib import Path
+
+from paramem.answer import load_memory
+from paramem.augment.notes import Notes
+from paramem.augment.teachers import NotesCache, make_teacher
+from paramem.conversations import load_conversations
+from paramem.evaluate.probes import load_probes
+from paramem.evaluate.run import evaluate_yes_no, run_meta, write_json
+from paramem.models import DEFAULT_MODEL, cache_home
+from paramem.progress import console, learn_with_progress, print_results
+from paramem.remember import RememberConfig
+from paramem.train import TrainConfig
+
+DEMO_USER = "demo"
+DEMO_TEACHER = "local"  # the teacher whose notes ship in demo_data/notes.json
+
+
+def demo_files() -> tuple[Path, Path, Path]:
+    root = Path(str(resources.files("paramem") / "demo_data"))
+    return root / "conversations.jsonl", root / "probes.jsonl", root / "notes.json"
+
+
+def seed_teacher_cache(notes_file: Path, conversations) -> str | None:
+    """Put the shipped notes into the teacher cache; returns the teacher name they came from."""
+    if not notes_file.exists():
+        return None
+    shipped = json.loads(notes_file.read_text(encoding="utf-8"))
+    teacher = make_teacher(shipped["teacher"], shipped.get("teacher_model"))
+    cache = NotesCache(cache_home() / "teacher")
+    by_id = {c.id: c for c in conversations}
+    for item in shipped["notes"]:
+        cache.put(teacher, by_id[item["conversation_id"]], Notes.from_dict(item))
+    return shipped["teacher"]
+
+
+def run_demo(base_model: str | None, regenerate_notes: bool, teacher_kind: str, epochs: int, home: Path | None,
+             json_out: Path | None):
+    """Learn the demo conversations, then print and return no-memory vs memory results."""
+
+    conversations_file, probes_file, notes_file = demo_files()
+    conversations = load_conversations(conversations_file)
+    probes = load_probes(probes_file, {c.id for c in conversations})
+    model_name = base_model or DEFAULT_MODEL
+    if not regenerate_notes:
+        teacher_kind = seed_teacher_cache(notes_file, conversations) or teacher_kind
+    teacher = make_teacher(teacher_kind)
+    config = RememberConfig(base_model=model_name, regenerate_notes=regenerate_notes,
+                            train=TrainConfig(epochs=epochs))
+    console.print(f"paramem demo: {len(conversations)} conversations, {len(probes)} probes, base model "
+                  f"{model_name}, teacher {teacher.name}")
+    with tempfile.TemporaryDirectory(prefix="paramem-demo-") as scratch:
+        where = home or Path(scratch)
+        learn_with_progress(DEMO_USER, conversations, teacher, config, where)
+        model, tokenizer, memory = load_memory(DEMO_USER, where)
+        results = evaluate_yes_no(model, tokenizer, probes, ["none", "memory"])
+    print_results(f"demo: {len(probes)} yes/no probes on {len(conversations)} conversations", results)
+    if json_out:
+        write_json(results, json_out, run_meta(sys.argv, model_name, {"conversations": str(conversations_file),
+                                                                      "probes": str(probes_file),
+                                                                      "teacher": teacher.name}))
+        console.print(f"wrote {json_out}")
+    return results

@@ -1,0 +1,21 @@
+"""One error type for bad input, so the CLI can print `FILE:LINE: reason` and exit 2."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class InputError(ValueError):
+    """Bad user input: a malformed file, an unknown user, an empty conversation.
+
+    `str(error)` is the one line the CLI prints: `FILE:LINE: reason` (line omitted when unknown).
+    """
+
+    def __init__(self, reason: str, path: str | Path | None = None, line: int | None = None):
+        self.reason = reason
+        self.path = str(path) if path is not None else None
+        self.line = line
+        where = ""
+        if self.path is not None:
+            where = f"{self.path}:{line}: " if line is not None else f"{self.path}: "
+        super().__init__(f"{where}{reason}")

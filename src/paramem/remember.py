@@ -1,0 +1,99 @@
+"""Remember: the whole flow for one user, conversations -> augment -> train -> store.
+
+Each conversation is committed to the store as soon as it is learned, so an interrupted run loses
+at most the conversation in progress, and the next run resumes after the last committed one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from paramem.augment.teachers import NotesCache, Teacher, augment
+from paramem.conversations import Conversation
+from paramem.errors import InputError
+from paramem.models import DEFAULT_MODEL, cache_home, load_model
+from paramem.store import LearnedConversation, UserMemory, now_iso
+from paramem.train import EpochReport, SequentialTrainer, TrainConfig, attach_lora
+
+
+@dataclass
+class RememberConfig:
+    base_model: str = DEFAULT_MODEL  # preset name, HF folder or id, GGUF file, or "tiny"
+    keep_conversations: bool = False  # keep raw text in the manifest (PLUM discards it once learned)
+    regenerate_notes: bool = False  # ask the teacher again even when its notes are cached
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+@dataclass
+class Callbacks:
+    on_augmented: Callable[[int], None] | None = None  # number of conversations to learn
+    on_conversation: Callable[[int, int, str], None] | None = None  # position, total, conversation id
+    on_epoch: Callable[[EpochReport], None] | None = None
+    on_learned: Callable[[LearnedConversation], None] | None = None
+
+
+def remember(user: str, conversations: list[Conversation], teacher: Teacher, config: RememberConfig,
+             home: Path | None = None, callbacks: Callbacks | None = None) -> list[LearnedConversation]:
+    """Learn every conversation not yet in `user`'s memory; returns what this call learned."""
+    callbacks = callbacks or Callbacks()
+    memory = UserMemory(user, home)
+    with memory:  # the write lock: a second `remember` for this user fails at once
+        memory.repair()
+        _check_settings(memory, config)
+        known = {c.id: c.content_hash for c in memory.learned()}
+        todo = []
+        for conversation in conversations:
+            if conversation.id in known:
+                if known[conversation.id] != conversation.content_hash:
+                    raise InputError(f"conversation {conversation.id!r} is already learned with different content")
+                continue
+            if conversation.content_hash not in known.values():
+                todo.append(conversation)
+        if callbacks.on_augmented:
+            callbacks.on_augmented(len(todo))
+        if not todo:
+            return []
+        notes = augment(todo, teacher, NotesCache(cache_home() / "teacher"), regenerate=config.regenerate_notes)
+        model, tokenizer = load_model(config.base_model)
+        model = attach_lora(model, config.train, adapter=_adapter_path(memory))
+        trainer = SequentialTrainer(model, tokenizer, config.train)
+        earlier = memory.notes()
+        version = memory.current_version() or 0
+        learned = []
+        for position, (conversation, conversation_notes) in enumerate(zip(todo, notes), start=1):
+            if callbacks.on_conversation:
+                callbacks.on_conversation(position, len(todo), conversation.id)
+            result = trainer.learn(conversation_notes, earlier, position, len(todo), callbacks.on_epoch)
+            version += 1
+            record = LearnedConversation(
+                id=conversation.id, content_hash=conversation.content_hash, timestamp=conversation.timestamp,
+                qa_pairs=result.qa_pairs, epochs=result.epochs, final_loss=result.final_loss,
+                heldout_accuracy=result.heldout_accuracy, seconds=result.seconds, adapter_version=version,
+                learned_at=now_iso())
+            memory.commit(model, record, conversation_notes,
+                          conversation.text if config.keep_conversations else None)
+            earlier.append(conversation_notes)
+            learned.append(record)
+            if callbacks.on_learned:
+                callbacks.on_learned(record)
+        return learned
+
+
+def _adapter_path(memory: UserMemory) -> str | None:
+    path = memory.current_adapter()
+    return str(path) if path is not None else None
+
+
+def _check_settings(memory: UserMemory, config: RememberConfig) -> None:
+    """A memory keeps the base model and LoRA shape it was started with."""
+    train = config.train
+    wanted = {"base_model": config.base_model, "lora_rank": train.lora_rank, "lora_alpha": train.lora_alpha,
+              "target_modules": train.target_modules, "layers": train.layers}
+    stored = memory.settings()
+    if not stored:
+        memory.save_settings(wanted)
+    elif stored.get("base_model") != config.base_model:
+        raise InputError(f"user {memory.user!r} was learned on base model {stored.get('base_model')!r}, "
+                         f"not {config.base_model!r}")

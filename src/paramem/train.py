@@ -1,0 +1,214 @@
+"""Train: PLUM's weighted cross-entropy and the sequential, conversation-by-conversation trainer."""
+
+from __future__ import annotations
+
+import copy
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from paramem.answer import YesNoScorer
+from paramem.augment.notes import Notes
+from paramem.augment.pairs import PairConfig, QAPair, training_pairs, validation_pairs
+from paramem.prompts import Encoded, encode_example, encode_statement
+
+
+@dataclass
+class TrainConfig:
+    """Every knob of learning a conversation, with PLUM's values as defaults where PLUM has one."""
+
+    lora_rank: int = 16  # r of every LoRA matrix (PLUM: 16)
+    lora_alpha: int = 64  # LoRA scaling numerator, update = alpha / r * BA (PLUM: 64)
+    lora_dropout: float = 0.0
+    target_modules: str | list[str] = "all-linear"  # peft names; "all-linear" = every linear but the head
+    layers: list[int] | None = None  # only these transformer layers carry LoRA (None = all)
+    qa_weight: float = 10.0  # PLUM's lambda: loss weight of question and answer tokens
+    template_weight: float = 1.0  # loss weight of instruction and chat-template tokens
+    statement_weight: float = 1.0  # loss weight of plain statements about a conversation
+    epochs: int = 10  # most epochs per conversation (PLUM: 10)
+    min_epochs: int = 2  # never stop before this many epochs
+    early_stopping: bool = True  # keep the epoch with the best held-out reworded accuracy; stop on a plateau
+    patience: int = 3  # epochs without held-out improvement before stopping
+    learning_rate: float = 5e-4
+    weight_decay: float = 0.0
+    batch_size: int = 8
+    replay_share: float = 0.3  # share of each epoch's pairs drawn from earlier conversations
+    max_length: int = 256  # longest training example in tokens (longer ones are cut)
+    seed: int = 0
+    pairs: PairConfig = field(default_factory=PairConfig)
+
+    def lora_config(self) -> LoraConfig:
+        return LoraConfig(r=self.lora_rank, lora_alpha=self.lora_alpha, lora_dropout=self.lora_dropout,
+                          target_modules=self.target_modules, layers_to_transform=self.layers,
+                          task_type="CAUSAL_LM")
+
+
+def weighted_cross_entropy(logits: torch.Tensor, input_ids: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """PLUM's loss: sum over tokens of weight x CE(next token), divided by the number of trained tokens.
+
+    `weights[b, i]` is the weight of predicting token i from tokens < i; padding has weight 0. Dividing
+    by a count rather than by the weight sum keeps lambda a true multiplier: a token of weight lambda
+    contributes exactly lambda times the gradient of a token of weight 1.
+    """
+    logits = logits[:, :-1].float()
+    targets = input_ids[:, 1:]
+    token_weights = weights[:, 1:]
+    losses = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1),
+                                               reduction="none").view_as(targets)
+    trained = (token_weights > 0).sum().clamp(min=1)
+    return (losses * token_weights).sum() / trained
+
+
+def encode_pair(tokenizer: PreTrainedTokenizerBase, pair: QAPair, config: TrainConfig) -> Encoded:
+    if pair.kind == "statement":
+        return encode_statement(tokenizer, pair.answer, config.statement_weight)
+    return encode_example(tokenizer, pair.question, pair.answer, config.qa_weight, config.template_weight)
+
+
+def batches(examples: list[Encoded], batch_size: int, pad_id: int, max_length: int,
+            rng: random.Random) -> list[dict[str, torch.Tensor]]:
+    """Length-bucketed batches (similar lengths together, so little padding), in shuffled order."""
+    order = sorted(range(len(examples)), key=lambda i: (len(examples[i].input_ids), rng.random()))
+    groups = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    rng.shuffle(groups)
+    out = []
+    for group in groups:
+        rows = [examples[i] for i in group]
+        width = min(max_length, max(len(r.input_ids) for r in rows))
+        ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+        weights = torch.zeros((len(rows), width))
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for row, example in enumerate(rows):
+            n = min(width, len(example.input_ids))
+            ids[row, :n] = torch.tensor(example.input_ids[:n])
+            weights[row, :n] = torch.tensor(example.weights[:n])
+            mask[row, :n] = 1
+        out.append({"input_ids": ids, "attention_mask": mask, "weights": weights})
+    return out
+
+
+def attach_lora(model: PreTrainedModel, config: TrainConfig, adapter: str | None = None) -> PeftModel:
+    """Wrap the base model with a fresh LoRA, or with a saved adapter to continue learning."""
+    if adapter is not None:
+        return PeftModel.from_pretrained(model, adapter, is_trainable=True)
+    return get_peft_model(model, config.lora_config())
+
+
+@dataclass
+class EpochReport:
+    conversation: int  # 1-based position among this run's conversations
+    conversations: int
+    epoch: int
+    loss: float
+    heldout_accuracy: float | None
+    seconds: float
+
+
+@dataclass
+class LearnResult:
+    epochs: int  # the epoch whose weights were kept
+    final_loss: float  # training loss of that epoch
+    heldout_accuracy: float | None
+    qa_pairs: int  # training pairs per epoch (this conversation's, before replay)
+    tokens: int  # training tokens processed
+    seconds: float
+
+
+class SequentialTrainer:
+    """Learns conversations one after the other into one LoRA adapter (PLUM's sequential training)."""
+
+    def __init__(self, model: PeftModel, tokenizer: PreTrainedTokenizerBase, config: TrainConfig):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.config = config
+        self.scorer = YesNoScorer(model, tokenizer)
+
+    def _trainable(self) -> list[torch.nn.Parameter]:
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    def _epoch_examples(self, notes: Notes, earlier: list[Notes], epoch: int,
+                        rng: random.Random) -> tuple[list[Encoded], int]:
+        own = training_pairs(notes, epoch, self.config.pairs)
+        replay: list[QAPair] = []
+        share = self.config.replay_share
+        if earlier and share > 0:
+            want = round(len(own) * share / (1 - share))
+            pool = [p for old in earlier for p in training_pairs(old, epoch, self.config.pairs)]
+            replay = rng.sample(pool, min(want, len(pool)))
+        examples = [encode_pair(self.tokenizer, p, self.config) for p in own + replay]
+        return examples, len(own)
+
+    def heldout_accuracy(self, pairs: list[QAPair]) -> float | None:
+        if not pairs:
+            return None
+        self.model.eval()
+        decisions = self.scorer.decide([p.question for p in pairs], calibrate=False)
+        return sum(d == p.label for (d, _), p in zip(decisions, pairs)) / len(pairs)
+
+    def learn(self, notes: Notes, earlier: list[Notes], position: int = 1, total: int = 1,
+              on_epoch: Callable[[EpochReport], None] | None = None) -> LearnResult:
+        """Learn one conversation's notes for up to `epochs` epochs, replaying `earlier` ones."""
+        config = self.config
+        rng = random.Random(f"{config.seed}/{notes.conversation_id}")
+        torch.manual_seed(config.seed)
+        optimizer = torch.optim.AdamW(self._trainable(), lr=config.learning_rate, weight_decay=config.weight_decay)
+        heldout = validation_pairs(notes)
+        start = time.perf_counter()
+        best: tuple[float, int, float, dict] | None = None  # (accuracy, epoch, loss, weights)
+        stale, tokens, qa_pairs = 0, 0, 0
+        for epoch in range(1, config.epochs + 1):
+            examples, qa_pairs = self._epoch_examples(notes, earlier, epoch, rng)
+            self.model.train()
+            total_loss, steps = 0.0, 0
+            for batch in batches(examples, config.batch_size, self.tokenizer.pad_token_id, config.max_length, rng):
+                logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+                loss = weighted_cross_entropy(logits, batch["input_ids"], batch["weights"])
+                loss.backward()
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                total_loss += loss.item()
+                steps += 1
+                tokens += int(batch["attention_mask"].sum())
+            loss_value = total_loss / max(steps, 1)
+            accuracy = self.heldout_accuracy(heldout) if config.early_stopping else None
+            if on_epoch is not None:
+                on_epoch(EpochReport(position, total, epoch, loss_value, accuracy, time.perf_counter() - start))
+            if not config.early_stopping:
+                best = (0.0, epoch, loss_value, {})
+                continue
+            score = accuracy if accuracy is not None else -loss_value
+            if best is None or score >= best[0]:  # ties go to the later, better-trained epoch
+                stale = 0 if best is None or score > best[0] else stale + 1
+                best = (score, epoch, loss_value, self._lora_state())
+            else:
+                stale += 1
+            if epoch >= config.min_epochs and (stale >= config.patience or accuracy == 1.0 and loss_value < 0.05):
+                break
+        assert best is not None
+        if best[3]:
+            self._load_lora_state(best[3])
+        self.model.eval()
+        kept_accuracy = best[0] if config.early_stopping and heldout else None
+        return LearnResult(best[1], best[2], kept_accuracy, qa_pairs, tokens, time.perf_counter() - start)
+
+    def _lora_state(self) -> dict[str, torch.Tensor]:
+        return {n: p.detach().clone() for n, p in self.model.named_parameters() if p.requires_grad}
+
+    def _load_lora_state(self, state: dict[str, torch.Tensor]) -> None:
+        with torch.no_grad():
+            for name, param in self.model.named_parameters():
+                if name in state:
+                    param.copy_(state[name])
+
+
+def clone_config(config: TrainConfig, **changes) -> TrainConfig:
+    """A copy of `config` with some fields changed (ablations and sweeps)."""
+    fresh = copy.deepcopy(config)
+    for key, value in changes.items():
+        setattr(fresh, key, value)
+    return fresh
