@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import warnings
 from functools import wraps
 from pathlib import Path
 from typing import Optional
@@ -16,6 +17,8 @@ from paramem.progress import console, learn_with_progress, print_results
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="paramem: a parametric memory of a user's past conversations, in a LoRA adapter.")
 errors = Console(stderr=True)
+# transformers warns about its own deprecated internals on every PEFT load; users cannot act on it.
+warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
 
 def _exits_cleanly(command):

@@ -344,7 +344,7 @@ LOADERS = {"jsonl": load_jsonl, "sharegpt": load_sharegpt, "chatgpt": load_chatg
 
 def detect_format(path: Path) -> str:
     """Guess the format from the first record; `--format` overrides it."""
-    head = _read_text(path)[:200_000].lstrip()
+    head = _read_text(path).lstrip()
     if not head:
         raise InputError("file is empty", path=path, line=1)
     first_line = head.splitlines()[0]
@@ -360,11 +360,10 @@ def detect_format(path: Path) -> str:
         if "dialog" in record:
             return "msc"
     if head.startswith("["):
-        # Whole-document formats: look at the keys near the start.
+        # Whole-document formats: look for keys only they have.
         for marker, name in (('"mapping"', "chatgpt"), ('"conversations"', "sharegpt"),
-                             ('"speaker_a"', "locomo"), ('"sample_id"', "locomo"),
-                             ('"Assistant"', "malp")):
-            if marker in head[:20_000]:
+                             ('"speaker_a"', "locomo"), ('"Assistant"', "malp")):
+            if marker in head:
                 return name
     raise InputError("unknown conversation format (use --format: " + ", ".join(FORMATS) + ")", path=path, line=1)
 

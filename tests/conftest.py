@@ -1,0 +1,26 @@
+import json
+from pathlib import Path
+
+import pytest
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+DEMO = Path(__file__).resolve().parents[1] / "src" / "paramem" / "demo_data"
+
+
+@pytest.fixture(autouse=True)
+def isolated_home(tmp_path, monkeypatch):
+    """Every test gets its own memory home and teacher cache; the model cache stays shared."""
+    monkeypatch.setenv("PARAMEM_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
+@pytest.fixture
+def demo_conversations():
+    from paramem.conversations import load_conversations
+
+    return load_conversations(DEMO / "conversations.jsonl")
+
+
+def write_jsonl(path: Path, records) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    return path

@@ -1,0 +1,92 @@
+import json
+
+from typer.testing import CliRunner
+
+from paramem.cli import app
+
+from conftest import DEMO, write_jsonl
+
+runner = CliRunner()
+
+
+def run(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def one_line_error(result):
+    lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def test_help_lists_the_commands():
+    result = run("--help")
+    assert result.exit_code == 0
+    for command in ("remember", "ask", "chat", "eval", "demo"):
+        assert command in result.output
+
+
+def test_malformed_file_exits_2_with_file_line_and_reason(tmp_path, isolated_home):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "a", "messages": [{"role": "user", "content": "hi"}]}\n{"id": "b", "messages": [{"role": "user"}]}\n')
+    result = run("remember", bad, "--user", "u", "--base-model", "tiny")
+    assert result.exit_code == 2
+    assert one_line_error(result) == f"error: {bad}:2: message 0: missing 'content'"
+    assert not (isolated_home / "users" / "u").exists()  # nothing stored
+
+
+def test_empty_conversation_and_unknown_format_exit_2(tmp_path):
+    empty = write_jsonl(tmp_path / "e.jsonl", [{"id": "a", "messages": []}])
+    assert run("remember", empty, "--user", "u", "--base-model", "tiny").exit_code == 2
+    result = run("remember", empty, "--user", "u", "--format", "yaml")
+    assert result.exit_code == 2 and "unknown format 'yaml'" in one_line_error(result)
+
+
+def test_unknown_user_exits_2():
+    for args in (("ask", "--user", "ghost", "Did we talk?"), ("eval", "--user", "ghost", "--probes", DEMO / "probes.jsonl")):
+        result = run(*args)
+        assert result.exit_code == 2
+        assert "unknown user 'ghost'" in one_line_error(result)
+
+
+def test_remember_ask_eval_end_to_end_on_the_tiny_model(tmp_path):
+    conversations = write_jsonl(tmp_path / "c.jsonl", [json.loads(line) for line in
+                                                       (DEMO / "conversations.jsonl").read_text().splitlines()[:2]])
+    result = run("remember", conversations, "--user", "amy", "--base-model", "tiny", "--epochs", "1")
+    assert result.exit_code == 0, result.output
+    assert "learned 2 conversation(s)" in result.output
+    again = run("remember", conversations, "--user", "amy", "--epochs", "1")
+    assert again.exit_code == 0 and "learned 0 conversation(s)" in again.output and "skipped 2" in again.output
+
+    answer = run("ask", "--user", "amy", "Did we discuss tomatoes?")
+    assert answer.exit_code == 0 and answer.output.split()[0] in ("Yes", "No")
+
+    probes = write_jsonl(tmp_path / "p.jsonl", [{"conversation": "garden", "question": "Did we talk about plants?", "answer": "yes"},
+                                                 {"conversation": "interview", "question": "Did we talk about cars?", "answer": "no"}])
+    out = tmp_path / "results.json"
+    result = run("eval", "--user", "amy", "--probes", probes, "--methods", "memory,none", "--json", out)
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert [m["method"] for m in report["methods"]] == ["memory", "none"]
+    for method in report["methods"]:
+        assert {"accuracy", "yes_accuracy", "no_accuracy", "n"} <= method.keys() and method["n"] == 2
+    assert report["base_model"] == "tiny" and report["git_commit"] is not None
+
+    unknown = write_jsonl(tmp_path / "u.jsonl", [{"conversation": "nope", "question": "Did we?", "answer": "yes"}])
+    result = run("eval", "--user", "amy", "--probes", unknown)
+    assert result.exit_code == 2 and f"{unknown}:1: unknown conversation 'nope'" in one_line_error(result)
+    result = run("eval", "--user", "amy", "--probes", probes, "--methods", "memory,bm42")
+    assert result.exit_code == 2 and "unknown method(s) bm42" in one_line_error(result)
+
+
+def test_second_remember_for_the_same_user_is_refused(tmp_path):
+    from paramem.store import UserMemory
+
+    conversations = DEMO / "conversations.jsonl"
+    holder = UserMemory("busy").lock()
+    try:
+        result = run("remember", conversations, "--user", "busy", "--base-model", "tiny")
+    finally:
+        holder.unlock()
+    assert result.exit_code == 2
+    assert "user 'busy' is being updated by paramem pid" in one_line_error(result)

@@ -1,0 +1,69 @@
+import pytest
+import torch
+from peft import PeftModel
+
+from paramem.augment.teachers import ExtractiveTeacher
+from paramem.errors import InputError
+from paramem.models import tiny_model
+from paramem.remember import Callbacks, RememberConfig, remember
+from paramem.store import UserMemory
+from paramem.train import TrainConfig
+
+
+def config(**train):
+    return RememberConfig(base_model="tiny", train=TrainConfig(epochs=2, min_epochs=1, **train))
+
+
+def test_learns_in_order_and_skips_what_is_known(demo_conversations):
+    first = remember("u", demo_conversations[:2], ExtractiveTeacher(), config())
+    assert [r.id for r in first] == ["garden", "interview"]
+    again = remember("u", demo_conversations[:3], ExtractiveTeacher(), config())
+    assert [r.id for r in again] == ["marathon"]
+    memory = UserMemory("u")
+    assert [c.id for c in memory.learned()] == ["garden", "interview", "marathon"]
+    rows = memory.learned()
+    assert all(r.qa_pairs > 0 and r.epochs >= 1 and r.seconds > 0 and r.content_hash for r in rows)
+    assert memory.current_version() == 3
+
+
+def test_interrupted_run_resumes_without_losing_what_was_learned(demo_conversations):
+    learned_ids = []
+
+    def stop_after_two(record):
+        learned_ids.append(record.id)
+        if len(learned_ids) == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        remember("u", demo_conversations[:4], ExtractiveTeacher(), config(), callbacks=Callbacks(on_learned=stop_after_two))
+    memory = UserMemory("u")
+    assert [c.id for c in memory.learned()] == ["garden", "interview"]
+    weights_before = PeftModel.from_pretrained(tiny_model()[0], str(memory.adapter_dir)).state_dict()
+    resumed = remember("u", demo_conversations[:4], ExtractiveTeacher(), config())
+    assert [r.id for r in resumed] == ["marathon", "cat"]
+    assert [c.id for c in memory.learned()][:2] == ["garden", "interview"]
+    weights_after = PeftModel.from_pretrained(tiny_model()[0], str(memory.adapter_dir)).state_dict()
+    changed = [k for k in weights_before if "lora" in k and not torch.equal(weights_before[k], weights_after[k])]
+    assert changed  # continued from the stored adapter and kept learning
+
+
+def test_same_id_with_new_content_is_refused(demo_conversations):
+    from dataclasses import replace
+
+    remember("u", demo_conversations[:1], ExtractiveTeacher(), config())
+    changed = replace(demo_conversations[0], messages=demo_conversations[1].messages)
+    with pytest.raises(InputError, match="already learned with different content"):
+        remember("u", [changed], ExtractiveTeacher(), config())
+
+
+def test_raw_text_is_discarded_unless_kept(demo_conversations):
+    import sqlite3
+
+    remember("u", demo_conversations[:1], ExtractiveTeacher(), config())
+    remember("k", demo_conversations[:1], ExtractiveTeacher(), RememberConfig(
+        base_model="tiny", keep_conversations=True, train=TrainConfig(epochs=1, min_epochs=1)))
+    texts = {}
+    for user in ("u", "k"):
+        db = sqlite3.connect(UserMemory(user).root / "manifest.sqlite")
+        texts[user] = db.execute("SELECT text FROM conversations").fetchone()[0]
+    assert texts["u"] is None and "tomato" in texts["k"]

@@ -1,0 +1,61 @@
+import random
+
+import torch
+
+from paramem.models import tiny_model
+from paramem.prompts import encode_example
+from paramem.train import TrainConfig, attach_lora, batches, weighted_cross_entropy
+
+
+def test_weighted_token_contributes_lambda_times_the_gradient():
+    torch.manual_seed(0)
+    logits = torch.randn(1, 4, 11, requires_grad=True)
+    ids = torch.tensor([[1, 2, 3, 4]])
+    # Token 1 has weight 1, token 2 weight 10 (lambda), token 3 is padding (weight 0).
+    weights = torch.tensor([[0.0, 1.0, 10.0, 0.0]])
+    weighted_cross_entropy(logits, ids, weights).backward()
+    grad = logits.grad[0]
+    unit = torch.zeros_like(logits)
+    one = torch.nn.functional.cross_entropy(logits[0, 0:1], ids[0, 1:2])
+    ten = torch.nn.functional.cross_entropy(logits[0, 1:2], ids[0, 2:3])
+    g_one, = torch.autograd.grad(one, logits, retain_graph=True)
+    g_ten, = torch.autograd.grad(ten, logits)
+    # Normalised by the 2 trained tokens: grad = (1 * g_one + 10 * g_ten) / 2.
+    torch.testing.assert_close(grad, ((g_one + 10 * g_ten) / 2)[0])
+    assert torch.count_nonzero(grad[2]) == 0 and torch.count_nonzero(grad[3]) == 0
+    assert unit.sum() == 0
+
+
+def test_lambda_scales_exactly():
+    logits = torch.randn(2, 5, 7)
+    ids = torch.randint(0, 7, (2, 5))
+    ones = torch.ones(2, 5)
+    assert torch.isclose(weighted_cross_entropy(logits, ids, 10 * ones), 10 * weighted_cross_entropy(logits, ids, ones))
+
+
+def test_example_weights_mark_question_and_answer():
+    _, tokenizer = tiny_model()
+    example = encode_example(tokenizer, "Q?", "A.", qa_weight=10.0, template_weight=1.0)
+    text = tokenizer.decode([i for i, w in zip(example.input_ids, example.weights) if w == 10.0])
+    assert text == "Q?A."
+    assert 1.0 in example.weights
+
+
+def test_batches_pad_with_zero_weight():
+    _, tokenizer = tiny_model()
+    examples = [encode_example(tokenizer, "short?", "Yes.", 10.0), encode_example(tokenizer, "a longer one?", "No.", 10.0)]
+    [batch] = batches(examples, 8, tokenizer.pad_token_id, 256, random.Random(0))
+    for row in range(2):
+        padding = batch["attention_mask"][row] == 0
+        assert torch.all(batch["weights"][row][padding] == 0)
+    assert int(batch["attention_mask"].sum()) == sum(len(e.input_ids) for e in examples)
+
+
+def test_lora_defaults_are_plums():
+    config = TrainConfig()
+    assert (config.lora_rank, config.lora_alpha, config.qa_weight, config.epochs) == (16, 64, 10.0, 10)
+    model, _ = tiny_model()
+    peft_model = attach_lora(model, config)
+    trainable = [n for n, p in peft_model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+    assert any("mlp" in n for n in trainable) and any("self_attn" in n for n in trainable)
