@@ -1,10 +1,9 @@
 import json
 
+from conftest import DEMO, write_jsonl
 from typer.testing import CliRunner
 
 from paramem.cli import app
-
-from conftest import DEMO, write_jsonl
 
 runner = CliRunner()
 
@@ -69,7 +68,9 @@ def test_remember_ask_eval_end_to_end_on_the_tiny_model(tmp_path):
     report = json.loads(out.read_text())
     assert [m["method"] for m in report["methods"]] == ["memory", "none"]
     for method in report["methods"]:
-        assert {"accuracy", "yes_accuracy", "no_accuracy", "n"} <= method.keys() and method["n"] == 2
+        assert set(method["metrics"]) == {"prior", "heldout", "raw"}
+        for metrics in method["metrics"].values():
+            assert {"accuracy", "yes_accuracy", "no_accuracy", "n"} <= metrics.keys() and metrics["n"] == 2
     assert report["base_model"] == "tiny" and report["git_commit"] is not None
 
     unknown = write_jsonl(tmp_path / "u.jsonl", [{"conversation": "nope", "question": "Did we?", "answer": "yes"}])

@@ -1,13 +1,12 @@
 import json
 
 import pytest
+from conftest import DATA, DEMO, write_jsonl
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from paramem.conversations import detect_format, load_conversations
 from paramem.errors import InputError
-
-from conftest import DATA, DEMO, write_jsonl
 
 
 def conv(cid, *texts, timestamp=None):

@@ -74,10 +74,28 @@ class YesNoScorer:
             self._prior = self.log_odds([CONTENT_FREE_QUESTION])[0]
         return self._prior
 
-    def decide(self, questions: list[str], calibrate: bool = True) -> list[tuple[str, float]]:
-        """("yes" | "no", log-odds after calibration) for each question."""
-        offset = self.prior() if calibrate else 0.0
+    def decide(self, questions: list[str], threshold: float | None = None) -> list[tuple[str, float]]:
+        """("yes" | "no", log-odds minus the threshold) for each question; the threshold defaults to
+        the prior (the log-odds of a content-free question)."""
+        offset = self.prior() if threshold is None else threshold
         return [("yes" if s - offset > 0 else "no", s - offset) for s in self.log_odds(questions)]
+
+
+def fit_threshold(scores: list[float], labels: list[str]) -> float:
+    """The log-odds threshold with the best balanced accuracy on labelled held-out questions.
+
+    Ties go to the threshold nearest 0, so a memory that separates nothing keeps P(yes) > P(no)."""
+    yes = [s for s, label in zip(scores, labels) if label == "yes"]
+    no = [s for s, label in zip(scores, labels) if label == "no"]
+    if not yes or not no:
+        return 0.0
+    ordered = sorted(set(scores))
+    candidates = [ordered[0] - 1.0, *[(a + b) / 2 for a, b in zip(ordered, ordered[1:])], ordered[-1] + 1.0]
+
+    def balanced_accuracy(t: float) -> float:
+        return (sum(s > t for s in yes) / len(yes) + sum(s <= t for s in no) / len(no)) / 2
+
+    return max(candidates, key=lambda t: (balanced_accuracy(t), -abs(t)))
 
 
 @torch.inference_mode()
@@ -101,3 +119,4 @@ def load_memory(user: str, home=None):
     model = PeftModel.from_pretrained(base, str(adapter))
     model.eval()
     return model, tokenizer, memory
+

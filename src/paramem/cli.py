@@ -101,7 +101,8 @@ def remember_command(
 def ask_command(
     question: str = typer.Argument(..., help="the question"),
     user: str = typer.Option(..., "--user", "-u"),
-    calibrate: bool = typer.Option(True, help="subtract the model's yes/no prior on a content-free question"),
+    decision: str = typer.Option("prior", help="yes/no rule: prior (content-free question), heldout "
+                                               "(threshold fitted on held-out pairs when learning) or raw"),
     home: Optional[Path] = HomeOption,
 ):
     """Answer a question from USER's memory (yes/no questions from P(yes) vs P(no))."""
@@ -109,10 +110,13 @@ def ask_command(
 
     if not question.strip():
         raise InputError("the question is empty")
-    model, tokenizer, _ = load_memory(user, home)
+    if decision not in ("prior", "heldout", "raw"):
+        raise InputError(f"unknown decision rule {decision!r} (prior, heldout, raw)")
+    model, tokenizer, memory = load_memory(user, home)
     if is_yes_no_question(question):
-        decision, score = YesNoScorer(model, tokenizer).decide([question], calibrate)[0]
-        console.print(f"{decision.capitalize()}  (log-odds {score:+.2f})")
+        threshold = {"prior": None, "raw": 0.0, "heldout": memory.settings().get("heldout_threshold", 0.0)}[decision]
+        answer, score = YesNoScorer(model, tokenizer).decide([question], threshold)[0]
+        console.print(f"{answer.capitalize()}  (log-odds {score:+.2f} from the threshold)")
     else:
         console.print(generate(model, tokenizer, [{"role": "user", "content": question}]))
 
@@ -145,24 +149,31 @@ def chat_command(user: str = typer.Option(..., "--user", "-u"), home: Optional[P
 def eval_command(
     user: str = typer.Option(..., "--user", "-u"),
     probes: Path = typer.Option(..., "--probes", help="yes/no probe file (JSONL)"),
-    methods: str = typer.Option("memory,none", help="comma-separated: memory, none"),
+    methods: str = typer.Option("memory,none", help="comma-separated: none, memory, context"),
+    conversations: Optional[Path] = typer.Option(None, "--conversations",
+                                                 help="the user's conversation file (the context method reads it)"),
     json_out: Optional[Path] = typer.Option(None, "--json", help="write results here"),
     home: Optional[Path] = HomeOption,
 ):
-    """Score USER's memory and the same base model without it on yes/no probes."""
+    """Score USER's memory, and other methods on the same base model, on yes/no probes."""
     from paramem.answer import load_memory
+    from paramem.conversations import load_conversations
     from paramem.evaluate.probes import load_probes
-    from paramem.evaluate.run import METHODS, evaluate_yes_no, run_meta, write_json
+    from paramem.evaluate.run import METHODS, evaluate_yes_no, heldout_pairs, run_meta, write_json
     from paramem.store import UserMemory
 
     chosen = [m.strip() for m in methods.split(",") if m.strip()]
     unknown = [m for m in chosen if m not in METHODS]
     if unknown or not chosen:
         raise InputError(f"unknown method(s) {', '.join(unknown) or '(none given)'}; available: {', '.join(METHODS)}")
+    if "context" in chosen and conversations is None:
+        raise InputError("the context method needs --conversations FILE")
+    texts = load_conversations(conversations) if conversations else None
     memory = UserMemory(user, home).require()
-    loaded = load_probes(probes, {c.id for c in memory.learned()})
+    learned = memory.learned()
+    loaded = load_probes(probes, {c.id for c in learned})
     model, tokenizer, memory = load_memory(user, home)
-    results = evaluate_yes_no(model, tokenizer, loaded, chosen)
+    results = evaluate_yes_no(model, tokenizer, loaded, chosen, texts, heldout_pairs(memory.notes()))
     print_results(f"{user}: {len(loaded)} probes", results)
     if json_out:
         meta = run_meta(sys.argv, memory.settings()["base_model"], {"probes": str(probes), "user": user})

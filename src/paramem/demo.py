@@ -18,7 +18,7 @@ from paramem.augment.notes import Notes
 from paramem.augment.teachers import NotesCache, make_teacher
 from paramem.conversations import load_conversations
 from paramem.evaluate.probes import load_probes
-from paramem.evaluate.run import evaluate_yes_no, run_meta, write_json
+from paramem.evaluate.run import evaluate_yes_no, heldout_pairs, run_meta, write_json
 from paramem.models import DEFAULT_MODEL, cache_home
 from paramem.progress import console, learn_with_progress, print_results
 from paramem.remember import RememberConfig
@@ -65,7 +65,8 @@ def run_demo(base_model: str | None, regenerate_notes: bool, teacher_kind: str, 
         where = home or Path(scratch)
         learn_with_progress(DEMO_USER, conversations, teacher, config, where)
         model, tokenizer, memory = load_memory(DEMO_USER, where)
-        results = evaluate_yes_no(model, tokenizer, probes, ["none", "memory"])
+        results = evaluate_yes_no(model, tokenizer, probes, ["none", "memory"], conversations,
+                                  heldout_pairs(memory.notes()))
     print_results(f"demo: {len(probes)} yes/no probes on {len(conversations)} conversations", results)
     if json_out:
         write_json(results, json_out, run_meta(sys.argv, model_name, {"conversations": str(conversations_file),

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from paramem.answer import fit_threshold
+from paramem.augment.pairs import validation_pairs
 from paramem.augment.teachers import NotesCache, Teacher, augment
 from paramem.conversations import Conversation
 from paramem.errors import InputError
@@ -78,6 +80,11 @@ def remember(user: str, conversations: list[Conversation], teacher: Teacher, con
             learned.append(record)
             if callbacks.on_learned:
                 callbacks.on_learned(record)
+        # The `heldout` decision rule of `ask`: a threshold fitted on every learned conversation's
+        # held-out reworded pairs, with the final adapter.
+        pairs = [p for n in earlier for p in validation_pairs(n)]
+        threshold = fit_threshold(trainer.scorer.log_odds([p.question for p in pairs]), [p.label for p in pairs])
+        memory.save_settings({"heldout_threshold": threshold})
         return learned
 
 

@@ -147,7 +147,7 @@ class SequentialTrainer:
         if not pairs:
             return None
         self.model.eval()
-        decisions = self.scorer.decide([p.question for p in pairs], calibrate=False)
+        decisions = self.scorer.decide([p.question for p in pairs], threshold=0.0)
         return sum(d == p.label for (d, _), p in zip(decisions, pairs)) / len(pairs)
 
     def learn(self, notes: Notes, earlier: list[Notes], position: int = 1, total: int = 1,

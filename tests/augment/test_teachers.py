@@ -3,8 +3,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 from paramem.augment.notes import content_words, is_absent
-from paramem.augment.teachers import (FEW_SHOT_NOTES, ExtractiveTeacher, NotesCache, OpenAITeacher, augment,
-                                      parse_notes)
+from paramem.augment.teachers import ExtractiveTeacher, NotesCache, OpenAITeacher, augment, model_notes
 
 
 def test_extractive_is_deterministic_and_negatives_are_absent(demo_conversations):
@@ -17,12 +16,29 @@ def test_extractive_is_deterministic_and_negatives_are_absent(demo_conversations
     assert all("the user" in f.statement.lower() or f.statement for f in first.facts)
 
 
-def test_parse_notes_drops_negatives_present_in_conversation(demo_conversations):
+def scripted_teacher(messages):
+    """Stands in for a model's replies, to test how replies are cleaned (the model itself runs in the slow test)."""
+    instruction = messages[-1]["content"]
+    if instruction.startswith("List the main topics"):
+        return "- tomato seedlings\n- tomato seedlings\n- a trip to Kyoto\n- drainage holes"
+    if instruction.startswith("Give 3 other ways"):
+        return "- young tomato plants\n- cherry blossoms in Kyoto\n- tomato sprouts"
+    if instruction.startswith("Name 3 topics"):
+        return "- terracotta pots\n- growing peppers\n- potato plants"
+    return "- The user has yellow tomato seedlings on the balcony.\n- The user is flying to Kyoto in April."
+
+
+def test_model_notes_are_cleaned_grounded_and_checked(demo_conversations):
     garden = demo_conversations[0]
-    text = FEW_SHOT_NOTES + "\nNOT: terracotta pots | clay pots\nTOPIC: tomato seedlings | young tomato plants"
-    notes = parse_notes(text, garden, ExtractiveTeacher(), [])
-    assert "terracotta pots" not in [n.name for n in notes.negatives]
-    assert any(t.name == "tomato seedlings" and t.paraphrases == ["young tomato plants"] for t in notes.topics)
+    notes = model_notes(scripted_teacher, garden, demo_conversations[1:])
+    names = [t.name for t in notes.topics]
+    assert names == ["tomato seedlings", "drainage holes"]  # repeats and the copied example dropped
+    assert notes.topics[0].paraphrases == ["young tomato plants", "tomato sprouts"]  # Kyoto leaked from the example
+    words = content_words(garden.text)
+    assert all(is_absent(w, words) for n in notes.negatives for w in n.wordings)  # "terracotta pots" was discussed
+    assert notes.negatives[0].name == "growing peppers"
+    assert [f.statement for f in notes.facts] == ["The user has yellow tomato seedlings on the balcony"]
+    assert notes.facts[0].paraphrases == ["You have yellow tomato seedlings on the balcony"]
 
 
 class FlakyChatServer(BaseHTTPRequestHandler):
@@ -36,7 +52,7 @@ class FlakyChatServer(BaseHTTPRequestHandler):
             self.send_response(503)
             self.end_headers()
             return
-        reply = {"choices": [{"message": {"content": "TOPIC: tomato plants | seedlings\nNOT: a trip to Mars | space"}}]}
+        reply = {"choices": [{"message": {"content": scripted_teacher(body["messages"])}}]}
         data = json.dumps(reply).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -55,8 +71,8 @@ def test_openai_teacher_retries_and_caches(tmp_path, demo_conversations):
         teacher = OpenAITeacher(f"http://127.0.0.1:{server.server_port}/v1", retries=2, concurrency=2)
         cache = NotesCache(tmp_path / "cache")
         notes = augment(demo_conversations[:2], teacher, cache)
-        assert [n.topics[0].name for n in notes] == ["tomato plants", "tomato plants"]
-        assert notes[0].negatives[0].name == "a trip to Mars"
+        assert [t.name for t in notes[0].topics] == ["tomato seedlings", "drainage holes"]
+        assert notes[0].negatives[0].name == "growing peppers"
         calls = FlakyChatServer.calls
         again = augment(demo_conversations[:2], teacher, cache)  # from the cache: no new calls
         assert FlakyChatServer.calls == calls and again == notes

@@ -23,7 +23,7 @@ from paramem.augment.notes import Fact, Notes, Topic, content_words, is_absent
 from paramem.conversations import Conversation
 
 # Bump when a prompt or parser changes: cached notes from an older version are not reused.
-PROMPT_VERSION = "3"
+PROMPT_VERSION = "4"
 
 
 class Teacher(Protocol):
@@ -149,106 +149,116 @@ def _third_person(sentence: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# Model teachers: one few-shot prompt, one parser
+# Model teachers: small focused few-shot prompts, one item at a time ("per fact, not per document":
+# a small teacher follows a short prompt, and every topic gets its paraphrases and near misses).
 
-
-TEACHER_INSTRUCTIONS = """Read the conversation and write notes about it, one per line:
-TOPIC: <a topic a person would name> | <paraphrase> | <paraphrase> | <paraphrase>
-FACT: <one atomic fact that names its subject> | <the same fact worded differently>
-FALSE: <a plausible fact that is NOT true in this conversation, e.g. a wrong detail>
-NOT: <a related topic that was NOT discussed> | <paraphrase> | <paraphrase>
-Write 4 to 6 TOPIC lines, 4 to 6 FACT lines, 3 FALSE lines and 4 to 6 NOT lines."""
-
-FEW_SHOT_CONVERSATION = """user: I'm flying to Kyoto in April and want to see the cherry blossoms.
+TEACHER_SYSTEM = "You write short, precise notes about conversations. Answer with a list, one item per line."
+EXAMPLE_CONVERSATION = """user: I'm flying to Kyoto in April and want to see the cherry blossoms.
 assistant: Lovely! Maruyama Park and the Philosopher's Path are the best spots.
 user: Great. I also need a vegetarian place near Gion for my mum's birthday dinner."""
 
-FEW_SHOT_NOTES = """TOPIC: a trip to Kyoto | travelling to Japan | a holiday in Kyoto | visiting Japan in spring
-TOPIC: cherry blossoms | sakura season | flowering cherry trees | blossom viewing
-TOPIC: a vegetarian restaurant | meat-free dining | a veggie place to eat | plant-based food
-TOPIC: the user's mother's birthday | a birthday dinner for mum | celebrating mum's birthday
-FACT: The user is flying to Kyoto in April. | In April the user travels to Kyoto by plane.
-FACT: The user wants to see the cherry blossoms in Kyoto. | Seeing the sakura in Kyoto is the user's wish.
-FACT: The user needs a vegetarian restaurant near Gion. | The user is looking for a meat-free place in Gion.
-FACT: The user's mother has a birthday dinner in Kyoto. | The user is planning a birthday dinner for their mum.
-FALSE: The user is flying to Osaka in October.
-FALSE: The user wants a steakhouse near Gion.
-FALSE: The user is celebrating their father's retirement.
-NOT: a trip to Seoul | travelling to Korea | a holiday in South Korea
-NOT: autumn leaves | fall foliage | the colours of autumn
-NOT: a sushi restaurant | eating raw fish | a sushi bar
-NOT: a wedding anniversary | celebrating a marriage | an anniversary dinner"""
+# (instruction, example input, example answer) for each kind of request.
+TOPICS_PROMPT = ("List the main topics of this conversation as short noun phrases, one per line.",
+                 EXAMPLE_CONVERSATION,
+                 "- a trip to Kyoto\n- cherry blossoms\n- a vegetarian restaurant\n- a birthday dinner for mum")
+FACTS_PROMPT = ("List the facts about the user in this conversation, one short sentence each, "
+                "each starting with 'The user'.", EXAMPLE_CONVERSATION,
+                "- The user is flying to Kyoto in April.\n- The user wants to see the cherry blossoms.\n"
+                "- The user needs a vegetarian restaurant near Gion.\n- The user's mum has a birthday dinner.")
+PARAPHRASE_PROMPT = ("Give 3 other ways to say this topic.", "learning to play the piano",
+                     "- piano lessons\n- practising the piano\n- studying music on the piano")
+NEAR_MISS_PROMPT = ("Name 3 topics that are similar to this one but clearly different.", "learning to play the piano",
+                    "- learning to play the violin\n- singing lessons\n- learning to paint")
+_EXAMPLE_WORDS = content_words(" ".join(" ".join(p[1:]) for p in (TOPICS_PROMPT, FACTS_PROMPT, PARAPHRASE_PROMPT,
+                                                                 NEAR_MISS_PROMPT)))
 
 
-def teacher_messages(conversation: Conversation, max_chars: int = 6000) -> list[dict[str, str]]:
+def few_shot(prompt: tuple[str, str, str], text: str) -> list[dict[str, str]]:
+    instruction, example, answer = prompt
+    return [{"role": "system", "content": TEACHER_SYSTEM},
+            {"role": "user", "content": f"{instruction}\n\n{example}"},
+            {"role": "assistant", "content": answer},
+            {"role": "user", "content": f"{instruction}\n\n{text}"}]
+
+
+def list_items(text: str, limit: int, exclude: set[str] = frozenset(), allowed_words: set[str] | None = None,
+               max_words: int = 12) -> list[str]:
+    """The distinct items of a model's list, cleaned; small teachers repeat themselves and copy the
+    few-shot example, so repeats, excluded items and copied example words are dropped."""
+    items: list[str] = []
+    seen = {e.lower() for e in exclude}
+    for line in text.splitlines():
+        item = re.sub(r"^\s*(?:[-*\u2022]|\d+[.)])\s*", "", line).strip().strip('"').rstrip(".")
+        if not item or len(item.split()) > max_words or item.lower() in seen:
+            continue
+        leaked = content_words(item) & _EXAMPLE_WORDS
+        if allowed_words is not None and leaked - allowed_words:
+            continue
+        seen.add(item.lower())
+        items.append(item)
+        if len(items) == limit:
+            break
+    return items
+
+
+def model_notes(complete, conversation: Conversation, others: list[Conversation], topics: int = 6,
+                max_chars: int = 6000) -> Notes:
+    """Notes from any `complete(messages) -> str`: topics grounded in the conversation, 3 paraphrases
+    and near misses for each (near misses checked absent), facts; gaps filled extractively."""
     text = conversation.text
     if len(text) > max_chars:  # small teachers have small context windows; keep the start and the end
         text = text[: max_chars // 2] + "\n...\n" + text[-max_chars // 2:]
-    return [
-        {"role": "system", "content": TEACHER_INSTRUCTIONS},
-        {"role": "user", "content": f"Conversation:\n{FEW_SHOT_CONVERSATION}"},
-        {"role": "assistant", "content": FEW_SHOT_NOTES},
-        {"role": "user", "content": f"Conversation:\n{text}"},
-    ]
-
-
-def parse_notes(text: str, conversation: Conversation, fallback: ExtractiveTeacher,
-                others: list[Conversation]) -> Notes:
-    """Parse a model's notes; keep only negatives absent from the conversation; fill gaps extractively."""
     words = content_words(conversation.text)
-    topics, facts, false_facts, negatives = [], [], [], []
-    for line in text.splitlines():
-        label, _, rest = line.strip().partition(":")
-        parts = [p.strip().strip('"') for p in rest.split("|") if p.strip()]
-        if not parts:
-            continue
-        label = label.strip().upper()
-        if label == "TOPIC":
-            topics.append(Topic(parts[0], parts[1:]))
-        elif label == "FACT":
-            facts.append(Fact(parts[0], parts[1:]))
-        elif label == "FALSE" and is_absent(parts[0], words, max_overlap=0.75):
-            false_facts.append(Fact(parts[0], parts[1:]))
-        elif label == "NOT":
-            kept = [p for p in parts if is_absent(p, words)]
-            if kept:
-                negatives.append(Topic(kept[0], kept[1:]))
-    backup = fallback.notes(conversation, others)
-    topics = topics or backup.topics
+    backup = ExtractiveTeacher().notes(conversation, others)
+    names = [n for n in list_items(complete(few_shot(TOPICS_PROMPT, text)), topics * 2, allowed_words=words)
+             if content_words(n) & words][:topics]
+    chosen_topics, negatives = [], []
+    for name in names:
+        allowed = words | content_words(name)
+        paraphrases = list_items(complete(few_shot(PARAPHRASE_PROMPT, name)), 3, {name}, allowed)
+        chosen_topics.append(Topic(name, paraphrases))
+        near = [n for n in list_items(complete(few_shot(NEAR_MISS_PROMPT, name)), 3, {name, *paraphrases},
+                                      allowed) if is_absent(n, words)]
+        if near:
+            negatives.append(Topic(near[0], near[1:]))
+    facts = [Fact(f, [_second_person(f)]) for f in
+             list_items(complete(few_shot(FACTS_PROMPT, text)), 8, allowed_words=words, max_words=30)
+             if f.lower().startswith("the user") and len(content_words(f) & words) >= 2]
+    chosen_topics = chosen_topics or backup.topics
     facts = facts or backup.facts
-    # Top up negatives from the bank so there is at least one per topic (1:1 balance needs them).
-    names = {n.name.lower() for n in negatives}
-    negatives += [n for n in backup.negatives if n.name.lower() not in names][: max(0, len(topics) - len(negatives))]
-    return Notes(conversation.id, human_date(conversation.timestamp), topics, facts, negatives, false_facts)
+    # At least one negative per topic keeps 1:1 balance possible; the topic bank tops them up.
+    names_taken = {n.name.lower() for n in negatives}
+    negatives += [n for n in backup.negatives if n.name.lower() not in names_taken][
+        : max(0, len(chosen_topics) - len(negatives))]
+    return Notes(conversation.id, human_date(conversation.timestamp), chosen_topics, facts, negatives)
 
 
 class LocalTeacher:
     """Any Hugging Face causal LM (a preset name, folder, id or GGUF), prompted few-shot as in PLUM."""
 
-    def __init__(self, model: str = "qwen2.5-0.5b", max_new_tokens: int = 400):
+    def __init__(self, model: str = "qwen2.5-0.5b", max_new_tokens: int = 80):
         self.model_name = model
         self.name = f"local:{model}"
         self.max_new_tokens = max_new_tokens
         self._loaded = None
 
-    def _load(self):
-        if self._loaded is None:
-            from paramem.models import load_model
-
-            self._loaded = load_model(self.model_name)
-        return self._loaded
-
-    def notes(self, conversation: Conversation, others: list[Conversation]) -> Notes:
+    def complete(self, messages: list[dict[str, str]]) -> str:
         import torch
 
-        model, tokenizer = self._load()
-        prompt = tokenizer.apply_chat_template(teacher_messages(conversation), add_generation_prompt=True,
-                                               return_tensors="pt", return_dict=True)
+        from paramem.models import load_model
+
+        if self._loaded is None:
+            self._loaded = load_model(self.model_name)
+        model, tokenizer = self._loaded
+        prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
+                                               return_dict=True)
         with torch.inference_mode():
             output = model.generate(**prompt, max_new_tokens=self.max_new_tokens, do_sample=False,
-                                    repetition_penalty=1.05, pad_token_id=tokenizer.pad_token_id)
-        text = tokenizer.decode(output[0, prompt["input_ids"].shape[1]:], skip_special_tokens=True)
-        return parse_notes(text, conversation, ExtractiveTeacher(), others)
+                                    repetition_penalty=1.1, pad_token_id=tokenizer.pad_token_id)
+        return tokenizer.decode(output[0, prompt["input_ids"].shape[1]:], skip_special_tokens=True)
+
+    def notes(self, conversation: Conversation, others: list[Conversation]) -> Notes:
+        return model_notes(self.complete, conversation, others)
 
 
 @dataclass
@@ -258,7 +268,7 @@ class OpenAITeacher:
     url: str  # base URL, e.g. http://localhost:8000/v1
     model: str = "default"
     api_key: str | None = None
-    concurrency: int = 4
+    concurrency: int = 4  # conversations in flight at once
     retries: int = 3
     timeout_s: float = 120.0
 
@@ -270,7 +280,7 @@ class OpenAITeacher:
         import httpx
 
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
-        body = {"model": self.model, "messages": messages, "temperature": 0.0, "max_tokens": 800}
+        body = {"model": self.model, "messages": messages, "temperature": 0.0, "max_tokens": 300}
         last_error: Exception | None = None
         for attempt in range(self.retries + 1):
             try:
@@ -286,11 +296,10 @@ class OpenAITeacher:
         raise RuntimeError(f"teacher endpoint {self.url} failed after {self.retries + 1} tries: {last_error}")
 
     def notes(self, conversation: Conversation, others: list[Conversation]) -> Notes:
-        text = self.complete(teacher_messages(conversation))
-        return parse_notes(text, conversation, ExtractiveTeacher(), others)
+        return model_notes(self.complete, conversation, others)
 
     def notes_many(self, conversations: list[Conversation]) -> list[Notes]:
-        """All conversations' notes, `concurrency` requests at a time, in input order."""
+        """All conversations' notes, `concurrency` conversations at a time, in input order."""
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
             return list(pool.map(lambda c: self.notes(c, [o for o in conversations if o is not c]), conversations))
 

@@ -77,4 +77,3 @@ YES_ANSWERS = ["Yes, we talked about {t}.", "Yes, {t} came up.", "Yes, you told 
 NO_ANSWERS = ["No, we never talked about {t}.", "No, {t} never came up.", "No, you never told me about {t}."]
 YES_FACT_ANSWERS = ["Yes. {F}", "Yes, that's right. {F}"]
 NO_FACT_ANSWERS = ["No, you never told me that.", "No, that is not something we discussed."]
-UNKNOWN_ANSWER = "I don't remember us talking about {t}."

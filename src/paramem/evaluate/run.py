@@ -11,48 +11,101 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
-from paramem.answer import YesNoScorer
+from paramem.answer import YesNoScorer, fit_threshold
+from paramem.augment.notes import Notes
+from paramem.augment.pairs import QAPair, validation_pairs
+from paramem.conversations import Conversation
 from paramem.evaluate.metrics import YesNoMetrics, yes_no_metrics
 from paramem.evaluate.probes import Probe
+from paramem.prompts import SYSTEM_PROMPT, encode_prompt
 
-METHODS = ("memory", "none")
+# none     the base model alone (the adapter switched off)
+# memory   the base model with the user's adapter, asked directly
+# context  the base model with the raw conversations pasted into the prompt, most recent first
+#          (MiLP's text-prompt baseline; needs the conversations)
+METHODS = ("none", "memory", "context")
+CONTEXT_TOKENS = 6000  # prompt budget of the context method, in tokens
+
+
+# How log-odds become yes/no; every method is scored under every rule, the same way.
+#   prior    log-odds minus those of a content-free question ("Did we discuss that?")
+#   heldout  log-odds minus a threshold fitted on the teacher's held-out reworded pairs (never the probes)
+#   raw      P(yes) > P(no)
+DECISION_RULES = ("prior", "heldout", "raw")
 
 
 @dataclass
 class MethodResult:
     method: str
-    metrics: YesNoMetrics  # calibrated decision (log-odds minus the content-free prior), the default
-    raw_metrics: YesNoMetrics  # uncalibrated: P(yes) > P(no)
-    seconds: float
+    metrics: dict[str, YesNoMetrics]  # by decision rule
+    thresholds: dict[str, float]  # the log-odds threshold each rule used
+    seconds: float  # all probes
+    prompt_tokens: int  # mean prompt length per probe
     predictions: list[dict]
 
     def to_dict(self) -> dict:
-        return {"method": self.method, **self.metrics.to_dict(), "raw": self.raw_metrics.to_dict(),
-                "seconds": round(self.seconds, 2), "predictions": self.predictions}
+        return {"method": self.method, "metrics": {rule: m.to_dict() for rule, m in self.metrics.items()},
+                "thresholds": {rule: round(t, 4) for rule, t in self.thresholds.items()},
+                "seconds": round(self.seconds, 2), "prompt_tokens": self.prompt_tokens,
+                "predictions": self.predictions}
 
 
-def evaluate_yes_no(model, tokenizer, probes: list[Probe], methods: list[str]) -> list[MethodResult]:
-    """`model` is a PeftModel holding the user's adapter; `none` runs it with the adapter disabled."""
+def context_prompt(tokenizer, conversations: list[Conversation], budget: int = CONTEXT_TOKENS) -> str:
+    """As many conversations as fit `budget` tokens, most recent first."""
+    parts, used = [], 0
+    for conversation in reversed(conversations):
+        text = conversation.text
+        cost = len(tokenizer(text, add_special_tokens=False)["input_ids"])
+        if used + cost > budget:
+            break
+        parts.append(text)
+        used += cost
+    return f"{SYSTEM_PROMPT}\n\nPast conversations with this user, most recent first:\n\n" + "\n\n".join(parts)
+
+
+def _setup(method: str, tokenizer, conversations: list[Conversation] | None) -> tuple[bool, str]:
+    """(adapter on?, system prompt) for a method."""
+    if method == "none":
+        return False, SYSTEM_PROMPT
+    if method == "memory":
+        return True, SYSTEM_PROMPT
+    if conversations is None:
+        raise ValueError("the context method needs the conversations")
+    return False, context_prompt(tokenizer, conversations)
+
+
+def heldout_pairs(notes: list[Notes]) -> list[QAPair]:
+    """Every learned conversation's held-out reworded yes/no pairs (what the `heldout` rule is fitted on)."""
+    return [pair for n in notes for pair in validation_pairs(n)]
+
+
+def evaluate_yes_no(model, tokenizer, probes: list[Probe], methods: list[str],
+                    conversations: list[Conversation] | None = None,
+                    heldout: list[QAPair] | None = None) -> list[MethodResult]:
+    """`model` is a PeftModel holding the user's adapter; methods without memory switch it off.
+    `heldout` (the teacher's held-out reworded pairs) fits each method's `heldout` threshold."""
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ValueError(f"unknown method(s) {', '.join(unknown)} (available: {', '.join(METHODS)})")
     gold = [p.answer for p in probes]
     results = []
     for method in methods:
-        context = model.disable_adapter() if method == "none" else nullcontext()
         start = time.perf_counter()
-        with context:
-            scorer = YesNoScorer(model, tokenizer)
-            prior = scorer.prior()
+        adapter_on, system = _setup(method, tokenizer, conversations)
+        with nullcontext() if adapter_on else model.disable_adapter():
+            scorer = YesNoScorer(model, tokenizer, system=system)
             scores = scorer.log_odds([p.question for p in probes])
-        seconds = time.perf_counter() - start
-        calibrated = ["yes" if s - prior > 0 else "no" for s in scores]
-        raw = ["yes" if s > 0 else "no" for s in scores]
+            seconds = time.perf_counter() - start
+            thresholds = {"prior": scorer.prior(), "raw": 0.0}
+            if heldout:
+                thresholds["heldout"] = fit_threshold(scorer.log_odds([p.question for p in heldout]),
+                                                      [p.label for p in heldout])
+        metrics = {rule: yes_no_metrics(gold, ["yes" if s > t else "no" for s in scores])
+                   for rule, t in thresholds.items()}
         predictions = [{"conversation": p.conversation, "question": p.question, "answer": p.answer,
-                        "log_odds": round(s, 4), "prior": round(prior, 4), "predicted": c}
-                       for p, s, c in zip(probes, scores, calibrated)]
-        results.append(MethodResult(method, yes_no_metrics(gold, calibrated), yes_no_metrics(gold, raw), seconds,
-                                    predictions))
+                        "log_odds": round(s, 4)} for p, s in zip(probes, scores)]
+        prompt_tokens = sum(len(encode_prompt(tokenizer, p.question, system)) for p in probes) // len(probes)
+        results.append(MethodResult(method, metrics, thresholds, seconds, prompt_tokens, predictions))
     return results
 
 

@@ -1,0 +1,80 @@
+"""Demo-set quality, side by side: every method on the same base model, probes and decision rule.
+
+    .venv/bin/python benchmarks/demo_quality.py --base-model qwen2.5-0.5b --epochs 4
+
+Learns the 8 demo conversations into a fresh memory, then scores none / memory / context
+on the 48 demo probes. Writes benchmarks/results/demo_quality-<model>-<tag>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from paramem.answer import load_memory
+from paramem.augment.pairs import PairConfig
+from paramem.augment.teachers import make_teacher
+from paramem.conversations import load_conversations
+from paramem.demo import demo_files, seed_teacher_cache
+from paramem.evaluate.probes import load_probes
+from paramem.evaluate.run import METHODS, evaluate_yes_no, heldout_pairs, run_meta
+from paramem.progress import learn_with_progress, print_results
+from paramem.remember import RememberConfig
+from paramem.train import TrainConfig
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--base-model", default="qwen2.5-0.5b")
+    parser.add_argument("--teacher", default="shipped", help="shipped (the demo's notes), extractive or local")
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--lr", type=float, default=5e-4)
+    parser.add_argument("--qa-weight", type=float, default=10.0)
+    parser.add_argument("--replay", type=float, default=0.3)
+    parser.add_argument("--layers", default=None, help="e.g. 12-23: only these layers carry LoRA")
+    parser.add_argument("--no-statements", action="store_true")
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--tag", default="default")
+    args = parser.parse_args()
+
+    conversations_file, probes_file, notes_file = demo_files()
+    conversations = load_conversations(conversations_file)
+    probes = load_probes(probes_file, {c.id for c in conversations})
+    kind = seed_teacher_cache(notes_file, conversations) if args.teacher == "shipped" else args.teacher
+    teacher = make_teacher(kind or "extractive")
+    layers = None
+    if args.layers:
+        low, high = (int(x) for x in args.layers.split("-"))
+        layers = list(range(low, high + 1))
+    train = TrainConfig(epochs=args.epochs, learning_rate=args.lr, qa_weight=args.qa_weight,
+                        replay_share=args.replay, layers=layers,
+                        pairs=PairConfig(statements=not args.no_statements))
+    config = RememberConfig(base_model=args.base_model, train=train)
+    with tempfile.TemporaryDirectory() as home:
+        start = time.perf_counter()
+        learned = learn_with_progress("bench", conversations, teacher, config, Path(home))
+        train_seconds = time.perf_counter() - start
+        model, tokenizer, memory = load_memory("bench", Path(home))
+        results = evaluate_yes_no(model, tokenizer, probes, args.methods.split(","), conversations,
+                                  heldout_pairs(memory.notes()))
+    print_results(f"{args.base_model}, teacher {teacher.name}, {args.epochs} epochs max", results)
+    print(f"learning: {train_seconds:.0f} s for {len(conversations)} conversations")
+    out = RESULTS / f"demo_quality-{args.base_model}-{args.tag}.json"
+    payload = {**run_meta(sys.argv, args.base_model, {"conversations": str(conversations_file),
+                                                    "probes": str(probes_file), "teacher": teacher.name}),
+               "settings": vars(args), "train_seconds": round(train_seconds, 1),
+               "conversations": [vars(r) for r in learned],
+               "methods": [r.to_dict() for r in results]}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(payload, indent=1), encoding="utf-8")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
