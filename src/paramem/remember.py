@@ -12,7 +12,7 @@ from typing import Callable
 
 from paramem.answer import fit_threshold
 from paramem.augment.pairs import validation_pairs
-from paramem.augment.teachers import NotesCache, Teacher, augment
+from paramem.augment.teachers import NotesCache, Teacher, augment, drop_contradicting_negatives
 from paramem.conversations import Conversation
 from paramem.errors import InputError
 from paramem.models import DEFAULT_MODEL, cache_home, load_model
@@ -58,10 +58,11 @@ def remember(user: str, conversations: list[Conversation], teacher: Teacher, con
         if not todo:
             return []
         notes = augment(todo, teacher, NotesCache(cache_home() / "teacher"), regenerate=config.regenerate_notes)
+        earlier = memory.notes()
+        notes = drop_contradicting_negatives([*earlier, *notes], [c.text for c in todo])[len(earlier):]
         model, tokenizer = load_model(config.base_model)
         model = attach_lora(model, config.train, adapter=_adapter_path(memory))
         trainer = SequentialTrainer(model, tokenizer, config.train)
-        earlier = memory.notes()
         version = memory.current_version() or 0
         learned = []
         for position, (conversation, conversation_notes) in enumerate(zip(todo, notes), start=1):

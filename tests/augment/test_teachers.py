@@ -2,14 +2,24 @@ import json
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
-from paramem.augment.notes import content_words, is_absent
-from paramem.augment.teachers import ExtractiveTeacher, NotesCache, OpenAITeacher, augment, model_notes
+import pytest
+
+from paramem.augment.notes import Notes, Topic, content_words, is_absent
+from paramem.augment.teachers import (
+    ExtractiveTeacher,
+    LocalTeacher,
+    NotesCache,
+    OpenAITeacher,
+    augment,
+    drop_contradicting_negatives,
+    model_notes,
+)
 
 
 def test_extractive_is_deterministic_and_negatives_are_absent(demo_conversations):
     teacher = ExtractiveTeacher()
-    first = teacher.notes(demo_conversations[0], demo_conversations[1:])
-    assert first == teacher.notes(demo_conversations[0], demo_conversations[1:])
+    first = teacher.notes(demo_conversations[0])
+    assert first == teacher.notes(demo_conversations[0])
     words = content_words(demo_conversations[0].text)
     assert first.topics and first.facts and len(first.negatives) >= len(first.topics)
     assert all(is_absent(n.name, words) for n in first.negatives)
@@ -19,7 +29,7 @@ def test_extractive_is_deterministic_and_negatives_are_absent(demo_conversations
 def scripted_teacher(messages):
     """Stands in for a model's replies, to test how replies are cleaned (the model itself runs in the slow test)."""
     instruction = messages[-1]["content"]
-    if instruction.startswith("List the main topics"):
+    if instruction.startswith("List the topics"):
         return "- tomato seedlings\n- tomato seedlings\n- a trip to Kyoto\n- drainage holes"
     if instruction.startswith("Give 3 other ways"):
         return "- young tomato plants\n- cherry blossoms in Kyoto\n- tomato sprouts"
@@ -30,15 +40,17 @@ def scripted_teacher(messages):
 
 def test_model_notes_are_cleaned_grounded_and_checked(demo_conversations):
     garden = demo_conversations[0]
-    notes = model_notes(scripted_teacher, garden, demo_conversations[1:])
+    notes = model_notes(scripted_teacher, garden)
     names = [t.name for t in notes.topics]
     assert names == ["tomato seedlings", "drainage holes"]  # repeats and the copied example dropped
     assert notes.topics[0].paraphrases == ["young tomato plants", "tomato sprouts"]  # Kyoto leaked from the example
     words = content_words(garden.text)
     assert all(is_absent(w, words) for n in notes.negatives for w in n.wordings)  # "terracotta pots" was discussed
     assert notes.negatives[0].name == "growing peppers"
-    assert [f.statement for f in notes.facts] == ["The user has yellow tomato seedlings on the balcony"]
+    assert notes.facts[0].statement == "The user has yellow tomato seedlings on the balcony"
     assert notes.facts[0].paraphrases == ["You have yellow tomato seedlings on the balcony"]
+    assert len(notes.facts) == 3  # topped up with the user's own sentences
+    assert not any("Kyoto" in f.statement for f in notes.facts)
 
 
 class FlakyChatServer(BaseHTTPRequestHandler):
@@ -78,3 +90,24 @@ def test_openai_teacher_retries_and_caches(tmp_path, demo_conversations):
         assert FlakyChatServer.calls == calls and again == notes
     finally:
         server.shutdown()
+
+
+@pytest.mark.slow
+def test_local_teacher_runs_a_real_model(demo_conversations):
+    cat = demo_conversations[3]
+    notes = LocalTeacher("smollm2-135m").notes(cat)
+    words = content_words(cat.text)
+    assert notes.topics and all(content_words(t.name) & words for t in notes.topics)
+    assert len(notes.negatives) >= len(notes.topics)
+    assert all(is_absent(w, words) for n in notes.negatives for w in n.wordings)
+    assert notes.date == "14 March 2026"
+
+
+def test_negatives_that_another_conversation_discussed_are_dropped(demo_conversations):
+    garden, cat = demo_conversations[0], demo_conversations[3]
+    garden_notes = Notes(garden.id, None, [Topic("tomato seedlings")], [],
+                         [Topic("a rescue cat", ["adopting a kitten"]), Topic("mowing the lawn")])
+    cat_notes = Notes(cat.id, None, [Topic("a kitten adoption")], [], [])
+    kept = drop_contradicting_negatives([garden_notes, cat_notes], [garden.text, cat.text])
+    # "a rescue cat" is in the cat conversation; "adopting a kitten" resembles its topic.
+    assert [n.wordings for n in kept[0].negatives] == [["mowing the lawn"]]

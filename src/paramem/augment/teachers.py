@@ -1,6 +1,6 @@
 """Teachers turn a conversation into `Notes`: topics, atomic facts, paraphrases and near misses.
 
-Three real teachers share one interface, `Teacher.notes(conversation, others)`:
+Three real teachers share one interface, `Teacher.notes(conversation)`:
   extractive  no model: key phrases, the user's own sentences as facts, near misses from a topic bank
   local       any Hugging Face model, prompted few-shot (the larger preset included)
   openai      any OpenAI-compatible endpoint (vLLM, llama.cpp server, Ollama), concurrent, with retries
@@ -23,13 +23,13 @@ from paramem.augment.notes import Fact, Notes, Topic, content_words, is_absent
 from paramem.conversations import Conversation
 
 # Bump when a prompt or parser changes: cached notes from an older version are not reused.
-PROMPT_VERSION = "4"
+PROMPT_VERSION = "5"
 
 
 class Teacher(Protocol):
     name: str  # identifies the teacher and its settings in the cache key
 
-    def notes(self, conversation: Conversation, others: list[Conversation]) -> Notes: ...
+    def notes(self, conversation: Conversation) -> Notes: ...
 
 
 def human_date(timestamp: str | None) -> str | None:
@@ -65,7 +65,7 @@ class ExtractiveTeacher:
     """Deterministic and fast, no model: the fallback when no model may be used.
 
     Topics are the most repeated content phrases; facts are the user's own sentences with the
-    pronouns turned into "the user"; near misses come from TOPIC_BANK and other conversations.
+    pronouns turned into "the user"; negatives come from TOPIC_BANK.
     """
 
     name = "extractive"
@@ -73,14 +73,12 @@ class ExtractiveTeacher:
     def __init__(self, topics: int = 6, facts: int = 6, negatives: int = 8):
         self.n_topics, self.n_facts, self.n_negatives = topics, facts, negatives
 
-    def notes(self, conversation: Conversation, others: list[Conversation]) -> Notes:
+    def notes(self, conversation: Conversation) -> Notes:
         words = content_words(conversation.text)
         topics = [self._topic(phrase) for phrase in self._key_phrases(conversation)[: self.n_topics]]
         facts = [Fact(f, [_second_person(f)]) for f in self._facts(conversation)[: self.n_facts]]
         rng = random.Random(conversation.content_hash)
         pool = [t for t in TOPIC_BANK if is_absent(t, words)]
-        for other in others:
-            pool += [p for p in self._key_phrases(other)[:3] if is_absent(p, words)]
         negatives = [self._topic(p) for p in rng.sample(pool, min(self.n_negatives, len(pool)))]
         return Notes(conversation.id, human_date(conversation.timestamp), topics, facts, negatives)
 
@@ -153,18 +151,14 @@ def _third_person(sentence: str) -> str:
 # a small teacher follows a short prompt, and every topic gets its paraphrases and near misses).
 
 TEACHER_SYSTEM = "You write short, precise notes about conversations. Answer with a list, one item per line."
-EXAMPLE_CONVERSATION = """user: I'm flying to Kyoto in April and want to see the cherry blossoms.
-assistant: Lovely! Maruyama Park and the Philosopher's Path are the best spots.
-user: Great. I also need a vegetarian place near Gion for my mum's birthday dinner."""
+EXAMPLE_MESSAGE = "I'm flying to Kyoto in April and want to see the cherry blossoms."
 
 # (instruction, example input, example answer) for each kind of request.
-TOPICS_PROMPT = ("List the main topics of this conversation as short noun phrases, one per line.",
-                 EXAMPLE_CONVERSATION,
-                 "- a trip to Kyoto\n- cherry blossoms\n- a vegetarian restaurant\n- a birthday dinner for mum")
-FACTS_PROMPT = ("List the facts about the user in this conversation, one short sentence each, "
-                "each starting with 'The user'.", EXAMPLE_CONVERSATION,
-                "- The user is flying to Kyoto in April.\n- The user wants to see the cherry blossoms.\n"
-                "- The user needs a vegetarian restaurant near Gion.\n- The user's mum has a birthday dinner.")
+TOPICS_PROMPT = ("List the topics of this message as short noun phrases, one per line.", EXAMPLE_MESSAGE,
+                 "- a trip to Kyoto\n- cherry blossoms")
+FACTS_PROMPT = ("List the facts about the user in this message, one short sentence each, "
+                "each starting with 'The user'.", EXAMPLE_MESSAGE,
+                "- The user is flying to Kyoto in April.\n- The user wants to see the cherry blossoms.")
 PARAPHRASE_PROMPT = ("Give 3 other ways to say this topic.", "learning to play the piano",
                      "- piano lessons\n- practising the piano\n- studying music on the piano")
 NEAR_MISS_PROMPT = ("Name 3 topics that are similar to this one but clearly different.", "learning to play the piano",
@@ -201,34 +195,51 @@ def list_items(text: str, limit: int, exclude: set[str] = frozenset(), allowed_w
     return items
 
 
-def model_notes(complete, conversation: Conversation, others: list[Conversation], topics: int = 6,
-                max_chars: int = 6000) -> Notes:
-    """Notes from any `complete(messages) -> str`: topics grounded in the conversation, 3 paraphrases
-    and near misses for each (near misses checked absent), facts; gaps filled extractively."""
-    text = conversation.text
-    if len(text) > max_chars:  # small teachers have small context windows; keep the start and the end
-        text = text[: max_chars // 2] + "\n...\n" + text[-max_chars // 2:]
+def _overlaps(phrase: str, others: list[str], share: float = 0.5) -> bool:
+    """True when at least `share` of the phrase's content words are in one of `others`."""
+    words = content_words(phrase)
+    return any(words and len(words & content_words(o)) / len(words) >= share for o in others)
+
+
+def model_notes(complete, conversation: Conversation, topics: int = 6,
+                max_chars: int = 2000) -> Notes:
+    """Notes from any `complete(messages) -> str`, asked one user message and one topic at a time:
+    topics grounded in the conversation, 3 paraphrases and near misses for each (near misses checked
+    absent from the conversation and unlike every positive wording), facts; gaps filled extractively."""
     words = content_words(conversation.text)
-    backup = ExtractiveTeacher().notes(conversation, others)
-    names = [n for n in list_items(complete(few_shot(TOPICS_PROMPT, text)), topics * 2, allowed_words=words)
-             if content_words(n) & words][:topics]
-    chosen_topics, negatives = [], []
+    backup = ExtractiveTeacher().notes(conversation)
+    # Ask about each user message on its own: a small teacher summarising a whole conversation
+    # names only its last lines.
+    messages = [m.content[:max_chars] for m in conversation.messages if m.role == "user" and content_words(m.content)]
+    names, fact_texts = [], []
+    for message in messages:
+        for name in list_items(complete(few_shot(TOPICS_PROMPT, message)), 3, set(names), allowed_words=words):
+            if content_words(name) & words and not _overlaps(name, names, 0.99):
+                names.append(name)
+        fact_texts += [f for f in list_items(complete(few_shot(FACTS_PROMPT, message)), 4, set(fact_texts),
+                                             allowed_words=words, max_words=30)
+                       if f.lower().startswith("the user") and len(content_words(f) & words) >= 2]
+    names = names[:topics]
+    chosen_topics = []
     for name in names:
-        allowed = words | content_words(name)
-        paraphrases = list_items(complete(few_shot(PARAPHRASE_PROMPT, name)), 3, {name}, allowed)
+        paraphrases = list_items(complete(few_shot(PARAPHRASE_PROMPT, name)), 3, {name}, words | content_words(name))
         chosen_topics.append(Topic(name, paraphrases))
-        near = [n for n in list_items(complete(few_shot(NEAR_MISS_PROMPT, name)), 3, {name, *paraphrases},
-                                      allowed) if is_absent(n, words)]
+    chosen_topics = chosen_topics or backup.topics
+    positives = [w for t in chosen_topics for w in t.wordings]
+    negatives = []
+    for topic in chosen_topics:
+        near = [n for n in list_items(complete(few_shot(NEAR_MISS_PROMPT, topic.name)), 3, set(positives),
+                                      words | content_words(topic.name))
+                if is_absent(n, words) and not _overlaps(n, positives)]
         if near:
             negatives.append(Topic(near[0], near[1:]))
-    facts = [Fact(f, [_second_person(f)]) for f in
-             list_items(complete(few_shot(FACTS_PROMPT, text)), 8, allowed_words=words, max_words=30)
-             if f.lower().startswith("the user") and len(content_words(f) & words) >= 2]
-    chosen_topics = chosen_topics or backup.topics
-    facts = facts or backup.facts
+    facts = [Fact(f, [_second_person(f)]) for f in fact_texts]
+    # Too few facts from the model: add the user's own sentences.
+    facts += [f for f in backup.facts if not _overlaps(f.statement, [g.statement for g in facts], 0.7)][
+        : max(0, 3 - len(facts))]
     # At least one negative per topic keeps 1:1 balance possible; the topic bank tops them up.
-    names_taken = {n.name.lower() for n in negatives}
-    negatives += [n for n in backup.negatives if n.name.lower() not in names_taken][
+    taken = {n.name.lower() for n in negatives}
+    negatives += [n for n in backup.negatives if n.name.lower() not in taken][
         : max(0, len(chosen_topics) - len(negatives))]
     return Notes(conversation.id, human_date(conversation.timestamp), chosen_topics, facts, negatives)
 
@@ -257,8 +268,8 @@ class LocalTeacher:
                                     repetition_penalty=1.1, pad_token_id=tokenizer.pad_token_id)
         return tokenizer.decode(output[0, prompt["input_ids"].shape[1]:], skip_special_tokens=True)
 
-    def notes(self, conversation: Conversation, others: list[Conversation]) -> Notes:
-        return model_notes(self.complete, conversation, others)
+    def notes(self, conversation: Conversation) -> Notes:
+        return model_notes(self.complete, conversation)
 
 
 @dataclass
@@ -295,13 +306,28 @@ class OpenAITeacher:
             time.sleep(min(2**attempt, 10))  # back off on server errors, rate limits and timeouts
         raise RuntimeError(f"teacher endpoint {self.url} failed after {self.retries + 1} tries: {last_error}")
 
-    def notes(self, conversation: Conversation, others: list[Conversation]) -> Notes:
-        return model_notes(self.complete, conversation, others)
+    def notes(self, conversation: Conversation) -> Notes:
+        return model_notes(self.complete, conversation)
 
     def notes_many(self, conversations: list[Conversation]) -> list[Notes]:
         """All conversations' notes, `concurrency` conversations at a time, in input order."""
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
-            return list(pool.map(lambda c: self.notes(c, [o for o in conversations if o is not c]), conversations))
+            return list(pool.map(self.notes, conversations))
+
+
+def drop_contradicting_negatives(notes: list[Notes], texts: list[str]) -> list[Notes]:
+    """A "no" must be true of the whole memory: drop negative wordings that occur in any of `texts`
+    (the conversations being learned) or resemble a positive wording of any notes (earlier ones too)."""
+    words = content_words(" ".join(texts))
+    positives = [w for n in notes for item in (*n.topics, *n.facts) for w in item.wordings]
+    for n in notes:
+        kept = []
+        for negative in n.negatives:
+            wordings = [w for w in negative.wordings if is_absent(w, words) and not _overlaps(w, positives)]
+            if wordings:
+                kept.append(Topic(wordings[0], wordings[1:]))
+        n.negatives = kept
+    return notes
 
 
 def make_teacher(kind: str, model: str | None = None, url: str | None = None) -> Teacher:
@@ -351,7 +377,7 @@ def augment(conversations: list[Conversation], teacher: Teacher, cache: NotesCac
     if isinstance(teacher, OpenAITeacher):
         fresh = teacher.notes_many(missing)
     else:
-        fresh = [teacher.notes(c, [o for o in conversations if o is not c]) for c in missing]
+        fresh = [teacher.notes(c) for c in missing]
     for conversation, notes in zip(missing, fresh):
         if cache is not None:
             cache.put(teacher, conversation, notes)
