@@ -136,9 +136,20 @@ def training_pairs(notes: Notes, epoch: int, config: PairConfig) -> list[QAPair]
                 pairs.append(QAPair("", text, notes.conversation_id, "statement"))
         for fact in notes.facts:
             pairs.append(QAPair("", rng.choice(_train_wordings(fact)), notes.conversation_id, "statement"))
+        # The whole conversation in a few sentences: its content as text, beside the questions.
+        pairs.append(QAPair("", summary(notes), notes.conversation_id, "statement"))
     pairs = _dedupe(pairs)
     rng.shuffle(pairs)
     return pairs
+
+
+def summary(notes: Notes) -> str:
+    """The conversation in a few sentences: its date, its topics and its facts."""
+    when = f"On {notes.date}" if notes.date else "Once"
+    names = [t.name for t in notes.topics]
+    topics = f"{', '.join(names[:-1])} and {names[-1]}" if len(names) > 1 else "".join(names)
+    head = f"{when} we talked about {topics}." if topics else ""
+    return " ".join([head, *[f.statement.rstrip(".") + "." for f in notes.facts]]).strip()
 
 
 def validation_pairs(notes: Notes) -> list[QAPair]:

@@ -1,0 +1,33 @@
+import torch
+
+from paramem.answer import YesNoScorer, fit_threshold, is_yes_no_question
+from paramem.models import tiny_model
+from paramem.prompts import encode_prompt
+
+
+def test_yes_no_questions_are_recognised():
+    assert is_yes_no_question("Did we talk about Kyoto?")
+    assert is_yes_no_question("have I mentioned my cat?")
+    assert not is_yes_no_question("What is my cat called?")
+    assert not is_yes_no_question("Did we talk about Kyoto")
+
+
+def test_batched_prefix_cached_scores_equal_one_by_one_full_passes():
+    model, tokenizer = tiny_model()
+    model = model.float()
+    scorer = YesNoScorer(model, tokenizer, system="A long shared system prompt " * 5, batch_size=3)
+    questions = ["Did we?", "Did we talk about a much longer thing than that?", "Is it?", "Have I told you so?"]
+    batched = scorer.log_odds(questions)
+    for question, score in zip(questions, batched):
+        ids = torch.tensor([encode_prompt(tokenizer, question, scorer.system)])
+        logp = model(input_ids=ids).logits[0, -1].float().log_softmax(-1)
+        expected = (logp[scorer.yes_ids].logsumexp(-1) - logp[scorer.no_ids].logsumexp(-1)).item()
+        assert abs(score - expected) < 1e-4
+
+
+def test_threshold_fit_on_heldout_pairs_separates_them():
+    scores = [2.0, 1.5, 1.0, 0.2, -0.5, 0.4]
+    labels = ["yes", "yes", "yes", "no", "no", "no"]
+    threshold = fit_threshold(scores, labels)
+    assert 0.4 < threshold < 1.0
+    assert fit_threshold([1.0, 1.0], ["yes", "yes"]) == 0.0  # nothing to fit without both labels
