@@ -1,9 +1,11 @@
 import json
+import os
 from pathlib import Path
 
 import pytest
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+# The shared datasets live beside the project (DESIGN.md): ../shared/data from the project root.
+DATA = Path(os.environ.get("PARAMEM_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
 DEMO = Path(__file__).resolve().parents[1] / "src" / "paramem" / "demo_data"
 
 
