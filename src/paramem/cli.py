@@ -188,7 +188,7 @@ def demo_command(
     regenerate_notes: bool = typer.Option(False, "--regenerate-notes",
                                           help="run the teacher again instead of using its shipped notes"),
     teacher: str = typer.Option("local", "--teacher", help="teacher used with --regenerate-notes"),
-    epochs: int = typer.Option(10, help="most epochs per conversation"),
+    epochs: int = typer.Option(2, help="most epochs per conversation (2 keeps the demo near 10 minutes on 2 cores)"),
     home: Optional[Path] = typer.Option(None, "--home", help="keep the demo memory here (default: a temp dir)"),
     json_out: Optional[Path] = typer.Option(None, "--json", help="write results here"),
 ):

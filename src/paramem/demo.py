@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import sys
 import tempfile
+import time
 from importlib import resources
 from pathlib import Path
 
@@ -61,13 +62,17 @@ def run_demo(base_model: str | None, regenerate_notes: bool, teacher_kind: str, 
                             train=TrainConfig(epochs=epochs))
     console.print(f"paramem demo: {len(conversations)} conversations, {len(probes)} probes, base model "
                   f"{model_name}, teacher {teacher.name}")
+    start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="paramem-demo-") as scratch:
         where = home or Path(scratch)
         learn_with_progress(DEMO_USER, conversations, teacher, config, where)
+        learn_seconds = time.perf_counter() - start
         model, tokenizer, memory = load_memory(DEMO_USER, where)
         results = evaluate_yes_no(model, tokenizer, probes, ["none", "memory"], conversations,
                                   heldout_pairs(memory.notes()))
     print_results(f"demo: {len(probes)} yes/no probes on {len(conversations)} conversations", results)
+    console.print(f"learned {len(conversations)} conversations in {learn_seconds:.0f} s; "
+                  f"whole demo {time.perf_counter() - start:.0f} s")
     if json_out:
         write_json(results, json_out, run_meta(sys.argv, model_name, {"conversations": str(conversations_file),
                                                                       "probes": str(probes_file),
