@@ -19,7 +19,7 @@ $(BIN)/paramem: pyproject.toml
 install: $(BIN)/paramem
 
 demo: install
-	$(BIN)/paramem demo
+	$(BIN)/paramem demo --json benchmarks/results/demo.json
 
 test: install
 	$(BIN)/python -m pytest -q
