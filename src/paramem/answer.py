@@ -59,6 +59,10 @@ class YesNoScorer:
         if set(self.yes_ids) & set(self.no_ids):  # the byte-level test tokenizer shares first bytes
             self.yes_ids, self.no_ids = self.yes_ids[:1], [i for i in self.no_ids if i not in self.yes_ids][:1]
         self._prior: float | None = None
+        # The decoder stack without its output layer (LoRA layers inside still apply): the full
+        # vocabulary head is skipped, and CPU bf16 matmuls with few rows are very slow anyway.
+        inner = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        self._decoder = inner.base_model
         head = self.model.get_output_embeddings()
         bias = head.bias if getattr(head, "bias", None) is not None else torch.zeros(head.weight.shape[0])
         self._yes_weight, self._no_weight = (head.weight[ids].detach().float() for ids in (self.yes_ids, self.no_ids))
@@ -73,7 +77,7 @@ class YesNoScorer:
         prompts = [encode_prompt(self.tokenizer, q, self.system) for q in questions]
         shared = _common_prefix_length(prompts) - 1  # keep at least one token per prompt to predict from
         prefix = torch.tensor([prompts[0][:shared]])
-        prefix_cache = self.model(input_ids=prefix, use_cache=True).past_key_values if shared > 0 else None
+        prefix_cache = self._decoder(input_ids=prefix, use_cache=True).past_key_values if shared > 0 else None
         scores: list[float] = []
         for start in range(0, len(prompts), self.batch_size):
             rest = [p[shared:] for p in prompts[start:start + self.batch_size]]
@@ -86,9 +90,8 @@ class YesNoScorer:
             if prefix_cache is not None:
                 cache = copy.deepcopy(prefix_cache)
                 cache.batch_repeat_interleave(len(rest))
-            hidden = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
-                                use_cache=cache is not None, output_hidden_states=True,
-                                logits_to_keep=1).hidden_states[-1]
+            hidden = self._decoder(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
+                                   use_cache=cache is not None).last_hidden_state
             last = hidden[torch.arange(len(rest)), torch.tensor([len(r) - 1 for r in rest])].float()
             # Only the yes and no logits, in float32: bf16 logits move in steps of 0.125 at this
             # size, too coarse to calibrate; the softmax normaliser cancels in log P(yes) - log P(no).

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers.utils import logging as transformers_logging
 
 from paramem.errors import InputError
 
@@ -150,6 +151,7 @@ def load_model(name: str = DEFAULT_MODEL, dtype: torch.dtype = torch.bfloat16,
     """Load (model, tokenizer) for a preset name, a GGUF file, a HF folder or id, or `tiny`."""
     if name == TINY_MODEL:
         return tiny_model()
+    transformers_logging.disable_progress_bar()  # paramem shows its own progress
     source = model_dir(name)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
