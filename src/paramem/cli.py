@@ -41,14 +41,12 @@ def _exits_cleanly(command):
 HomeOption = typer.Option(None, "--home", help="memory home (default: $PARAMEM_HOME or ~/.local/share/paramem)")
 
 
-def _train_config(epochs: int, lr: float, qa_weight: float, replay: float, negative_ratio: float,
-                  open_questions: bool, statements: bool):
+def _train_config(epochs: int, lr: float, qa_weight: float, replay: float, negative_ratio: float):
     from paramem.augment.pairs import PairConfig
     from paramem.train import TrainConfig
 
     return TrainConfig(epochs=epochs, learning_rate=lr, qa_weight=qa_weight, replay_share=replay,
-                       pairs=PairConfig(negative_ratio=negative_ratio, open_questions=open_questions,
-                                        statements=statements))
+                       pairs=PairConfig(negative_ratio=negative_ratio))
 
 
 @app.command("remember")
@@ -81,7 +79,7 @@ def remember_command(
     stored_model = UserMemory(user, home).settings().get("base_model")
     config = RememberConfig(base_model=base_model or stored_model or DEFAULT_MODEL,
                             keep_conversations=keep_conversations, regenerate_notes=regenerate_notes,
-                            train=_train_config(epochs, lr, qa_weight, replay, negative_ratio, True, True))
+                            train=_train_config(epochs, lr, qa_weight, replay, negative_ratio))
     try:
         chosen_teacher = make_teacher(teacher, teacher_model, teacher_url)
     except ValueError as error:
@@ -197,6 +195,3 @@ def demo_command(
 
     run_demo(base_model, regenerate_notes, teacher, epochs, home, json_out)
 
-
-def main() -> None:
-    app()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import random
 import time
 from dataclasses import dataclass, field
@@ -205,10 +204,3 @@ class SequentialTrainer:
                 if name in state:
                     param.copy_(state[name])
 
-
-def clone_config(config: TrainConfig, **changes) -> TrainConfig:
-    """A copy of `config` with some fields changed (ablations and sweeps)."""
-    fresh = copy.deepcopy(config)
-    for key, value in changes.items():
-        setattr(fresh, key, value)
-    return fresh
