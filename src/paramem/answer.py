@@ -11,7 +11,7 @@ from peft import PeftModel
 from transformers import PreTrainedTokenizerBase
 
 from paramem.errors import InputError
-from paramem.models import load_model
+from paramem.models import decoder_and_head, load_model
 from paramem.prompts import SYSTEM_PROMPT, encode_prompt
 from paramem.store import UserMemory
 
@@ -25,7 +25,7 @@ def is_yes_no_question(question: str) -> bool:
     return bool(_YES_NO_START.match(question)) and question.rstrip().endswith("?")
 
 
-def _variants_ids(tokenizer: PreTrainedTokenizerBase, words: list[str]) -> list[int]:
+def first_token_ids(tokenizer: PreTrainedTokenizerBase, words: list[str]) -> list[int]:
     """First-token ids of each spelling ("Yes", " yes", ...), deduplicated."""
     ids = []
     for word in words:
@@ -44,6 +44,41 @@ def _common_prefix_length(sequences: list[list[int]]) -> int:
     return length
 
 
+@torch.inference_mode()
+def last_hidden_states(decoder: torch.nn.Module, prompts: list[list[int]], pad_id: int,
+                       batch_size: int = 16) -> torch.Tensor:
+    """The decoder's final hidden state at the last token of each prompt, in float32, [n, hidden].
+
+    The prompts' common start (a shared system prompt, pasted context, few-shot examples) is computed
+    once and its keys and values reused by every batch; the rest runs in right-padded batches."""
+    shared = _common_prefix_length(prompts) - 1  # keep at least one token per prompt to predict from
+    prefix_cache = None
+    if shared > 0:
+        prefix_cache = decoder(input_ids=torch.tensor([prompts[0][:shared]]), use_cache=True).past_key_values
+    out = []
+    for start in range(0, len(prompts), batch_size):
+        rest = [p[shared:] for p in prompts[start:start + batch_size]]
+        width = max(map(len, rest))
+        ids = torch.tensor([r + [pad_id] * (width - len(r)) for r in rest])
+        mask = torch.tensor([[1] * shared + [1] * len(r) + [0] * (width - len(r)) for r in rest])
+        positions = torch.arange(shared, shared + width).expand(len(rest), -1)
+        cache = None
+        if prefix_cache is not None:
+            cache = copy.deepcopy(prefix_cache)
+            cache.batch_repeat_interleave(len(rest))
+        hidden = decoder(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
+                         use_cache=cache is not None).last_hidden_state
+        out.append(hidden[torch.arange(len(rest)), torch.tensor([len(r) - 1 for r in rest])].float())
+    return torch.cat(out)
+
+
+def head_rows(model: torch.nn.Module, token_ids: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(weight rows, biases) of the vocabulary head for some tokens, in float32."""
+    _, head = decoder_and_head(model)
+    bias = head.bias if getattr(head, "bias", None) is not None else torch.zeros(head.weight.shape[0])
+    return head.weight[token_ids].detach().float(), bias[token_ids].detach().float()
+
+
 @dataclass
 class YesNoScorer:
     """log P(yes) - log P(no) of the first answer token."""
@@ -54,51 +89,30 @@ class YesNoScorer:
     batch_size: int = 16
 
     def __post_init__(self):
-        self.yes_ids = _variants_ids(self.tokenizer, ["Yes", "yes"])
-        self.no_ids = _variants_ids(self.tokenizer, ["No", "no"])
+        self.yes_ids = first_token_ids(self.tokenizer, ["Yes", "yes"])
+        self.no_ids = first_token_ids(self.tokenizer, ["No", "no"])
         if set(self.yes_ids) & set(self.no_ids):  # the byte-level test tokenizer shares first bytes
             self.yes_ids, self.no_ids = self.yes_ids[:1], [i for i in self.no_ids if i not in self.yes_ids][:1]
         self._prior: float | None = None
         # The decoder stack without its output layer (LoRA layers inside still apply): the full
         # vocabulary head is skipped, and CPU bf16 matmuls with few rows are very slow anyway.
-        inner = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
-        self._decoder = inner.base_model
-        head = self.model.get_output_embeddings()
-        bias = head.bias if getattr(head, "bias", None) is not None else torch.zeros(head.weight.shape[0])
-        self._yes_weight, self._no_weight = (head.weight[ids].detach().float() for ids in (self.yes_ids, self.no_ids))
-        self._yes_bias, self._no_bias = (bias[ids].detach().float() for ids in (self.yes_ids, self.no_ids))
+        self._decoder, _ = decoder_and_head(self.model)
+        self._yes_weight, self._yes_bias = head_rows(self.model, self.yes_ids)
+        self._no_weight, self._no_bias = head_rows(self.model, self.no_ids)
 
     @torch.inference_mode()
-    def log_odds(self, questions: list[str]) -> list[float]:
-        """One forward pass per batch. Every prompt starts with the same system block, so its keys and
-        values are computed once and reused: a long system prompt (pasted context) costs one pass."""
+    def log_odds(self, questions: list[str], systems: list[str] | None = None) -> list[float]:
+        """log P(yes) - log P(no) per question; `systems` gives each question its own system prompt."""
         if not questions:
             return []
-        prompts = [encode_prompt(self.tokenizer, q, self.system) for q in questions]
-        shared = _common_prefix_length(prompts) - 1  # keep at least one token per prompt to predict from
-        prefix = torch.tensor([prompts[0][:shared]])
-        prefix_cache = self._decoder(input_ids=prefix, use_cache=True).past_key_values if shared > 0 else None
-        scores: list[float] = []
-        for start in range(0, len(prompts), self.batch_size):
-            rest = [p[shared:] for p in prompts[start:start + self.batch_size]]
-            width = max(map(len, rest))
-            # Right padding: each row's answer is predicted at its own last real token.
-            ids = torch.tensor([r + [self.tokenizer.pad_token_id] * (width - len(r)) for r in rest])
-            mask = torch.tensor([[1] * shared + [1] * len(r) + [0] * (width - len(r)) for r in rest])
-            positions = torch.arange(shared, shared + width).expand(len(rest), -1)
-            cache = None
-            if prefix_cache is not None:
-                cache = copy.deepcopy(prefix_cache)
-                cache.batch_repeat_interleave(len(rest))
-            hidden = self._decoder(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
-                                   use_cache=cache is not None).last_hidden_state
-            last = hidden[torch.arange(len(rest)), torch.tensor([len(r) - 1 for r in rest])].float()
-            # Only the yes and no logits, in float32: bf16 logits move in steps of 0.125 at this
-            # size, too coarse to calibrate; the softmax normaliser cancels in log P(yes) - log P(no).
-            yes = (last @ self._yes_weight.T + self._yes_bias).logsumexp(-1)
-            no = (last @ self._no_weight.T + self._no_bias).logsumexp(-1)
-            scores += (yes - no).tolist()
-        return scores
+        systems = systems or [self.system] * len(questions)
+        prompts = [encode_prompt(self.tokenizer, q, s) for q, s in zip(questions, systems)]
+        last = last_hidden_states(self._decoder, prompts, self.tokenizer.pad_token_id, self.batch_size)
+        # Only the yes and no logits, in float32: bf16 logits move in steps of 0.125 at this
+        # size, too coarse to calibrate; the softmax normaliser cancels in log P(yes) - log P(no).
+        yes = (last @ self._yes_weight.T + self._yes_bias).logsumexp(-1)
+        no = (last @ self._no_weight.T + self._no_bias).logsumexp(-1)
+        return (yes - no).tolist()
 
     def prior(self) -> float:
         if self._prior is None:

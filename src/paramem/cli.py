@@ -94,6 +94,65 @@ def remember_command(
                       f" held-out {accuracy}, {record.seconds:.0f}s")
 
 
+@app.command("remember-many")
+@_exits_cleanly
+def remember_many_command(
+    source: Path = typer.Argument(..., help="a folder of conversation files (one user each, named after the file) "
+                                            'or a JSONL manifest of {"user", "file", "format"}'),
+    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (default: a local Ray)"),
+    cpus_per_user: int = typer.Option(1, "--cpus-per-user", help="CPUs (and torch threads) per user's task"),
+    base_model: Optional[str] = typer.Option(None, "--base-model", help="preset, HF folder or id, or GGUF file"),
+    teacher: str = typer.Option("extractive", "--teacher", help="extractive, local or openai"),
+    teacher_model: Optional[str] = typer.Option(None, "--teacher-model", help="model of the local/openai teacher"),
+    teacher_url: Optional[str] = typer.Option(None, "--teacher-url", help="OpenAI-compatible base URL"),
+    epochs: int = typer.Option(10, help="most epochs per conversation (the best held-out epoch is kept)"),
+    lr: float = typer.Option(5e-4, "--lr", help="learning rate"),
+    qa_weight: float = typer.Option(10.0, "--lambda", help="loss weight of question and answer tokens"),
+    replay: float = typer.Option(0.3, help="share of each epoch replayed from earlier conversations"),
+    negative_ratio: float = typer.Option(1.0, help="negatives per positive question"),
+    home: Optional[Path] = typer.Option(None, "--home", help="the shared store (default: $PARAMEM_HOME); on a "
+                                                             "cluster, a path every node sees"),
+):
+    """Learn many users' conversations, one Ray task per user, into one shared store."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.table import Table
+
+    from paramem.augment.teachers import make_teacher
+    from paramem.distributed import TeacherSpec, read_jobs, remember_many
+    from paramem.models import DEFAULT_MODEL
+    from paramem.remember import RememberConfig
+    from paramem.store import paramem_home
+
+    jobs = read_jobs(source)
+    try:
+        make_teacher(teacher, teacher_model, teacher_url)  # fail here, not once per user
+    except ValueError as error:
+        raise InputError(str(error)) from None
+    config = RememberConfig(base_model=base_model or DEFAULT_MODEL,
+                            train=_train_config(epochs, lr, qa_weight, replay, negative_ratio))
+    with Progress(TextColumn("[bold]users"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[last]}"),
+                  TimeElapsedColumn(), console=console) as progress:
+        task = progress.add_task("users", total=len(jobs), last="")
+
+        def on_done(outcome) -> None:
+            progress.update(task, advance=1, last=f"{outcome.user}: {'done' if outcome.ok else 'FAILED'}")
+
+        outcomes = remember_many(jobs, TeacherSpec(teacher, teacher_model, teacher_url), config,
+                                 home or paramem_home(), address, cpus_per_user, on_done)
+    table = Table(title=f"{len(jobs)} users")
+    for column in ("user", "status", "learned", "skipped", "seconds", "error"):
+        table.add_column(column)
+    for o in outcomes:
+        table.add_row(o.user, "ok" if o.ok else "failed", str(o.learned), str(o.skipped), f"{o.seconds:.0f}",
+                      o.error or "")
+    console.print(table)
+    failed = [o for o in outcomes if not o.ok]
+    if failed:
+        for o in failed:
+            errors.print(f"error: {o.user}: {o.error}", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(2)
+
+
 @app.command("ask")
 @_exits_cleanly
 def ask_command(
@@ -147,9 +206,12 @@ def chat_command(user: str = typer.Option(..., "--user", "-u"), home: Optional[P
 def eval_command(
     user: str = typer.Option(..., "--user", "-u"),
     probes: Path = typer.Option(..., "--probes", help="yes/no probe file (JSONL)"),
-    methods: str = typer.Option("memory,none", help="comma-separated: none, memory, context"),
+    methods: str = typer.Option("memory,none", help="comma-separated: none, memory, context, bm25, dense, hybrid"),
     conversations: Optional[Path] = typer.Option(None, "--conversations",
-                                                 help="the user's conversation file (the context method reads it)"),
+                                                 help="the user's conversation file (context, bm25, dense and "
+                                                      "hybrid read it)"),
+    k: int = typer.Option(5, "--k", help="passages retrieved per question (bm25, dense, hybrid)"),
+    unit: str = typer.Option("turn", "--unit", help="what retrieval searches: turn or session"),
     json_out: Optional[Path] = typer.Option(None, "--json", help="write results here"),
     home: Optional[Path] = HomeOption,
 ):
@@ -157,26 +219,87 @@ def eval_command(
     from paramem.answer import load_memory
     from paramem.conversations import load_conversations
     from paramem.evaluate.probes import load_probes
-    from paramem.evaluate.run import METHODS, evaluate_yes_no, heldout_pairs, run_meta, write_json
+    from paramem.evaluate.run import (METHODS, TEXT_METHODS, RetrievalConfig, evaluate_yes_no, heldout_pairs,
+                                      run_meta, write_json)
     from paramem.store import UserMemory
 
     chosen = [m.strip() for m in methods.split(",") if m.strip()]
     unknown = [m for m in chosen if m not in METHODS]
     if unknown or not chosen:
         raise InputError(f"unknown method(s) {', '.join(unknown) or '(none given)'}; available: {', '.join(METHODS)}")
-    if "context" in chosen and conversations is None:
-        raise InputError("the context method needs --conversations FILE")
+    needs_text = [m for m in chosen if m in TEXT_METHODS]
+    if needs_text and conversations is None:
+        raise InputError(f"the {', '.join(needs_text)} method(s) need --conversations FILE")
+    if unit not in ("turn", "session") or k < 1:
+        raise InputError("--unit must be turn or session and --k at least 1")
     texts = load_conversations(conversations) if conversations else None
     memory = UserMemory(user, home).require()
     learned = memory.learned()
     loaded = load_probes(probes, {c.id for c in learned})
     model, tokenizer, memory = load_memory(user, home)
-    results = evaluate_yes_no(model, tokenizer, loaded, chosen, texts, heldout_pairs(memory.notes()))
+    results = evaluate_yes_no(model, tokenizer, loaded, chosen, texts, heldout_pairs(memory.notes()),
+                              RetrievalConfig(unit, k))
     print_results(f"{user}: {len(loaded)} probes", results)
     if json_out:
         meta = run_meta(sys.argv, memory.settings()["base_model"], {"probes": str(probes), "user": user})
         write_json(results, json_out, meta)
         console.print(f"wrote {json_out}")
+
+
+@app.command("locomo")
+@_exits_cleanly
+def locomo_command(
+    out: Path = typer.Option(..., "--out", help="output folder (results.json, report.md, plots); rerun to resume"),
+    data: Path = typer.Option(Path("../shared/data"), "--data", help="folder holding locomo/, mmlu/ and arc/"),
+    base_model: Optional[str] = typer.Option(None, "--base-model", help="default: the embedded default model"),
+    teacher: str = typer.Option("extractive", "--teacher", help="extractive or local (openai needs --teacher-url)"),
+    sample: int = typer.Option(0, help="LoCoMo sample (pair of speakers), 0-7"),
+    sessions: int = typer.Option(6, help="its first N sessions in date order (0: all)"),
+    probes_per_session: int = typer.Option(8, help="yes/no probes per session, half yes"),
+    methods: str = typer.Option(",".join(("none", "memory", "context", "bm25", "dense", "hybrid")),
+                                help="yes/no methods, comma-separated"),
+    open_questions: int = typer.Option(20, help="open questions answered per method (0: none; --full: all)"),
+    k: int = typer.Option(5, "--k", help="passages retrieved per question"),
+    unit: str = typer.Option("turn", "--unit", help="retrieval unit: turn or session"),
+    epochs: int = typer.Option(3, help="most epochs per session (ablation: 1, 3, 5, 10, 15)"),
+    qa_weight: float = typer.Option(10.0, "--lambda", help="question/answer loss weight (ablation: 1, 5, 10, 20)"),
+    negative_ratio: float = typer.Option(1.0, help="negatives per positive (ablation: 0.75, 1.25)"),
+    closed_only: bool = typer.Option(False, "--closed-only", help="train on closed questions only (ablation)"),
+    retention: bool = typer.Option(True, "--retention/--no-retention", help="MMLU and ARC with and without memory"),
+    full: bool = typer.Option(False, "--full", help="all sessions, all open questions, full MMLU and ARC"),
+):
+    """PLUM's LoCoMo experiment: learn sessions in order, then every method side by side, with a report."""
+    from paramem.evaluate.experiment import ExperimentConfig, run_experiment
+    from paramem.evaluate.run import METHODS, MethodResult, RetrievalConfig
+    from paramem.models import DEFAULT_MODEL
+
+    locomo = data / "locomo" / "locomo8.json"
+    if not locomo.is_file():
+        raise InputError("LoCoMo not found (give --data, the folder holding locomo/locomo8.json)", path=locomo)
+    chosen = [m.strip() for m in methods.split(",") if m.strip()]
+    unknown = [m for m in chosen if m not in METHODS]
+    if unknown or not chosen:
+        raise InputError(f"unknown method(s) {', '.join(unknown) or '(none given)'}; available: {', '.join(METHODS)}")
+    config = ExperimentConfig(
+        locomo=str(locomo.resolve()), base_model=base_model or DEFAULT_MODEL, teacher=teacher, sample=sample,
+        sessions=None if full or sessions == 0 else sessions, probes_per_session=probes_per_session,
+        methods=chosen,
+        open_methods=[m for m in ("none", "memory", "bm25", "hybrid") if m in chosen] if open_questions or full else [],
+        open_questions=None if full else open_questions,
+        retrieval=RetrievalConfig(unit, k), epochs=epochs, qa_weight=qa_weight, negative_ratio=negative_ratio,
+        open_pairs=not closed_only)
+    if retention:
+        config.mmlu, config.arc = str((data / "mmlu").resolve()), str((data / "arc" / "ARC-Challenge").resolve())
+        if full:
+            config.mmlu_subjects = config.mmlu_per_subject = config.arc_items = None
+    with console.status("LoCoMo experiment") as status:
+        try:
+            results = run_experiment(config, out, lambda step: status.update(f"LoCoMo experiment: {step}"))
+        except ValueError as error:
+            raise InputError(str(error)) from None
+    print_results(f"LoCoMo sample {config.sample}: {results['benchmark']['probes']} yes/no probes",
+                  [MethodResult.from_dict(m) for m in results["methods"].values()])
+    console.print(f"report: {out / 'report.md'}")
 
 
 @app.command("demo")

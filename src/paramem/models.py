@@ -201,3 +201,10 @@ def tiny_model(seed: int = 0) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]
     model = LlamaForCausalLM(config)
     model.eval()
     return model, tokenizer
+
+
+def decoder_and_head(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """(the transformer stack that returns hidden states, the vocabulary head) of a causal LM, through
+    a peft wrapper if there is one; LoRA layers inside the stack still apply."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return inner.base_model, model.get_output_embeddings()

@@ -14,6 +14,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from paramem.answer import YesNoScorer
 from paramem.augment.notes import Notes
 from paramem.augment.pairs import PairConfig, QAPair, training_pairs, validation_pairs
+from paramem.models import decoder_and_head
 from paramem.prompts import Encoded, encode_example, encode_statement
 
 
@@ -38,13 +39,28 @@ class TrainConfig:
     batch_size: int = 8
     replay_share: float = 0.3  # share of each epoch's pairs drawn from earlier conversations
     max_length: int = 256  # longest training example in tokens (longer ones are cut)
+    # Attention kernel while learning. On this CPU, for examples of ~40 tokens, "eager" trains ~30%
+    # faster than "sdpa", whose backward pass dominates (benchmarks/train_speed.py).
+    attention: str = "eager"
     seed: int = 0
     pairs: PairConfig = field(default_factory=PairConfig)
 
-    def lora_config(self) -> LoraConfig:
+    def lora_config(self, model: torch.nn.Module | None = None) -> LoraConfig:
+        targets = self.target_modules
+        if self.layers is not None and targets == "all-linear":
+            # peft accepts a layer choice only with explicit module names
+            if model is None:
+                raise ValueError("naming the linear modules of chosen layers needs the model")
+            targets = linear_module_names(model)
         return LoraConfig(r=self.lora_rank, lora_alpha=self.lora_alpha, lora_dropout=self.lora_dropout,
-                          target_modules=self.target_modules, layers_to_transform=self.layers,
-                          task_type="CAUSAL_LM")
+                          target_modules=targets, layers_to_transform=self.layers, task_type="CAUSAL_LM")
+
+
+def linear_module_names(model: torch.nn.Module) -> list[str]:
+    """Short names of the linear layers inside the transformer blocks ("q_proj", ..., not the head)."""
+    _, head = decoder_and_head(model)
+    return sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+                   if isinstance(module, torch.nn.Linear) and module is not head})
 
 
 def weighted_cross_entropy(logits: torch.Tensor, input_ids: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -61,6 +77,19 @@ def weighted_cross_entropy(logits: torch.Tensor, input_ids: torch.Tensor, weight
                                                reduction="none").view_as(targets)
     trained = (token_weights > 0).sum().clamp(min=1)
     return (losses * token_weights).sum() / trained
+
+
+def training_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """`weighted_cross_entropy` of a batch, computed without wasted work: the vocabulary head (a large
+    share of the FLOPs of a small model) runs only at positions that carry loss weight, so padding
+    never reaches it and no [batch x length x vocabulary] tensor is ever made."""
+    decoder, head = decoder_and_head(model)
+    hidden = decoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+    weights = batch["weights"][:, 1:]
+    trained = weights > 0
+    logits = head(hidden[:, :-1][trained]).float()
+    losses = torch.nn.functional.cross_entropy(logits, batch["input_ids"][:, 1:][trained], reduction="none")
+    return (losses * weights[trained]).sum() / trained.sum().clamp(min=1)
 
 
 def encode_pair(tokenizer: PreTrainedTokenizerBase, pair: QAPair, config: TrainConfig) -> Encoded:
@@ -93,9 +122,10 @@ def batches(examples: list[Encoded], batch_size: int, pad_id: int, max_length: i
 
 def attach_lora(model: PreTrainedModel, config: TrainConfig, adapter: str | None = None) -> PeftModel:
     """Wrap the base model with a fresh LoRA, or with a saved adapter to continue learning."""
+    model.set_attn_implementation(config.attention)
     if adapter is not None:
         return PeftModel.from_pretrained(model, adapter, is_trainable=True)
-    return get_peft_model(model, config.lora_config())
+    return get_peft_model(model, config.lora_config(model))
 
 
 @dataclass
@@ -114,7 +144,9 @@ class LearnResult:
     final_loss: float  # training loss of that epoch
     heldout_accuracy: float | None
     qa_pairs: int  # training pairs per epoch (this conversation's, before replay)
-    tokens: int  # training tokens processed
+    tokens: int  # training tokens processed (padding excluded)
+    computed_tokens: int  # token positions computed (padding included)
+    epochs_run: int  # epochs trained, the kept one and any after it
     seconds: float
 
 
@@ -159,20 +191,20 @@ class SequentialTrainer:
         heldout = validation_pairs(notes)
         start = time.perf_counter()
         best: tuple[float, int, float, dict] | None = None  # (accuracy, epoch, loss, weights)
-        stale, tokens, qa_pairs = 0, 0, 0
+        stale, tokens, computed, qa_pairs, epoch = 0, 0, 0, 0, 0
         for epoch in range(1, config.epochs + 1):
             examples, qa_pairs = self._epoch_examples(notes, earlier, epoch, rng)
             self.model.train()
             total_loss, steps = 0.0, 0
             for batch in batches(examples, config.batch_size, self.tokenizer.pad_token_id, config.max_length, rng):
-                logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-                loss = weighted_cross_entropy(logits, batch["input_ids"], batch["weights"])
+                loss = training_loss(self.model, batch)
                 loss.backward()
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
                 total_loss += loss.item()
                 steps += 1
                 tokens += int(batch["attention_mask"].sum())
+                computed += batch["attention_mask"].numel()
             loss_value = total_loss / max(steps, 1)
             accuracy = self.heldout_accuracy(heldout) if config.early_stopping else None
             if on_epoch is not None:
@@ -193,7 +225,8 @@ class SequentialTrainer:
             self._load_lora_state(best[3])
         self.model.eval()
         kept_accuracy = best[0] if config.early_stopping and heldout else None
-        return LearnResult(best[1], best[2], kept_accuracy, qa_pairs, tokens, time.perf_counter() - start)
+        return LearnResult(best[1], best[2], kept_accuracy, qa_pairs, tokens, computed, epoch,
+                           time.perf_counter() - start)
 
     def _lora_state(self) -> dict[str, torch.Tensor]:
         return {n: p.detach().clone() for n, p in self.model.named_parameters() if p.requires_grad}

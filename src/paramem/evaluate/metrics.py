@@ -1,9 +1,13 @@
-"""Yes/no metrics: overall accuracy, accuracy on yes and on no probes separately, and the yes-rate
-(0.5 accuracy on balanced probes may just be "always no")."""
+"""Yes/no metrics: overall accuracy, accuracy on yes and on no probes separately, macro-F1 and the
+yes-rate (0.5 accuracy on balanced probes may just be "always no"), each accuracy with a 95%
+bootstrap interval over probes."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import random
+from dataclasses import asdict, dataclass, field
+
+BOOTSTRAP_SAMPLES = 1000
 
 
 @dataclass(frozen=True)
@@ -11,23 +15,64 @@ class YesNoMetrics:
     accuracy: float
     yes_accuracy: float  # share of "yes" probes answered yes
     no_accuracy: float  # share of "no" probes answered no
+    macro_f1: float  # mean of the F1 of "yes" and the F1 of "no"
     yes_rate: float  # share of all probes answered yes
     n: int
     n_yes: int
     n_no: int
+    # 95% percentile-bootstrap interval of each of the four figures above, resampling probes
+    intervals: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, saved: dict) -> "YesNoMetrics":
+        return cls(**{**saved, "intervals": {name: tuple(v) for name, v in saved.get("intervals", {}).items()}})
 
-def yes_no_metrics(gold: list[str], predicted: list[str]) -> YesNoMetrics:
-    assert len(gold) == len(predicted) and gold, "need one prediction per probe"
+
+def _f1(gold: list[str], predicted: list[str], label: str) -> float:
+    true_positive = sum(g == p == label for g, p in zip(gold, predicted))
+    predicted_count = sum(p == label for p in predicted)
+    gold_count = sum(g == label for g in gold)
+    if true_positive == 0:
+        return 0.0
+    precision, recall = true_positive / predicted_count, true_positive / gold_count
+    return 2 * precision * recall / (precision + recall)
+
+
+def _point(gold: list[str], predicted: list[str]) -> dict[str, float]:
     pairs = list(zip(gold, predicted))
     yes = [p for g, p in pairs if g == "yes"]
     no = [p for g, p in pairs if g == "no"]
+    return {"accuracy": sum(g == p for g, p in pairs) / len(pairs),
+            "yes_accuracy": sum(p == "yes" for p in yes) / len(yes) if yes else float("nan"),
+            "no_accuracy": sum(p == "no" for p in no) / len(no) if no else float("nan"),
+            "macro_f1": (_f1(gold, predicted, "yes") + _f1(gold, predicted, "no")) / 2}
+
+
+def bootstrap_intervals(gold: list[str], predicted: list[str], samples: int = BOOTSTRAP_SAMPLES,
+                        seed: int = 0) -> dict[str, tuple[float, float]]:
+    """2.5th and 97.5th percentiles of each figure over `samples` resamples of the probes (with
+    replacement, stratified by gold label so every resample keeps the yes/no balance)."""
+    rng = random.Random(seed)
+    by_label = {label: [i for i, g in enumerate(gold) if g == label] for label in ("yes", "no")}
+    draws: dict[str, list[float]] = {}
+    for _ in range(samples):
+        chosen = [rng.choice(idx) for idx in by_label.values() if idx for _ in idx]
+        for name, value in _point([gold[i] for i in chosen], [predicted[i] for i in chosen]).items():
+            draws.setdefault(name, []).append(value)
+    out = {}
+    for name, values in draws.items():
+        values.sort()
+        out[name] = (values[int(0.025 * (len(values) - 1))], values[int(0.975 * (len(values) - 1))])
+    return out
+
+
+def yes_no_metrics(gold: list[str], predicted: list[str], intervals: bool = True) -> YesNoMetrics:
+    assert len(gold) == len(predicted) and gold, "need one prediction per probe"
+    point = _point(gold, predicted)
     return YesNoMetrics(
-        accuracy=sum(g == p for g, p in pairs) / len(pairs),
-        yes_accuracy=sum(p == "yes" for p in yes) / len(yes) if yes else float("nan"),
-        no_accuracy=sum(p == "no" for p in no) / len(no) if no else float("nan"),
-        yes_rate=sum(p == "yes" for p in predicted) / len(predicted),
-        n=len(pairs), n_yes=len(yes), n_no=len(no))
+        **point, yes_rate=sum(p == "yes" for p in predicted) / len(predicted), n=len(gold),
+        n_yes=sum(g == "yes" for g in gold), n_no=sum(g == "no" for g in gold),
+        intervals=bootstrap_intervals(gold, predicted) if intervals else {})

@@ -10,21 +10,35 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
-from paramem.answer import YesNoScorer, fit_threshold
+from paramem.answer import CONTENT_FREE_QUESTION, YesNoScorer, fit_threshold
 from paramem.augment.notes import Notes
 from paramem.augment.pairs import QAPair, validation_pairs
 from paramem.conversations import Conversation
 from paramem.evaluate.metrics import YesNoMetrics, yes_no_metrics
 from paramem.evaluate.probes import Probe
+from paramem.evaluate.retrieval import make_retriever, passages, retrieval_prompt
 from paramem.prompts import SYSTEM_PROMPT, encode_prompt
 
 # none     the base model alone (the adapter switched off)
 # memory   the base model with the user's adapter, asked directly
 # context  the base model with the raw conversations pasted into the prompt, most recent first
-#          (MiLP's text-prompt baseline; needs the conversations)
-METHODS = ("none", "memory", "context")
+#          (MiLP's text-prompt baseline)
+# bm25     the base model with the top-k BM25 passages of the conversations in the prompt (PLUM's RAG)
+# dense    the same with all-MiniLM-L6-v2 embeddings instead of BM25
+# hybrid   the user's adapter and the BM25 passages together
+# Every method but none and memory needs the conversations.
+METHODS = ("none", "memory", "context", "bm25", "dense", "hybrid")
+ADAPTER_METHODS = ("memory", "hybrid")
+TEXT_METHODS = ("context", "bm25", "dense", "hybrid")  # these read the conversations
 CONTEXT_TOKENS = 6000  # prompt budget of the context method, in tokens
+
+
+@dataclass
+class RetrievalConfig:
+    unit: str = "turn"  # what is searched and pasted: "turn" (one message) or "session" (a conversation)
+    k: int = 5  # passages pasted per question
 
 
 # How log-odds become yes/no; every method is scored under every rule, the same way.
@@ -49,6 +63,12 @@ class MethodResult:
                 "seconds": round(self.seconds, 2), "prompt_tokens": self.prompt_tokens,
                 "predictions": self.predictions}
 
+    @classmethod
+    def from_dict(cls, saved: dict) -> "MethodResult":
+        metrics = {rule: YesNoMetrics.from_dict(m) for rule, m in saved["metrics"].items()}
+        return cls(saved["method"], metrics, saved["thresholds"], saved["seconds"], saved["prompt_tokens"],
+                   saved["predictions"])
+
 
 def context_prompt(tokenizer, conversations: list[Conversation], budget: int = CONTEXT_TOKENS) -> str:
     """As many conversations as fit `budget` tokens, most recent first."""
@@ -63,15 +83,18 @@ def context_prompt(tokenizer, conversations: list[Conversation], budget: int = C
     return f"{SYSTEM_PROMPT}\n\nPast conversations with this user, most recent first:\n\n" + "\n\n".join(parts)
 
 
-def _setup(method: str, tokenizer, conversations: list[Conversation] | None) -> tuple[bool, str]:
-    """(adapter on?, system prompt) for a method."""
-    if method == "none":
-        return False, SYSTEM_PROMPT
-    if method == "memory":
-        return True, SYSTEM_PROMPT
-    if conversations is None:
-        raise ValueError("the context method needs the conversations")
-    return False, context_prompt(tokenizer, conversations)
+def system_prompts(method: str, tokenizer, conversations: list[Conversation] | None,
+                   retrieval: RetrievalConfig) -> Callable[[list[str]], list[str]]:
+    """For a method, the function giving each question its system prompt."""
+    if method in ("none", "memory"):
+        return lambda questions: [SYSTEM_PROMPT] * len(questions)
+    if not conversations:
+        raise ValueError(f"the {method} method needs the conversations")
+    if method == "context":
+        prompt = context_prompt(tokenizer, conversations)
+        return lambda questions: [prompt] * len(questions)
+    retriever = make_retriever("bm25" if method == "hybrid" else method, passages(conversations, retrieval.unit))
+    return lambda questions: [retrieval_prompt(found) for found in retriever.search(questions, retrieval.k)]
 
 
 def heldout_pairs(notes: list[Notes]) -> list[QAPair]:
@@ -81,30 +104,38 @@ def heldout_pairs(notes: list[Notes]) -> list[QAPair]:
 
 def evaluate_yes_no(model, tokenizer, probes: list[Probe], methods: list[str],
                     conversations: list[Conversation] | None = None,
-                    heldout: list[QAPair] | None = None) -> list[MethodResult]:
+                    heldout: list[QAPair] | None = None,
+                    retrieval: RetrievalConfig | None = None) -> list[MethodResult]:
     """`model` is a PeftModel holding the user's adapter; methods without memory switch it off.
-    `heldout` (the teacher's held-out reworded pairs) fits each method's `heldout` threshold."""
+    `heldout` (the teacher's held-out reworded pairs) fits each method's `heldout` threshold. The prior
+    of every method is its own log-odds on a content-free question, asked the same way."""
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ValueError(f"unknown method(s) {', '.join(unknown)} (available: {', '.join(METHODS)})")
+    retrieval = retrieval or RetrievalConfig()
     gold = [p.answer for p in probes]
+    questions = [p.question for p in probes]
     results = []
     for method in methods:
         start = time.perf_counter()
-        adapter_on, system = _setup(method, tokenizer, conversations)
-        with nullcontext() if adapter_on else model.disable_adapter():
-            scorer = YesNoScorer(model, tokenizer, system=system)
-            scores = scorer.log_odds([p.question for p in probes])
+        systems_for = system_prompts(method, tokenizer, conversations, retrieval)
+        with nullcontext() if method in ADAPTER_METHODS else model.disable_adapter():
+            scorer = YesNoScorer(model, tokenizer)
+
+            def score(asked: list[str]) -> list[float]:
+                return scorer.log_odds(asked, systems_for(asked))
+
+            systems = systems_for(questions)
+            scores = scorer.log_odds(questions, systems)
             seconds = time.perf_counter() - start
-            thresholds = {"prior": scorer.prior(), "raw": 0.0}
+            thresholds = {"prior": score([CONTENT_FREE_QUESTION])[0], "raw": 0.0}
             if heldout:
-                thresholds["heldout"] = fit_threshold(scorer.log_odds([p.question for p in heldout]),
-                                                      [p.label for p in heldout])
+                thresholds["heldout"] = fit_threshold(score([p.question for p in heldout]), [p.label for p in heldout])
         metrics = {rule: yes_no_metrics(gold, ["yes" if s > t else "no" for s in scores])
                    for rule, t in thresholds.items()}
         predictions = [{"conversation": p.conversation, "question": p.question, "answer": p.answer,
                         "log_odds": round(s, 4)} for p, s in zip(probes, scores)]
-        prompt_tokens = sum(len(encode_prompt(tokenizer, p.question, system)) for p in probes) // len(probes)
+        prompt_tokens = sum(len(encode_prompt(tokenizer, q, s)) for q, s in zip(questions, systems)) // len(probes)
         results.append(MethodResult(method, metrics, thresholds, seconds, prompt_tokens, predictions))
     return results
 

@@ -1,0 +1,209 @@
+"""The LoCoMo experiment of PLUM, end to end, into one output folder.
+
+  1. learn the chosen sessions one by one into a fresh memory (in `OUT/home`), and after each one
+     score the memory on the probes of every session learned so far (the forgetting curve);
+  2. score every method side by side on all yes/no probes (same base model, same probes, same rules);
+  3. answer LoCoMo's open questions with each method and score them with LoCoMo's token F1;
+  4. MMLU and ARC-Challenge with and without the adapter (capability retention);
+  5. write results.json, report.md and PNG plots.
+
+Every step saves `results.json` as it finishes, and a rerun with the same folder skips what is there
+(sessions learned, curve points, finished steps), so an interrupted run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from paramem.augment.pairs import PairConfig
+from paramem.evaluate.locomo import LocomoBenchmark, build_locomo, open_score
+from paramem.evaluate.run import ADAPTER_METHODS, METHODS, RetrievalConfig, run_meta
+from paramem.models import DEFAULT_MODEL
+
+USER = "locomo"
+
+
+@dataclass
+class ExperimentConfig:
+    """One run of the LoCoMo experiment; PLUM's ablations are the fields marked (ablation)."""
+
+    locomo: str  # path of locomo8.json
+    mmlu: str | None = None  # folder of MMLU (None: skip retention)
+    arc: str | None = None  # folder of ARC-Challenge
+    base_model: str = DEFAULT_MODEL
+    teacher: str = "extractive"
+    sample: int = 0  # which LoCoMo sample (pair of speakers)
+    sessions: int | None = 6  # its first N sessions in date order (None: all)
+    probes_per_session: int = 8  # yes/no probes per session, half yes
+    methods: list[str] = field(default_factory=lambda: list(METHODS))
+    open_questions: int | None = 20  # LoCoMo questions answered by generation per method (None: all)
+    open_methods: list[str] = field(default_factory=lambda: ["none", "memory", "bm25", "hybrid"])
+    retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
+    epochs: int = 3  # most epochs per session (ablation; PLUM: 10)
+    qa_weight: float = 10.0  # lambda (ablation)
+    negative_ratio: float = 1.0  # negatives per positive (ablation: 0.75 / 1.25 is +-25%)
+    open_pairs: bool = True  # train on open questions too (ablation: closed only = False)
+    learning_rate: float = 5e-4
+    mmlu_subjects: int | None = 10  # None: all 57
+    mmlu_per_subject: int | None = 10  # None: every test item
+    arc_items: int | None = 100  # None: all 1,172
+
+
+def _save(results: dict, out: Path) -> None:
+    tmp = out / "results.json.tmp"
+    tmp.write_text(json.dumps(results, indent=1), encoding="utf-8")
+    tmp.replace(out / "results.json")
+
+
+def _remember_config(config: ExperimentConfig):
+    from paramem.remember import RememberConfig
+    from paramem.train import TrainConfig
+
+    pairs = PairConfig(negative_ratio=config.negative_ratio, open_questions=config.open_pairs)
+    return RememberConfig(base_model=config.base_model,
+                          train=TrainConfig(epochs=config.epochs, qa_weight=config.qa_weight,
+                                            learning_rate=config.learning_rate, pairs=pairs))
+
+
+def learn_with_curve(bench: LocomoBenchmark, config: ExperimentConfig, home: Path, results: dict,
+                     save: Callable[[], None], on_step: Callable[[str], None]) -> None:
+    """Learn session after session; after each, accuracy on every learned session's probes."""
+    from paramem.answer import YesNoScorer, load_memory
+    from paramem.augment.teachers import make_teacher
+    from paramem.remember import remember
+
+    teacher = make_teacher(config.teacher)
+    remember_config = _remember_config(config)
+    curve = results.setdefault("curve", [])  # curve[j][i]: session i's accuracy after learning j+1 sessions
+    for position, conversation in enumerate(bench.conversations):
+        on_step(f"learning {conversation.id} ({position + 1}/{len(bench.conversations)})")
+        remember(USER, [conversation], teacher, remember_config, home)
+        if position < len(curve):
+            continue
+        model, tokenizer, _ = load_memory(USER, home)
+        scorer = YesNoScorer(model, tokenizer)
+        point = {}
+        for learned in bench.conversations[:position + 1]:
+            probes = [p for p in bench.probes if p.conversation == learned.id]
+            decisions = scorer.decide([p.question for p in probes])
+            point[learned.id] = sum(d == p.answer for (d, _), p in zip(decisions, probes)) / len(probes)
+        curve.append(point)
+        save()
+
+
+def compare_methods(bench: LocomoBenchmark, config: ExperimentConfig, home: Path) -> dict:
+    from paramem.answer import load_memory
+    from paramem.evaluate.run import evaluate_yes_no, heldout_pairs
+
+    model, tokenizer, memory = load_memory(USER, home)
+    methods = evaluate_yes_no(model, tokenizer, bench.probes, config.methods, bench.conversations,
+                              heldout_pairs(memory.notes()), config.retrieval)
+    return {r.method: r.to_dict() for r in methods}
+
+
+def answer_open_questions(bench: LocomoBenchmark, config: ExperimentConfig, home: Path) -> dict:
+    """Each method answers the same open questions by greedy generation; mean score per category."""
+    from contextlib import nullcontext
+
+    from paramem.answer import generate, load_memory
+    from paramem.evaluate.run import system_prompts
+
+    model, tokenizer, _ = load_memory(USER, home)
+    questions = bench.open_questions[:config.open_questions]
+    out = {}
+    for method in config.open_methods:
+        systems = system_prompts(method, tokenizer, bench.conversations, config.retrieval)(
+            [q.question for q in questions])
+        start = time.perf_counter()
+        rows = []
+        with nullcontext() if method in ADAPTER_METHODS else model.disable_adapter():
+            for question, system in zip(questions, systems):
+                reply = generate(model, tokenizer, [{"role": "user", "content": question.question}], 48, system)
+                rows.append({"question": question.question, "gold": question.answer, "category": question.category,
+                             "answer": reply, "score": round(open_score(question, reply), 4)})
+        by_category: dict[str, list[float]] = {}
+        for row in rows:
+            by_category.setdefault(str(row["category"]), []).append(row["score"])
+        answerable = [r["score"] for r in rows if r["category"] != 5]
+        out[method] = {"f1": sum(answerable) / len(answerable) if answerable else None,
+                       "by_category": {c: sum(v) / len(v) for c, v in sorted(by_category.items())},
+                       "n": len(rows), "seconds": round(time.perf_counter() - start, 1), "answers": rows}
+    return out
+
+
+def capability_retention(config: ExperimentConfig, home: Path) -> dict:
+    from paramem.answer import load_memory
+    from paramem.evaluate.capability import choice_accuracy, load_arc, load_mmlu
+
+    model, tokenizer, _ = load_memory(USER, home)
+    sets = {}
+    if config.mmlu:
+        sets["mmlu"] = load_mmlu(config.mmlu, config.mmlu_per_subject, config.mmlu_subjects)
+    if config.arc:
+        sets["arc"] = load_arc(config.arc, config.arc_items)
+    out = {}
+    for name, items in sets.items():
+        with model.disable_adapter():
+            base = choice_accuracy(model, tokenizer, items)
+        out[name] = {"base": base, "memory": choice_accuracy(model, tokenizer, items)}
+    return out
+
+
+def costs(bench: LocomoBenchmark, home: Path, methods: dict) -> dict:
+    """Per answer: prompt tokens and latency; per user: bytes each method must keep."""
+    from paramem.store import UserMemory
+
+    adapter = UserMemory(USER, home).current_adapter()
+    adapter_bytes = sum(f.stat().st_size for f in adapter.iterdir() if f.is_file())
+    text_bytes = sum(len(c.text.encode("utf-8")) for c in bench.conversations)
+    passages = sum(len(c.messages) for c in bench.conversations)
+    stored = {"none": 0, "memory": adapter_bytes, "context": text_bytes, "bm25": text_bytes,
+              "dense": text_bytes + passages * 384 * 4, "hybrid": adapter_bytes + text_bytes}
+    return {name: {"prompt_tokens": m["prompt_tokens"], "seconds_per_answer": m["seconds"] / len(bench.probes),
+                   "bytes_per_user": stored[name]} for name, m in methods.items()}
+
+
+def run_experiment(config: ExperimentConfig, out: Path, on_step: Callable[[str], None] = lambda _: None) -> dict:
+    out.mkdir(parents=True, exist_ok=True)
+    home = out / "home"
+    previous = json.loads((out / "results.json").read_text(encoding="utf-8")) if (out / "results.json").exists() else {}
+    if previous and previous.get("config") != _plain(config):
+        raise ValueError(f"{out} holds a run with other settings; use another folder")
+    results = previous or {"config": _plain(config)}
+    results.update(run_meta(sys.argv, config.base_model, {"locomo": config.locomo, "mmlu": config.mmlu,
+                                                          "arc": config.arc}))
+    bench = build_locomo(config.locomo, config.sample, config.sessions, config.probes_per_session)
+    results["benchmark"] = {"sample_id": bench.sample_id, "speakers": bench.speakers,
+                            "sessions": [c.id for c in bench.conversations], "probes": len(bench.probes),
+                            "yes": sum(p.answer == "yes" for p in bench.probes),
+                            "open_questions": len(bench.open_questions)}
+
+    def save() -> None:
+        _save(results, out)
+
+    learn_with_curve(bench, config, home, results, save, on_step)
+    steps = [("methods", lambda: compare_methods(bench, config, home))]
+    if config.open_methods:
+        steps.append(("open", lambda: answer_open_questions(bench, config, home)))
+    if config.mmlu or config.arc:
+        steps.append(("retention", lambda: capability_retention(config, home)))
+    for name, step in steps:
+        if name not in results:
+            on_step(f"step: {name}")
+            results[name] = step()
+            save()
+    results["costs"] = costs(bench, home, results["methods"])
+    save()
+    from paramem.evaluate.report import write_report
+
+    write_report(results, out)
+    return results
+
+
+def _plain(config: ExperimentConfig) -> dict:
+    return json.loads(json.dumps(asdict(config)))

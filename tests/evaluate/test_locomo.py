@@ -1,0 +1,41 @@
+from conftest import DATA
+
+from paramem.augment.notes import content_words
+from paramem.evaluate.locomo import build_locomo, open_score, token_f1
+
+LOCOMO = DATA / "locomo" / "locomo8.json"
+
+
+def test_probes_are_balanced_and_come_from_the_annotations():
+    bench = build_locomo(LOCOMO, sample=0, sessions=3, probes_per_session=6)
+    assert [c.metadata["session"] for c in bench.conversations] == [1, 2, 3]
+    learned = {c.id for c in bench.conversations}
+    assert {p.conversation for p in bench.probes} == learned
+    yes = [p for p in bench.probes if p.answer == "yes"]
+    no = [p for p in bench.probes if p.answer == "no"]
+    assert len(yes) == len(no) == 9
+
+
+def test_negatives_name_this_samples_speakers_and_are_absent():
+    bench = build_locomo(LOCOMO, sample=0, sessions=3)
+    words = content_words(" ".join(c.text for c in bench.conversations))
+    for probe in (p for p in bench.probes if p.answer == "no"):
+        assert any(name in probe.question for name in bench.speakers)
+        fact_words = content_words(probe.question) - content_words("Did we talk about the fact that")
+        assert len(fact_words & words) / len(fact_words) <= 0.34
+
+
+def test_open_questions_have_their_evidence_in_the_learned_sessions():
+    bench = build_locomo(LOCOMO, sample=0, sessions=2)
+    assert bench.open_questions and {q.conversation for q in bench.open_questions} <= {c.id for c in bench.conversations}
+    assert all(q.answer for q in bench.open_questions if q.category != 5)
+
+
+def test_token_f1_and_adversarial_scoring():
+    assert token_f1("7 May 2023", "7 May 2023") == 1.0
+    assert abs(token_f1("The 7th of May", "7 May 2023") - 1 / 3) < 1e-9
+    assert token_f1("nothing", "7 May 2023") == 0.0
+    from paramem.evaluate.locomo import OpenQuestion
+    adversarial = OpenQuestion("s", "What did Caroline realize after her charity race?", "", 5)
+    assert open_score(adversarial, "That was not mentioned in our conversations.") == 1.0
+    assert open_score(adversarial, "Self-care is important.") == 0.0

@@ -1,0 +1,34 @@
+import torch
+from conftest import DEMO
+
+from paramem.evaluate.probes import load_probes
+from paramem.evaluate.run import METHODS, evaluate_yes_no
+from paramem.models import tiny_model
+from paramem.train import TrainConfig, attach_lora
+
+
+def scores(results, method):
+    [result] = [r for r in results if r.method == method]
+    return [p["log_odds"] for p in result.predictions]
+
+
+def test_every_method_scores_the_same_probes_and_switches_the_adapter_right(demo_conversations):
+    model, tokenizer = tiny_model()
+    model = attach_lora(model, TrainConfig())
+    with torch.no_grad():  # a LoRA that changes the output, so memory must differ from none
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.5)
+    probes = load_probes(DEMO / "probes.jsonl")[:6]
+    results = evaluate_yes_no(model, tokenizer, probes, list(METHODS), demo_conversations)
+
+    assert [r.method for r in results] == list(METHODS)
+    for r in results:
+        m = r.metrics["prior"]
+        assert (m.n, m.n_yes + m.n_no) == (6, 6) and set(m.intervals) >= {"accuracy", "yes_accuracy", "no_accuracy"}
+        assert set(r.metrics) == {"prior", "raw"}
+    assert scores(results, "memory") != scores(results, "none")
+    assert scores(results, "hybrid") != scores(results, "bm25")
+    tokens = {r.method: r.prompt_tokens for r in results}
+    assert tokens["none"] == tokens["memory"] < tokens["bm25"] < tokens["context"]
+    assert tokens["hybrid"] == tokens["bm25"]
