@@ -14,6 +14,7 @@ on all linear layers, lambda=10, lr 5e-4, batch 8, 10 epochs).
   paramem         the same with paramem's default stopping rule: keep the epoch with the best
                   held-out reworded accuracy, stop after 3 epochs without improvement.
   paramem-top     paramem with LoRA on the top half of the layers only (no backward pass below).
+  paramem-fast    paramem-top with the LoRA weights in bf16 instead of float32.
 
 Each variant runs in its own process, for a clean peak memory. Quality is held-out accuracy on the
 teacher's held-out reworded pairs plus the demo's human-written probes for that conversation, both
@@ -40,7 +41,7 @@ from pathlib import Path
 import torch
 
 RESULTS = Path(__file__).parent / "results"
-VARIANTS = ("naive", "paramem-10", "paramem", "paramem-top")
+VARIANTS = ("naive", "paramem-10", "paramem", "paramem-top", "paramem-fast")
 
 
 def peak_rss_mb() -> float:
@@ -159,8 +160,10 @@ def run_paramem(args, notes, probes, variant: str) -> dict:
 
     model, tokenizer = load_model(args.base_model)
     layer_count = model.config.num_hidden_layers
-    layers = list(range(layer_count // 2, layer_count)) if variant == "paramem-top" else None
-    config = TrainConfig(epochs=args.epochs, early_stopping=variant != "paramem-10", layers=layers)
+    top = variant in ("paramem-top", "paramem-fast")
+    layers = list(range(layer_count // 2, layer_count)) if top else None
+    config = TrainConfig(epochs=args.epochs, early_stopping=variant != "paramem-10", layers=layers,
+                         adapter_float32=variant != "paramem-fast")
     model = attach_lora(model, config)
     trainer = SequentialTrainer(model, tokenizer, config)
     result = trainer.learn(notes, [])

@@ -21,7 +21,7 @@ def one_line_error(result):
 def test_help_lists_the_commands():
     result = run("--help")
     assert result.exit_code == 0
-    for command in ("remember", "ask", "chat", "eval", "demo"):
+    for command in ("remember", "remember-many", "ask", "chat", "eval", "locomo", "demo"):
         assert command in result.output
 
 
@@ -59,6 +59,9 @@ def test_remember_ask_eval_end_to_end_on_the_tiny_model(tmp_path):
 
     answer = run("ask", "--user", "amy", "Did we discuss tomatoes?")
     assert answer.exit_code == 0 and answer.output.split()[0] in ("Yes", "No")
+    chat = runner.invoke(app, ["chat", "--user", "amy", "--max-new-tokens", "4"], input="Hello there\n\n")
+    assert chat.exit_code == 0, chat.output
+    assert chat.output.count("memory>") == 1  # one reply, then the empty line ends the chat
 
     probes = write_jsonl(tmp_path / "p.jsonl", [{"conversation": "garden", "question": "Did we talk about plants?", "answer": "yes"},
                                                  {"conversation": "interview", "question": "Did we talk about cars?", "answer": "no"}])
@@ -91,3 +94,31 @@ def test_second_remember_for_the_same_user_is_refused(tmp_path):
         holder.unlock()
     assert result.exit_code == 2
     assert "user 'busy' is being updated by paramem pid" in one_line_error(result)
+
+
+def test_locomo_without_the_data_is_one_line_and_exit_2(tmp_path):
+    result = run("locomo", "--out", tmp_path / "run", "--data", tmp_path / "nowhere")
+    assert result.exit_code == 2
+    assert one_line_error(result).endswith("locomo8.json: LoCoMo not found (give --data, the folder holding "
+                                           "locomo/locomo8.json)")
+
+
+def test_remember_many_with_an_empty_folder_is_one_line_and_exit_2(tmp_path):
+    (tmp_path / "users").mkdir()
+    result = run("remember-many", tmp_path / "users", "--base-model", "tiny")
+    assert result.exit_code == 2
+    assert "no conversation files" in one_line_error(result)
+
+
+def test_retrieval_methods_need_the_conversations(tmp_path, demo_conversations):
+    from paramem.augment.teachers import ExtractiveTeacher
+    from paramem.remember import RememberConfig, remember
+    from paramem.train import TrainConfig
+
+    remember("u", demo_conversations[:1], ExtractiveTeacher(),
+             RememberConfig(base_model="tiny", train=TrainConfig(epochs=1, min_epochs=1)))
+    probes = write_jsonl(tmp_path / "p.jsonl", [{"conversation": "garden", "question": "Did we talk about tomatoes?",
+                                                 "answer": "yes"}])
+    result = run("eval", "--user", "u", "--probes", probes, "--methods", "memory,bm25")
+    assert result.exit_code == 2
+    assert one_line_error(result) == "error: the bm25 method(s) need --conversations FILE"

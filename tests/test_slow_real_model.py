@@ -30,3 +30,17 @@ def test_memory_answers_its_conversations_reworded_probes_better_than_no_memory(
     accuracy = {name: sum((s > 0) == (label == "yes") for s, label in zip(scores, labels)) / len(labels)
                 for name, scores in (("memory", memory), ("none", none))}
     assert accuracy["memory"] > accuracy["none"]
+
+
+@pytest.mark.slow
+def test_a_gguf_file_given_by_path_loads_like_its_preset():
+    import torch
+
+    from paramem.models import PRESETS, load_model, preset_gguf
+
+    gguf = preset_gguf(PRESETS["smollm2-135m"])
+    by_path, tokenizer = load_model(str(gguf))
+    by_preset, _ = load_model("smollm2-135m")
+    ids = torch.tensor([tokenizer("Did we talk about tomatoes?")["input_ids"]])
+    with torch.inference_mode():
+        torch.testing.assert_close(by_path(input_ids=ids).logits, by_preset(input_ids=ids).logits)

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Callable
 
 from paramem.augment.pairs import PairConfig
-from paramem.evaluate.locomo import LocomoBenchmark, build_locomo, open_score
+from paramem.evaluate.locomo import LocomoBenchmark, OpenQuestion, build_locomo, open_score
 from paramem.evaluate.run import ADAPTER_METHODS, METHODS, RetrievalConfig, run_meta
 from paramem.models import DEFAULT_MODEL
 
@@ -114,7 +114,7 @@ def answer_open_questions(bench: LocomoBenchmark, config: ExperimentConfig, home
     from paramem.evaluate.run import system_prompts
 
     model, tokenizer, _ = load_memory(USER, home)
-    questions = bench.open_questions[:config.open_questions]
+    questions = spread_over_categories(bench.open_questions, config.open_questions)
     out = {}
     for method in config.open_methods:
         systems = system_prompts(method, tokenizer, bench.conversations, config.retrieval)(
@@ -134,6 +134,23 @@ def answer_open_questions(bench: LocomoBenchmark, config: ExperimentConfig, home
                        "by_category": {c: sum(v) / len(v) for c, v in sorted(by_category.items())},
                        "n": len(rows), "seconds": round(time.perf_counter() - start, 1), "answers": rows}
     return out
+
+
+def spread_over_categories(questions: list[OpenQuestion], limit: int | None) -> list[OpenQuestion]:
+    """`limit` questions taken in turn from each category (LoCoMo lists them by session, so its first
+    questions would all be of a few categories), in their original order within a category."""
+    if limit is None or limit >= len(questions):
+        return questions
+    by_category: dict[int, list[OpenQuestion]] = {}
+    for question in questions:
+        by_category.setdefault(question.category, []).append(question)
+    queues = [by_category[c] for c in sorted(by_category)]
+    chosen: list[OpenQuestion] = []
+    while len(chosen) < limit:
+        for queue in queues:
+            if queue and len(chosen) < limit:
+                chosen.append(queue.pop(0))
+    return chosen
 
 
 def capability_retention(config: ExperimentConfig, home: Path) -> dict:

@@ -1,0 +1,60 @@
+"""The LoCoMo experiment end to end on the tiny model: learn, curve, methods, open questions,
+retention, report; then a rerun resumes instead of starting over."""
+
+import json
+
+from conftest import DATA
+
+from paramem.evaluate.experiment import ExperimentConfig, run_experiment
+
+
+def tiny_config(**overrides):
+    settings = dict(locomo=str(DATA / "locomo" / "locomo8.json"), mmlu=str(DATA / "mmlu"),
+                    arc=str(DATA / "arc" / "ARC-Challenge"), base_model="tiny", sessions=2, probes_per_session=4,
+                    methods=["none", "memory", "bm25", "hybrid"], open_questions=2, open_methods=["memory", "bm25"],
+                    epochs=1, mmlu_subjects=1, mmlu_per_subject=2, arc_items=2)
+    settings.update(overrides)
+    return ExperimentConfig(**settings)
+
+
+def test_experiment_writes_results_report_and_plots_and_resumes(tmp_path):
+    out = tmp_path / "run"
+    results = run_experiment(tiny_config(), out)
+
+    assert set(results["methods"]) == {"none", "memory", "bm25", "hybrid"}
+    for method in results["methods"].values():
+        m = method["metrics"]["prior"]
+        assert m["n"] == 8 and m["n_yes"] == 4 and "accuracy" in m["intervals"]
+    assert len(results["curve"]) == 2 and len(results["curve"][0]) == 1 and len(results["curve"][1]) == 2
+    assert set(results["open"]) == {"memory", "bm25"} and results["open"]["memory"]["n"] == 2
+    assert results["retention"]["mmlu"]["base"]["n"] == 2 and results["retention"]["arc"]["memory"]["n"] == 2
+    assert results["costs"]["memory"]["bytes_per_user"] > 0 and results["costs"]["none"]["bytes_per_user"] == 0
+    report = (out / "report.md").read_text()
+    for heading in ("Yes/no probes", "Open questions", "Forgetting curve", "Capability retention"):
+        assert heading in report
+    assert (out / "forgetting.png").stat().st_size > 0 and (out / "methods.png").stat().st_size > 0
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["git_commit"] is not None and saved["base_model"] == "tiny" and saved["command"]
+
+    # A rerun finds every session learned and every step done: nothing is recomputed.
+    before = (out / "home" / "users" / "locomo" / "manifest.sqlite").stat().st_mtime_ns
+    again = run_experiment(tiny_config(), out)
+    assert again["curve"] == results["curve"] and again["methods"] == json.loads(json.dumps(results["methods"]))
+    assert (out / "home" / "users" / "locomo" / "manifest.sqlite").stat().st_mtime_ns == before
+
+
+def test_a_folder_with_other_settings_is_refused(tmp_path):
+    import pytest
+
+    run_experiment(tiny_config(open_methods=[], mmlu=None, arc=None, methods=["none", "memory"]), tmp_path / "run")
+    with pytest.raises(ValueError, match="other settings"):
+        run_experiment(tiny_config(epochs=2, open_methods=[], mmlu=None, arc=None), tmp_path / "run")
+
+
+def test_open_questions_are_spread_over_categories():
+    from paramem.evaluate.experiment import spread_over_categories
+    from paramem.evaluate.locomo import OpenQuestion
+
+    questions = [OpenQuestion("s", f"q{i}", "a", category) for i, category in enumerate([1, 1, 1, 2, 2, 5])]
+    assert [q.category for q in spread_over_categories(questions, 4)] == [1, 2, 5, 1]
+    assert spread_over_categories(questions, None) == questions
