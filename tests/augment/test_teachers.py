@@ -26,6 +26,21 @@ def test_extractive_is_deterministic_and_negatives_are_absent(demo_conversations
     assert all("the user" in f.statement.lower() or f.statement for f in first.facts)
 
 
+def test_extractive_false_facts_balance_the_fact_questions(demo_conversations):
+    """Fact-shaped questions are trained with "no" answers too, each about something never said."""
+    from paramem.augment.pairs import PairConfig, training_pairs
+
+    notes = ExtractiveTeacher().notes(demo_conversations[0])
+    words = content_words(demo_conversations[0].text)
+    assert len(notes.false_facts) == len(notes.facts)
+    assert all(is_absent(f.statement, words) for f in notes.false_facts)
+    false_statements = {w for f in notes.false_facts for w in f.wordings}
+    pairs = training_pairs(notes, 1, PairConfig())
+    asked_false = [p for p in pairs if p.label == "no"
+                   and any(s.rstrip(".").lower() in p.question.lower() for s in false_statements)]
+    assert asked_false
+
+
 def scripted_teacher(messages):
     """Stands in for a model's replies, to test how replies are cleaned (the model itself runs in the slow test)."""
     instruction = messages[-1]["content"]

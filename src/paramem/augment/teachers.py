@@ -23,7 +23,7 @@ from paramem.augment.notes import Fact, Notes, Topic, content_words, is_absent
 from paramem.conversations import Conversation
 
 # Bump when a prompt or parser changes: cached notes from an older version are not reused.
-PROMPT_VERSION = "5"
+PROMPT_VERSION = "6"
 
 
 class Teacher(Protocol):
@@ -61,11 +61,40 @@ TOPIC_BANK = [
 ]
 
 
+# Everyday facts about a person, worded as the extractive teacher words the user's own sentences:
+# its false facts, so that fact-shaped questions are trained with "no" answers too. Without them
+# every long "did we talk about the fact that ..." question a memory saw was a "yes", and it learned
+# to say yes to all of them (LoCoMo, README).
+FACT_BANK = [
+    "The user adopted a rescue greyhound last spring.", "The user is training for a triathlon in Nice.",
+    "The user's sister is getting married in Lisbon in June.", "The user sold the user's old motorbike.",
+    "The user is learning to play the cello with a private teacher.", "The user broke the user's wrist skiing.",
+    "The user started a night course in accounting.", "The user's landlord raised the rent by ten percent.",
+    "The user is allergic to cats and sneezes around them.", "The user moved to Rotterdam for a new job.",
+    "The user volunteers at an animal shelter on Saturdays.", "The user's grandmother turned ninety this year.",
+    "The user is saving money for a sailing boat.", "The user lost the user's passport at the airport.",
+    "The user runs a small bakery with a friend.", "The user failed the driving test twice.",
+    "The user is writing a fantasy novel about dragons.", "The user's daughter started primary school.",
+    "The user grows chillies on the windowsill.", "The user switched to a night shift at the hospital.",
+    "The user plays bass guitar in a jazz band.", "The user is planning a road trip across Canada.",
+    "The user's car was stolen last month.", "The user collects vintage vinyl records.",
+    "The user is recovering from knee surgery.", "The user teaches maths at a secondary school.",
+    "The user is renovating an old farmhouse.", "The user won a local chess tournament.",
+    "The user keeps bees in the back garden.", "The user's brother lives in Melbourne.",
+    "The user is afraid of flying and takes trains instead.", "The user bought a 3D printer.",
+    "The user is fostering two kittens.", "The user took up rock climbing at an indoor gym.",
+    "The user's flat flooded after a pipe burst.", "The user is studying Japanese for a trip to Osaka.",
+    "The user quit smoking three months ago.", "The user coaches a youth football team.",
+    "The user inherited a piano from an aunt.", "The user is organising a school reunion.",
+]
+
+
 class ExtractiveTeacher:
     """Deterministic and fast, no model: the fallback when no model may be used.
 
     Topics are the most repeated content phrases; facts are the user's own sentences with the
-    pronouns turned into "the user"; negatives come from TOPIC_BANK.
+    pronouns turned into "the user"; negatives come from TOPIC_BANK and false facts from FACT_BANK,
+    each checked absent from the conversation.
     """
 
     name = "extractive"
@@ -80,7 +109,9 @@ class ExtractiveTeacher:
         rng = random.Random(conversation.content_hash)
         pool = [t for t in TOPIC_BANK if is_absent(t, words)]
         negatives = [self._topic(p) for p in rng.sample(pool, min(self.n_negatives, len(pool)))]
-        return Notes(conversation.id, human_date(conversation.timestamp), topics, facts, negatives)
+        fact_pool = [f for f in FACT_BANK if is_absent(f, words)]
+        false_facts = [Fact(f, [_second_person(f)]) for f in rng.sample(fact_pool, min(len(facts), len(fact_pool)))]
+        return Notes(conversation.id, human_date(conversation.timestamp), topics, facts, negatives, false_facts)
 
     @staticmethod
     def _topic(phrase: str) -> Topic:
@@ -320,13 +351,18 @@ def drop_contradicting_negatives(notes: list[Notes], texts: list[str]) -> list[N
     (the conversations being learned) or resemble a positive wording of any notes (earlier ones too)."""
     words = content_words(" ".join(texts))
     positives = [w for n in notes for item in (*n.topics, *n.facts) for w in item.wordings]
-    for n in notes:
+
+    def still_false(items: list, kind: type) -> list:
         kept = []
-        for negative in n.negatives:
-            wordings = [w for w in negative.wordings if is_absent(w, words) and not _overlaps(w, positives)]
+        for item in items:
+            wordings = [w for w in item.wordings if is_absent(w, words) and not _overlaps(w, positives)]
             if wordings:
-                kept.append(Topic(wordings[0], wordings[1:]))
-        n.negatives = kept
+                kept.append(kind(wordings[0], wordings[1:]))
+        return kept
+
+    for n in notes:
+        n.negatives = still_false(n.negatives, Topic)
+        n.false_facts = still_false(n.false_facts, Fact)
     return notes
 
 
