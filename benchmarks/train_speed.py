@@ -175,7 +175,7 @@ def run_paramem(args, notes, probes, variant: str) -> dict:
            "tokens": result.tokens, "computed_tokens": result.computed_tokens, "trained_positions": trained,
            "lowest_lora_layer": lowest, "quality": accuracy(model, tokenizer, notes, probes),
            "shape": model_shape(model, lowest)}
-    if args.adapter_out:
+    if args.adapter_out and variant == "paramem":  # serving is measured on the default adapter
         model.save_pretrained(args.adapter_out)
     return out
 
@@ -209,6 +209,28 @@ def run_serving(args, notes, probes) -> dict:
     adapter_bytes = sum(f.stat().st_size for f in Path(args.adapter_out).iterdir() if f.is_file())
     return {"probes": len(questions), "paramem_probes_per_s": len(questions) / fast,
             "naive_probes_per_s": len(questions) / naive, "adapter_bytes": adapter_bytes}
+
+
+def markdown(rows: dict, serving: dict | None, peak: dict) -> str:
+    """The README's table and answering line."""
+    base = rows.get("naive", {}).get("seconds")
+    lines = ["| variant | seconds | epochs run | tokens/s | padding computed | fraction of bf16 peak | held-out acc (n) "
+             "| peak RSS | speed-up |", "|---|---|---|---|---|---|---|---|---|"]
+    for name, r in rows.items():
+        q = r["quality"]["heldout"]
+        speedup = f"{base / r['seconds']:.1f}x" if base else "-"
+        lines.append(f"| {name} | {r['seconds']:.1f} | {r['epochs']} | {r['tokens_per_s']:.0f} | "
+                     f"{1 - r['tokens'] / r['computed_tokens']:.0%} | {r['fraction_of_bf16_peak']:.1%} | "
+                     f"{q['accuracy']:.2f} ({q['n']}) | {r['peak_rss_mb']:,} MB | "
+                     f"{speedup} |")
+    lines.append(f"\nbf16 matrix-multiply peak measured in the same run: {peak['bf16'] / 1e9:.0f} GFLOP/s "
+                 f"(fp32 {peak['fp32'] / 1e9:.0f}).")
+    if serving:
+        lines.append(f"\nAnswering {serving['probes']} yes/no probes with the adapter: paramem's scorer "
+                     f"{serving['paramem_probes_per_s']:.1f} probes/s, one full forward pass per question "
+                     f"{serving['naive_probes_per_s']:.1f} probes/s; serving peak RSS {serving['peak_rss_mb']:,} MB; "
+                     f"adapter {serving['adapter_bytes'] / 1e6:.1f} MB.")
+    return "\n".join(lines) + "\n"
 
 
 def child(args) -> None:
@@ -288,6 +310,7 @@ def main() -> None:
                       f"{serving['naive_probes_per_s']:.1f} probes/s; peak RSS {serving['peak_rss_mb']} MB; "
                       f"adapter {serving['adapter_bytes'] / 1e6:.1f} MB")
     RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"train_speed-{args.base_model}.md").write_text(markdown(rows, serving, peak), encoding="utf-8")
     out = RESULTS / f"train_speed-{args.base_model}.json"
     meta = run_meta(sys.argv, args.base_model, {"conversation": args.conversation, "notes": "shipped demo notes"})
     out.write_text(json.dumps({**meta, "peak_flops": peak, "epochs": args.epochs, "variants": rows,

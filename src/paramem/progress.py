@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -9,7 +10,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-console = Console()
+# Tables are wide: a log file or pipe gets 140 columns instead of rich's 80.
+console = Console(width=None if sys.stdout.isatty() else 140)
 
 
 def learn_with_progress(user: str, conversations, teacher, config, home: Optional[Path]):

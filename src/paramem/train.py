@@ -42,8 +42,9 @@ class TrainConfig:
     # Attention kernel while learning. On this CPU, for examples of ~40 tokens, "eager" trains ~30%
     # faster than "sdpa", whose backward pass dominates (benchmarks/train_speed.py).
     attention: str = "eager"
-    # LoRA weights in float32 (exact optimizer updates) or, when False, in the base model's bf16:
-    # ~15% faster steps on this CPU, at the cost of coarser updates (benchmarks/train_speed.py).
+    # LoRA weights in float32 (exact optimizer updates) or, when False, in the base model's bf16.
+    # bf16 steps were ~15% faster in isolation but a whole conversation was not, and held-out
+    # accuracy dropped (benchmarks/train_speed.py, variant paramem-fast), so float32 stays.
     adapter_float32: bool = True
     seed: int = 0
     pairs: PairConfig = field(default_factory=PairConfig)
