@@ -39,6 +39,37 @@ def _exits_cleanly(command):
 
 
 HomeOption = typer.Option(None, "--home", help="memory home (default: $PARAMEM_HOME or ~/.local/share/paramem)")
+# The learning options `remember` and `remember-many` share.
+BaseModelOption = typer.Option(None, "--base-model", help="preset, HF folder or id, or GGUF file")
+TeacherOption = typer.Option("extractive", "--teacher", help="extractive, local or openai")
+TeacherModelOption = typer.Option(None, "--teacher-model", help="model of the local/openai teacher")
+TeacherUrlOption = typer.Option(None, "--teacher-url", help="OpenAI-compatible base URL")
+EpochsOption = typer.Option(10, "--epochs", help="most epochs per conversation (the best held-out epoch is kept)")
+LearningRateOption = typer.Option(5e-4, "--lr", help="learning rate")
+LambdaOption = typer.Option(10.0, "--lambda", help="loss weight of question and answer tokens")
+ReplayOption = typer.Option(0.3, "--replay", help="share of each epoch replayed from earlier conversations")
+NegativeRatioOption = typer.Option(1.0, "--negative-ratio", help="negatives per positive question")
+
+
+def _teacher(kind: str, model: str | None, url: str | None):
+    """The chosen teacher; a bad choice is bad input."""
+    from paramem.augment.teachers import make_teacher
+
+    try:
+        return make_teacher(kind, model, url)
+    except ValueError as error:
+        raise InputError(str(error)) from None
+
+
+def _methods(text: str) -> list[str]:
+    """A comma-separated list of evaluation methods, each one known."""
+    from paramem.evaluate.run import METHODS
+
+    chosen = [m.strip() for m in text.split(",") if m.strip()]
+    unknown = [m for m in chosen if m not in METHODS]
+    if unknown or not chosen:
+        raise InputError(f"unknown method(s) {', '.join(unknown) or '(none given)'}; available: {', '.join(METHODS)}")
+    return chosen
 
 
 def _train_config(epochs: int, lr: float, qa_weight: float, replay: float, negative_ratio: float):
@@ -55,21 +86,20 @@ def remember_command(
     file: Path = typer.Argument(..., help="conversation file (JSONL, ShareGPT, ChatGPT export, LoCoMo, MSC, MaLP)"),
     user: str = typer.Option(..., "--user", "-u", help="whose memory to add to"),
     format: Optional[str] = typer.Option(None, "--format", help="file format (default: detected)"),
-    base_model: Optional[str] = typer.Option(None, "--base-model", help="preset, HF folder or id, or GGUF file"),
-    teacher: str = typer.Option("extractive", "--teacher", help="extractive, local or openai"),
-    teacher_model: Optional[str] = typer.Option(None, "--teacher-model", help="model of the local/openai teacher"),
-    teacher_url: Optional[str] = typer.Option(None, "--teacher-url", help="OpenAI-compatible base URL"),
-    epochs: int = typer.Option(10, help="most epochs per conversation (the best held-out epoch is kept)"),
-    lr: float = typer.Option(5e-4, "--lr", help="learning rate"),
-    qa_weight: float = typer.Option(10.0, "--lambda", help="loss weight of question and answer tokens"),
-    replay: float = typer.Option(0.3, help="share of each epoch replayed from earlier conversations"),
-    negative_ratio: float = typer.Option(1.0, help="negatives per positive question"),
+    base_model: Optional[str] = BaseModelOption,
+    teacher: str = TeacherOption,
+    teacher_model: Optional[str] = TeacherModelOption,
+    teacher_url: Optional[str] = TeacherUrlOption,
+    epochs: int = EpochsOption,
+    lr: float = LearningRateOption,
+    qa_weight: float = LambdaOption,
+    replay: float = ReplayOption,
+    negative_ratio: float = NegativeRatioOption,
     keep_conversations: bool = typer.Option(False, "--keep-conversations", help="keep the raw text after learning"),
     regenerate_notes: bool = typer.Option(False, "--regenerate-notes", help="ignore cached teacher notes"),
     home: Optional[Path] = HomeOption,
 ):
     """Learn conversations into USER's memory (skips the ones already learned)."""
-    from paramem.augment.teachers import make_teacher
     from paramem.conversations import load_conversations
     from paramem.models import DEFAULT_MODEL
     from paramem.remember import RememberConfig
@@ -80,11 +110,7 @@ def remember_command(
     config = RememberConfig(base_model=base_model or stored_model or DEFAULT_MODEL,
                             keep_conversations=keep_conversations, regenerate_notes=regenerate_notes,
                             train=_train_config(epochs, lr, qa_weight, replay, negative_ratio))
-    try:
-        chosen_teacher = make_teacher(teacher, teacher_model, teacher_url)
-    except ValueError as error:
-        raise InputError(str(error)) from None
-    learned = learn_with_progress(user, conversations, chosen_teacher, config, home)
+    learned = learn_with_progress(user, conversations, _teacher(teacher, teacher_model, teacher_url), config, home)
     skipped = len(conversations) - len(learned)
     console.print(f"learned {len(learned)} conversation(s) for {user!r}"
                   + (f", skipped {skipped} already learned" if skipped else ""))
@@ -101,15 +127,15 @@ def remember_many_command(
                                             'or a JSONL manifest of {"user", "file", "format"}'),
     address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (default: a local Ray)"),
     cpus_per_user: int = typer.Option(1, "--cpus-per-user", help="CPUs (and torch threads) per user's task"),
-    base_model: Optional[str] = typer.Option(None, "--base-model", help="preset, HF folder or id, or GGUF file"),
-    teacher: str = typer.Option("extractive", "--teacher", help="extractive, local or openai"),
-    teacher_model: Optional[str] = typer.Option(None, "--teacher-model", help="model of the local/openai teacher"),
-    teacher_url: Optional[str] = typer.Option(None, "--teacher-url", help="OpenAI-compatible base URL"),
-    epochs: int = typer.Option(10, help="most epochs per conversation (the best held-out epoch is kept)"),
-    lr: float = typer.Option(5e-4, "--lr", help="learning rate"),
-    qa_weight: float = typer.Option(10.0, "--lambda", help="loss weight of question and answer tokens"),
-    replay: float = typer.Option(0.3, help="share of each epoch replayed from earlier conversations"),
-    negative_ratio: float = typer.Option(1.0, help="negatives per positive question"),
+    base_model: Optional[str] = BaseModelOption,
+    teacher: str = TeacherOption,
+    teacher_model: Optional[str] = TeacherModelOption,
+    teacher_url: Optional[str] = TeacherUrlOption,
+    epochs: int = EpochsOption,
+    lr: float = LearningRateOption,
+    qa_weight: float = LambdaOption,
+    replay: float = ReplayOption,
+    negative_ratio: float = NegativeRatioOption,
     home: Optional[Path] = typer.Option(None, "--home", help="the shared store (default: $PARAMEM_HOME); on a "
                                                              "cluster, a path every node sees"),
 ):
@@ -117,17 +143,13 @@ def remember_many_command(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
-    from paramem.augment.teachers import make_teacher
     from paramem.distributed import TeacherSpec, read_jobs, remember_many
     from paramem.models import DEFAULT_MODEL
     from paramem.remember import RememberConfig
     from paramem.store import paramem_home
 
     jobs = read_jobs(source)
-    try:
-        make_teacher(teacher, teacher_model, teacher_url)  # fail here, not once per user
-    except ValueError as error:
-        raise InputError(str(error)) from None
+    _teacher(teacher, teacher_model, teacher_url)  # fail here, not once per user
     config = RememberConfig(base_model=base_model or DEFAULT_MODEL,
                             train=_train_config(epochs, lr, qa_weight, replay, negative_ratio))
     with Progress(TextColumn("[bold]users"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[last]}"),
@@ -219,14 +241,10 @@ def eval_command(
     from paramem.answer import load_memory
     from paramem.conversations import load_conversations
     from paramem.evaluate.probes import load_probes
-    from paramem.evaluate.run import (METHODS, TEXT_METHODS, RetrievalConfig, evaluate_yes_no, heldout_pairs,
-                                      run_meta, write_json)
+    from paramem.evaluate.run import TEXT_METHODS, RetrievalConfig, evaluate_yes_no, heldout_pairs, run_meta, write_json
     from paramem.store import UserMemory
 
-    chosen = [m.strip() for m in methods.split(",") if m.strip()]
-    unknown = [m for m in chosen if m not in METHODS]
-    if unknown or not chosen:
-        raise InputError(f"unknown method(s) {', '.join(unknown) or '(none given)'}; available: {', '.join(METHODS)}")
+    chosen = _methods(methods)
     needs_text = [m for m in chosen if m in TEXT_METHODS]
     if needs_text and conversations is None:
         raise InputError(f"the {', '.join(needs_text)} method(s) need --conversations FILE")
@@ -270,16 +288,13 @@ def locomo_command(
 ):
     """PLUM's LoCoMo experiment: learn sessions in order, then every method side by side, with a report."""
     from paramem.evaluate.experiment import ExperimentConfig, run_experiment
-    from paramem.evaluate.run import METHODS, MethodResult, RetrievalConfig
+    from paramem.evaluate.run import MethodResult, RetrievalConfig
     from paramem.models import DEFAULT_MODEL
 
     locomo = data / "locomo" / "locomo8.json"
     if not locomo.is_file():
         raise InputError("LoCoMo not found (give --data, the folder holding locomo/locomo8.json)", path=locomo)
-    chosen = [m.strip() for m in methods.split(",") if m.strip()]
-    unknown = [m for m in chosen if m not in METHODS]
-    if unknown or not chosen:
-        raise InputError(f"unknown method(s) {', '.join(unknown) or '(none given)'}; available: {', '.join(METHODS)}")
+    chosen = _methods(methods)
     config = ExperimentConfig(
         locomo=str(locomo.resolve()), base_model=base_model or DEFAULT_MODEL, teacher=teacher, sample=sample,
         sessions=None if full or sessions == 0 else sessions, probes_per_session=probes_per_session,
