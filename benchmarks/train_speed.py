@@ -12,9 +12,13 @@ on all linear layers, lambda=10, lr 5e-4, batch 8, 10 epochs).
   paramem-10      paramem's trainer for all 10 epochs: bf16, length-bucketed batches, eager attention,
                   the vocabulary head only where a token is trained.
   paramem         the same with paramem's default stopping rule: keep the epoch with the best
-                  held-out reworded accuracy, stop after 3 epochs without improvement.
+                  held-out reworded accuracy, stop after 3 epochs without improvement or as soon
+                  as every held-out pair is answered right.
   paramem-top     paramem with LoRA on the top half of the layers only (no backward pass below).
   paramem-fast    paramem-top with the LoRA weights in bf16 instead of float32.
+
+`--pairs 20` caps every epoch at PLUM's workload of about 20 pairs (each kind keeps its share); by
+default every pair the notes give is trained (about 50 for a demo conversation).
 
 Each variant runs in its own process, for a clean peak memory. Quality is held-out accuracy on the
 teacher's held-out reworded pairs plus the demo's human-written probes for that conversation, both
@@ -24,7 +28,7 @@ trained positions; it is divided by the bf16 matrix-multiply peak this script me
 Answering: yes/no probes per second with the adapter, paramem's scorer (batched, shared-prefix KV
 cache, yes/no logits only) against one full forward pass per question.
 
-Writes benchmarks/results/train_speed-<model>.json.
+Writes benchmarks/results/train_speed-<model>[-pairs<N>].json and .md.
 """
 
 from __future__ import annotations
@@ -117,9 +121,10 @@ def run_naive(args, notes, probes) -> dict:
     from transformers import Trainer, TrainingArguments
 
     from paramem.models import load_model
+    from paramem.augment.pairs import PairConfig
     from paramem.train import TrainConfig, weighted_cross_entropy
 
-    config = TrainConfig(epochs=args.epochs)
+    config = TrainConfig(epochs=args.epochs, pairs=PairConfig(max_pairs=args.pairs))
     model, tokenizer = load_model(args.base_model, dtype=torch.float32)
     model = get_peft_model(model, config.lora_config(model))
     examples = [e for epoch in epoch_examples(tokenizer, notes, config, args.epochs) for e in epoch]
@@ -156,6 +161,7 @@ def run_naive(args, notes, probes) -> dict:
 
 def run_paramem(args, notes, probes, variant: str) -> dict:
     from paramem.models import load_model
+    from paramem.augment.pairs import PairConfig
     from paramem.train import SequentialTrainer, TrainConfig, attach_lora
 
     model, tokenizer = load_model(args.base_model)
@@ -163,7 +169,7 @@ def run_paramem(args, notes, probes, variant: str) -> dict:
     top = variant in ("paramem-top", "paramem-fast")
     layers = list(range(layer_count // 2, layer_count)) if top else None
     config = TrainConfig(epochs=args.epochs, early_stopping=variant != "paramem-10", layers=layers,
-                         adapter_float32=variant != "paramem-fast")
+                         adapter_float32=variant != "paramem-fast", pairs=PairConfig(max_pairs=args.pairs))
     model = attach_lora(model, config)
     trainer = SequentialTrainer(model, tokenizer, config)
     result = trainer.learn(notes, [])
@@ -249,6 +255,8 @@ def child(args) -> None:
 def run_child(args, variant: str, adapter_out: str) -> dict:
     command = [sys.executable, __file__, "--child", "--variant", variant, "--base-model", args.base_model,
                "--conversation", args.conversation, "--epochs", str(args.epochs), "--adapter-out", adapter_out]
+    if args.pairs:
+        command += ["--pairs", str(args.pairs)]
     done = subprocess.run(command, capture_output=True, text=True)
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     if done.returncode != 0 or not lines:
@@ -262,6 +270,8 @@ def main() -> None:
     parser.add_argument("--conversation", default="marathon", help="a demo conversation id")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--pairs", type=int, default=None,
+                        help="at most this many pairs per epoch (PLUM trains about 20; default: all the notes give)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--variant", help=argparse.SUPPRESS)
     parser.add_argument("--adapter-out", help=argparse.SUPPRESS)
@@ -310,10 +320,11 @@ def main() -> None:
                       f"{serving['naive_probes_per_s']:.1f} probes/s; peak RSS {serving['peak_rss_mb']} MB; "
                       f"adapter {serving['adapter_bytes'] / 1e6:.1f} MB")
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"train_speed-{args.base_model}.md").write_text(markdown(rows, serving, peak), encoding="utf-8")
-    out = RESULTS / f"train_speed-{args.base_model}.json"
+    name = f"train_speed-{args.base_model}" + (f"-pairs{args.pairs}" if args.pairs else "")
+    (RESULTS / f"{name}.md").write_text(markdown(rows, serving, peak), encoding="utf-8")
+    out = RESULTS / f"{name}.json"
     meta = run_meta(sys.argv, args.base_model, {"conversation": args.conversation, "notes": "shipped demo notes"})
-    out.write_text(json.dumps({**meta, "peak_flops": peak, "epochs": args.epochs, "variants": rows,
+    out.write_text(json.dumps({**meta, "peak_flops": peak, "epochs": args.epochs, "pairs_cap": args.pairs, "variants": rows,
                                "serving": serving}, indent=1), encoding="utf-8")
     console.print(f"wrote {out}")
 

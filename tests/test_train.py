@@ -79,3 +79,32 @@ def test_lora_on_top_layers_leaves_lower_layers_without_gradient():
     training_loss(peft_model, batch).backward()
     trained = {n for n, p in peft_model.named_parameters() if p.grad is not None}
     assert trained and all(".layers.1." in n for n in trained)
+
+
+def _trainer_scoring(heldout_scores, **config):
+    from paramem.train import SequentialTrainer
+
+    model, tokenizer = tiny_model()
+    trainer = SequentialTrainer(attach_lora(model, TrainConfig(**config)), tokenizer, TrainConfig(**config))
+    scores = iter(heldout_scores)
+    trainer.heldout_accuracy = lambda pairs: next(scores)  # the stopping rule alone, not the scorer
+    return trainer
+
+
+def _notes():
+    from paramem.augment.notes import Fact, Notes, Topic
+
+    return Notes("c1", "2 March 2026", topics=[Topic("a trip to Kyoto", ["a holiday in Kyoto", "Japan"])],
+                 facts=[Fact("The user flies in April.", ["In April the user flies."])],
+                 negatives=[Topic("a trip to Seoul", ["a holiday in Seoul", "Korea"])],
+                 false_facts=[Fact("The user flies in May.")])
+
+
+def test_learning_stops_once_held_out_pairs_are_all_answered():
+    result = _trainer_scoring([0.5, 1.0, 1.0, 1.0], epochs=4, min_epochs=1).learn(_notes(), [])
+    assert (result.epochs_run, result.epochs, result.heldout_accuracy) == (2, 2, 1.0)
+
+
+def test_learning_stops_after_patience_epochs_without_improvement_and_keeps_the_best():
+    result = _trainer_scoring([0.5, 0.75, 0.5, 0.5, 0.5, 0.9], epochs=6, patience=3).learn(_notes(), [])
+    assert (result.epochs_run, result.epochs, result.heldout_accuracy) == (5, 2, 0.75)

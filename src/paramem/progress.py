@@ -44,7 +44,7 @@ def learn_with_progress(user: str, conversations, teacher, config, home: Optiona
 def print_results(title: str, results) -> None:
     """One row per method: accuracy with yes and no apart under the prior rule, then the other rules."""
     table = Table(title=title)
-    for column in ("method", "accuracy [95% CI]", "yes-acc", "no-acc", "macro-F1", "yes-rate", "n",
+    for column in ("method", "accuracy [95% CI]", "yes-acc", "no-acc", "macro-F1", "yes-rate", "AUC", "n",
                    "held-out rule", "raw rule", "prompt tok", "seconds"):
         table.add_column(column)
     for r in results:
@@ -55,8 +55,9 @@ def print_results(title: str, results) -> None:
             o = r.metrics.get(rule)
             others.append("-" if o is None else f"{o.accuracy:.3f} ({o.yes_accuracy:.2f}/{o.no_accuracy:.2f})")
         table.add_row(r.method, f"{m.accuracy:.3f} [{low:.2f}, {high:.2f}]", f"{m.yes_accuracy:.3f}",
-                      f"{m.no_accuracy:.3f}", f"{m.macro_f1:.3f}", f"{m.yes_rate:.2f}", str(m.n), *others,
+                      f"{m.no_accuracy:.3f}", f"{m.macro_f1:.3f}", f"{m.yes_rate:.2f}", f"{r.auc[0]:.3f}", str(m.n), *others,
                       str(r.prompt_tokens), f"{r.seconds:.1f}")
     console.print(table)
     console.print("prior rule: log-odds minus those of a content-free question; held-out rule: threshold fitted on "
-                  "the teacher's held-out reworded pairs; raw: P(yes) > P(no). (yes/no accuracy in brackets)")
+                  "the teacher's held-out reworded pairs; raw: P(yes) > P(no). (yes/no accuracy in brackets) AUC: how well "
+                  "the log-odds rank yes probes above no probes, whatever the threshold (0.5 = no information)")

@@ -223,7 +223,8 @@ class SequentialTrainer:
                 best = (score, epoch, loss_value, self._lora_state())
             else:
                 stale += 1
-            if epoch >= config.min_epochs and (stale >= config.patience or accuracy == 1.0 and loss_value < 0.05):
+            # A perfect held-out score cannot be beaten by a later epoch, so stop there.
+            if epoch >= config.min_epochs and (stale >= config.patience or accuracy == 1.0):
                 break
         assert best is not None
         if best[3]:

@@ -66,3 +66,15 @@ def test_open_answers_restate_content_and_statements_carry_the_date():
                and "April" in p.answer for p in pairs if p.kind == "statement")
     assert not [p for p in training_pairs(notes(), 1, PairConfig(open_questions=False, statements=False))
                 if p.kind != "closed"]
+
+
+def test_a_cap_on_pairs_keeps_each_kind_in_proportion():
+    full = training_pairs(notes(), 1, PairConfig(questions_per_wording=3))
+    capped = training_pairs(notes(), 1, PairConfig(questions_per_wording=3, max_pairs=10))
+    assert len(full) > 10 and len(capped) == 10
+    assert set(capped) <= set(full)
+    yes, no = sum(p.label == "yes" for p in capped), sum(p.label == "no" for p in capped)
+    assert yes > 0 and abs(yes - no) <= 1
+    for kind in ("open", "statement"):
+        share = sum(p.kind == kind for p in full) / len(full)
+        assert abs(sum(p.kind == kind for p in capped) - share * 10) <= 1

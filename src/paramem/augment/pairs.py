@@ -32,6 +32,9 @@ class PairConfig:
     fact_questions: bool = True  # closed questions about atomic facts (needs the teacher's false facts)
     open_questions: bool = True  # open questions whose answers restate the content
     statements: bool = True  # "On <date> we talked about <topic>" and its reverse
+    # At most this many pairs per conversation and epoch (None = all the teacher's notes give), drawn
+    # from each kind in proportion, so the yes/no balance holds. PLUM trains about 20.
+    max_pairs: int | None = None
     seed: int = 0
 
 
@@ -139,8 +142,23 @@ def training_pairs(notes: Notes, epoch: int, config: PairConfig) -> list[QAPair]
         # The whole conversation in a few sentences: its content as text, beside the questions.
         pairs.append(QAPair("", summary(notes), notes.conversation_id, "statement"))
     pairs = _dedupe(pairs)
+    if config.max_pairs is not None and len(pairs) > config.max_pairs:
+        pairs = _proportional_sample(pairs, config.max_pairs, rng)
     rng.shuffle(pairs)
     return pairs
+
+
+def _proportional_sample(pairs: list[QAPair], size: int, rng: random.Random) -> list[QAPair]:
+    """`size` pairs, each group (closed yes, closed no, open, statement) keeping its share."""
+    groups: dict[tuple[str, str | None], list[QAPair]] = {}
+    for pair in pairs:
+        groups.setdefault((pair.kind, pair.label), []).append(pair)
+    shares = {key: len(items) * size / len(pairs) for key, items in groups.items()}
+    counts = {key: int(share) for key, share in shares.items()}
+    # The seats rounding left over go to the largest remainders.
+    for key in sorted(shares, key=lambda k: shares[k] - counts[k], reverse=True)[:size - sum(counts.values())]:
+        counts[key] += 1
+    return [pair for key, items in groups.items() for pair in rng.sample(items, counts[key])]
 
 
 def summary(notes: Notes) -> str:

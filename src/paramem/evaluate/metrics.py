@@ -1,6 +1,7 @@
 """Yes/no metrics: overall accuracy, accuracy on yes and on no probes separately, macro-F1 and the
 yes-rate (0.5 accuracy on balanced probes may just be "always no"), each accuracy with a 95%
-bootstrap interval over probes."""
+bootstrap interval over probes; and the ranking AUC of the scores, which needs no threshold, so it
+tells a method that knows nothing from one whose knowledge a decision rule fails to calibrate."""
 
 from __future__ import annotations
 
@@ -76,3 +77,37 @@ def yes_no_metrics(gold: list[str], predicted: list[str], intervals: bool = True
         **point, yes_rate=sum(p == "yes" for p in predicted) / len(predicted), n=len(gold),
         n_yes=sum(g == "yes" for g in gold), n_no=sum(g == "no" for g in gold),
         intervals=bootstrap_intervals(gold, predicted) if intervals else {})
+
+
+def ranking_auc(gold: list[str], scores: list[float]) -> float:
+    """Chance that a random yes probe scores above a random no probe (ties count half): 0.5 is no
+    information, 1.0 a perfect ranking, whatever threshold a decision rule would pick."""
+    n_yes, n_no = gold.count("yes"), gold.count("no")
+    if not n_yes or not n_no:
+        return float("nan")
+    # Mann-Whitney U from ranks (ties share their mean rank): O(n log n), not all yes x no pairs.
+    order = sorted(range(len(scores)), key=scores.__getitem__)
+    ranks = [0.0] * len(scores)
+    start = 0
+    while start < len(order):
+        end = start
+        while end + 1 < len(order) and scores[order[end + 1]] == scores[order[start]]:
+            end += 1
+        for position in range(start, end + 1):
+            ranks[order[position]] = (start + end) / 2 + 1
+        start = end + 1
+    yes_rank_sum = sum(r for r, g in zip(ranks, gold) if g == "yes")
+    return (yes_rank_sum - n_yes * (n_yes + 1) / 2) / (n_yes * n_no)
+
+
+def ranking_auc_interval(gold: list[str], scores: list[float], samples: int = BOOTSTRAP_SAMPLES,
+                         seed: int = 0) -> tuple[float, float]:
+    """95% stratified bootstrap interval of `ranking_auc`, as for the accuracies."""
+    rng = random.Random(seed)
+    by_label = [[i for i, g in enumerate(gold) if g == label] for label in ("yes", "no")]
+    values = []
+    for _ in range(samples):
+        chosen = [rng.choice(idx) for idx in by_label if idx for _ in idx]
+        values.append(ranking_auc([gold[i] for i in chosen], [scores[i] for i in chosen]))
+    values.sort()
+    return values[int(0.025 * (samples - 1))], values[int(0.975 * (samples - 1))]

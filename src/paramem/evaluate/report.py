@@ -4,22 +4,29 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from paramem.evaluate.run import MethodResult
+
 
 def _interval(metrics: dict, name: str) -> str:
     low, high = metrics["intervals"].get(name, (float("nan"), float("nan")))
     return f"{metrics[name]:.3f} [{low:.2f}, {high:.2f}]"
 
 
+def _ranking_auc(method: dict) -> str:
+    auc, (low, high) = MethodResult.from_dict(method).auc  # also for results saved before AUC was
+    return f"{auc:.3f} [{low:.2f}, {high:.2f}]"
+
+
 def methods_table(results: dict, rule: str = "prior") -> list[str]:
-    lines = [f"| method | accuracy [95% CI] | yes-acc | no-acc | macro-F1 | yes-rate | open F1 | prompt tokens | "
-             f"s / answer | bytes / user |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [f"| method | accuracy [95% CI] | yes-acc | no-acc | macro-F1 | yes-rate | ranking AUC | open F1 | "
+             f"prompt tokens | s / answer | bytes / user |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     open_results = results.get("open", {})
     for name, method in results["methods"].items():
         m = method["metrics"][rule]
         cost = results.get("costs", {}).get(name, {})
         f1 = open_results.get(name, {}).get("f1")
         lines.append(f"| {name} | {_interval(m, 'accuracy')} | {_interval(m, 'yes_accuracy')} | "
-                     f"{_interval(m, 'no_accuracy')} | {m['macro_f1']:.3f} | {m['yes_rate']:.2f} | "
+                     f"{_interval(m, 'no_accuracy')} | {m['macro_f1']:.3f} | {m['yes_rate']:.2f} | {_ranking_auc(method)} | "
                      f"{'-' if f1 is None else f'{f1:.3f}'} | {method['prompt_tokens']} | "
                      f"{cost.get('seconds_per_answer', float('nan')):.2f} | {cost.get('bytes_per_user', 0):,} |")
     return lines

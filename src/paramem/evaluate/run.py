@@ -16,7 +16,7 @@ from paramem.answer import CONTENT_FREE_QUESTION, YesNoScorer, fit_threshold
 from paramem.augment.notes import Notes
 from paramem.augment.pairs import QAPair, validation_pairs
 from paramem.conversations import Conversation
-from paramem.evaluate.metrics import YesNoMetrics, yes_no_metrics
+from paramem.evaluate.metrics import YesNoMetrics, ranking_auc, ranking_auc_interval, yes_no_metrics
 from paramem.evaluate.probes import Probe
 from paramem.evaluate.retrieval import make_retriever, passages, retrieval_prompt
 from paramem.prompts import SYSTEM_PROMPT, encode_prompt
@@ -57,8 +57,17 @@ class MethodResult:
     prompt_tokens: int  # mean prompt length per probe
     predictions: list[dict]
 
+    @property
+    def auc(self) -> tuple[float, tuple[float, float]]:
+        """Ranking AUC of the log-odds over the probes, with its 95% interval (no decision rule)."""
+        gold = [p["answer"] for p in self.predictions]
+        scores = [p["log_odds"] for p in self.predictions]
+        return ranking_auc(gold, scores), ranking_auc_interval(gold, scores)
+
     def to_dict(self) -> dict:
+        auc, interval = self.auc
         return {"method": self.method, "metrics": {rule: m.to_dict() for rule, m in self.metrics.items()},
+                "auc": round(auc, 4), "auc_interval": [round(v, 4) for v in interval],
                 "thresholds": {rule: round(t, 4) for rule, t in self.thresholds.items()},
                 "seconds": round(self.seconds, 2), "prompt_tokens": self.prompt_tokens,
                 "predictions": self.predictions}
