@@ -34,7 +34,7 @@ def main() -> None:
     parser.add_argument("--base-model", default="qwen2.5-0.5b")
     parser.add_argument("--teacher", default="shipped", help="shipped (the demo's notes), extractive or local")
     parser.add_argument("--epochs", type=int, default=4)
-    parser.add_argument("--lr", type=float, default=5e-4)
+    parser.add_argument("--lr", default="5e-4", help="one rate, or several comma-separated: the best held-out is kept")
     parser.add_argument("--qa-weight", type=float, default=10.0)
     parser.add_argument("--replay", type=float, default=0.3)
     parser.add_argument("--layers", default=None, help="e.g. 12-23: only these layers carry LoRA")
@@ -52,8 +52,9 @@ def main() -> None:
     if args.layers:
         low, high = (int(x) for x in args.layers.split("-"))
         layers = list(range(low, high + 1))
-    train = TrainConfig(epochs=args.epochs, learning_rate=args.lr, qa_weight=args.qa_weight,
-                        replay_share=args.replay, layers=layers,
+    rates = [float(r) for r in args.lr.split(",")]
+    train = TrainConfig(epochs=args.epochs, learning_rate=rates[0], learning_rates=rates if len(rates) > 1 else None,
+                        qa_weight=args.qa_weight, replay_share=args.replay, layers=layers,
                         pairs=PairConfig(statements=not args.no_statements))
     config = RememberConfig(base_model=args.base_model, train=train)
     with tempfile.TemporaryDirectory() as home:

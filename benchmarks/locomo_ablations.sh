@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # PLUM's ablations on LoCoMo, one run per setting, each into its own folder (a sweep is a loop):
-# lambda, epochs per session, positive/negative balance, closed questions only. Memory vs none only.
+# lambda, epochs per session, positive/negative balance, closed questions only, no statements.
+# Memory vs none only.
 #   bash benchmarks/locomo_ablations.sh [--base-model smollm2-135m] [--sessions 3]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,4 +15,5 @@ for lam in 1 5 10 20; do run "lambda-$lam" --lambda "$lam"; done
 for epochs in 1 3 5 10 15; do run "epochs-$epochs" --epochs "$epochs"; done
 for ratio in 0.75 1.25; do run "negatives-$ratio" --negative-ratio "$ratio"; done
 run closed-only --closed-only
+run no-statements --no-statements
 .venv/bin/python benchmarks/ablation_table.py benchmarks/results/ablations

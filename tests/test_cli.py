@@ -41,6 +41,13 @@ def test_empty_conversation_and_unknown_format_exit_2(tmp_path):
     assert result.exit_code == 2 and "unknown format 'yaml'" in one_line_error(result)
 
 
+def test_bad_learning_rates_exit_2_before_anything_is_stored(isolated_home):
+    for lr in ("fast", "5e-4,-1", ","):
+        result = run("remember", DEMO / "conversations.jsonl", "--user", "u", "--base-model", "tiny", "--lr", lr)
+        assert result.exit_code == 2 and "give one or more positive numbers" in one_line_error(result)
+    assert not (isolated_home / "users" / "u").exists()
+
+
 def test_unknown_user_exits_2():
     for args in (("ask", "--user", "ghost", "Did we talk?"), ("eval", "--user", "ghost", "--probes", DEMO / "probes.jsonl")):
         result = run(*args)
@@ -51,7 +58,7 @@ def test_unknown_user_exits_2():
 def test_remember_ask_eval_end_to_end_on_the_tiny_model(tmp_path):
     conversations = write_jsonl(tmp_path / "c.jsonl", [json.loads(line) for line in
                                                        (DEMO / "conversations.jsonl").read_text().splitlines()[:2]])
-    result = run("remember", conversations, "--user", "amy", "--base-model", "tiny", "--epochs", "1")
+    result = run("remember", conversations, "--user", "amy", "--base-model", "tiny", "--epochs", "1", "--lr", "5e-4,1e-3")
     assert result.exit_code == 0, result.output
     assert "learned 2 conversation(s)" in result.output
     again = run("remember", conversations, "--user", "amy", "--epochs", "1")

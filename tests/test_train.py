@@ -108,3 +108,13 @@ def test_learning_stops_once_held_out_pairs_are_all_answered():
 def test_learning_stops_after_patience_epochs_without_improvement_and_keeps_the_best():
     result = _trainer_scoring([0.5, 0.75, 0.5, 0.5, 0.5, 0.9], epochs=6, patience=3).learn(_notes(), [])
     assert (result.epochs_run, result.epochs, result.heldout_accuracy) == (5, 2, 0.75)
+
+
+def test_the_learning_rate_with_the_best_held_out_accuracy_is_kept_and_each_starts_from_the_same_adapter():
+    for scores, kept_rate in (([0.75, 0.75, 0.5, 0.5], 0.0), ([0.5, 0.5, 0.75, 0.75], 1e-2)):
+        trainer = _trainer_scoring(scores, epochs=2, min_epochs=2, learning_rates=[0.0, 1e-2])
+        start = trainer._lora_state()
+        result = trainer.learn(_notes(), [])
+        unchanged = all(torch.equal(start[n], p) for n, p in trainer.model.named_parameters() if n in start)
+        assert result.learning_rate == kept_rate and result.heldout_accuracy == 0.75
+        assert unchanged == (kept_rate == 0.0)  # a rate of 0 learns nothing; kept, the adapter is as it began

@@ -45,7 +45,8 @@ TeacherOption = typer.Option("extractive", "--teacher", help="extractive, local 
 TeacherModelOption = typer.Option(None, "--teacher-model", help="model of the local/openai teacher")
 TeacherUrlOption = typer.Option(None, "--teacher-url", help="OpenAI-compatible base URL")
 EpochsOption = typer.Option(10, "--epochs", help="most epochs per conversation (the best held-out epoch is kept)")
-LearningRateOption = typer.Option(5e-4, "--lr", help="learning rate")
+LearningRateOption = typer.Option("5e-4", "--lr", help="learning rate; several, comma-separated (2e-4,5e-4,1e-3), "
+                                  "learn each conversation at each and keep the best on held-out reworded pairs")
 LambdaOption = typer.Option(10.0, "--lambda", help="loss weight of question and answer tokens")
 ReplayOption = typer.Option(0.3, "--replay", help="share of each epoch replayed from earlier conversations")
 NegativeRatioOption = typer.Option(1.0, "--negative-ratio", help="negatives per positive question")
@@ -72,12 +73,23 @@ def _methods(text: str) -> list[str]:
     return chosen
 
 
-def _train_config(epochs: int, lr: float, qa_weight: float, replay: float, negative_ratio: float):
+def _learning_rates(text: str) -> list[float]:
+    try:
+        rates = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        rates = []
+    if not rates or any(rate <= 0 for rate in rates):
+        raise InputError(f"--lr {text!r}: give one or more positive numbers, comma-separated")
+    return rates
+
+
+def _train_config(epochs: int, lr: str, qa_weight: float, replay: float, negative_ratio: float):
     from paramem.augment.pairs import PairConfig
     from paramem.train import TrainConfig
 
-    return TrainConfig(epochs=epochs, learning_rate=lr, qa_weight=qa_weight, replay_share=replay,
-                       pairs=PairConfig(negative_ratio=negative_ratio))
+    rates = _learning_rates(lr)
+    return TrainConfig(epochs=epochs, learning_rate=rates[0], learning_rates=rates if len(rates) > 1 else None,
+                       qa_weight=qa_weight, replay_share=replay, pairs=PairConfig(negative_ratio=negative_ratio))
 
 
 @app.command("remember")
@@ -91,7 +103,7 @@ def remember_command(
     teacher_model: Optional[str] = TeacherModelOption,
     teacher_url: Optional[str] = TeacherUrlOption,
     epochs: int = EpochsOption,
-    lr: float = LearningRateOption,
+    lr: str = LearningRateOption,
     qa_weight: float = LambdaOption,
     replay: float = ReplayOption,
     negative_ratio: float = NegativeRatioOption,
@@ -132,7 +144,7 @@ def remember_many_command(
     teacher_model: Optional[str] = TeacherModelOption,
     teacher_url: Optional[str] = TeacherUrlOption,
     epochs: int = EpochsOption,
-    lr: float = LearningRateOption,
+    lr: str = LearningRateOption,
     qa_weight: float = LambdaOption,
     replay: float = ReplayOption,
     negative_ratio: float = NegativeRatioOption,
@@ -283,6 +295,8 @@ def locomo_command(
     qa_weight: float = typer.Option(10.0, "--lambda", help="question/answer loss weight (ablation: 1, 5, 10, 20)"),
     negative_ratio: float = typer.Option(1.0, help="negatives per positive (ablation: 0.75, 1.25)"),
     closed_only: bool = typer.Option(False, "--closed-only", help="train on closed questions only (ablation)"),
+    statements: bool = typer.Option(True, "--statements/--no-statements",
+                                    help="train on statements about each session too (ablation)"),
     retention: bool = typer.Option(True, "--retention/--no-retention", help="MMLU and ARC with and without memory"),
     full: bool = typer.Option(False, "--full", help="all sessions, all open questions, full MMLU and ARC"),
 ):
@@ -302,7 +316,7 @@ def locomo_command(
         open_methods=[m for m in ("none", "memory", "bm25", "hybrid") if m in chosen] if open_questions or full else [],
         open_questions=None if full else open_questions,
         retrieval=RetrievalConfig(unit, k), epochs=epochs, qa_weight=qa_weight, negative_ratio=negative_ratio,
-        open_pairs=not closed_only)
+        open_pairs=not closed_only, statements=statements)
     if retention:
         config.mmlu, config.arc = str((data / "mmlu").resolve()), str((data / "arc" / "ARC-Challenge").resolve())
         if full:

@@ -35,6 +35,9 @@ class TrainConfig:
     early_stopping: bool = True  # keep the epoch with the best held-out reworded accuracy; stop on a plateau
     patience: int = 3  # epochs without held-out improvement before stopping
     learning_rate: float = 5e-4
+    # When given, each conversation is learned once at every rate here, from the same starting
+    # adapter, and the run with the best held-out reworded accuracy is kept (costs one run per rate).
+    learning_rates: list[float] | None = None
     weight_decay: float = 0.0
     batch_size: int = 8
     replay_share: float = 0.3  # share of each epoch's pairs drawn from earlier conversations
@@ -48,6 +51,10 @@ class TrainConfig:
     adapter_float32: bool = True
     seed: int = 0
     pairs: PairConfig = field(default_factory=PairConfig)
+
+    def __post_init__(self):
+        if self.learning_rates and not self.early_stopping:
+            raise ValueError("choosing among learning_rates needs early_stopping (held-out accuracy)")
 
     def lora_config(self, model: torch.nn.Module | None = None) -> LoraConfig:
         targets = self.target_modules
@@ -151,8 +158,24 @@ class LearnResult:
     qa_pairs: int  # training pairs per epoch (this conversation's, before replay)
     tokens: int  # training tokens processed (padding excluded)
     computed_tokens: int  # token positions computed (padding included)
-    epochs_run: int  # epochs trained, the kept one and any after it
+    epochs_run: int  # epochs trained at the kept learning rate, the kept one and any after it
     seconds: float
+    learning_rate: float  # the kept run's (the best held-out one when several were tried)
+
+
+@dataclass
+class _Run:
+    """The kept epoch of training at one learning rate, and what the whole run cost."""
+
+    score: float  # held-out accuracy of the kept epoch (minus its loss when there are no held-out pairs)
+    epoch: int
+    loss: float
+    state: dict[str, torch.Tensor]  # the kept epoch's LoRA weights ({} without early stopping: the last)
+    qa_pairs: int
+    learning_rate: float
+    epochs_run: int = 0
+    tokens: int = 0
+    computed: int = 0
 
 
 class SequentialTrainer:
@@ -188,15 +211,38 @@ class SequentialTrainer:
 
     def learn(self, notes: Notes, earlier: list[Notes], position: int = 1, total: int = 1,
               on_epoch: Callable[[EpochReport], None] | None = None) -> LearnResult:
-        """Learn one conversation's notes for up to `epochs` epochs, replaying `earlier` ones."""
+        """Learn one conversation's notes for up to `epochs` epochs, replaying `earlier` ones; with
+        `learning_rates`, once per rate from the same starting adapter, keeping the best held-out run."""
+        config = self.config
+        rates = config.learning_rates or [config.learning_rate]
+        heldout = validation_pairs(notes)
+        start = time.perf_counter()
+        before = self._lora_state() if len(rates) > 1 else None
+        runs: list[_Run] = []
+        for rate in rates:
+            if before is not None:
+                self._load_lora_state(before)
+            runs.append(self._epochs(notes, earlier, heldout, rate, position, total, on_epoch, start))
+        # The best held-out score wins; among equals the first rate listed (the default comes first).
+        kept = max(runs, key=lambda run: run.score)
+        if kept.state:
+            self._load_lora_state(kept.state)
+        self.model.eval()
+        return LearnResult(kept.epoch, kept.loss, kept.score if config.early_stopping and heldout else None,
+                           kept.qa_pairs, sum(r.tokens for r in runs), sum(r.computed for r in runs),
+                           kept.epochs_run, time.perf_counter() - start, kept.learning_rate)
+
+    def _epochs(self, notes: Notes, earlier: list[Notes], heldout: list[QAPair], learning_rate: float,
+                position: int, total: int, on_epoch: Callable[[EpochReport], None] | None,
+                start: float) -> "_Run":
+        """Train epoch after epoch at one learning rate; the epoch with the best held-out accuracy is
+        kept, stopping after `patience` epochs without improvement or once every held-out pair is right."""
         config = self.config
         rng = random.Random(f"{config.seed}/{notes.conversation_id}")
         torch.manual_seed(config.seed)
-        optimizer = torch.optim.AdamW(self._trainable(), lr=config.learning_rate, weight_decay=config.weight_decay)
-        heldout = validation_pairs(notes)
-        start = time.perf_counter()
-        best: tuple[float, int, float, dict] | None = None  # (accuracy, epoch, loss, weights)
-        stale, tokens, computed, qa_pairs, epoch = 0, 0, 0, 0, 0
+        optimizer = torch.optim.AdamW(self._trainable(), lr=learning_rate, weight_decay=config.weight_decay)
+        best: _Run | None = None
+        stale, tokens, computed = 0, 0, 0
         for epoch in range(1, config.epochs + 1):
             examples, qa_pairs = self._epoch_examples(notes, earlier, epoch, rng)
             self.model.train()
@@ -215,24 +261,20 @@ class SequentialTrainer:
             if on_epoch is not None:
                 on_epoch(EpochReport(position, total, epoch, loss_value, accuracy, time.perf_counter() - start))
             if not config.early_stopping:
-                best = (0.0, epoch, loss_value, {})
+                best = _Run(0.0, epoch, loss_value, {}, qa_pairs, learning_rate)
                 continue
             score = accuracy if accuracy is not None else -loss_value
-            if best is None or score >= best[0]:  # ties go to the later, better-trained epoch
-                stale = 0 if best is None or score > best[0] else stale + 1
-                best = (score, epoch, loss_value, self._lora_state())
+            if best is None or score >= best.score:  # ties go to the later, better-trained epoch
+                stale = 0 if best is None or score > best.score else stale + 1
+                best = _Run(score, epoch, loss_value, self._lora_state(), qa_pairs, learning_rate)
             else:
                 stale += 1
             # A perfect held-out score cannot be beaten by a later epoch, so stop there.
             if epoch >= config.min_epochs and (stale >= config.patience or accuracy == 1.0):
                 break
         assert best is not None
-        if best[3]:
-            self._load_lora_state(best[3])
-        self.model.eval()
-        kept_accuracy = best[0] if config.early_stopping and heldout else None
-        return LearnResult(best[1], best[2], kept_accuracy, qa_pairs, tokens, computed, epoch,
-                           time.perf_counter() - start)
+        best.epochs_run, best.tokens, best.computed = epoch, tokens, computed
+        return best
 
     def _lora_state(self) -> dict[str, torch.Tensor]:
         return {n: p.detach().clone() for n, p in self.model.named_parameters() if p.requires_grad}

@@ -6,6 +6,7 @@ import json
 from conftest import DATA
 
 from paramem.evaluate.experiment import ExperimentConfig, run_experiment
+from paramem.evaluate.probes import load_probes
 
 
 def tiny_config(**overrides):
@@ -33,6 +34,7 @@ def test_experiment_writes_results_report_and_plots_and_resumes(tmp_path):
     for heading in ("Yes/no probes", "Open questions", "Forgetting curve", "Capability retention"):
         assert heading in report
     assert (out / "forgetting.png").stat().st_size > 0 and (out / "methods.png").stat().st_size > 0
+    assert len(load_probes(out / "probes.jsonl")) == 8  # the probes, readable as a probe file
     saved = json.loads((out / "results.json").read_text())
     assert saved["git_commit"] is not None and saved["base_model"] == "tiny" and saved["command"]
 

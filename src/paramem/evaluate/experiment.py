@@ -48,6 +48,7 @@ class ExperimentConfig:
     qa_weight: float = 10.0  # lambda (ablation)
     negative_ratio: float = 1.0  # negatives per positive (ablation: 0.75 / 1.25 is +-25%)
     open_pairs: bool = True  # train on open questions too (ablation: closed only = False)
+    statements: bool = True  # train on statements about each session too (ablation: False)
     learning_rate: float = 5e-4
     mmlu_subjects: int | None = 10  # None: all 57
     mmlu_per_subject: int | None = 10  # None: every test item
@@ -64,7 +65,8 @@ def _remember_config(config: ExperimentConfig):
     from paramem.remember import RememberConfig
     from paramem.train import TrainConfig
 
-    pairs = PairConfig(negative_ratio=config.negative_ratio, open_questions=config.open_pairs)
+    pairs = PairConfig(negative_ratio=config.negative_ratio, open_questions=config.open_pairs,
+                       statements=config.statements)
     return RememberConfig(base_model=config.base_model,
                           train=TrainConfig(epochs=config.epochs, qa_weight=config.qa_weight,
                                             learning_rate=config.learning_rate, pairs=pairs))
@@ -199,6 +201,8 @@ def run_experiment(config: ExperimentConfig, out: Path, on_step: Callable[[str],
                             "sessions": [c.id for c in bench.conversations], "probes": len(bench.probes),
                             "yes": sum(p.answer == "yes" for p in bench.probes),
                             "open_questions": len(bench.open_questions)}
+    # The probes in DESIGN.md's format, so any other reader of the memory can be scored on them.
+    (out / "probes.jsonl").write_text("".join(json.dumps(asdict(p)) + "\n" for p in bench.probes), encoding="utf-8")
 
     def save() -> None:
         _save(results, out)
