@@ -234,7 +234,7 @@ class SequentialTrainer:
 
     def _epochs(self, notes: Notes, earlier: list[Notes], heldout: list[QAPair], learning_rate: float,
                 position: int, total: int, on_epoch: Callable[[EpochReport], None] | None,
-                start: float) -> "_Run":
+                start: float) -> _Run:
         """Train epoch after epoch at one learning rate; the epoch with the best held-out accuracy is
         kept, stopping after `patience` epochs without improvement or once every held-out pair is right."""
         config = self.config
