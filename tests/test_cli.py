@@ -60,7 +60,7 @@ def test_remember_ask_eval_end_to_end_on_the_tiny_model(tmp_path):
                                                        (DEMO / "conversations.jsonl").read_text().splitlines()[:2]])
     result = run("remember", conversations, "--user", "amy", "--base-model", "tiny", "--epochs", "1", "--lr", "5e-4,1e-3")
     assert result.exit_code == 0, result.output
-    assert "learned 2 conversation(s)" in result.output
+    assert "learned 2 conversation(s)" in result.output and " epochs at lr 0.00" in result.output
     again = run("remember", conversations, "--user", "amy", "--epochs", "1")
     assert again.exit_code == 0 and "learned 0 conversation(s)" in again.output and "skipped 2" in again.output
 

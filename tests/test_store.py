@@ -1,3 +1,6 @@
+import dataclasses
+import sqlite3
+
 import pytest
 from peft import PeftModel
 
@@ -28,6 +31,21 @@ def test_commit_writes_a_peft_folder_and_the_manifest(isolated_home):
     assert [p.name for p in (memory.root / "versions").iterdir()] == ["2"]  # old versions dropped
     reloaded = PeftModel.from_pretrained(tiny_model()[0], str(memory.adapter_dir))
     assert any("lora_A" in n for n, _ in reloaded.named_parameters())
+
+
+def test_the_learning_rate_is_recorded_and_older_manifests_gain_the_column(isolated_home):
+    old = isolated_home / "users" / "carl"
+    old.mkdir(parents=True)
+    with sqlite3.connect(old / "manifest.sqlite") as db:  # the schema before learning_rate existed
+        db.execute("CREATE TABLE conversations (position INTEGER PRIMARY KEY, id TEXT UNIQUE NOT NULL,"
+                   " content_hash TEXT NOT NULL, timestamp TEXT, qa_pairs INTEGER NOT NULL, epochs INTEGER NOT NULL,"
+                   " final_loss REAL NOT NULL, heldout_accuracy REAL, seconds REAL NOT NULL,"
+                   " adapter_version INTEGER NOT NULL, learned_at TEXT NOT NULL, notes TEXT NOT NULL, text TEXT)")
+        db.execute("INSERT INTO conversations VALUES (1, 'c0', 'h', NULL, 10, 3, 0.5, 0.75, 1.0, 1, 'then', '{}', NULL)")
+    model = attach_lora(tiny_model()[0], TrainConfig())
+    with UserMemory("carl") as memory:
+        memory.commit(model, dataclasses.replace(record("c1", 2), learning_rate=1e-3), notes("c1"), text=None)
+    assert [(c.id, c.learning_rate) for c in memory.learned()] == [("c0", None), ("c1", 1e-3)]
 
 
 def test_second_writer_is_refused_with_a_clear_message():

@@ -128,8 +128,8 @@ def remember_command(
                   + (f", skipped {skipped} already learned" if skipped else ""))
     for record in learned:
         accuracy = "-" if record.heldout_accuracy is None else f"{record.heldout_accuracy:.2f}"
-        console.print(f"  {record.id}: {record.qa_pairs} pairs, {record.epochs} epochs, loss {record.final_loss:.3f},"
-                      f" held-out {accuracy}, {record.seconds:.0f}s")
+        console.print(f"  {record.id}: {record.qa_pairs} pairs, {record.epochs} epochs at lr {record.learning_rate:g},"
+                      f" loss {record.final_loss:.3f}, held-out {accuracy}, {record.seconds:.0f}s")
 
 
 @app.command("remember-many")

@@ -44,9 +44,12 @@ CREATE TABLE IF NOT EXISTS conversations (
     adapter_version INTEGER NOT NULL,
     learned_at TEXT NOT NULL,
     notes TEXT NOT NULL,               -- the teacher's notes as JSON, replayed later
-    text TEXT                          -- raw conversation, only with --keep-conversations
+    text TEXT,                         -- raw conversation, only with --keep-conversations
+    learning_rate REAL                 -- the rate kept (chosen on held-out pairs when several were tried)
 );
 """
+# Columns added after the first release, for manifests written before them.
+ADDED_COLUMNS = {"learning_rate": "REAL"}
 
 
 def paramem_home() -> Path:
@@ -67,6 +70,7 @@ class LearnedConversation:
     seconds: float
     adapter_version: int
     learned_at: str
+    learning_rate: float | None = None  # None in manifests written before it was recorded
 
 
 class UserLocked(InputError):
@@ -131,6 +135,10 @@ class UserMemory:
         self.root.mkdir(parents=True, exist_ok=True)
         db = sqlite3.connect(self.root / "manifest.sqlite")
         db.executescript(SCHEMA)
+        present = {row[1] for row in db.execute("PRAGMA table_info(conversations)")}
+        for column, kind in ADDED_COLUMNS.items():
+            if column not in present:
+                db.execute(f"ALTER TABLE conversations ADD COLUMN {column} {kind}")
         return db
 
     def settings(self) -> dict[str, Any]:
@@ -149,7 +157,7 @@ class UserMemory:
             return []
         with self._db() as db:
             rows = db.execute("SELECT id, content_hash, timestamp, qa_pairs, epochs, final_loss, heldout_accuracy,"
-                              " seconds, adapter_version, learned_at FROM conversations ORDER BY position").fetchall()
+                              " seconds, adapter_version, learned_at, learning_rate FROM conversations ORDER BY position").fetchall()
         return [LearnedConversation(*row) for row in rows]
 
     def learned_hashes(self) -> set[str]:
@@ -194,11 +202,12 @@ class UserMemory:
         os.replace(tmp, target)
         with self._db() as db:  # one transaction: the row and its version appear together
             db.execute("INSERT INTO conversations (id, content_hash, timestamp, qa_pairs, epochs, final_loss,"
-                       " heldout_accuracy, seconds, adapter_version, learned_at, notes, text)"
-                       " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                       " heldout_accuracy, seconds, adapter_version, learned_at, notes, text, learning_rate)"
+                       " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                        (record.id, record.content_hash, record.timestamp, record.qa_pairs, record.epochs,
                         record.final_loss, record.heldout_accuracy, record.seconds, record.adapter_version,
-                        record.learned_at, json.dumps(notes.to_dict(), ensure_ascii=False), text))
+                        record.learned_at, json.dumps(notes.to_dict(), ensure_ascii=False), text,
+                        record.learning_rate))
         self._point_adapter_link(target)
         self._drop_old_versions(keep=record.adapter_version)
 
