@@ -17,7 +17,8 @@ def _ranking_auc(method: dict) -> str:
     return f"{auc:.3f} [{low:.2f}, {high:.2f}]"
 
 
-def methods_table(results: dict, rule: str = "prior") -> list[str]:
+def methods_table(results: dict, aucs: dict[str, str], rule: str = "prior") -> list[str]:
+    """One row per method under `rule`; `aucs` holds each method's ranking AUC, the same under every rule."""
     lines = [f"| method | accuracy [95% CI] | yes-acc | no-acc | macro-F1 | yes-rate | ranking AUC | open F1 | "
              f"prompt tokens | s / answer | bytes / user |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     open_results = results.get("open", {})
@@ -26,7 +27,7 @@ def methods_table(results: dict, rule: str = "prior") -> list[str]:
         cost = results.get("costs", {}).get(name, {})
         f1 = open_results.get(name, {}).get("f1")
         lines.append(f"| {name} | {_interval(m, 'accuracy')} | {_interval(m, 'yes_accuracy')} | "
-                     f"{_interval(m, 'no_accuracy')} | {m['macro_f1']:.3f} | {m['yes_rate']:.2f} | {_ranking_auc(method)} | "
+                     f"{_interval(m, 'no_accuracy')} | {m['macro_f1']:.3f} | {m['yes_rate']:.2f} | {aucs[name]} | "
                      f"{'-' if f1 is None else f'{f1:.3f}'} | {method['prompt_tokens']} | "
                      f"{cost.get('seconds_per_answer', float('nan')):.2f} | {cost.get('bytes_per_user', 0):,} |")
     return lines
@@ -89,20 +90,22 @@ def plot(results: dict, out: Path) -> list[str]:
 
 def write_report(results: dict, out: Path) -> Path:
     bench, config = results["benchmark"], results["config"]
+    aucs = {name: _ranking_auc(method) for name, method in results["methods"].items()}
     lines = [f"# LoCoMo experiment: sample {bench['sample_id']} ({' and '.join(bench['speakers'])})", "",
              f"- command: `{results['command']}`", f"- git commit: {results['git_commit']}",
              f"- base model: {results['base_model']}; teacher: {config['teacher']}; date: {results['date']}",
              f"- machine: {results['machine']}",
              f"- sessions learned, in date order: {len(bench['sessions'])} ({bench['sessions'][0]} ... "
              f"{bench['sessions'][-1]}); up to {config['epochs']} epochs each, lambda {config['qa_weight']}, "
-             f"negatives per positive {config['negative_ratio']}, open pairs {config['open_pairs']}",
+             f"negatives per positive {config['negative_ratio']}, open pairs {config['open_pairs']}, "
+             f"statements {config.get('statements', True)}",
              f"- probes: {bench['probes']} yes/no ({bench['yes']} yes) from LoCoMo's observations and other samples' "
              f"observations (absent here); {bench['open_questions']} open questions with evidence in these sessions", "",
              "## Yes/no probes, every method (prior rule: log-odds minus those of a content-free question)", "",
-             *methods_table(results), ""]
+             *methods_table(results, aucs), ""]
     for rule in ("heldout", "raw"):
         if results["methods"] and rule in next(iter(results["methods"].values()))["metrics"]:
-            lines += [f"### the same under the {rule} rule", "", *methods_table(results, rule), ""]
+            lines += [f"### the same under the {rule} rule", "", *methods_table(results, aucs, rule), ""]
     if results.get("open"):
         lines += ["## Open questions (LoCoMo token F1; category 5 = says it was not mentioned)", "",
                   "| method | F1 (cat. 1-4) | by category | n |", "|---|---|---|---|"]

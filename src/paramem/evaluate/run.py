@@ -9,6 +9,7 @@ import subprocess
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Callable
 
@@ -57,7 +58,7 @@ class MethodResult:
     prompt_tokens: int  # mean prompt length per probe
     predictions: list[dict]
 
-    @property
+    @cached_property  # a thousand bootstrap resamples: computed once, for the JSON and the printed table
     def auc(self) -> tuple[float, tuple[float, float]]:
         """Ranking AUC of the log-odds over the probes, with its 95% interval (no decision rule)."""
         gold = [p["answer"] for p in self.predictions]
