@@ -2,8 +2,8 @@
 
     .venv/bin/python benchmarks/demo_quality.py --base-model qwen2.5-0.5b --epochs 4
 
-Learns the 8 demo conversations into a fresh memory, then scores none / memory / context
-on the 48 demo probes. Writes benchmarks/results/demo_quality-<model>-<tag>.json.
+Learns the 8 demo conversations into a fresh memory, then scores every method on the 48 demo
+probes, under each readout (log-odds of the answer token; recall, for none / memory / context). Writes benchmarks/results/demo_quality-<model>-<tag>.json.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from paramem.augment.teachers import make_teacher
 from paramem.conversations import load_conversations
 from paramem.demo import demo_files, seed_teacher_cache
 from paramem.evaluate.probes import load_probes
-from paramem.evaluate.run import METHODS, evaluate_yes_no, heldout_pairs, run_meta
+from paramem.evaluate.run import METHODS, RECALL_METHODS, evaluate_yes_no, heldout_pairs, run_meta
+from paramem.recall import recall_cues
 from paramem.progress import learn_with_progress, print_results
 from paramem.remember import RememberConfig
 from paramem.train import TrainConfig
@@ -39,8 +40,12 @@ def main() -> None:
     parser.add_argument("--replay", type=float, default=0.3)
     parser.add_argument("--layers", default=None, help="e.g. 12-23: only these layers carry LoRA")
     parser.add_argument("--no-statements", action="store_true")
+    parser.add_argument("--max-pairs", type=int, default=None, help="pairs per conversation and epoch (recall pair kept)")
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--tag", default="default")
+    parser.add_argument("--home", default=None,
+                        help="keep the learned memory here (default: a temporary folder); what it holds is not learned again")
+    parser.add_argument("--readouts", default="log-odds,recall", help="how each method is read (evaluate/run.py)")
     args = parser.parse_args()
 
     conversations_file, probes_file, notes_file = demo_files()
@@ -55,16 +60,22 @@ def main() -> None:
     rates = [float(r) for r in args.lr.split(",")]
     train = TrainConfig(epochs=args.epochs, learning_rate=rates[0], learning_rates=rates if len(rates) > 1 else None,
                         qa_weight=args.qa_weight, replay_share=args.replay, layers=layers,
-                        pairs=PairConfig(statements=not args.no_statements))
+                        pairs=PairConfig(statements=not args.no_statements, max_pairs=args.max_pairs))
     config = RememberConfig(base_model=args.base_model, train=train)
-    with tempfile.TemporaryDirectory() as home:
+    with tempfile.TemporaryDirectory() as scratch:
+        home = args.home or scratch
         start = time.perf_counter()
         learned = learn_with_progress("bench", conversations, teacher, config, Path(home))
         train_seconds = time.perf_counter() - start
         model, tokenizer, memory = load_memory("bench", Path(home))
-        results = evaluate_yes_no(model, tokenizer, probes, args.methods.split(","), conversations,
-                                  heldout_pairs(memory.notes()))
-    print_results(f"{args.base_model}, teacher {teacher.name}, {args.epochs} epochs max", results)
+        results = []
+        for readout in args.readouts.split(","):
+            methods = [m for m in args.methods.split(",") if readout != "recall" or m in RECALL_METHODS]
+            read = evaluate_yes_no(model, tokenizer, probes, methods, conversations, heldout_pairs(memory.notes()),
+                                   readout=readout, cues=recall_cues(memory.notes()))
+            print_results(f"{args.base_model}, teacher {teacher.name}, {args.epochs} epochs max, {readout} readout",
+                          read)
+            results += read
     print(f"learning: {train_seconds:.0f} s for {len(conversations)} conversations")
     out = RESULTS / f"demo_quality-{args.base_model}-{args.tag}.json"
     payload = {**run_meta(sys.argv, args.base_model, {"conversations": str(conversations_file),

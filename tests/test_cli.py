@@ -65,7 +65,11 @@ def test_remember_ask_eval_end_to_end_on_the_tiny_model(tmp_path):
     assert again.exit_code == 0 and "learned 0 conversation(s)" in again.output and "skipped 2" in again.output
 
     answer = run("ask", "--user", "amy", "Did we discuss tomatoes?")
-    assert answer.exit_code == 0 and answer.output.split()[0] in ("Yes", "No")
+    assert answer.exit_code == 0 and answer.output.split()[0] in ("Yes", "No") and "closest recalled" in answer.output
+    answer = run("ask", "--user", "amy", "--readout", "log-odds", "Did we discuss tomatoes?")
+    assert answer.exit_code == 0 and answer.output.split()[0] in ("Yes", "No") and "log-odds" in answer.output
+    answer = run("ask", "--user", "amy", "--readout", "tea-leaves", "Did we discuss tomatoes?")
+    assert answer.exit_code == 2 and "unknown readout 'tea-leaves'" in one_line_error(answer)
     chat = runner.invoke(app, ["chat", "--user", "amy", "--max-new-tokens", "4"], input="Hello there\n\n")
     assert chat.exit_code == 0, chat.output
     assert chat.output.count("memory>") == 1  # one reply, then the empty line ends the chat
@@ -77,6 +81,7 @@ def test_remember_ask_eval_end_to_end_on_the_tiny_model(tmp_path):
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
     assert [m["method"] for m in report["methods"]] == ["memory", "none"]
+    assert {m["readout"] for m in report["methods"]} == {"recall"} and len(report["methods"][0]["recollections"]) == 2
     for method in report["methods"]:
         assert set(method["metrics"]) == {"prior", "heldout", "raw"}
         assert 0 <= method["auc_interval"][0] <= method["auc"] <= method["auc_interval"][1] <= 1
@@ -89,6 +94,8 @@ def test_remember_ask_eval_end_to_end_on_the_tiny_model(tmp_path):
     assert result.exit_code == 2 and f"{unknown}:1: unknown conversation 'nope'" in one_line_error(result)
     result = run("eval", "--user", "amy", "--probes", probes, "--methods", "memory,bm42")
     assert result.exit_code == 2 and "unknown method(s) bm42" in one_line_error(result)
+    result = run("eval", "--user", "amy", "--probes", probes, "--methods", "memory,bm25", "--conversations", conversations)
+    assert result.exit_code == 2 and "the recall readout reads none, memory, context, not bm25" in one_line_error(result)
 
 
 def test_second_remember_for_the_same_user_is_refused(tmp_path):

@@ -118,3 +118,17 @@ def test_the_learning_rate_with_the_best_held_out_accuracy_is_kept_and_each_star
         unchanged = all(torch.equal(start[n], p) for n, p in trainer.model.named_parameters() if n in start)
         assert result.learning_rate == kept_rate and result.heldout_accuracy == 0.75
         assert unchanged == (kept_rate == 0.0)  # a rate of 0 learns nothing; kept, the adapter is as it began
+
+
+def test_every_epoch_replays_each_earlier_conversations_recall_cue():
+    import random
+    from dataclasses import replace
+
+    from paramem.augment.pairs import recall_question
+
+    trainer = _trainer_scoring([], replay_share=0.3)
+    earlier = [replace(_notes(), conversation_id=f"old{i}", date=f"{i} January 2026") for i in range(1, 4)]
+    for epoch in (1, 2):
+        examples, own = trainer._epoch_examples(_notes(), earlier, epoch, random.Random(epoch))
+        texts = [trainer.tokenizer.decode(e.input_ids) for e in examples[own:]]
+        assert all(sum(recall_question(old) in t for t in texts) == 1 for old in earlier)

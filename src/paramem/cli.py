@@ -39,6 +39,9 @@ def _exits_cleanly(command):
 
 
 HomeOption = typer.Option(None, "--home", help="memory home (default: $PARAMEM_HOME or ~/.local/share/paramem)")
+ReadoutOption = typer.Option("recall", "--readout", help="how yes/no questions are read from a model: recall "
+                             "(the memory recalls each conversation from its date; the question is matched to it) "
+                             "or log-odds (P(yes) vs P(no) of the answer token)")
 # The learning options `remember` and `remember-many` share.
 BaseModelOption = typer.Option(None, "--base-model", help="preset, HF folder or id, or GGUF file")
 TeacherOption = typer.Option("extractive", "--teacher", help="extractive, local or openai")
@@ -60,6 +63,14 @@ def _teacher(kind: str, model: str | None, url: str | None):
         return make_teacher(kind, model, url)
     except ValueError as error:
         raise InputError(str(error)) from None
+
+
+def _readout(text: str) -> str:
+    from paramem.evaluate.run import READOUTS
+
+    if text not in READOUTS:
+        raise InputError(f"unknown readout {text!r} (available: {', '.join(READOUTS)})")
+    return text
 
 
 def _methods(text: str) -> list[str]:
@@ -192,24 +203,35 @@ def remember_many_command(
 def ask_command(
     question: str = typer.Argument(..., help="the question"),
     user: str = typer.Option(..., "--user", "-u"),
-    decision: str = typer.Option("prior", help="yes/no rule: prior (content-free question), heldout "
-                                               "(threshold fitted on held-out pairs when learning) or raw"),
+    readout: str = ReadoutOption,
+    decision: Optional[str] = typer.Option(None, help="yes/no rule: prior (content-free question), heldout "
+                                                      "(threshold fitted on the held-out reworded pairs) or raw; "
+                                                      "default: heldout for recall, prior for log-odds"),
     home: Optional[Path] = HomeOption,
 ):
-    """Answer a question from USER's memory (yes/no questions from P(yes) vs P(no))."""
+    """Answer a question from USER's memory (yes/no questions by recall or by P(yes) vs P(no))."""
     from paramem.answer import YesNoScorer, generate, is_yes_no_question, load_memory
+    from paramem.evaluate.run import MAIN_RULE
 
     if not question.strip():
         raise InputError("the question is empty")
+    _readout(readout)
+    decision = decision or MAIN_RULE[readout]
     if decision not in ("prior", "heldout", "raw"):
         raise InputError(f"unknown decision rule {decision!r} (prior, heldout, raw)")
     model, tokenizer, memory = load_memory(user, home)
-    if is_yes_no_question(question):
+    if not is_yes_no_question(question):
+        console.print(generate(model, tokenizer, [{"role": "user", "content": question}]))
+    elif readout == "recall":
+        from paramem.recall import RecallAnswerer
+
+        [(answer, score, closest)] = RecallAnswerer(model, tokenizer, memory).decide([question], decision)
+        console.print(f"{answer.capitalize()}  (similarity {score:+.2f} from the threshold; closest recalled: "
+                      f"{closest!r})", markup=False, highlight=False)
+    else:
         threshold = {"prior": None, "raw": 0.0, "heldout": memory.settings().get("heldout_threshold", 0.0)}[decision]
         answer, score = YesNoScorer(model, tokenizer).decide([question], threshold)[0]
         console.print(f"{answer.capitalize()}  (log-odds {score:+.2f} from the threshold)")
-    else:
-        console.print(generate(model, tokenizer, [{"role": "user", "content": question}]))
 
 
 @app.command("chat")
@@ -246,6 +268,7 @@ def eval_command(
                                                       "hybrid read it)"),
     k: int = typer.Option(5, "--k", help="passages retrieved per question (bm25, dense, hybrid)"),
     unit: str = typer.Option("turn", "--unit", help="what retrieval searches: turn or session"),
+    readout: str = ReadoutOption,
     json_out: Optional[Path] = typer.Option(None, "--json", help="write results here"),
     home: Optional[Path] = HomeOption,
 ):
@@ -254,9 +277,10 @@ def eval_command(
     from paramem.conversations import load_conversations
     from paramem.evaluate.probes import load_probes
     from paramem.evaluate.run import TEXT_METHODS, RetrievalConfig, evaluate_yes_no, heldout_pairs, run_meta, write_json
+    from paramem.recall import recall_cues
     from paramem.store import UserMemory
 
-    chosen = _methods(methods)
+    chosen, readout = _methods(methods), _readout(readout)
     needs_text = [m for m in chosen if m in TEXT_METHODS]
     if needs_text and conversations is None:
         raise InputError(f"the {', '.join(needs_text)} method(s) need --conversations FILE")
@@ -267,9 +291,12 @@ def eval_command(
     learned = memory.learned()
     loaded = load_probes(probes, {c.id for c in learned})
     model, tokenizer, memory = load_memory(user, home)
-    results = evaluate_yes_no(model, tokenizer, loaded, chosen, texts, heldout_pairs(memory.notes()),
-                              RetrievalConfig(unit, k))
-    print_results(f"{user}: {len(loaded)} probes", results)
+    try:
+        results = evaluate_yes_no(model, tokenizer, loaded, chosen, texts, heldout_pairs(memory.notes()),
+                                  RetrievalConfig(unit, k), readout, recall_cues(memory.notes()))
+    except ValueError as error:  # a method the readout cannot read
+        raise InputError(str(error)) from error
+    print_results(f"{user}: {len(loaded)} probes, {readout} readout", results)
     if json_out:
         meta = run_meta(sys.argv, memory.settings()["base_model"], {"probes": str(probes), "user": user})
         write_json(results, json_out, meta)

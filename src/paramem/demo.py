@@ -19,9 +19,10 @@ from paramem.augment.notes import Notes
 from paramem.augment.teachers import NotesCache, make_teacher
 from paramem.conversations import load_conversations
 from paramem.evaluate.probes import load_probes
-from paramem.evaluate.run import evaluate_yes_no, heldout_pairs, run_meta, write_json
+from paramem.evaluate.run import READOUTS, evaluate_yes_no, heldout_pairs, run_meta, write_json
 from paramem.models import DEFAULT_MODEL, cache_home
 from paramem.progress import console, learn_with_progress, print_results
+from paramem.recall import recall_cues
 from paramem.remember import RememberConfig
 from paramem.train import TrainConfig
 
@@ -49,7 +50,8 @@ def seed_teacher_cache(notes_file: Path, conversations) -> str | None:
 
 def run_demo(base_model: str | None, regenerate_notes: bool, teacher_kind: str, epochs: int, home: Path | None,
              json_out: Path | None):
-    """Learn the demo conversations, then print and return no-memory vs memory results."""
+    """Learn the demo conversations, then print and return no-memory vs memory results, read by
+    recall and by log-odds."""
 
     conversations_file, probes_file, notes_file = demo_files()
     conversations = load_conversations(conversations_file)
@@ -68,8 +70,11 @@ def run_demo(base_model: str | None, regenerate_notes: bool, teacher_kind: str, 
         learn_with_progress(DEMO_USER, conversations, teacher, config, where)
         learn_seconds = time.perf_counter() - start
         model, tokenizer, memory = load_memory(DEMO_USER, where)
-        results = evaluate_yes_no(model, tokenizer, probes, ["none", "memory"], conversations,
-                                  heldout_pairs(memory.notes()))
+        results = []
+        for readout in READOUTS:  # the same models, read both ways, side by side
+            results += evaluate_yes_no(model, tokenizer, probes, ["none", "memory"], conversations,
+                                       heldout_pairs(memory.notes()), readout=readout,
+                                       cues=recall_cues(memory.notes()))
     print_results(f"demo: {len(probes)} yes/no probes on {len(conversations)} conversations", results)
     console.print(f"learned {len(conversations)} conversations in {learn_seconds:.0f} s; "
                   f"whole demo {time.perf_counter() - start:.0f} s")

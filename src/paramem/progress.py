@@ -42,22 +42,29 @@ def learn_with_progress(user: str, conversations, teacher, config, home: Optiona
 
 
 def print_results(title: str, results) -> None:
-    """One row per method: accuracy with yes and no apart under the prior rule, then the other rules."""
+    """One row per method: accuracy with yes and no apart under each decision rule; the rule `ask` uses
+    for the method's readout (*) also with its 95% interval."""
+    from paramem.evaluate.run import DECISION_RULES, MAIN_RULE
+
     table = Table(title=title)
-    for column in ("method", "accuracy [95% CI]", "yes-acc", "no-acc", "macro-F1", "yes-rate", "AUC", "n",
-                   "held-out rule", "raw rule", "prompt tok", "seconds"):
+    for column in ("method", "readout", *(f"{rule} rule" for rule in DECISION_RULES), "yes-rate*", "AUC", "n",
+                   "prompt tok", "seconds"):
         table.add_column(column)
     for r in results:
-        m = r.metrics["prior"]
-        low, high = m.intervals.get("accuracy", (float("nan"), float("nan")))
-        others = []
-        for rule in ("heldout", "raw"):
-            o = r.metrics.get(rule)
-            others.append("-" if o is None else f"{o.accuracy:.3f} ({o.yes_accuracy:.2f}/{o.no_accuracy:.2f})")
-        table.add_row(r.method, f"{m.accuracy:.3f} [{low:.2f}, {high:.2f}]", f"{m.yes_accuracy:.3f}",
-                      f"{m.no_accuracy:.3f}", f"{m.macro_f1:.3f}", f"{m.yes_rate:.2f}", f"{r.auc[0]:.3f}", str(m.n), *others,
+        main = MAIN_RULE[r.readout]
+        cells = []
+        for rule in DECISION_RULES:
+            m = r.metrics.get(rule)
+            cell = "-" if m is None else f"{m.accuracy:.3f} ({m.yes_accuracy:.2f}/{m.no_accuracy:.2f})"
+            if m is not None and rule == main:
+                low, high = m.intervals.get("accuracy", (float("nan"), float("nan")))
+                cell = f"*{cell} [{low:.2f}, {high:.2f}]"
+            cells.append(cell)
+        yes_rate = r.metrics[main].yes_rate if main in r.metrics else float("nan")
+        table.add_row(r.method, r.readout, *cells, f"{yes_rate:.2f}", f"{r.auc[0]:.3f}", str(r.metrics["raw"].n),
                       str(r.prompt_tokens), f"{r.seconds:.1f}")
     console.print(table)
-    console.print("prior rule: log-odds minus those of a content-free question; held-out rule: threshold fitted on "
-                  "the teacher's held-out reworded pairs; raw: P(yes) > P(no). (yes/no accuracy in brackets) AUC: how well "
-                  "the log-odds rank yes probes above no probes, whatever the threshold (0.5 = no information)")
+    console.print("accuracy (yes-accuracy/no-accuracy) under each rule; * the rule `ask` uses for that readout. "
+                  "prior: the score minus that of a content-free question; heldout: a threshold fitted on the teacher's "
+                  "held-out reworded pairs; raw: P(yes) > P(no), or similarity above the fixed recall threshold. "
+                  "AUC: how well the scores rank yes probes above no probes, whatever the threshold (0.5 = none)")

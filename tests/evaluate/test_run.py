@@ -9,7 +9,7 @@ from paramem.train import TrainConfig, attach_lora
 
 def scores(results, method):
     [result] = [r for r in results if r.method == method]
-    return [p["log_odds"] for p in result.predictions]
+    return [p["score"] for p in result.predictions]
 
 
 def test_every_method_scores_the_same_probes_and_switches_the_adapter_right(demo_conversations):

@@ -19,7 +19,7 @@ class QAPair:
     question: str  # empty for a statement
     answer: str
     conversation_id: str
-    kind: str  # "closed", "open" or "statement"
+    kind: str  # "closed", "open", "recall" or "statement"
     label: str | None = None  # "yes" / "no" for closed questions
 
 
@@ -32,6 +32,9 @@ class PairConfig:
     fact_questions: bool = True  # closed questions about atomic facts (needs the teacher's false facts)
     open_questions: bool = True  # open questions whose answers restate the content
     statements: bool = True  # "On <date> we talked about <topic>" and its reverse
+    # "What did we talk about on <date>?" answered with the whole conversation in a few sentences: the
+    # cue the recall readout asks at answer time (recall.py)
+    recall: bool = True
     # At most this many pairs per conversation and epoch (None = all the teacher's notes give), drawn
     # from each kind in proportion, so the yes/no balance holds. PLUM trains about 20.
     max_pairs: int | None = None
@@ -125,10 +128,12 @@ def training_pairs(notes: Notes, epoch: int, config: PairConfig) -> list[QAPair]
             answer = " ".join([f"We talked about {wording}{f' on {notes.date}' if notes.date else ''}.", *related])
             pairs.append(QAPair(rng.choice(T.OPEN_TOPIC_QUESTIONS).format(t=wording), answer,
                                 notes.conversation_id, "open"))
-        if notes.date and notes.topics:
+        if notes.date and notes.topics and not config.recall:  # with recall, its cue asks the same
             names = ", ".join(t.name for t in notes.topics)
             pairs.append(QAPair(rng.choice(T.OPEN_DATE_QUESTIONS).format(d=notes.date),
                                 f"On {notes.date} we talked about {names}.", notes.conversation_id, "open"))
+    if config.recall and (notes.topics or notes.facts):
+        pairs.append(QAPair(recall_question(notes), summary(notes), notes.conversation_id, "recall"))
     if config.statements:
         # Both directions (date -> topic and topic -> date): "A is B" does not teach "B is A".
         both_ways = T.STATEMENTS[:2] if notes.date else T.STATEMENTS[2:]
@@ -143,7 +148,10 @@ def training_pairs(notes: Notes, epoch: int, config: PairConfig) -> list[QAPair]
         pairs.append(QAPair("", summary(notes), notes.conversation_id, "statement"))
     pairs = _dedupe(pairs)
     if config.max_pairs is not None and len(pairs) > config.max_pairs:
-        pairs = _proportional_sample(pairs, config.max_pairs, rng)
+        # The recall pair is one per conversation and holds all of it: never capped away.
+        recall = [p for p in pairs if p.kind == "recall"]
+        rest = [p for p in pairs if p.kind != "recall"]
+        pairs = recall + _proportional_sample(rest, max(config.max_pairs - len(recall), 0), rng)
     rng.shuffle(pairs)
     return pairs
 
@@ -159,6 +167,13 @@ def _proportional_sample(pairs: list[QAPair], size: int, rng: random.Random) -> 
     for key in sorted(shares, key=lambda k: shares[k] - counts[k], reverse=True)[:size - sum(counts.values())]:
         counts[key] += 1
     return [pair for key, items in groups.items() for pair in rng.sample(items, counts[key])]
+
+
+def recall_question(notes: Notes) -> str:
+    """The cue that asks the memory for everything it holds on one conversation. It names only the
+    date (or, undated, the conversation's id), never its content, so answering it is recall."""
+    when = f"on {notes.date}" if notes.date else f"in our conversation {notes.conversation_id!r}"
+    return f"What did we talk about {when}?"
 
 
 def summary(notes: Notes) -> str:

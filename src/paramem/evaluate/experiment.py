@@ -65,8 +65,9 @@ def _remember_config(config: ExperimentConfig):
     from paramem.remember import RememberConfig
     from paramem.train import TrainConfig
 
+    # Closed only (PLUM's ablation) means no open answers of any kind, the recall cue's included.
     pairs = PairConfig(negative_ratio=config.negative_ratio, open_questions=config.open_pairs,
-                       statements=config.statements)
+                       statements=config.statements, recall=config.open_pairs)
     return RememberConfig(base_model=config.base_model,
                           train=TrainConfig(epochs=config.epochs, qa_weight=config.qa_weight,
                                             learning_rate=config.learning_rate, pairs=pairs))

