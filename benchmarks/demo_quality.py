@@ -22,7 +22,7 @@ from paramem.conversations import load_conversations
 from paramem.demo import demo_files, seed_teacher_cache
 from paramem.evaluate.probes import load_probes
 from paramem.evaluate.run import METHODS, RECALL_METHODS, evaluate_yes_no, heldout_pairs, run_meta
-from paramem.recall import recall_cues
+from paramem.recall import RecallConfig, recall_cues
 from paramem.progress import learn_with_progress, print_results
 from paramem.remember import RememberConfig
 from paramem.train import TrainConfig
@@ -45,6 +45,8 @@ def main() -> None:
     parser.add_argument("--tag", default="default")
     parser.add_argument("--home", default=None,
                         help="keep the learned memory here (default: a temporary folder); what it holds is not learned again")
+    parser.add_argument("--branches", type=int, default=RecallConfig().branches,
+                        help="recollections per cue in the recall readout")
     parser.add_argument("--readouts", default="log-odds,recall", help="how each method is read (evaluate/run.py)")
     args = parser.parse_args()
 
@@ -72,7 +74,8 @@ def main() -> None:
         for readout in args.readouts.split(","):
             methods = [m for m in args.methods.split(",") if readout != "recall" or m in RECALL_METHODS]
             read = evaluate_yes_no(model, tokenizer, probes, methods, conversations, heldout_pairs(memory.notes()),
-                                   readout=readout, cues=recall_cues(memory.notes()))
+                                   readout=readout, cues=recall_cues(memory.notes()),
+                                   recall=RecallConfig(branches=args.branches))
             print_results(f"{args.base_model}, teacher {teacher.name}, {args.epochs} epochs max, {readout} readout",
                           read)
             results += read

@@ -83,7 +83,7 @@ def test_remember_ask_eval_end_to_end_on_the_tiny_model(tmp_path):
     assert [m["method"] for m in report["methods"]] == ["memory", "none"]
     assert {m["readout"] for m in report["methods"]} == {"recall"} and len(report["methods"][0]["recollections"]) == 2
     for method in report["methods"]:
-        assert set(method["metrics"]) == {"prior", "heldout", "raw"}
+        assert set(method["metrics"]) == {"prior", "heldout", "balanced", "raw"}
         assert 0 <= method["auc_interval"][0] <= method["auc"] <= method["auc_interval"][1] <= 1
         for metrics in method["metrics"].values():
             assert {"accuracy", "yes_accuracy", "no_accuracy", "n"} <= metrics.keys() and metrics["n"] == 2

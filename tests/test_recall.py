@@ -1,6 +1,7 @@
 import json
 
 import pytest
+import torch
 from conftest import DEMO
 
 from paramem.answer import load_memory
@@ -10,11 +11,11 @@ from paramem.augment.teachers import ExtractiveTeacher
 from paramem.evaluate.probes import load_probes
 from paramem.evaluate.run import evaluate_yes_no
 from paramem.models import tiny_model
-from paramem.recall import RecallConfig, SentenceMatcher, recall_cues, recollect, recollections, sentences
+from paramem.recall import Cue, RecallConfig, SentenceMatcher, recall_cues, recollect, recollections, sentences
 from paramem.remember import RememberConfig, remember
 from paramem.train import TrainConfig, attach_lora
 
-SHORT = RecallConfig(max_new_tokens=6)
+SHORT = RecallConfig(max_new_tokens=4, branches=2)
 
 
 def notes(date="2 March 2026"):
@@ -26,12 +27,15 @@ def notes(date="2 March 2026"):
 def test_the_recall_cue_names_the_date_or_the_id_never_the_content():
     assert recall_question(notes()) == "What did we talk about on 2 March 2026?"
     assert recall_question(notes(date=None)) == "What did we talk about in our conversation 'garden'?"
-    assert recall_cues([notes(), notes(date=None)]) == [recall_question(notes()), recall_question(notes(None))]
+    assert recall_cues([notes(), notes(date=None)]) == [
+        Cue(recall_question(notes()), "On 2 March 2026 we talked about"),
+        Cue(recall_question(notes(None)), "Once we talked about")]
 
 
 def test_each_epoch_trains_the_cue_to_recall_the_whole_conversation():
     [pair] = [p for p in training_pairs(notes(), 1, PairConfig()) if p.kind == "recall"]
     assert pair.question == recall_question(notes()) and pair.answer == summary(notes())
+    assert pair.answer.startswith(recall_cues([notes()])[0].opening + " tomato seedlings")
     assert "tomato seedlings" in pair.answer and "yellow leaves" in pair.answer
     without = training_pairs(notes(), 1, PairConfig(recall=False))
     assert not [p for p in without if p.kind == "recall"]
@@ -51,12 +55,22 @@ def test_a_question_about_something_recalled_scores_above_one_that_is_not():
     assert SentenceMatcher([], threshold=0.4).scores(["anything?"]) == [-0.4]  # nothing recalled: never yes
 
 
-def test_batched_recollection_equals_one_at_a_time():
+def test_each_cue_recalls_one_branch_per_likeliest_first_word_batched_or_not():
     model, tokenizer = tiny_model()
-    cues = ["What did we talk about on 2 March 2026?", "What did we talk about in our conversation 'a-much-longer-id'?"]
-    batched = recollect(model, tokenizer, cues, RecallConfig(max_new_tokens=6, batch_size=2))
-    alone = [recollect(model, tokenizer, [cue], RecallConfig(max_new_tokens=6))[0] for cue in cues]
+    cues = [Cue("What did we talk about on 2 March 2026?", "On 2 March 2026 we talked about"),
+            Cue("What did we talk about in our conversation 'a-much-longer-id'?", "Once we talked about")]
+    config = RecallConfig(max_new_tokens=4, branches=3, batch_size=4)
+    batched = recollect(model, tokenizer, cues, config)
+    alone = [recollect(model, tokenizer, [cue], RecallConfig(max_new_tokens=4, branches=3, batch_size=1))[0]
+             for cue in cues]
     assert batched == alone and len(batched) == 2
+    half = model.to(torch.bfloat16)
+    recollect(half, tokenizer, cues[:1], config)  # decoded in float32, then every dtype restored
+    assert {p.dtype for p in half.parameters()} == {torch.bfloat16}
+    for cue, text in zip(cues, batched):
+        branches = text.split("\n")
+        assert len(branches) == 3 and all(b.startswith(cue.opening) for b in branches)
+        assert len(set(branches)) == 3  # each branch starts from a different next token
 
 
 def test_recollections_are_cached_per_adapter_version(demo_conversations):
@@ -79,11 +93,12 @@ def test_the_recall_readout_reads_none_memory_and_context_alike(demo_conversatio
     model, tokenizer = tiny_model()
     model = attach_lora(model, TrainConfig())
     probes = load_probes(DEMO / "probes.jsonl")[:6]
-    cues = [recall_question(notes())]
+    cues = recall_cues([notes()])
     results = evaluate_yes_no(model, tokenizer, probes, ["none", "memory", "context"], demo_conversations,
                               readout="recall", cues=cues, recall=SHORT)
     by_method = {r.method: r for r in results}
     assert all(r.readout == "recall" and r.metrics["raw"].n == 6 for r in results)
+    assert all(set(r.metrics) == {"prior", "raw"} for r in results)  # no held-out pairs given
     assert len(by_method["memory"].recollections) == 1 and by_method["context"].recollections is None
     # The context method matches the raw conversations: the garden probes about the balcony score high.
     assert by_method["context"].predictions[0]["score"] > by_method["context"].predictions[4]["score"]

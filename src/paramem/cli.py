@@ -205,20 +205,21 @@ def ask_command(
     user: str = typer.Option(..., "--user", "-u"),
     readout: str = ReadoutOption,
     decision: Optional[str] = typer.Option(None, help="yes/no rule: prior (content-free question), heldout "
-                                                      "(threshold fitted on the held-out reworded pairs) or raw; "
-                                                      "default: heldout for recall, prior for log-odds"),
+                                                      "(threshold fitted on the held-out reworded pairs), balanced "
+                                                      "(their median score) or raw; default: balanced for recall, "
+                                                      "prior for log-odds"),
     home: Optional[Path] = HomeOption,
 ):
     """Answer a question from USER's memory (yes/no questions by recall or by P(yes) vs P(no))."""
     from paramem.answer import YesNoScorer, generate, is_yes_no_question, load_memory
-    from paramem.evaluate.run import MAIN_RULE
+    from paramem.evaluate.run import DECISION_RULES, MAIN_RULE
 
     if not question.strip():
         raise InputError("the question is empty")
     _readout(readout)
     decision = decision or MAIN_RULE[readout]
-    if decision not in ("prior", "heldout", "raw"):
-        raise InputError(f"unknown decision rule {decision!r} (prior, heldout, raw)")
+    if decision not in DECISION_RULES:
+        raise InputError(f"unknown decision rule {decision!r} ({', '.join(DECISION_RULES)})")
     model, tokenizer, memory = load_memory(user, home)
     if not is_yes_no_question(question):
         console.print(generate(model, tokenizer, [{"role": "user", "content": question}]))
@@ -229,6 +230,8 @@ def ask_command(
         console.print(f"{answer.capitalize()}  (similarity {score:+.2f} from the threshold; closest recalled: "
                       f"{closest!r})", markup=False, highlight=False)
     else:
+        if decision == "balanced":
+            raise InputError("the balanced rule reads the recall readout only (--readout recall)")
         threshold = {"prior": None, "raw": 0.0, "heldout": memory.settings().get("heldout_threshold", 0.0)}[decision]
         answer, score = YesNoScorer(model, tokenizer).decide([question], threshold)[0]
         console.print(f"{answer.capitalize()}  (log-odds {score:+.2f} from the threshold)")
@@ -365,7 +368,7 @@ def demo_command(
     regenerate_notes: bool = typer.Option(False, "--regenerate-notes",
                                           help="run the teacher again instead of using its shipped notes"),
     teacher: str = typer.Option("local", "--teacher", help="teacher used with --regenerate-notes"),
-    epochs: int = typer.Option(2, help="most epochs per conversation (2 keeps the demo near 10 minutes on 2 cores)"),
+    epochs: int = typer.Option(3, help="most epochs per conversation (3 keeps the demo near 10 minutes on 2 cores)"),
     home: Optional[Path] = typer.Option(None, "--home", help="keep the demo memory here (default: a temp dir)"),
     json_out: Optional[Path] = typer.Option(None, "--json", help="write results here"),
 ):

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from paramem.answer import load_memory
 from paramem.augment.notes import Notes
+from paramem.augment.pairs import PairConfig
 from paramem.augment.teachers import NotesCache, make_teacher
 from paramem.conversations import load_conversations
 from paramem.evaluate.probes import load_probes
@@ -28,6 +29,7 @@ from paramem.train import TrainConfig
 
 DEMO_USER = "demo"
 DEMO_TEACHER = "local"  # the teacher whose notes ship in demo_data/notes.json
+DEMO_PAIRS = 24  # pairs per conversation and epoch
 
 
 def demo_files() -> tuple[Path, Path, Path]:
@@ -60,8 +62,9 @@ def run_demo(base_model: str | None, regenerate_notes: bool, teacher_kind: str, 
     if not regenerate_notes:
         teacher_kind = seed_teacher_cache(notes_file, conversations) or teacher_kind
     teacher = make_teacher(teacher_kind)
+    # At most 24 pairs per conversation and epoch (PLUM trains about 20): 3 epochs fit the time.
     config = RememberConfig(base_model=model_name, regenerate_notes=regenerate_notes,
-                            train=TrainConfig(epochs=epochs))
+                            train=TrainConfig(epochs=epochs, pairs=PairConfig(max_pairs=DEMO_PAIRS)))
     console.print(f"paramem demo: {len(conversations)} conversations, {len(probes)} probes, base model "
                   f"{model_name}, teacher {teacher.name}")
     start = time.perf_counter()

@@ -32,3 +32,23 @@ def test_every_method_scores_the_same_probes_and_switches_the_adapter_right(demo
     tokens = {r.method: r.prompt_tokens for r in results}
     assert tokens["none"] == tokens["memory"] < tokens["bm25"] < tokens["context"]
     assert tokens["hybrid"] == tokens["bm25"]
+
+
+def test_the_balanced_rule_says_yes_to_half_the_held_out_pairs():
+    import statistics
+
+    from paramem.answer import YesNoScorer
+    from paramem.augment.notes import Notes, Topic
+    from paramem.augment.pairs import validation_pairs
+
+    model, tokenizer = tiny_model()
+    model = attach_lora(model, TrainConfig())
+    notes = Notes("garden", "2 March 2026", topics=[Topic(t, [t + "s", "some " + t]) for t in ("tomato", "pot", "compost")],
+                  facts=[], negatives=[Topic(t, [t + "s", "some " + t]) for t in ("rose", "lawn", "herb")])
+    heldout = validation_pairs(notes)
+    probes = load_probes(DEMO / "probes.jsonl")[:4]
+    [result] = evaluate_yes_no(model, tokenizer, probes, ["memory"], heldout=heldout)
+    scores = YesNoScorer(model, tokenizer).log_odds([p.question for p in heldout])
+    assert result.thresholds["balanced"] == statistics.median(scores)
+    assert sum(s > result.thresholds["balanced"] for s in scores) == len(scores) // 2
+    assert set(result.metrics) == {"prior", "heldout", "balanced", "raw"}

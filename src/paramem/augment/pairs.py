@@ -176,12 +176,16 @@ def recall_question(notes: Notes) -> str:
     return f"What did we talk about {when}?"
 
 
+def recall_opening(notes: Notes) -> str:
+    """The content-free first words of the recall answer (and of the summary)."""
+    return f"On {notes.date} we talked about" if notes.date else "Once we talked about"
+
+
 def summary(notes: Notes) -> str:
     """The conversation in a few sentences: its date, its topics and its facts."""
-    when = f"On {notes.date}" if notes.date else "Once"
     names = [t.name for t in notes.topics]
     topics = f"{', '.join(names[:-1])} and {names[-1]}" if len(names) > 1 else "".join(names)
-    head = f"{when} we talked about {topics}." if topics else ""
+    head = f"{recall_opening(notes)} {topics}." if topics else ""
     return " ".join([head, *[f.statement.rstrip(".") + "." for f in notes.facts]]).strip()
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import statistics
 import subprocess
 import time
 from contextlib import nullcontext
@@ -54,10 +55,12 @@ RECALL_METHODS = ("none", "memory", "context")  # the methods the recall readout
 # How scores become yes/no; every method is scored under every rule, the same way.
 #   prior    the score minus that of a content-free question ("Did we discuss that?")
 #   heldout  the score minus a threshold fitted on the teacher's held-out reworded pairs (never the probes)
+#   balanced the median score of those held-out pairs: they are half yes, half no by construction, so
+#            the method says yes to half of them (needs no label, so a wrong teacher label cannot move it)
 #   raw      the score > 0: P(yes) > P(no), or similarity above recall.RECALL_THRESHOLD
-DECISION_RULES = ("prior", "heldout", "raw")
+DECISION_RULES = ("prior", "heldout", "balanced", "raw")
 # The rule `paramem ask` uses for each readout, and the one figures are quoted under.
-MAIN_RULE = {"log-odds": "prior", "recall": "heldout"}
+MAIN_RULE = {"log-odds": "prior", "recall": "balanced"}
 
 
 @dataclass
@@ -177,7 +180,9 @@ def evaluate_yes_no(model, tokenizer, probes: list[Probe], methods: list[str],
             seconds = time.perf_counter() - start
             thresholds = {"prior": score([CONTENT_FREE_QUESTION])[0], "raw": 0.0}
             if heldout:
-                thresholds["heldout"] = fit_threshold(score([p.question for p in heldout]), [p.label for p in heldout])
+                heldout_scores = score([p.question for p in heldout])
+                thresholds["heldout"] = fit_threshold(heldout_scores, [p.label for p in heldout])
+                thresholds["balanced"] = statistics.median(heldout_scores)
         metrics = {rule: yes_no_metrics(gold, ["yes" if s > t else "no" for s in scores])
                    for rule, t in thresholds.items()}
         predictions = [{"conversation": p.conversation, "question": p.question, "answer": p.answer,
