@@ -3,7 +3,9 @@
 import pytest
 
 from paramem.answer import YesNoScorer, load_memory
+from paramem.augment.notes import content_words
 from paramem.augment.pairs import validation_pairs
+from paramem.recall import RecallConfig, recall_cues, recollect
 from paramem.augment.teachers import ExtractiveTeacher
 from paramem.remember import RememberConfig, remember
 from paramem.store import UserMemory
@@ -30,6 +32,15 @@ def test_memory_answers_its_conversations_reworded_probes_better_than_no_memory(
     accuracy = {name: sum((s > 0) == (label == "yes") for s, label in zip(scores, labels)) / len(labels)
                 for name, scores in (("memory", memory), ("none", none))}
     assert accuracy["memory"] > accuracy["none"]
+
+    # Recall: asked only the conversation's date, the memory writes back its topics; the base model cannot.
+    notes = UserMemory("slow").notes()
+    config = RecallConfig(branches=2, max_new_tokens=32)
+    recalled = recollect(model, tokenizer, recall_cues(notes), config)[0].lower()
+    with model.disable_adapter():
+        base = recollect(model, tokenizer, recall_cues(notes), config)[0].lower()
+    topic_words = content_words(" ".join(t.name for t in notes[0].topics))
+    assert sum(w in recalled for w in topic_words) > sum(w in base for w in topic_words)
 
 
 @pytest.mark.slow

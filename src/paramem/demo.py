@@ -29,7 +29,7 @@ from paramem.train import TrainConfig
 
 DEMO_USER = "demo"
 DEMO_TEACHER = "local"  # the teacher whose notes ship in demo_data/notes.json
-DEMO_PAIRS = 24  # pairs per conversation and epoch
+DEMO_PAIRS = 20  # pairs per conversation and epoch (PLUM trains about 20)
 
 
 def demo_files() -> tuple[Path, Path, Path]:
@@ -62,7 +62,7 @@ def run_demo(base_model: str | None, regenerate_notes: bool, teacher_kind: str, 
     if not regenerate_notes:
         teacher_kind = seed_teacher_cache(notes_file, conversations) or teacher_kind
     teacher = make_teacher(teacher_kind)
-    # At most 24 pairs per conversation and epoch (PLUM trains about 20): 3 epochs fit the time.
+    # At most DEMO_PAIRS pairs per conversation and epoch, so that 3 epochs fit the time.
     config = RememberConfig(base_model=model_name, regenerate_notes=regenerate_notes,
                             train=TrainConfig(epochs=epochs, pairs=PairConfig(max_pairs=DEMO_PAIRS)))
     console.print(f"paramem demo: {len(conversations)} conversations, {len(probes)} probes, base model "
