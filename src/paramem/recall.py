@@ -5,8 +5,9 @@ sentence it recalled (cosine similarity of all-MiniLM-L6-v2 embeddings).
 
 Why: a 0.5B model reads its own first answer token poorly on near-miss questions, even with the
 conversations pasted in its prompt (README, "Measured on the demo set"). Writing back what it was
-trained to write, then matching, asks of it only what it learned. Nothing but the adapter's weights
-and the conversations' dates goes in; the raw conversations and the teacher's notes are not read.
+trained to write, then matching, asks of it only what it learned. What is recalled comes from the
+adapter's weights and the conversations' dates alone; the raw conversations are not kept, and the
+teacher's notes are read only to place the threshold (their held-out questions, `RecallAnswerer`).
 """
 
 from __future__ import annotations
