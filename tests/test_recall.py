@@ -45,6 +45,9 @@ def test_each_epoch_trains_the_cue_to_recall_the_whole_conversation():
 def test_sentences_are_split_and_deduplicated():
     assert sentences(["We talked about tomatoes. You water them daily!", "We talked about tomatoes.  ", ""]) == [
         "We talked about tomatoes.", "You water them daily!"]
+    # Recall branches are joined by new lines; a branch cut mid-sentence stays apart from the next.
+    assert sentences(["On 2 March we talked about pots. The\nOn 2 March we talked about seeds."]) == [
+        "On 2 March we talked about pots.", "The", "On 2 March we talked about seeds."]
 
 
 def test_a_question_about_something_recalled_scores_above_one_that_is_not():

@@ -33,7 +33,7 @@ from paramem.store import UserMemory
 # matched against LoCoMo's own conversation text (benchmarks/recall_threshold.py), never on the
 # demo set, so the demo figures do not tune it.
 RECALL_THRESHOLD = 0.49
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")  # a sentence end, or a new line (a new recall branch)
 
 
 @dataclass
