@@ -3,7 +3,8 @@
     .venv/bin/python benchmarks/demo_quality.py --base-model qwen2.5-0.5b --epochs 4
 
 Learns the 8 demo conversations into a fresh memory, then scores every method on the 48 demo
-probes, under each readout (log-odds of the answer token; recall, for none / memory / context). Writes benchmarks/results/demo_quality-<model>-<tag>.json.
+probes, under each readout (log-odds of the answer token; recall, for none / memory / context).
+Writes benchmarks/results/demo_quality-<model>-<tag>.json.
 """
 
 from __future__ import annotations
@@ -70,11 +71,12 @@ def main() -> None:
         learned = learn_with_progress("bench", conversations, teacher, config, Path(home))
         train_seconds = time.perf_counter() - start
         model, tokenizer, memory = load_memory("bench", Path(home))
+        notes = memory.notes()
         results = []
         for readout in args.readouts.split(","):
             methods = [m for m in args.methods.split(",") if readout != "recall" or m in RECALL_METHODS]
-            read = evaluate_yes_no(model, tokenizer, probes, methods, conversations, heldout_pairs(memory.notes()),
-                                   readout=readout, cues=recall_cues(memory.notes()),
+            read = evaluate_yes_no(model, tokenizer, probes, methods, conversations, heldout_pairs(notes),
+                                   readout=readout, cues=recall_cues(notes),
                                    recall=RecallConfig(branches=args.branches))
             print_results(f"{args.base_model}, teacher {teacher.name}, {args.epochs} epochs max, {readout} readout",
                           read)

@@ -10,9 +10,9 @@ changes after a run (README: the sentence split at recall branches).
 from __future__ import annotations
 
 import json
-import statistics
 import sys
 
+from paramem.answer import rule_thresholds
 from paramem.augment.notes import Notes
 from paramem.augment.pairs import validation_pairs
 from paramem.demo import demo_files
@@ -23,7 +23,7 @@ from paramem.recall import SentenceMatcher
 def main() -> None:
     notes_file = demo_files()[2]
     notes = [Notes.from_dict(n) for n in json.loads(notes_file.read_text(encoding="utf-8"))["notes"]]
-    heldout = [p.question for n in notes for p in validation_pairs(n)]
+    heldout = [p for n in notes for p in validation_pairs(n)]
     for path in sys.argv[1:]:
         for method in json.loads(open(path, encoding="utf-8").read())["methods"]:
             if method.get("readout") != "recall" or method.get("recollections") is None:
@@ -31,7 +31,7 @@ def main() -> None:
             matcher = SentenceMatcher(method["recollections"])
             gold = [p["answer"] for p in method["predictions"]]
             scores = matcher.scores([p["question"] for p in method["predictions"]])
-            threshold = statistics.median(matcher.scores(heldout))
+            threshold = rule_thresholds(matcher.scores, heldout)["balanced"]
             m = yes_no_metrics(gold, ["yes" if s > threshold else "no" for s in scores])
             print(f"{path}: {method['method']}: AUC {ranking_auc(gold, scores):.3f}, balanced rule "
                   f"{m.accuracy:.3f} ({m.yes_accuracy:.2f} / {m.no_accuracy:.2f})")

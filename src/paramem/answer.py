@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import copy
 import re
+import statistics
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from peft import PeftModel
 from transformers import PreTrainedTokenizerBase
 
+from paramem.augment.pairs import QAPair
 from paramem.errors import InputError
 from paramem.models import decoder_and_head, load_model
 from paramem.prompts import SYSTEM_PROMPT, encode_prompt
@@ -141,6 +144,19 @@ def fit_threshold(scores: list[float], labels: list[str]) -> float:
         return (sum(s > t for s in yes) / len(yes) + sum(s <= t for s in no) / len(no)) / 2
 
     return max(candidates, key=lambda t: (balanced_accuracy(t), -abs(t)))
+
+
+def rule_thresholds(score: Callable[[list[str]], list[float]],
+                    heldout: list[QAPair] | None = None) -> dict[str, float]:
+    """The score threshold of each decision rule (evaluate/run.py: DECISION_RULES) for one way of
+    scoring questions. `heldout` (the teacher's held-out reworded pairs) adds the heldout rule (a
+    fitted threshold) and the balanced rule (their median score: they are half yes by construction)."""
+    thresholds = {"prior": score([CONTENT_FREE_QUESTION])[0], "raw": 0.0}
+    if heldout is not None:
+        scores = score([p.question for p in heldout])
+        thresholds["heldout"] = fit_threshold(scores, [p.label for p in heldout])
+        thresholds["balanced"] = statistics.median(scores) if scores else 0.0
+    return thresholds
 
 
 @torch.inference_mode()

@@ -294,9 +294,10 @@ def eval_command(
     learned = memory.learned()
     loaded = load_probes(probes, {c.id for c in learned})
     model, tokenizer, memory = load_memory(user, home)
+    notes = memory.notes()
     try:
-        results = evaluate_yes_no(model, tokenizer, loaded, chosen, texts, heldout_pairs(memory.notes()),
-                                  RetrievalConfig(unit, k), readout, recall_cues(memory.notes()))
+        results = evaluate_yes_no(model, tokenizer, loaded, chosen, texts, heldout_pairs(notes),
+                                  RetrievalConfig(unit, k), readout, recall_cues(notes))
     except ValueError as error:  # a method the readout cannot read
         raise InputError(str(error)) from error
     print_results(f"{user}: {len(loaded)} probes, {readout} readout", results)

@@ -73,11 +73,11 @@ def run_demo(base_model: str | None, regenerate_notes: bool, teacher_kind: str, 
         learn_with_progress(DEMO_USER, conversations, teacher, config, where)
         learn_seconds = time.perf_counter() - start
         model, tokenizer, memory = load_memory(DEMO_USER, where)
+        notes = memory.notes()
         results = []
         for readout in READOUTS:  # the same models, read both ways, side by side
             results += evaluate_yes_no(model, tokenizer, probes, ["none", "memory"], conversations,
-                                       heldout_pairs(memory.notes()), readout=readout,
-                                       cues=recall_cues(memory.notes()))
+                                       heldout_pairs(notes), readout=readout, cues=recall_cues(notes))
     print_results(f"demo: {len(probes)} yes/no probes on {len(conversations)} conversations", results)
     console.print(f"learned {len(conversations)} conversations in {learn_seconds:.0f} s; "
                   f"whole demo {time.perf_counter() - start:.0f} s")

@@ -15,14 +15,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import statistics
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from paramem.answer import CONTENT_FREE_QUESTION, fit_threshold
+from paramem.answer import rule_thresholds
 from paramem.augment.notes import Notes
 from paramem.augment.pairs import recall_opening, recall_question, validation_pairs
 from paramem.embeddings import load_embedder
@@ -189,15 +188,11 @@ class RecallAnswerer:
 
     def threshold(self, rule: str) -> float:
         """The score threshold of a decision rule (the rules of evaluate/run.py)."""
-        if rule == "raw":
-            return 0.0
-        if rule == "prior":
-            return self.matcher.scores([CONTENT_FREE_QUESTION])[0]
-        if rule in ("heldout", "balanced"):
-            pairs = [p for n in self.memory.notes() for p in validation_pairs(n)]
-            scores = self.matcher.scores([p.question for p in pairs])
-            return fit_threshold(scores, [p.label for p in pairs]) if rule == "heldout" else statistics.median(scores)
-        raise ValueError(f"unknown decision rule {rule!r} (prior, heldout, balanced, raw)")
+        heldout = [p for n in self.memory.notes() for p in validation_pairs(n)]
+        thresholds = rule_thresholds(self.matcher.scores, heldout)
+        if rule not in thresholds:
+            raise ValueError(f"unknown decision rule {rule!r} ({', '.join(thresholds)})")
+        return thresholds[rule]
 
     def decide(self, questions: list[str], rule: str = "balanced") -> list[tuple[str, float, str | None]]:
         """("yes" | "no", score minus the rule's threshold, the closest recalled sentence) per question."""

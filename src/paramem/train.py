@@ -193,16 +193,16 @@ class SequentialTrainer:
     def _epoch_examples(self, notes: Notes, earlier: list[Notes], epoch: int,
                         rng: random.Random) -> tuple[list[Encoded], int]:
         own = training_pairs(notes, epoch, self.config.pairs)
+        earlier_pairs = [p for old in earlier for p in training_pairs(old, epoch, self.config.pairs)]
         replay: list[QAPair] = []
         share = self.config.replay_share
-        if earlier and share > 0:
+        if earlier_pairs and share > 0:
             want = round(len(own) * share / (1 - share))
-            pool = [p for old in earlier for p in training_pairs(old, epoch, self.config.pairs) if p.kind != "recall"]
+            pool = [p for p in earlier_pairs if p.kind != "recall"]
             replay = rng.sample(pool, min(want, len(pool)))
-        if self.config.pairs.recall:
-            # Every earlier conversation's recall cue, every epoch: one pair each, and without it the
-            # cue of the newest conversation overwrites the others (measured: README, recall readout).
-            replay += [p for old in earlier for p in training_pairs(old, epoch, self.config.pairs) if p.kind == "recall"]
+        # Every earlier conversation's recall cue, every epoch: one pair each, and without it the
+        # cue of the newest conversation overwrites the others (measured: README, recall readout).
+        replay += [p for p in earlier_pairs if p.kind == "recall"]
         examples = [encode_pair(self.tokenizer, p, self.config) for p in own + replay]
         return examples, len(own)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import statistics
 import subprocess
 import time
 from contextlib import nullcontext
@@ -14,7 +13,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Callable
 
-from paramem.answer import CONTENT_FREE_QUESTION, YesNoScorer, fit_threshold
+from paramem.answer import YesNoScorer, rule_thresholds
 from paramem.augment.notes import Notes
 from paramem.augment.pairs import QAPair, validation_pairs
 from paramem.conversations import Conversation
@@ -178,11 +177,7 @@ def evaluate_yes_no(model, tokenizer, probes: list[Probe], methods: list[str],
                                     for q, s in zip(questions, systems_for(questions))) // len(probes)
             scores = score(questions)
             seconds = time.perf_counter() - start
-            thresholds = {"prior": score([CONTENT_FREE_QUESTION])[0], "raw": 0.0}
-            if heldout:
-                heldout_scores = score([p.question for p in heldout])
-                thresholds["heldout"] = fit_threshold(heldout_scores, [p.label for p in heldout])
-                thresholds["balanced"] = statistics.median(heldout_scores)
+            thresholds = rule_thresholds(score, heldout or None)
         metrics = {rule: yes_no_metrics(gold, ["yes" if s > t else "no" for s in scores])
                    for rule, t in thresholds.items()}
         predictions = [{"conversation": p.conversation, "question": p.question, "answer": p.answer,
