@@ -23,8 +23,8 @@ from paramem.conversations import load_conversations
 from paramem.demo import demo_files, seed_teacher_cache
 from paramem.evaluate.probes import load_probes
 from paramem.evaluate.run import METHODS, RECALL_METHODS, evaluate_yes_no, heldout_pairs, run_meta
-from paramem.recall import RecallConfig, recall_cues
 from paramem.progress import learn_with_progress, print_results
+from paramem.recall import RecallConfig, recall_cues
 from paramem.remember import RememberConfig
 from paramem.train import TrainConfig
 
@@ -41,13 +41,19 @@ def main() -> None:
     parser.add_argument("--replay", type=float, default=0.3)
     parser.add_argument("--layers", default=None, help="e.g. 12-23: only these layers carry LoRA")
     parser.add_argument("--no-statements", action="store_true")
-    parser.add_argument("--max-pairs", type=int, default=None, help="pairs per conversation and epoch (recall pair kept)")
+    parser.add_argument(
+        "--max-pairs", type=int, default=None, help="pairs per conversation and epoch (recall pair kept)"
+    )
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--tag", default="default")
-    parser.add_argument("--home", default=None,
-                        help="keep the learned memory here (default: a temporary folder); what it holds is not learned again")
-    parser.add_argument("--branches", type=int, default=RecallConfig().branches,
-                        help="recollections per cue in the recall readout")
+    parser.add_argument(
+        "--home",
+        default=None,
+        help="keep the learned memory here (default: a temporary folder); what it holds is not learned again",
+    )
+    parser.add_argument(
+        "--branches", type=int, default=RecallConfig().branches, help="recollections per cue in the recall readout"
+    )
     parser.add_argument("--readouts", default="log-odds,recall", help="how each method is read (evaluate/run.py)")
     args = parser.parse_args()
 
@@ -61,9 +67,15 @@ def main() -> None:
         low, high = (int(x) for x in args.layers.split("-"))
         layers = list(range(low, high + 1))
     rates = [float(r) for r in args.lr.split(",")]
-    train = TrainConfig(epochs=args.epochs, learning_rate=rates[0], learning_rates=rates if len(rates) > 1 else None,
-                        qa_weight=args.qa_weight, replay_share=args.replay, layers=layers,
-                        pairs=PairConfig(statements=not args.no_statements, max_pairs=args.max_pairs))
+    train = TrainConfig(
+        epochs=args.epochs,
+        learning_rate=rates[0],
+        learning_rates=rates if len(rates) > 1 else None,
+        qa_weight=args.qa_weight,
+        replay_share=args.replay,
+        layers=layers,
+        pairs=PairConfig(statements=not args.no_statements, max_pairs=args.max_pairs),
+    )
     config = RememberConfig(base_model=args.base_model, train=train)
     with tempfile.TemporaryDirectory() as scratch:
         home = args.home or scratch
@@ -75,19 +87,34 @@ def main() -> None:
         results = []
         for readout in args.readouts.split(","):
             methods = [m for m in args.methods.split(",") if readout != "recall" or m in RECALL_METHODS]
-            read = evaluate_yes_no(model, tokenizer, probes, methods, conversations, heldout_pairs(notes),
-                                   readout=readout, cues=recall_cues(notes),
-                                   recall=RecallConfig(branches=args.branches))
-            print_results(f"{args.base_model}, teacher {teacher.name}, {args.epochs} epochs max, {readout} readout",
-                          read)
+            read = evaluate_yes_no(
+                model,
+                tokenizer,
+                probes,
+                methods,
+                conversations,
+                heldout_pairs(notes),
+                readout=readout,
+                cues=recall_cues(notes),
+                recall=RecallConfig(branches=args.branches),
+            )
+            print_results(
+                f"{args.base_model}, teacher {teacher.name}, {args.epochs} epochs max, {readout} readout", read
+            )
             results += read
     print(f"learning: {train_seconds:.0f} s for {len(conversations)} conversations")
     out = RESULTS / f"demo_quality-{args.base_model}-{args.tag}.json"
-    payload = {**run_meta(sys.argv, args.base_model, {"conversations": str(conversations_file),
-                                                    "probes": str(probes_file), "teacher": teacher.name}),
-               "settings": vars(args), "train_seconds": round(train_seconds, 1),
-               "conversations": [vars(r) for r in learned],
-               "methods": [r.to_dict() for r in results]}
+    payload = {
+        **run_meta(
+            sys.argv,
+            args.base_model,
+            {"conversations": str(conversations_file), "probes": str(probes_file), "teacher": teacher.name},
+        ),
+        "settings": vars(args),
+        "train_seconds": round(train_seconds, 1),
+        "conversations": [vars(r) for r in learned],
+        "methods": [r.to_dict() for r in results],
+    }
     RESULTS.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(payload, indent=1), encoding="utf-8")
     print(f"wrote {out}")

@@ -31,7 +31,7 @@ def question_log_likelihoods(model, tokenizer, question: str) -> torch.Tensor:
     ids = torch.tensor([encode_prompt(tokenizer, question)])
     log_probs = torch.log_softmax(model(ids).logits[0, :-1].float(), -1)
     per_token = log_probs.gather(1, ids[0, 1:, None])[:, 0]
-    return per_token[before - 1:before - 1 + length]
+    return per_token[before - 1 : before - 1 + length]
 
 
 def standardised(values: list[float]) -> list[float]:
@@ -59,8 +59,12 @@ def main() -> None:
     with model.disable_adapter():
         base_odds = YesNoScorer(model, tokenizer).log_odds(questions)
     combined = [a + b for a, b in zip(standardised(gains), standardised(memory_odds))]
-    for name, scores in (("familiarity (memory vs base)", gains), ("memory log-odds", memory_odds),
-                         ("none log-odds", base_odds), ("familiarity + memory log-odds", combined)):
+    for name, scores in (
+        ("familiarity (memory vs base)", gains),
+        ("memory log-odds", memory_odds),
+        ("none log-odds", base_odds),
+        ("familiarity + memory log-odds", combined),
+    ):
         low, high = ranking_auc_interval(gold, scores)
         print(f"{name:32s} ranking AUC {ranking_auc(gold, scores):.3f} [{low:.2f}, {high:.2f}]")
 

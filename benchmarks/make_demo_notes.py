@@ -1,6 +1,6 @@
 """Regenerate the demo's shipped teacher notes (src/paramem/demo_data/notes.json) with paramem's own teacher.
 
-    .venv/bin/python benchmarks/make_demo_notes.py --teacher local --teacher-model qwen2.5-0.5b
+.venv/bin/python benchmarks/make_demo_notes.py --teacher local --teacher-model qwen2.5-0.5b
 """
 
 from __future__ import annotations
@@ -25,9 +25,20 @@ def main() -> None:
     start = time.perf_counter()
     notes = augment(conversations, teacher, cache=None)
     seconds = time.perf_counter() - start
-    notes_file.write_text(json.dumps({"teacher": args.teacher, "teacher_model": args.teacher_model,
-                                      "seconds": round(seconds, 1), "notes": [n.to_dict() for n in notes]},
-                                     indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    notes_file.write_text(
+        json.dumps(
+            {
+                "teacher": args.teacher,
+                "teacher_model": args.teacher_model,
+                "seconds": round(seconds, 1),
+                "notes": [n.to_dict() for n in notes],
+            },
+            indent=1,
+            ensure_ascii=False,
+        )
+        + "\n",
+        encoding="utf-8",
+    )
     print(f"{teacher.name}: {len(notes)} conversations in {seconds:.0f} s -> {notes_file}")
     for n in notes:
         print(f"{n.conversation_id}: topics {[t.wordings for t in n.topics]}")

@@ -43,8 +43,10 @@ def main() -> None:
     for name, threshold in (("fitted", fitted), ("in use", RECALL_THRESHOLD)):
         metrics = yes_no_metrics(gold, ["yes" if s > threshold else "no" for s in similarity])
         rows[name] = {"threshold": round(threshold, 4), **metrics.to_dict()}
-        print(f"{name:7s} threshold {threshold:.3f}: accuracy {metrics.accuracy:.3f} "
-              f"(yes {metrics.yes_accuracy:.2f} / no {metrics.no_accuracy:.2f}), n={metrics.n}")
+        print(
+            f"{name:7s} threshold {threshold:.3f}: accuracy {metrics.accuracy:.3f} "
+            f"(yes {metrics.yes_accuracy:.2f} / no {metrics.no_accuracy:.2f}), n={metrics.n}"
+        )
     auc = ranking_auc(gold, similarity)
     print(f"ranking AUC of the similarity: {auc:.3f}")
     out = RESULTS / "recall_threshold.json"

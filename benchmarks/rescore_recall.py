@@ -33,8 +33,10 @@ def main() -> None:
             scores = matcher.scores([p["question"] for p in method["predictions"]])
             threshold = rule_thresholds(matcher.scores, heldout)["balanced"]
             m = yes_no_metrics(gold, ["yes" if s > threshold else "no" for s in scores])
-            print(f"{path}: {method['method']}: AUC {ranking_auc(gold, scores):.3f}, balanced rule "
-                  f"{m.accuracy:.3f} ({m.yes_accuracy:.2f} / {m.no_accuracy:.2f})")
+            print(
+                f"{path}: {method['method']}: AUC {ranking_auc(gold, scores):.3f}, balanced rule "
+                f"{m.accuracy:.3f} ({m.yes_accuracy:.2f} / {m.no_accuracy:.2f})"
+            )
 
 
 if __name__ == "__main__":

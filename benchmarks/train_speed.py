@@ -62,7 +62,7 @@ def matmul_peak_flops(dtype: torch.dtype, size: int = 2048, repeats: int = 10) -
         start = time.perf_counter()
         for _ in range(repeats):
             a @ b
-        best = max(best, 2 * size ** 3 * repeats / (time.perf_counter() - start))
+        best = max(best, 2 * size**3 * repeats / (time.perf_counter() - start))
     return best
 
 
@@ -84,13 +84,15 @@ def model_shape(model, lowest_lora_layer: int) -> dict[str, int]:
     decoder, head = decoder_and_head(model)
     layers = decoder.layers
     per_layer = [sum(p.numel() for n, p in layer.named_parameters() if "lora_" not in n) for layer in layers]
-    return {"body": sum(per_layer), "body_with_backward": sum(per_layer[lowest_lora_layer:]),
-            "head": head.weight.numel()}
+    return {
+        "body": sum(per_layer),
+        "body_with_backward": sum(per_layer[lowest_lora_layer:]),
+        "head": head.weight.numel(),
+    }
 
 
 def useful_flops(shape: dict[str, int], tokens: int, trained_positions: int) -> float:
-    return (2 * shape["body"] * tokens + 2 * shape["body_with_backward"] * tokens
-            + 4 * shape["head"] * trained_positions)
+    return 2 * shape["body"] * tokens + 2 * shape["body_with_backward"] * tokens + 4 * shape["head"] * trained_positions
 
 
 def accuracy(model, tokenizer, notes, probes) -> dict:
@@ -100,11 +102,15 @@ def accuracy(model, tokenizer, notes, probes) -> dict:
     model.eval()
     scorer = YesNoScorer(model, tokenizer)
     out = {}
-    for name, items in (("heldout", [(p.question, p.label) for p in validation_pairs(notes)]),
-                        ("probes", [(p["question"], p["answer"]) for p in probes])):
+    for name, items in (
+        ("heldout", [(p.question, p.label) for p in validation_pairs(notes)]),
+        ("probes", [(p["question"], p["answer"]) for p in probes]),
+    ):
         decisions = scorer.decide([q for q, _ in items], threshold=0.0)
-        out[name] = {"accuracy": round(sum(d == gold for (d, _), (_, gold) in zip(decisions, items)) / len(items), 3),
-                     "n": len(items)}
+        out[name] = {
+            "accuracy": round(sum(d == gold for (d, _), (_, gold) in zip(decisions, items)) / len(items), 3),
+            "n": len(items),
+        }
     return out
 
 
@@ -112,16 +118,18 @@ def epoch_examples(tokenizer, notes, config, epochs: int):
     from paramem.augment.pairs import training_pairs
     from paramem.train import encode_pair
 
-    return [[encode_pair(tokenizer, p, config) for p in training_pairs(notes, e, config.pairs)]
-            for e in range(1, epochs + 1)]
+    return [
+        [encode_pair(tokenizer, p, config) for p in training_pairs(notes, e, config.pairs)]
+        for e in range(1, epochs + 1)
+    ]
 
 
 def run_naive(args, notes, probes) -> dict:
     from peft import get_peft_model
     from transformers import Trainer, TrainingArguments
 
-    from paramem.models import load_model
     from paramem.augment.pairs import PairConfig
+    from paramem.models import load_model
     from paramem.train import TrainConfig, weighted_cross_entropy
 
     config = TrainConfig(epochs=args.epochs, pairs=PairConfig(max_pairs=args.pairs))
@@ -132,9 +140,11 @@ def run_naive(args, notes, probes) -> dict:
 
     def padded(e):
         pad = width - len(e.input_ids)
-        return {"input_ids": torch.tensor(e.input_ids + [tokenizer.pad_token_id] * pad),
-                "attention_mask": torch.tensor([1] * len(e.input_ids) + [0] * pad),
-                "weights": torch.tensor(e.weights + [0.0] * pad)}
+        return {
+            "input_ids": torch.tensor(e.input_ids + [tokenizer.pad_token_id] * pad),
+            "attention_mask": torch.tensor([1] * len(e.input_ids) + [0] * pad),
+            "weights": torch.tensor(e.weights + [0.0] * pad),
+        }
 
     class WeightedLossTrainer(Trainer):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -144,32 +154,53 @@ def run_naive(args, notes, probes) -> dict:
             return (loss, outputs) if return_outputs else loss
 
     with tempfile.TemporaryDirectory() as scratch:
-        training = TrainingArguments(output_dir=scratch, per_device_train_batch_size=config.batch_size,
-                                     learning_rate=config.learning_rate, num_train_epochs=1, save_strategy="no",
-                                     logging_strategy="no", report_to="none", use_cpu=True,
-                                     remove_unused_columns=False, disable_tqdm=True, seed=config.seed)
+        training = TrainingArguments(
+            output_dir=scratch,
+            per_device_train_batch_size=config.batch_size,
+            learning_rate=config.learning_rate,
+            num_train_epochs=1,
+            save_strategy="no",
+            logging_strategy="no",
+            report_to="none",
+            use_cpu=True,
+            remove_unused_columns=False,
+            disable_tqdm=True,
+            seed=config.seed,
+        )
         trainer = WeightedLossTrainer(model=model, args=training, train_dataset=[padded(e) for e in examples])
         start = time.perf_counter()
         trainer.train()
         seconds = time.perf_counter() - start
     tokens = sum(len(e.input_ids) for e in examples)
     trained = sum(sum(w > 0 for w in e.weights[1:]) for e in examples)
-    return {"seconds": seconds, "epochs": args.epochs, "tokens": tokens, "computed_tokens": width * len(examples),
-            "trained_positions": trained, "lowest_lora_layer": 0, "quality": accuracy(model, tokenizer, notes, probes),
-            "shape": model_shape(model, 0)}
+    return {
+        "seconds": seconds,
+        "epochs": args.epochs,
+        "tokens": tokens,
+        "computed_tokens": width * len(examples),
+        "trained_positions": trained,
+        "lowest_lora_layer": 0,
+        "quality": accuracy(model, tokenizer, notes, probes),
+        "shape": model_shape(model, 0),
+    }
 
 
 def run_paramem(args, notes, probes, variant: str) -> dict:
-    from paramem.models import load_model
     from paramem.augment.pairs import PairConfig
+    from paramem.models import load_model
     from paramem.train import SequentialTrainer, TrainConfig, attach_lora
 
     model, tokenizer = load_model(args.base_model)
     layer_count = model.config.num_hidden_layers
     top = variant in ("paramem-top", "paramem-fast")
     layers = list(range(layer_count // 2, layer_count)) if top else None
-    config = TrainConfig(epochs=args.epochs, early_stopping=variant != "paramem-10", layers=layers,
-                         adapter_float32=variant != "paramem-fast", pairs=PairConfig(max_pairs=args.pairs))
+    config = TrainConfig(
+        epochs=args.epochs,
+        early_stopping=variant != "paramem-10",
+        layers=layers,
+        adapter_float32=variant != "paramem-fast",
+        pairs=PairConfig(max_pairs=args.pairs),
+    )
     model = attach_lora(model, config)
     trainer = SequentialTrainer(model, tokenizer, config)
     result = trainer.learn(notes, [])
@@ -177,10 +208,17 @@ def run_paramem(args, notes, probes, variant: str) -> dict:
     per_epoch = epoch_examples(tokenizer, notes, config, result.epochs_run)
     trained = sum(sum(w > 0 for w in e.weights[1:]) for epoch in per_epoch for e in epoch)
     lowest = layers[0] if layers else 0
-    out = {"seconds": result.seconds, "epochs": result.epochs_run, "kept_epoch": result.epochs,
-           "tokens": result.tokens, "computed_tokens": result.computed_tokens, "trained_positions": trained,
-           "lowest_lora_layer": lowest, "quality": accuracy(model, tokenizer, notes, probes),
-           "shape": model_shape(model, lowest)}
+    out = {
+        "seconds": result.seconds,
+        "epochs": result.epochs_run,
+        "kept_epoch": result.epochs,
+        "tokens": result.tokens,
+        "computed_tokens": result.computed_tokens,
+        "trained_positions": trained,
+        "lowest_lora_layer": lowest,
+        "quality": accuracy(model, tokenizer, notes, probes),
+        "shape": model_shape(model, lowest),
+    }
     if args.adapter_out and variant == "paramem":  # serving is measured on the default adapter
         model.save_pretrained(args.adapter_out)
     return out
@@ -213,29 +251,42 @@ def run_serving(args, notes, probes) -> dict:
             _ = bool(logits[yes] > logits[no])
     naive = time.perf_counter() - start
     adapter_bytes = sum(f.stat().st_size for f in Path(args.adapter_out).iterdir() if f.is_file())
-    return {"probes": len(questions), "paramem_probes_per_s": len(questions) / fast,
-            "naive_probes_per_s": len(questions) / naive, "adapter_bytes": adapter_bytes}
+    return {
+        "probes": len(questions),
+        "paramem_probes_per_s": len(questions) / fast,
+        "naive_probes_per_s": len(questions) / naive,
+        "adapter_bytes": adapter_bytes,
+    }
 
 
 def markdown(rows: dict, serving: dict | None, peak: dict) -> str:
     """The README's table and answering line."""
     base = rows.get("naive", {}).get("seconds")
-    lines = ["| variant | seconds | epochs run | tokens/s | padding computed | fraction of bf16 peak | held-out acc (n) "
-             "| peak RSS | speed-up |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| variant | seconds | epochs run | tokens/s | padding computed | fraction of bf16 peak | held-out acc (n) "
+        "| peak RSS | speed-up |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for name, r in rows.items():
         q = r["quality"]["heldout"]
         speedup = f"{base / r['seconds']:.1f}x" if base else "-"
-        lines.append(f"| {name} | {r['seconds']:.1f} | {r['epochs']} | {r['tokens_per_s']:.0f} | "
-                     f"{1 - r['tokens'] / r['computed_tokens']:.0%} | {r['fraction_of_bf16_peak']:.1%} | "
-                     f"{q['accuracy']:.2f} ({q['n']}) | {r['peak_rss_mb']:,} MB | "
-                     f"{speedup} |")
-    lines.append(f"\nbf16 matrix-multiply peak measured in the same run: {peak['bf16'] / 1e9:.0f} GFLOP/s "
-                 f"(fp32 {peak['fp32'] / 1e9:.0f}).")
+        lines.append(
+            f"| {name} | {r['seconds']:.1f} | {r['epochs']} | {r['tokens_per_s']:.0f} | "
+            f"{1 - r['tokens'] / r['computed_tokens']:.0%} | {r['fraction_of_bf16_peak']:.1%} | "
+            f"{q['accuracy']:.2f} ({q['n']}) | {r['peak_rss_mb']:,} MB | "
+            f"{speedup} |"
+        )
+    lines.append(
+        f"\nbf16 matrix-multiply peak measured in the same run: {peak['bf16'] / 1e9:.0f} GFLOP/s "
+        f"(fp32 {peak['fp32'] / 1e9:.0f})."
+    )
     if serving:
-        lines.append(f"\nAnswering {serving['probes']} yes/no probes with the adapter: paramem's scorer "
-                     f"{serving['paramem_probes_per_s']:.1f} probes/s, one full forward pass per question "
-                     f"{serving['naive_probes_per_s']:.1f} probes/s; serving peak RSS {serving['peak_rss_mb']:,} MB; "
-                     f"adapter {serving['adapter_bytes'] / 1e6:.1f} MB.")
+        lines.append(
+            f"\nAnswering {serving['probes']} yes/no probes with the adapter: paramem's scorer "
+            f"{serving['paramem_probes_per_s']:.1f} probes/s, one full forward pass per question "
+            f"{serving['naive_probes_per_s']:.1f} probes/s; serving peak RSS {serving['peak_rss_mb']:,} MB; "
+            f"adapter {serving['adapter_bytes'] / 1e6:.1f} MB."
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -253,15 +304,28 @@ def child(args) -> None:
 
 
 def run_child(args, variant: str, adapter_out: str) -> dict:
-    command = [sys.executable, __file__, "--child", "--variant", variant, "--base-model", args.base_model,
-               "--conversation", args.conversation, "--epochs", str(args.epochs), "--adapter-out", adapter_out]
+    command = [
+        sys.executable,
+        __file__,
+        "--child",
+        "--variant",
+        variant,
+        "--base-model",
+        args.base_model,
+        "--conversation",
+        args.conversation,
+        "--epochs",
+        str(args.epochs),
+        "--adapter-out",
+        adapter_out,
+    ]
     if args.pairs:
         command += ["--pairs", str(args.pairs)]
     done = subprocess.run(command, capture_output=True, text=True)
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     if done.returncode != 0 or not lines:
         raise SystemExit(f"variant {variant} failed:\n{done.stderr[-3000:]}")
-    return json.loads(lines[-1][len("RESULT "):])
+    return json.loads(lines[-1][len("RESULT ") :])
 
 
 def main() -> None:
@@ -270,8 +334,12 @@ def main() -> None:
     parser.add_argument("--conversation", default="marathon", help="a demo conversation id")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--variants", default=",".join(VARIANTS))
-    parser.add_argument("--pairs", type=int, default=None,
-                        help="at most this many pairs per epoch (PLUM trains about 20; default: all the notes give)")
+    parser.add_argument(
+        "--pairs",
+        type=int,
+        default=None,
+        help="at most this many pairs per epoch (PLUM trains about 20; default: all the notes give)",
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--variant", help=argparse.SUPPRESS)
     parser.add_argument("--adapter-out", help=argparse.SUPPRESS)
@@ -286,8 +354,10 @@ def main() -> None:
 
     console = Console(width=180)  # the table is wide; logs are not terminals
     peak = {"bf16": matmul_peak_flops(torch.bfloat16), "fp32": matmul_peak_flops(torch.float32)}
-    console.print(f"matrix-multiply peak on this machine: bf16 {peak['bf16'] / 1e9:.0f} GFLOP/s, "
-                  f"fp32 {peak['fp32'] / 1e9:.0f} GFLOP/s ({torch.get_num_threads()} threads)")
+    console.print(
+        f"matrix-multiply peak on this machine: bf16 {peak['bf16'] / 1e9:.0f} GFLOP/s, "
+        f"fp32 {peak['fp32'] / 1e9:.0f} GFLOP/s ({torch.get_num_threads()} threads)"
+    )
     rows = {}
     with tempfile.TemporaryDirectory() as scratch:
         adapter = str(Path(scratch) / "adapter")
@@ -295,37 +365,72 @@ def main() -> None:
             console.print(f"running {variant} ...")
             row = run_child(args, variant, adapter)
             row["tokens_per_s"] = row["tokens"] / row["seconds"]
-            row["useful_flops_per_s"] = useful_flops(row["shape"], row["tokens"], row["trained_positions"]) / row["seconds"]
+            row["useful_flops_per_s"] = (
+                useful_flops(row["shape"], row["tokens"], row["trained_positions"]) / row["seconds"]
+            )
             row["fraction_of_bf16_peak"] = row["useful_flops_per_s"] / peak["bf16"]
             rows[variant] = row
             console.print(f"  {row['seconds']:.1f} s, {row['tokens_per_s']:.0f} tok/s, quality {row['quality']}")
         serving = run_child(args, "serving", adapter) if "paramem" in rows else None
 
-    table = Table(title=f"learning one conversation ({args.conversation}), {args.base_model}, up to {args.epochs} epochs")
-    for column in ("variant", "seconds", "epochs run", "tokens/s", "padding computed", "fraction of bf16 peak",
-                   "held-out acc (n)", "probe acc (n)", "peak RSS MB", "speed-up"):
+    table = Table(
+        title=f"learning one conversation ({args.conversation}), {args.base_model}, up to {args.epochs} epochs"
+    )
+    for column in (
+        "variant",
+        "seconds",
+        "epochs run",
+        "tokens/s",
+        "padding computed",
+        "fraction of bf16 peak",
+        "held-out acc (n)",
+        "probe acc (n)",
+        "peak RSS MB",
+        "speed-up",
+    ):
         table.add_column(column)
     base = rows.get("naive", {}).get("seconds")
     for name, r in rows.items():
         q = r["quality"]
-        table.add_row(name, f"{r['seconds']:.1f}", str(r["epochs"]), f"{r['tokens_per_s']:.0f}",
-                      f"{1 - r['tokens'] / r['computed_tokens']:.0%}", f"{r['fraction_of_bf16_peak']:.1%}",
-                      f"{q['heldout']['accuracy']:.2f} ({q['heldout']['n']})",
-                      f"{q['probes']['accuracy']:.2f} ({q['probes']['n']})", str(r["peak_rss_mb"]),
-                      f"{base / r['seconds']:.1f}x" if base else "-")
+        table.add_row(
+            name,
+            f"{r['seconds']:.1f}",
+            str(r["epochs"]),
+            f"{r['tokens_per_s']:.0f}",
+            f"{1 - r['tokens'] / r['computed_tokens']:.0%}",
+            f"{r['fraction_of_bf16_peak']:.1%}",
+            f"{q['heldout']['accuracy']:.2f} ({q['heldout']['n']})",
+            f"{q['probes']['accuracy']:.2f} ({q['probes']['n']})",
+            str(r["peak_rss_mb"]),
+            f"{base / r['seconds']:.1f}x" if base else "-",
+        )
     console.print(table)
     if serving:
-        console.print(f"answering {serving['probes']} yes/no probes with the adapter: paramem "
-                      f"{serving['paramem_probes_per_s']:.1f} probes/s, one full forward per question "
-                      f"{serving['naive_probes_per_s']:.1f} probes/s; peak RSS {serving['peak_rss_mb']} MB; "
-                      f"adapter {serving['adapter_bytes'] / 1e6:.1f} MB")
+        console.print(
+            f"answering {serving['probes']} yes/no probes with the adapter: paramem "
+            f"{serving['paramem_probes_per_s']:.1f} probes/s, one full forward per question "
+            f"{serving['naive_probes_per_s']:.1f} probes/s; peak RSS {serving['peak_rss_mb']} MB; "
+            f"adapter {serving['adapter_bytes'] / 1e6:.1f} MB"
+        )
     RESULTS.mkdir(exist_ok=True)
     name = f"train_speed-{args.base_model}" + (f"-pairs{args.pairs}" if args.pairs else "")
     (RESULTS / f"{name}.md").write_text(markdown(rows, serving, peak), encoding="utf-8")
     out = RESULTS / f"{name}.json"
     meta = run_meta(sys.argv, args.base_model, {"conversation": args.conversation, "notes": "shipped demo notes"})
-    out.write_text(json.dumps({**meta, "peak_flops": peak, "epochs": args.epochs, "pairs_cap": args.pairs, "variants": rows,
-                               "serving": serving}, indent=1), encoding="utf-8")
+    out.write_text(
+        json.dumps(
+            {
+                **meta,
+                "peak_flops": peak,
+                "epochs": args.epochs,
+                "pairs_cap": args.pairs,
+                "variants": rows,
+                "serving": serving,
+            },
+            indent=1,
+        ),
+        encoding="utf-8",
+    )
     console.print(f"wrote {out}")
 
 

@@ -1,5 +1,6 @@
 import json
 
+import pytest
 from conftest import DEMO, write_jsonl
 from typer.testing import CliRunner
 
@@ -27,7 +28,9 @@ def test_help_lists_the_commands():
 
 def test_malformed_file_exits_2_with_file_line_and_reason(tmp_path, isolated_home):
     bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"id": "a", "messages": [{"role": "user", "content": "hi"}]}\n{"id": "b", "messages": [{"role": "user"}]}\n')
+    bad.write_text(
+        '{"id": "a", "messages": [{"role": "user", "content": "hi"}]}\n{"id": "b", "messages": [{"role": "user"}]}\n'
+    )
     result = run("remember", bad, "--user", "u", "--base-model", "tiny")
     assert result.exit_code == 2
     assert one_line_error(result) == f"error: {bad}:2: message 0: missing 'content'"
@@ -41,24 +44,45 @@ def test_empty_conversation_and_unknown_format_exit_2(tmp_path):
     assert result.exit_code == 2 and "unknown format 'yaml'" in one_line_error(result)
 
 
-def test_bad_learning_rates_exit_2_before_anything_is_stored(isolated_home):
-    for lr in ("fast", "5e-4,-1", ","):
-        result = run("remember", DEMO / "conversations.jsonl", "--user", "u", "--base-model", "tiny", "--lr", lr)
-        assert result.exit_code == 2 and "give one or more positive numbers" in one_line_error(result)
+@pytest.mark.parametrize(
+    "option, value, reason",
+    [
+        ("--lr", "fast", "give one or more numbers"),
+        ("--lr", ",", "give one or more numbers"),
+        ("--lr", "5e-4,-1", "learning rate (--lr) must be above 0"),
+        ("--epochs", "0", "epochs (--epochs) must be at least 1, not 0"),
+        ("--replay", "1.0", "replay_share (--replay) must be in [0, 1), not 1.0"),
+        ("--replay", "1.5", "replay_share (--replay) must be in [0, 1)"),
+        ("--replay", "-0.1", "replay_share (--replay) must be in [0, 1)"),
+        ("--negative-ratio", "-1", "negative_ratio (--negative-ratio) must be 0 or more"),
+        ("--lambda", "0", "qa_weight (--lambda) must be above 0, not 0.0"),
+        ("--lambda", "-3", "qa_weight (--lambda) must be above 0"),
+        ("--dtype", "float16", "unknown dtype 'float16'"),
+    ],
+)
+def test_bad_options_exit_2_with_one_line_before_anything_is_stored(isolated_home, option, value, reason):
+    result = run("remember", DEMO / "conversations.jsonl", "--user", "u", "--base-model", "tiny", option, value)
+    assert result.exit_code == 2 and reason in one_line_error(result)
     assert not (isolated_home / "users" / "u").exists()
 
 
 def test_unknown_user_exits_2():
-    for args in (("ask", "--user", "ghost", "Did we talk?"), ("eval", "--user", "ghost", "--probes", DEMO / "probes.jsonl")):
+    for args in (
+        ("ask", "--user", "ghost", "Did we talk?"),
+        ("eval", "--user", "ghost", "--probes", DEMO / "probes.jsonl"),
+    ):
         result = run(*args)
         assert result.exit_code == 2
         assert "unknown user 'ghost'" in one_line_error(result)
 
 
 def test_remember_ask_eval_end_to_end_on_the_tiny_model(tmp_path):
-    conversations = write_jsonl(tmp_path / "c.jsonl", [json.loads(line) for line in
-                                                       (DEMO / "conversations.jsonl").read_text().splitlines()[:2]])
-    result = run("remember", conversations, "--user", "amy", "--base-model", "tiny", "--epochs", "1", "--lr", "5e-4,1e-3")
+    conversations = write_jsonl(
+        tmp_path / "c.jsonl", [json.loads(line) for line in (DEMO / "conversations.jsonl").read_text().splitlines()[:2]]
+    )
+    result = run(
+        "remember", conversations, "--user", "amy", "--base-model", "tiny", "--epochs", "1", "--lr", "5e-4,1e-3"
+    )
     assert result.exit_code == 0, result.output
     assert "learned 2 conversation(s)" in result.output and " epochs at lr 0.00" in result.output
     again = run("remember", conversations, "--user", "amy", "--epochs", "1")
@@ -74,8 +98,13 @@ def test_remember_ask_eval_end_to_end_on_the_tiny_model(tmp_path):
     assert chat.exit_code == 0, chat.output
     assert chat.output.count("memory>") == 1  # one reply, then the empty line ends the chat
 
-    probes = write_jsonl(tmp_path / "p.jsonl", [{"conversation": "garden", "question": "Did we talk about plants?", "answer": "yes"},
-                                                 {"conversation": "interview", "question": "Did we talk about cars?", "answer": "no"}])
+    probes = write_jsonl(
+        tmp_path / "p.jsonl",
+        [
+            {"conversation": "garden", "question": "Did we talk about plants?", "answer": "yes"},
+            {"conversation": "interview", "question": "Did we talk about cars?", "answer": "no"},
+        ],
+    )
     out = tmp_path / "results.json"
     result = run("eval", "--user", "amy", "--probes", probes, "--methods", "memory,none", "--json", out)
     assert result.exit_code == 0, result.output
@@ -94,8 +123,12 @@ def test_remember_ask_eval_end_to_end_on_the_tiny_model(tmp_path):
     assert result.exit_code == 2 and f"{unknown}:1: unknown conversation 'nope'" in one_line_error(result)
     result = run("eval", "--user", "amy", "--probes", probes, "--methods", "memory,bm42")
     assert result.exit_code == 2 and "unknown method(s) bm42" in one_line_error(result)
-    result = run("eval", "--user", "amy", "--probes", probes, "--methods", "memory,bm25", "--conversations", conversations)
-    assert result.exit_code == 2 and "the recall readout reads none, memory, context, not bm25" in one_line_error(result)
+    result = run(
+        "eval", "--user", "amy", "--probes", probes, "--methods", "memory,bm25", "--conversations", conversations
+    )
+    assert result.exit_code == 2 and "the recall readout reads none, memory, context, not bm25" in one_line_error(
+        result
+    )
 
 
 def test_second_remember_for_the_same_user_is_refused(tmp_path):
@@ -114,8 +147,9 @@ def test_second_remember_for_the_same_user_is_refused(tmp_path):
 def test_locomo_without_the_data_is_one_line_and_exit_2(tmp_path):
     result = run("locomo", "--out", tmp_path / "run", "--data", tmp_path / "nowhere")
     assert result.exit_code == 2
-    assert one_line_error(result).endswith("locomo8.json: LoCoMo not found (give --data, the folder holding "
-                                           "locomo/locomo8.json)")
+    assert one_line_error(result).endswith(
+        "locomo8.json: LoCoMo not found (give --data, the folder holding locomo/locomo8.json)"
+    )
 
 
 def test_remember_many_with_an_empty_folder_is_one_line_and_exit_2(tmp_path):
@@ -130,10 +164,15 @@ def test_retrieval_methods_need_the_conversations(tmp_path, demo_conversations):
     from paramem.remember import RememberConfig, remember
     from paramem.train import TrainConfig
 
-    remember("u", demo_conversations[:1], ExtractiveTeacher(),
-             RememberConfig(base_model="tiny", train=TrainConfig(epochs=1, min_epochs=1)))
-    probes = write_jsonl(tmp_path / "p.jsonl", [{"conversation": "garden", "question": "Did we talk about tomatoes?",
-                                                 "answer": "yes"}])
+    remember(
+        "u",
+        demo_conversations[:1],
+        ExtractiveTeacher(),
+        RememberConfig(base_model="tiny", train=TrainConfig(epochs=1, min_epochs=1)),
+    )
+    probes = write_jsonl(
+        tmp_path / "p.jsonl", [{"conversation": "garden", "question": "Did we talk about tomatoes?", "answer": "yes"}]
+    )
     result = run("eval", "--user", "u", "--probes", probes, "--methods", "memory,bm25")
     assert result.exit_code == 2
     assert one_line_error(result) == "error: the bm25 method(s) need --conversations FILE"

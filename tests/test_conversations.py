@@ -10,8 +10,10 @@ from paramem.errors import InputError
 
 
 def conv(cid, *texts, timestamp=None):
-    record = {"id": cid, "messages": [{"role": "user" if i % 2 == 0 else "assistant", "content": t}
-                                      for i, t in enumerate(texts)]}
+    record = {
+        "id": cid,
+        "messages": [{"role": "user" if i % 2 == 0 else "assistant", "content": t} for i, t in enumerate(texts)],
+    }
     if timestamp:
         record["timestamp"] = timestamp
     return record
@@ -25,21 +27,26 @@ def test_jsonl_loads_in_line_order(tmp_path):
 
 
 def test_jsonl_timestamps_set_learning_order(tmp_path):
-    path = write_jsonl(tmp_path / "c.jsonl", [conv("late", "x", timestamp="2026-03-02T09:00:00Z"),
-                                              conv("early", "y", timestamp="2026-01-01T09:00:00Z")])
+    path = write_jsonl(
+        tmp_path / "c.jsonl",
+        [conv("late", "x", timestamp="2026-03-02T09:00:00Z"), conv("early", "y", timestamp="2026-01-01T09:00:00Z")],
+    )
     assert [c.id for c in load_conversations(path)] == ["early", "late"]
 
 
-@pytest.mark.parametrize("lines, expected", [
-    (['{"id": "a", "messages": [{"role": "user", "content": "hi"}]}', "{not json"], ":2: invalid JSON"),
-    (['{"id": "a", "messages": [{"content": "hi"}]}'], ":1: message 0: missing 'role'"),
-    (['{"id": "a", "messages": [{"role": "user"}]}'], ":1: message 0: missing 'content'"),
-    (['{"id": "a", "messages": []}'], ":1: conversation 'a' is empty"),
-    (['{"id": "a", "messages": [{"role": "user", "content": "  "}]}'], ":1: conversation 'a' is empty"),
-    (['{"id": "a", "messages": [{"role": "bot", "content": "x"}]}'], ":1: message 0: role must be"),
-    (['{"id": "a", "messages": [{"role": "user", "content": "x"}]}'] * 2, ":2: duplicate conversation id 'a'"),
-    (['{"id": "a", "timestamp": "yesterday", "messages": [{"role": "user", "content": "x"}]}'], "not ISO 8601"),
-])
+@pytest.mark.parametrize(
+    "lines, expected",
+    [
+        (['{"id": "a", "messages": [{"role": "user", "content": "hi"}]}', "{not json"], ":2: invalid JSON"),
+        (['{"id": "a", "messages": [{"content": "hi"}]}'], ":1: message 0: missing 'role'"),
+        (['{"id": "a", "messages": [{"role": "user"}]}'], ":1: message 0: missing 'content'"),
+        (['{"id": "a", "messages": []}'], ":1: conversation 'a' is empty"),
+        (['{"id": "a", "messages": [{"role": "user", "content": "  "}]}'], ":1: conversation 'a' is empty"),
+        (['{"id": "a", "messages": [{"role": "bot", "content": "x"}]}'], ":1: message 0: role must be"),
+        (['{"id": "a", "messages": [{"role": "user", "content": "x"}]}'] * 2, ":2: duplicate conversation id 'a'"),
+        (['{"id": "a", "timestamp": "yesterday", "messages": [{"role": "user", "content": "x"}]}'], "not ISO 8601"),
+    ],
+)
 def test_jsonl_errors_name_file_line_and_reason(tmp_path, lines, expected):
     path = tmp_path / "bad.jsonl"
     path.write_text("\n".join(lines) + "\n")
@@ -60,8 +67,11 @@ def test_unknown_format_and_missing_file(tmp_path):
 
 def test_sharegpt(tmp_path):
     path = tmp_path / "s.json"
-    path.write_text(json.dumps([{"id": "s1", "conversations": [{"from": "human", "value": "hi"},
-                                                                {"from": "gpt", "value": "hello"}]}]))
+    path.write_text(
+        json.dumps(
+            [{"id": "s1", "conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "hello"}]}]
+        )
+    )
     assert detect_format(path) == "sharegpt"
     [c] = load_conversations(path)
     assert (c.id, [m.role for m in c.messages]) == ("s1", ["user", "assistant"])
@@ -70,16 +80,36 @@ def test_sharegpt(tmp_path):
 def test_chatgpt_export_follows_current_branch(tmp_path):
     mapping = {
         "root": {"message": None, "parent": None, "children": ["u1"]},
-        "u1": {"message": {"author": {"role": "user"}, "content": {"parts": ["Plan my trip"]}},
-               "parent": "root", "children": ["a_old", "a_new"]},
-        "a_old": {"message": {"author": {"role": "assistant"}, "content": {"parts": ["old reply"]}},
-                  "parent": "u1", "children": []},
-        "a_new": {"message": {"author": {"role": "assistant"}, "content": {"parts": ["new reply"]}},
-                  "parent": "u1", "children": []},
+        "u1": {
+            "message": {"author": {"role": "user"}, "content": {"parts": ["Plan my trip"]}},
+            "parent": "root",
+            "children": ["a_old", "a_new"],
+        },
+        "a_old": {
+            "message": {"author": {"role": "assistant"}, "content": {"parts": ["old reply"]}},
+            "parent": "u1",
+            "children": [],
+        },
+        "a_new": {
+            "message": {"author": {"role": "assistant"}, "content": {"parts": ["new reply"]}},
+            "parent": "u1",
+            "children": [],
+        },
     }
     path = tmp_path / "conversations.json"
-    path.write_text(json.dumps([{"title": "Trip", "create_time": 1700000000.0, "mapping": mapping,
-                                 "current_node": "a_new", "conversation_id": "x1"}]))
+    path.write_text(
+        json.dumps(
+            [
+                {
+                    "title": "Trip",
+                    "create_time": 1700000000.0,
+                    "mapping": mapping,
+                    "current_node": "a_new",
+                    "conversation_id": "x1",
+                }
+            ]
+        )
+    )
     assert detect_format(path) == "chatgpt"
     [c] = load_conversations(path)
     assert [m.content for m in c.messages] == ["Plan my trip", "new reply"]
@@ -111,17 +141,31 @@ def test_demo_data_is_valid(demo_conversations):
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(text=st.one_of(
-    st.text(max_size=300),
-    st.lists(st.dictionaries(st.sampled_from(["id", "messages", "role", "content", "conversations", "mapping",
-                                              "dialog", "timestamp"]),
-                             st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=10),
-                                          lambda inner: st.lists(inner, max_size=3)
-                                          | st.dictionaries(st.sampled_from(["role", "content", "from", "value",
-                                                                              "text", "id"]), inner, max_size=3),
-                                          max_leaves=8), max_size=4), max_size=4)
-    .map(lambda records: "\n".join(json.dumps(r) for r in records)),
-), fmt=st.sampled_from([None, "jsonl", "sharegpt", "chatgpt", "locomo", "msc", "malp"]))
+@given(
+    text=st.one_of(
+        st.text(max_size=300),
+        st.lists(
+            st.dictionaries(
+                st.sampled_from(
+                    ["id", "messages", "role", "content", "conversations", "mapping", "dialog", "timestamp"]
+                ),
+                st.recursive(
+                    st.none() | st.booleans() | st.integers() | st.text(max_size=10),
+                    lambda inner: (
+                        st.lists(inner, max_size=3)
+                        | st.dictionaries(
+                            st.sampled_from(["role", "content", "from", "value", "text", "id"]), inner, max_size=3
+                        )
+                    ),
+                    max_leaves=8,
+                ),
+                max_size=4,
+            ),
+            max_size=4,
+        ).map(lambda records: "\n".join(json.dumps(r) for r in records)),
+    ),
+    fmt=st.sampled_from([None, "jsonl", "sharegpt", "chatgpt", "locomo", "msc", "malp"]),
+)
 def test_loaders_never_crash_on_mangled_input(tmp_path, text, fmt):
     path = tmp_path / "fuzz.jsonl"
     path.write_text(text, encoding="utf-8")

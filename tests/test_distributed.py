@@ -41,8 +41,10 @@ def test_manifest_paths_are_relative_to_it_and_users_are_unique(tmp_path):
     manifest = tmp_path / "users.jsonl"
     manifest.write_text('{"user": "a", "file": "a.jsonl"}\n{"user": "b", "file": "sub/b.json", "format": "sharegpt"}\n')
     jobs = read_jobs(manifest)
-    assert [(j.user, j.file, j.format) for j in jobs] == [("a", tmp_path / "a.jsonl", None),
-                                                         ("b", tmp_path / "sub" / "b.json", "sharegpt")]
+    assert [(j.user, j.file, j.format) for j in jobs] == [
+        ("a", tmp_path / "a.jsonl", None),
+        ("b", tmp_path / "sub" / "b.json", "sharegpt"),
+    ]
     manifest.write_text('{"user": "a", "file": "a.jsonl"}\n{"user": "a", "file": "b.jsonl"}\n')
     with pytest.raises(InputError, match=r"users.jsonl:2: user 'a' appears twice"):
         read_jobs(manifest)

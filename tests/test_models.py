@@ -1,22 +1,28 @@
 import pytest
 import torch
 
+from paramem.compute import choose_dtype
 from paramem.errors import InputError
-from paramem.models import PRESETS, load_model, tiny_model
+from paramem.models import PRESETS, dtype_of, load_model, tiny_model
 
 
 def test_tiny_model_is_random_and_small():
     model, tokenizer = tiny_model()
     assert sum(p.numel() for p in model.parameters()) < 200_000
-    assert tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False,
-                                         add_generation_prompt=True).endswith("<|im_start|>assistant\n")
+    assert tokenizer.apply_chat_template(
+        [{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True
+    ).endswith("<|im_start|>assistant\n")
 
 
-def test_any_hugging_face_folder_loads_in_bf16(tmp_path):
+def test_any_hugging_face_folder_loads_in_the_dtype_asked_for(tmp_path, monkeypatch):
     model, tokenizer = tiny_model()
     model.save_pretrained(tmp_path / "m")
     tokenizer.save_pretrained(tmp_path / "m")
-    loaded, loaded_tokenizer = load_model(str(tmp_path / "m"))
+    assert dtype_of(load_model(str(tmp_path / "m"), "float32")[0]) == "float32"
+    assert dtype_of(load_model(str(tmp_path / "m"), stored_dtype="float32")[0]) == "float32"
+    monkeypatch.setenv("PARAMEM_DTYPE", "float32")  # the environment beats what a memory stored
+    assert dtype_of(load_model(str(tmp_path / "m"), stored_dtype="bfloat16")[0]) == "float32"
+    loaded, loaded_tokenizer = load_model(str(tmp_path / "m"), "bf16")
     assert next(loaded.parameters()).dtype == torch.bfloat16
     ids = torch.tensor([[1, 2, 3]])
     expected = model(ids).logits
@@ -38,7 +44,7 @@ def test_presets_name_their_packages():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["smollm2-135m", "qwen2.5-0.5b"])
-def test_presets_load_offline(name):
+def test_presets_load_offline_in_the_measured_dtype(name):
     model, tokenizer = load_model(name)
-    assert next(model.parameters()).dtype == torch.bfloat16
+    assert dtype_of(model) == choose_dtype().name  # measured on this CPU (and cached) on first use
     assert tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False)

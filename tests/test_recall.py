@@ -19,9 +19,13 @@ SHORT = RecallConfig(max_new_tokens=4, branches=2)
 
 
 def notes(date="2 March 2026"):
-    return Notes("garden", date, topics=[Topic("tomato seedlings", ["tomato plants"])],
-                 facts=[Fact("The user's seedlings on the balcony have yellow leaves.")],
-                 negatives=[Topic("roses", ["rose bushes"])])
+    return Notes(
+        "garden",
+        date,
+        topics=[Topic("tomato seedlings", ["tomato plants"])],
+        facts=[Fact("The user's seedlings on the balcony have yellow leaves.")],
+        negatives=[Topic("roses", ["rose bushes"])],
+    )
 
 
 def test_the_recall_cue_names_the_date_or_the_id_never_the_content():
@@ -29,7 +33,8 @@ def test_the_recall_cue_names_the_date_or_the_id_never_the_content():
     assert recall_question(notes(date=None)) == "What did we talk about in our conversation 'garden'?"
     assert recall_cues([notes(), notes(date=None)]) == [
         Cue(recall_question(notes()), "On 2 March 2026 we talked about"),
-        Cue(recall_question(notes(None)), "Once we talked about")]
+        Cue(recall_question(notes(None)), "Once we talked about"),
+    ]
 
 
 def test_each_epoch_trains_the_cue_to_recall_the_whole_conversation():
@@ -44,15 +49,25 @@ def test_each_epoch_trains_the_cue_to_recall_the_whole_conversation():
 
 def test_sentences_are_split_and_deduplicated():
     assert sentences(["We talked about tomatoes. You water them daily!", "We talked about tomatoes.  ", ""]) == [
-        "We talked about tomatoes.", "You water them daily!"]
+        "We talked about tomatoes.",
+        "You water them daily!",
+    ]
     # Recall branches are joined by new lines; a branch cut mid-sentence stays apart from the next.
     assert sentences(["On 2 March we talked about pots. The\nOn 2 March we talked about seeds."]) == [
-        "On 2 March we talked about pots.", "The", "On 2 March we talked about seeds."]
+        "On 2 March we talked about pots.",
+        "The",
+        "On 2 March we talked about seeds.",
+    ]
 
 
 def test_a_question_about_something_recalled_scores_above_one_that_is_not():
-    matcher = SentenceMatcher(["On 2 March we talked about tomato seedlings on your balcony.",
-                               "You will buy terracotta pots with drainage holes."], threshold=0.4)
+    matcher = SentenceMatcher(
+        [
+            "On 2 March we talked about tomato seedlings on your balcony.",
+            "You will buy terracotta pots with drainage holes.",
+        ],
+        threshold=0.4,
+    )
     near, far = matcher.scores(["Did we talk about the plants on my balcony?", "Did we discuss my car insurance?"])
     assert near > 0 > far
     assert SentenceMatcher([], threshold=0.4).scores(["anything?"]) == [-0.4]  # nothing recalled: never yes
@@ -60,12 +75,15 @@ def test_a_question_about_something_recalled_scores_above_one_that_is_not():
 
 def test_each_cue_recalls_one_branch_per_likeliest_first_word_batched_or_not():
     model, tokenizer = tiny_model()
-    cues = [Cue("What did we talk about on 2 March 2026?", "On 2 March 2026 we talked about"),
-            Cue("What did we talk about in our conversation 'a-much-longer-id'?", "Once we talked about")]
+    cues = [
+        Cue("What did we talk about on 2 March 2026?", "On 2 March 2026 we talked about"),
+        Cue("What did we talk about in our conversation 'a-much-longer-id'?", "Once we talked about"),
+    ]
     config = RecallConfig(max_new_tokens=4, branches=3, batch_size=4)
     batched = recollect(model, tokenizer, cues, config)
-    alone = [recollect(model, tokenizer, [cue], RecallConfig(max_new_tokens=4, branches=3, batch_size=1))[0]
-             for cue in cues]
+    alone = [
+        recollect(model, tokenizer, [cue], RecallConfig(max_new_tokens=4, branches=3, batch_size=1))[0] for cue in cues
+    ]
     assert batched == alone and len(batched) == 2
     half = model.to(torch.bfloat16)
     recollect(half, tokenizer, cues[:1], config)  # decoded in float32, then every dtype restored
@@ -97,8 +115,16 @@ def test_the_recall_readout_reads_none_memory_and_context_alike(demo_conversatio
     model = attach_lora(model, TrainConfig())
     probes = load_probes(DEMO / "probes.jsonl")[:6]
     cues = recall_cues([notes()])
-    results = evaluate_yes_no(model, tokenizer, probes, ["none", "memory", "context"], demo_conversations,
-                              readout="recall", cues=cues, recall=SHORT)
+    results = evaluate_yes_no(
+        model,
+        tokenizer,
+        probes,
+        ["none", "memory", "context"],
+        demo_conversations,
+        readout="recall",
+        cues=cues,
+        recall=SHORT,
+    )
     by_method = {r.method: r for r in results}
     assert all(r.readout == "recall" and r.metrics["raw"].n == 6 for r in results)
     assert all(set(r.metrics) == {"prior", "raw"} for r in results)  # no held-out pairs given

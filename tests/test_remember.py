@@ -35,7 +35,9 @@ def test_interrupted_run_resumes_without_losing_what_was_learned(demo_conversati
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        remember("u", demo_conversations[:4], ExtractiveTeacher(), config(), callbacks=Callbacks(on_learned=stop_after_two))
+        remember(
+            "u", demo_conversations[:4], ExtractiveTeacher(), config(), callbacks=Callbacks(on_learned=stop_after_two)
+        )
     memory = UserMemory("u")
     assert [c.id for c in memory.learned()] == ["garden", "interview"]
     weights_before = PeftModel.from_pretrained(tiny_model()[0], str(memory.adapter_dir)).state_dict()
@@ -60,10 +62,30 @@ def test_raw_text_is_discarded_unless_kept(demo_conversations):
     import sqlite3
 
     remember("u", demo_conversations[:1], ExtractiveTeacher(), config())
-    remember("k", demo_conversations[:1], ExtractiveTeacher(), RememberConfig(
-        base_model="tiny", keep_conversations=True, train=TrainConfig(epochs=1, min_epochs=1)))
+    remember(
+        "k",
+        demo_conversations[:1],
+        ExtractiveTeacher(),
+        RememberConfig(base_model="tiny", keep_conversations=True, train=TrainConfig(epochs=1, min_epochs=1)),
+    )
     texts = {}
     for user in ("u", "k"):
         db = sqlite3.connect(UserMemory(user).root / "manifest.sqlite")
         texts[user] = db.execute("SELECT text FROM conversations").fetchone()[0]
     assert texts["u"] is None and "tomato" in texts["k"]
+
+
+def test_the_dtype_a_memory_learned_in_is_recorded_and_used_to_load_it(demo_conversations):
+    from paramem.answer import load_memory
+    from paramem.models import dtype_of
+
+    remember(
+        "u",
+        demo_conversations[:1],
+        ExtractiveTeacher(),
+        RememberConfig(base_model="tiny", dtype="bfloat16", train=TrainConfig(epochs=1, min_epochs=1)),
+    )
+    assert UserMemory("u").settings()["dtype"] == "bfloat16"
+    model, _, _ = load_memory("u")
+    assert dtype_of(model) == "bfloat16"
+    assert dtype_of(load_memory("u", dtype="float32")[0]) == "float32"  # --dtype overrides it

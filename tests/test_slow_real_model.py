@@ -5,8 +5,8 @@ import pytest
 from paramem.answer import YesNoScorer, load_memory
 from paramem.augment.notes import content_words
 from paramem.augment.pairs import validation_pairs
-from paramem.recall import RecallConfig, recall_cues, recollect
 from paramem.augment.teachers import ExtractiveTeacher
+from paramem.recall import RecallConfig, recall_cues, recollect
 from paramem.remember import RememberConfig, remember
 from paramem.store import UserMemory
 from paramem.train import TrainConfig
@@ -29,8 +29,10 @@ def test_memory_answers_its_conversations_reworded_probes_better_than_no_memory(
     with model.disable_adapter():
         none = YesNoScorer(model, tokenizer).log_odds(questions)
     assert right_leaning(memory, labels) > right_leaning(none, labels)
-    accuracy = {name: sum((s > 0) == (label == "yes") for s, label in zip(scores, labels)) / len(labels)
-                for name, scores in (("memory", memory), ("none", none))}
+    accuracy = {
+        name: sum((s > 0) == (label == "yes") for s, label in zip(scores, labels)) / len(labels)
+        for name, scores in (("memory", memory), ("none", none))
+    }
     assert accuracy["memory"] > accuracy["none"]
 
     # Recall: asked only the conversation's date, the memory writes back its topics; the base model cannot.

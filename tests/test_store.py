@@ -37,11 +37,15 @@ def test_the_learning_rate_is_recorded_and_older_manifests_gain_the_column(isola
     old = isolated_home / "users" / "carl"
     old.mkdir(parents=True)
     with sqlite3.connect(old / "manifest.sqlite") as db:  # the schema before learning_rate existed
-        db.execute("CREATE TABLE conversations (position INTEGER PRIMARY KEY, id TEXT UNIQUE NOT NULL,"
-                   " content_hash TEXT NOT NULL, timestamp TEXT, qa_pairs INTEGER NOT NULL, epochs INTEGER NOT NULL,"
-                   " final_loss REAL NOT NULL, heldout_accuracy REAL, seconds REAL NOT NULL,"
-                   " adapter_version INTEGER NOT NULL, learned_at TEXT NOT NULL, notes TEXT NOT NULL, text TEXT)")
-        db.execute("INSERT INTO conversations VALUES (1, 'c0', 'h', NULL, 10, 3, 0.5, 0.75, 1.0, 1, 'then', '{}', NULL)")
+        db.execute(
+            "CREATE TABLE conversations (position INTEGER PRIMARY KEY, id TEXT UNIQUE NOT NULL,"
+            " content_hash TEXT NOT NULL, timestamp TEXT, qa_pairs INTEGER NOT NULL, epochs INTEGER NOT NULL,"
+            " final_loss REAL NOT NULL, heldout_accuracy REAL, seconds REAL NOT NULL,"
+            " adapter_version INTEGER NOT NULL, learned_at TEXT NOT NULL, notes TEXT NOT NULL, text TEXT)"
+        )
+        db.execute(
+            "INSERT INTO conversations VALUES (1, 'c0', 'h', NULL, 10, 3, 0.5, 0.75, 1.0, 1, 'then', '{}', NULL)"
+        )
     model = attach_lora(tiny_model()[0], TrainConfig())
     with UserMemory("carl") as memory:
         memory.commit(model, dataclasses.replace(record("c1", 2), learning_rate=1e-3), notes("c1"), text=None)

@@ -1,7 +1,9 @@
 import random
 
+import pytest
 import torch
 
+from paramem.augment.pairs import PairConfig
 from paramem.models import tiny_model
 from paramem.prompts import encode_example
 from paramem.train import TrainConfig, attach_lora, batches, training_loss, weighted_cross_entropy
@@ -18,8 +20,8 @@ def test_weighted_token_contributes_lambda_times_the_gradient():
     unit = torch.zeros_like(logits)
     one = torch.nn.functional.cross_entropy(logits[0, 0:1], ids[0, 1:2])
     ten = torch.nn.functional.cross_entropy(logits[0, 1:2], ids[0, 2:3])
-    g_one, = torch.autograd.grad(one, logits, retain_graph=True)
-    g_ten, = torch.autograd.grad(ten, logits)
+    (g_one,) = torch.autograd.grad(one, logits, retain_graph=True)
+    (g_ten,) = torch.autograd.grad(ten, logits)
     # Normalised by the 2 trained tokens: grad = (1 * g_one + 10 * g_ten) / 2.
     torch.testing.assert_close(grad, ((g_one + 10 * g_ten) / 2)[0])
     assert torch.count_nonzero(grad[2]) == 0 and torch.count_nonzero(grad[3]) == 0
@@ -43,7 +45,10 @@ def test_example_weights_mark_question_and_answer():
 
 def test_batches_pad_with_zero_weight():
     _, tokenizer = tiny_model()
-    examples = [encode_example(tokenizer, "short?", "Yes.", 10.0), encode_example(tokenizer, "a longer one?", "No.", 10.0)]
+    examples = [
+        encode_example(tokenizer, "short?", "Yes.", 10.0),
+        encode_example(tokenizer, "a longer one?", "No.", 10.0),
+    ]
     [batch] = batches(examples, 8, tokenizer.pad_token_id, 256, random.Random(0))
     for row in range(2):
         padding = batch["attention_mask"][row] == 0
@@ -64,8 +69,10 @@ def test_lora_defaults_are_plums():
 def test_training_loss_equals_weighted_cross_entropy_on_full_logits():
     """The head-only-where-trained loss is the same number as PLUM's loss on all logits."""
     model, tokenizer = tiny_model()
-    examples = [encode_example(tokenizer, "Did we talk about tea?", "Yes.", 10.0),
-                encode_example(tokenizer, "Q?", "No.", 10.0, template_weight=0.0)]
+    examples = [
+        encode_example(tokenizer, "Did we talk about tea?", "Yes.", 10.0),
+        encode_example(tokenizer, "Q?", "No.", 10.0, template_weight=0.0),
+    ]
     [batch] = batches(examples, 8, tokenizer.pad_token_id, 256, random.Random(0))
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     expected = weighted_cross_entropy(logits, batch["input_ids"], batch["weights"])
@@ -94,10 +101,14 @@ def _trainer_scoring(heldout_scores, **config):
 def _notes():
     from paramem.augment.notes import Fact, Notes, Topic
 
-    return Notes("c1", "2 March 2026", topics=[Topic("a trip to Kyoto", ["a holiday in Kyoto", "Japan"])],
-                 facts=[Fact("The user flies in April.", ["In April the user flies."])],
-                 negatives=[Topic("a trip to Seoul", ["a holiday in Seoul", "Korea"])],
-                 false_facts=[Fact("The user flies in May.")])
+    return Notes(
+        "c1",
+        "2 March 2026",
+        topics=[Topic("a trip to Kyoto", ["a holiday in Kyoto", "Japan"])],
+        facts=[Fact("The user flies in April.", ["In April the user flies."])],
+        negatives=[Topic("a trip to Seoul", ["a holiday in Seoul", "Korea"])],
+        false_facts=[Fact("The user flies in May.")],
+    )
 
 
 def test_learning_stops_once_held_out_pairs_are_all_answered():
@@ -111,13 +122,15 @@ def test_learning_stops_after_patience_epochs_without_improvement_and_keeps_the_
 
 
 def test_the_learning_rate_with_the_best_held_out_accuracy_is_kept_and_each_starts_from_the_same_adapter():
-    for scores, kept_rate in (([0.75, 0.75, 0.5, 0.5], 0.0), ([0.5, 0.5, 0.75, 0.75], 1e-2)):
-        trainer = _trainer_scoring(scores, epochs=2, min_epochs=2, learning_rates=[0.0, 1e-2])
-        start = trainer._lora_state()
+    for scores, kept_rate in (([0.75, 0.75, 0.5, 0.5], 1e-3), ([0.5, 0.5, 0.75, 0.75], 1e-2)):
+        trainer = _trainer_scoring(scores, epochs=2, min_epochs=2, learning_rates=[1e-3, 1e-2])
         result = trainer.learn(_notes(), [])
-        unchanged = all(torch.equal(start[n], p) for n, p in trainer.model.named_parameters() if n in start)
         assert result.learning_rate == kept_rate and result.heldout_accuracy == 0.75
-        assert unchanged == (kept_rate == 0.0)  # a rate of 0 learns nothing; kept, the adapter is as it began
+        # The same conversation learned at the kept rate alone, from the same fresh adapter
+        alone = _trainer_scoring([0.75, 0.75], epochs=2, min_epochs=2, learning_rate=kept_rate)
+        alone.learn(_notes(), [])
+        kept, expected = trainer._lora_state(), alone._lora_state()
+        assert all(torch.equal(kept[name], expected[name]) for name in expected)
 
 
 def test_every_epoch_replays_each_earlier_conversations_recall_cue():
@@ -132,3 +145,20 @@ def test_every_epoch_replays_each_earlier_conversations_recall_cue():
         examples, own = trainer._epoch_examples(_notes(), earlier, epoch, random.Random(epoch))
         texts = [trainer.tokenizer.decode(e.input_ids) for e in examples[own:]]
         assert all(sum(recall_question(old) in t for t in texts) == 1 for old in earlier)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: TrainConfig(epochs=0),
+        lambda: TrainConfig(replay_share=1.0),
+        lambda: TrainConfig(qa_weight=0),
+        lambda: TrainConfig(learning_rates=[1e-3, 0]),
+        lambda: TrainConfig(batch_size=0),
+        lambda: PairConfig(negative_ratio=-0.5),
+        lambda: PairConfig(max_pairs=0),
+    ],
+)
+def test_configs_refuse_bad_values_for_the_python_api_too(make):
+    with pytest.raises(ValueError, match="must be"):  # InputError, a ValueError: the CLI prints it, exits 2
+        make()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import copy
 import re
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from peft import PeftModel
@@ -20,8 +20,9 @@ from paramem.store import UserMemory
 
 # A question with no content: its yes/no log-odds are the model's prior, subtracted when calibrating.
 CONTENT_FREE_QUESTION = "Did we discuss that?"
-_YES_NO_START = re.compile(r"^\s*(did|do|does|have|has|had|is|are|was|were|am|can|could|will|would|should)\b",
-                           re.IGNORECASE)
+_YES_NO_START = re.compile(
+    r"^\s*(did|do|does|have|has|had|is|are|was|were|am|can|could|will|would|should)\b", re.IGNORECASE
+)
 
 
 def is_yes_no_question(question: str) -> bool:
@@ -48,8 +49,9 @@ def _common_prefix_length(sequences: list[list[int]]) -> int:
 
 
 @torch.inference_mode()
-def last_hidden_states(decoder: torch.nn.Module, prompts: list[list[int]], pad_id: int,
-                       batch_size: int = 16) -> torch.Tensor:
+def last_hidden_states(
+    decoder: torch.nn.Module, prompts: list[list[int]], pad_id: int, batch_size: int = 16
+) -> torch.Tensor:
     """The decoder's final hidden state at the last token of each prompt, in float32, [n, hidden].
 
     The prompts' common start (a shared system prompt, pasted context, few-shot examples) is computed
@@ -60,7 +62,7 @@ def last_hidden_states(decoder: torch.nn.Module, prompts: list[list[int]], pad_i
         prefix_cache = decoder(input_ids=torch.tensor([prompts[0][:shared]]), use_cache=True).past_key_values
     out = []
     for start in range(0, len(prompts), batch_size):
-        rest = [p[shared:] for p in prompts[start:start + batch_size]]
+        rest = [p[shared:] for p in prompts[start : start + batch_size]]
         width = max(map(len, rest))
         ids = torch.tensor([r + [pad_id] * (width - len(r)) for r in rest])
         mask = torch.tensor([[1] * shared + [1] * len(r) + [0] * (width - len(r)) for r in rest])
@@ -69,8 +71,13 @@ def last_hidden_states(decoder: torch.nn.Module, prompts: list[list[int]], pad_i
         if prefix_cache is not None:
             cache = copy.deepcopy(prefix_cache)
             cache.batch_repeat_interleave(len(rest))
-        hidden = decoder(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
-                         use_cache=cache is not None).last_hidden_state
+        hidden = decoder(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=cache is not None,
+        ).last_hidden_state
         out.append(hidden[torch.arange(len(rest)), torch.tensor([len(r) - 1 for r in rest])].float())
     return torch.cat(out)
 
@@ -146,8 +153,7 @@ def fit_threshold(scores: list[float], labels: list[str]) -> float:
     return max(candidates, key=lambda t: (balanced_accuracy(t), -abs(t)))
 
 
-def rule_thresholds(score: Callable[[list[str]], list[float]],
-                    heldout: list[QAPair] | None = None) -> dict[str, float]:
+def rule_thresholds(score: Callable[[list[str]], list[float]], heldout: list[QAPair] | None = None) -> dict[str, float]:
     """The score threshold of each decision rule (evaluate/run.py: DECISION_RULES) for one way of
     scoring questions. `heldout` (the teacher's held-out reworded pairs) adds the heldout rule (a
     fitted threshold) and the balanced rule (their median score: they are half yes by construction)."""
@@ -160,24 +166,31 @@ def rule_thresholds(score: Callable[[list[str]], list[float]],
 
 
 @torch.inference_mode()
-def generate(model, tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, str]], max_new_tokens: int = 128,
-             system: str = SYSTEM_PROMPT) -> str:
+def generate(
+    model,
+    tokenizer: PreTrainedTokenizerBase,
+    messages: list[dict[str, str]],
+    max_new_tokens: int = 128,
+    system: str = SYSTEM_PROMPT,
+) -> str:
     """A greedy reply to a chat (list of {role, content}); the memory's system prompt comes first."""
     chat = [{"role": "system", "content": system}, *messages]
     inputs = tokenizer.apply_chat_template(chat, add_generation_prompt=True, return_tensors="pt", return_dict=True)
-    output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
-                            pad_token_id=tokenizer.pad_token_id)
-    return tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+    output = model.generate(
+        **inputs, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id
+    )
+    return tokenizer.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True).strip()
 
 
-def load_memory(user: str, home=None):
-    """(model with the user's adapter, tokenizer, UserMemory); `InputError` for an unknown user."""
+def load_memory(user: str, home=None, dtype: str | None = None):
+    """(model with the user's adapter, tokenizer, UserMemory); `InputError` for an unknown user.
+    The base model loads in `dtype`, else $PARAMEM_DTYPE, else the dtype the memory was learned in."""
     memory = UserMemory(user, home).require()
     adapter = memory.current_adapter()
     if adapter is None:
         raise InputError(f"user {user!r} has no learned conversations yet")
-    base, tokenizer = load_model(memory.settings()["base_model"])
+    settings = memory.settings()
+    base, tokenizer = load_model(settings["base_model"], dtype, settings.get("dtype"))
     model = PeftModel.from_pretrained(base, str(adapter))
     model.eval()
     return model, tokenizer, memory
-

@@ -6,7 +6,6 @@ import sys
 import warnings
 from functools import wraps
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -14,8 +13,11 @@ from rich.console import Console
 from paramem.errors import InputError
 from paramem.progress import console, learn_with_progress, print_results
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="paramem: a parametric memory of a user's past conversations, in a LoRA adapter.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="paramem: a parametric memory of a user's past conversations, in a LoRA adapter.",
+)
 errors = Console(stderr=True)
 # transformers warns about its own deprecated internals on every PEFT load; users cannot act on it.
 warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
@@ -39,17 +41,31 @@ def _exits_cleanly(command):
 
 
 HomeOption = typer.Option(None, "--home", help="memory home (default: $PARAMEM_HOME or ~/.local/share/paramem)")
-ReadoutOption = typer.Option("recall", "--readout", help="how yes/no questions are read from a model: recall "
-                             "(the memory recalls each conversation from its date; the question is matched to it) "
-                             "or log-odds (P(yes) vs P(no) of the answer token)")
+ReadoutOption = typer.Option(
+    "recall",
+    "--readout",
+    help="how yes/no questions are read from a model: recall "
+    "(the memory recalls each conversation from its date; the question is matched to it) "
+    "or log-odds (P(yes) vs P(no) of the answer token)",
+)
+DtypeOption = typer.Option(
+    None,
+    "--dtype",
+    help="float32 or bfloat16 (default: $PARAMEM_DTYPE, else what the "
+    "memory was learned in, else the faster one measured on this CPU)",
+)
 # The learning options `remember` and `remember-many` share.
 BaseModelOption = typer.Option(None, "--base-model", help="preset, HF folder or id, or GGUF file")
 TeacherOption = typer.Option("extractive", "--teacher", help="extractive, local or openai")
 TeacherModelOption = typer.Option(None, "--teacher-model", help="model of the local/openai teacher")
 TeacherUrlOption = typer.Option(None, "--teacher-url", help="OpenAI-compatible base URL")
 EpochsOption = typer.Option(10, "--epochs", help="most epochs per conversation (the best held-out epoch is kept)")
-LearningRateOption = typer.Option("5e-4", "--lr", help="learning rate; several, comma-separated (2e-4,5e-4,1e-3), "
-                                  "learn each conversation at each and keep the best on held-out reworded pairs")
+LearningRateOption = typer.Option(
+    "5e-4",
+    "--lr",
+    help="learning rate; several, comma-separated (2e-4,5e-4,1e-3), "
+    "learn each conversation at each and keep the best on held-out reworded pairs",
+)
 LambdaOption = typer.Option(10.0, "--lambda", help="loss weight of question and answer tokens")
 ReplayOption = typer.Option(0.3, "--replay", help="share of each epoch replayed from earlier conversations")
 NegativeRatioOption = typer.Option(1.0, "--negative-ratio", help="negatives per positive question")
@@ -63,6 +79,12 @@ def _teacher(kind: str, model: str | None, url: str | None):
         return make_teacher(kind, model, url)
     except ValueError as error:
         raise InputError(str(error)) from None
+
+
+def _dtype(text: str | None) -> str | None:
+    from paramem.compute import dtype_name
+
+    return None if text is None else dtype_name(text)
 
 
 def _readout(text: str) -> str:
@@ -85,12 +107,13 @@ def _methods(text: str) -> list[str]:
 
 
 def _learning_rates(text: str) -> list[float]:
+    """Parsed here; checked (above 0) by TrainConfig, like every other option."""
     try:
         rates = [float(part) for part in text.split(",") if part.strip()]
     except ValueError:
         rates = []
-    if not rates or any(rate <= 0 for rate in rates):
-        raise InputError(f"--lr {text!r}: give one or more positive numbers, comma-separated")
+    if not rates:
+        raise InputError(f"--lr {text!r}: give one or more numbers, comma-separated")
     return rates
 
 
@@ -99,8 +122,14 @@ def _train_config(epochs: int, lr: str, qa_weight: float, replay: float, negativ
     from paramem.train import TrainConfig
 
     rates = _learning_rates(lr)
-    return TrainConfig(epochs=epochs, learning_rate=rates[0], learning_rates=rates if len(rates) > 1 else None,
-                       qa_weight=qa_weight, replay_share=replay, pairs=PairConfig(negative_ratio=negative_ratio))
+    return TrainConfig(
+        epochs=epochs,
+        learning_rate=rates[0],
+        learning_rates=rates if len(rates) > 1 else None,
+        qa_weight=qa_weight,
+        replay_share=replay,
+        pairs=PairConfig(negative_ratio=negative_ratio),
+    )
 
 
 @app.command("remember")
@@ -108,11 +137,11 @@ def _train_config(epochs: int, lr: str, qa_weight: float, replay: float, negativ
 def remember_command(
     file: Path = typer.Argument(..., help="conversation file (JSONL, ShareGPT, ChatGPT export, LoCoMo, MSC, MaLP)"),
     user: str = typer.Option(..., "--user", "-u", help="whose memory to add to"),
-    format: Optional[str] = typer.Option(None, "--format", help="file format (default: detected)"),
-    base_model: Optional[str] = BaseModelOption,
+    format: str | None = typer.Option(None, "--format", help="file format (default: detected)"),
+    base_model: str | None = BaseModelOption,
     teacher: str = TeacherOption,
-    teacher_model: Optional[str] = TeacherModelOption,
-    teacher_url: Optional[str] = TeacherUrlOption,
+    teacher_model: str | None = TeacherModelOption,
+    teacher_url: str | None = TeacherUrlOption,
     epochs: int = EpochsOption,
     lr: str = LearningRateOption,
     qa_weight: float = LambdaOption,
@@ -120,7 +149,8 @@ def remember_command(
     negative_ratio: float = NegativeRatioOption,
     keep_conversations: bool = typer.Option(False, "--keep-conversations", help="keep the raw text after learning"),
     regenerate_notes: bool = typer.Option(False, "--regenerate-notes", help="ignore cached teacher notes"),
-    home: Optional[Path] = HomeOption,
+    dtype: str | None = DtypeOption,
+    home: Path | None = HomeOption,
 ):
     """Learn conversations into USER's memory (skips the ones already learned)."""
     from paramem.conversations import load_conversations
@@ -130,37 +160,50 @@ def remember_command(
 
     conversations = load_conversations(file, format)  # validated before anything is touched
     stored_model = UserMemory(user, home).settings().get("base_model")
-    config = RememberConfig(base_model=base_model or stored_model or DEFAULT_MODEL,
-                            keep_conversations=keep_conversations, regenerate_notes=regenerate_notes,
-                            train=_train_config(epochs, lr, qa_weight, replay, negative_ratio))
+    config = RememberConfig(
+        base_model=base_model or stored_model or DEFAULT_MODEL,
+        keep_conversations=keep_conversations,
+        regenerate_notes=regenerate_notes,
+        dtype=_dtype(dtype),
+        train=_train_config(epochs, lr, qa_weight, replay, negative_ratio),
+    )
     learned = learn_with_progress(user, conversations, _teacher(teacher, teacher_model, teacher_url), config, home)
     skipped = len(conversations) - len(learned)
-    console.print(f"learned {len(learned)} conversation(s) for {user!r}"
-                  + (f", skipped {skipped} already learned" if skipped else ""))
+    console.print(
+        f"learned {len(learned)} conversation(s) for {user!r}"
+        + (f", skipped {skipped} already learned" if skipped else "")
+    )
     for record in learned:
         accuracy = "-" if record.heldout_accuracy is None else f"{record.heldout_accuracy:.2f}"
-        console.print(f"  {record.id}: {record.qa_pairs} pairs, {record.epochs} epochs at lr {record.learning_rate:g},"
-                      f" loss {record.final_loss:.3f}, held-out {accuracy}, {record.seconds:.0f}s")
+        console.print(
+            f"  {record.id}: {record.qa_pairs} pairs, {record.epochs} epochs at lr {record.learning_rate:g},"
+            f" loss {record.final_loss:.3f}, held-out {accuracy}, {record.seconds:.0f}s"
+        )
 
 
 @app.command("remember-many")
 @_exits_cleanly
 def remember_many_command(
-    source: Path = typer.Argument(..., help="a folder of conversation files (one user each, named after the file) "
-                                            'or a JSONL manifest of {"user", "file", "format"}'),
-    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (default: a local Ray)"),
+    source: Path = typer.Argument(
+        ...,
+        help="a folder of conversation files (one user each, named after the file) "
+        'or a JSONL manifest of {"user", "file", "format"}',
+    ),
+    address: str | None = typer.Option(None, "--address", help="Ray cluster address (default: a local Ray)"),
     cpus_per_user: int = typer.Option(1, "--cpus-per-user", help="CPUs (and torch threads) per user's task"),
-    base_model: Optional[str] = BaseModelOption,
+    base_model: str | None = BaseModelOption,
     teacher: str = TeacherOption,
-    teacher_model: Optional[str] = TeacherModelOption,
-    teacher_url: Optional[str] = TeacherUrlOption,
+    teacher_model: str | None = TeacherModelOption,
+    teacher_url: str | None = TeacherUrlOption,
     epochs: int = EpochsOption,
     lr: str = LearningRateOption,
     qa_weight: float = LambdaOption,
     replay: float = ReplayOption,
     negative_ratio: float = NegativeRatioOption,
-    home: Optional[Path] = typer.Option(None, "--home", help="the shared store (default: $PARAMEM_HOME); on a "
-                                                             "cluster, a path every node sees"),
+    dtype: str | None = DtypeOption,
+    home: Path | None = typer.Option(
+        None, "--home", help="the shared store (default: $PARAMEM_HOME); on a cluster, a path every node sees"
+    ),
 ):
     """Learn many users' conversations, one Ray task per user, into one shared store."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -173,23 +216,40 @@ def remember_many_command(
 
     jobs = read_jobs(source)
     _teacher(teacher, teacher_model, teacher_url)  # fail here, not once per user
-    config = RememberConfig(base_model=base_model or DEFAULT_MODEL,
-                            train=_train_config(epochs, lr, qa_weight, replay, negative_ratio))
-    with Progress(TextColumn("[bold]users"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[last]}"),
-                  TimeElapsedColumn(), console=console) as progress:
+    config = RememberConfig(
+        base_model=base_model or DEFAULT_MODEL,
+        dtype=_dtype(dtype),
+        train=_train_config(epochs, lr, qa_weight, replay, negative_ratio),
+    )
+    with Progress(
+        TextColumn("[bold]users"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[last]}"),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
         task = progress.add_task("users", total=len(jobs), last="")
 
         def on_done(outcome) -> None:
             progress.update(task, advance=1, last=f"{outcome.user}: {'done' if outcome.ok else 'FAILED'}")
 
-        outcomes = remember_many(jobs, TeacherSpec(teacher, teacher_model, teacher_url), config,
-                                 home or paramem_home(), address, cpus_per_user, on_done)
+        outcomes = remember_many(
+            jobs,
+            TeacherSpec(teacher, teacher_model, teacher_url),
+            config,
+            home or paramem_home(),
+            address,
+            cpus_per_user,
+            on_done,
+        )
     table = Table(title=f"{len(jobs)} users")
     for column in ("user", "status", "learned", "skipped", "seconds", "error"):
         table.add_column(column)
     for o in outcomes:
-        table.add_row(o.user, "ok" if o.ok else "failed", str(o.learned), str(o.skipped), f"{o.seconds:.0f}",
-                      o.error or "")
+        table.add_row(
+            o.user, "ok" if o.ok else "failed", str(o.learned), str(o.skipped), f"{o.seconds:.0f}", o.error or ""
+        )
     console.print(table)
     failed = [o for o in outcomes if not o.ok]
     if failed:
@@ -204,11 +264,15 @@ def ask_command(
     question: str = typer.Argument(..., help="the question"),
     user: str = typer.Option(..., "--user", "-u"),
     readout: str = ReadoutOption,
-    decision: Optional[str] = typer.Option(None, help="yes/no rule: prior (content-free question), heldout "
-                                                      "(threshold fitted on the held-out reworded pairs), balanced "
-                                                      "(their median score) or raw; default: balanced for recall, "
-                                                      "prior for log-odds"),
-    home: Optional[Path] = HomeOption,
+    decision: str | None = typer.Option(
+        None,
+        help="yes/no rule: prior (content-free question), heldout "
+        "(threshold fitted on the held-out reworded pairs), balanced "
+        "(their median score) or raw; default: balanced for recall, "
+        "prior for log-odds",
+    ),
+    dtype: str | None = DtypeOption,
+    home: Path | None = HomeOption,
 ):
     """Answer a question from USER's memory (yes/no questions by recall or by P(yes) vs P(no))."""
     from paramem.answer import YesNoScorer, generate, is_yes_no_question, load_memory
@@ -220,15 +284,18 @@ def ask_command(
     decision = decision or MAIN_RULE[readout]
     if decision not in DECISION_RULES:
         raise InputError(f"unknown decision rule {decision!r} ({', '.join(DECISION_RULES)})")
-    model, tokenizer, memory = load_memory(user, home)
+    model, tokenizer, memory = load_memory(user, home, _dtype(dtype))
     if not is_yes_no_question(question):
         console.print(generate(model, tokenizer, [{"role": "user", "content": question}]))
     elif readout == "recall":
         from paramem.recall import RecallAnswerer
 
         [(answer, score, closest)] = RecallAnswerer(model, tokenizer, memory).decide([question], decision)
-        console.print(f"{answer.capitalize()}  (similarity {score:+.2f} from the threshold; closest recalled: "
-                      f"{closest!r})", markup=False, highlight=False)
+        console.print(
+            f"{answer.capitalize()}  (similarity {score:+.2f} from the threshold; closest recalled: {closest!r})",
+            markup=False,
+            highlight=False,
+        )
     else:
         if decision == "balanced":
             raise InputError("the balanced rule reads the recall readout only (--readout recall)")
@@ -239,12 +306,16 @@ def ask_command(
 
 @app.command("chat")
 @_exits_cleanly
-def chat_command(user: str = typer.Option(..., "--user", "-u"), home: Optional[Path] = HomeOption,
-                 max_new_tokens: int = typer.Option(200, help="longest reply in tokens")):
+def chat_command(
+    user: str = typer.Option(..., "--user", "-u"),
+    home: Path | None = HomeOption,
+    max_new_tokens: int = typer.Option(200, help="longest reply in tokens"),
+    dtype: str | None = DtypeOption,
+):
     """Chat with the model personalised by USER's memory (empty line or Ctrl-D ends)."""
     from paramem.answer import generate, load_memory
 
-    model, tokenizer, _ = load_memory(user, home)
+    model, tokenizer, _ = load_memory(user, home, _dtype(dtype))
     history: list[dict[str, str]] = []
     console.print(f"chatting with {user!r}'s memory; an empty line ends the chat")
     while True:
@@ -266,20 +337,22 @@ def eval_command(
     user: str = typer.Option(..., "--user", "-u"),
     probes: Path = typer.Option(..., "--probes", help="yes/no probe file (JSONL)"),
     methods: str = typer.Option("memory,none", help="comma-separated: none, memory, context, bm25, dense, hybrid"),
-    conversations: Optional[Path] = typer.Option(None, "--conversations",
-                                                 help="the user's conversation file (context, bm25, dense and "
-                                                      "hybrid read it)"),
+    conversations: Path | None = typer.Option(
+        None, "--conversations", help="the user's conversation file (context, bm25, dense and hybrid read it)"
+    ),
     k: int = typer.Option(5, "--k", help="passages retrieved per question (bm25, dense, hybrid)"),
     unit: str = typer.Option("turn", "--unit", help="what retrieval searches: turn or session"),
     readout: str = ReadoutOption,
-    json_out: Optional[Path] = typer.Option(None, "--json", help="write results here"),
-    home: Optional[Path] = HomeOption,
+    json_out: Path | None = typer.Option(None, "--json", help="write results here"),
+    dtype: str | None = DtypeOption,
+    home: Path | None = HomeOption,
 ):
     """Score USER's memory, and other methods on the same base model, on yes/no probes."""
     from paramem.answer import load_memory
     from paramem.conversations import load_conversations
     from paramem.evaluate.probes import load_probes
     from paramem.evaluate.run import TEXT_METHODS, RetrievalConfig, evaluate_yes_no, heldout_pairs, run_meta, write_json
+    from paramem.models import dtype_of
     from paramem.recall import recall_cues
     from paramem.store import UserMemory
 
@@ -293,16 +366,26 @@ def eval_command(
     memory = UserMemory(user, home).require()
     learned = memory.learned()
     loaded = load_probes(probes, {c.id for c in learned})
-    model, tokenizer, memory = load_memory(user, home)
+    model, tokenizer, memory = load_memory(user, home, _dtype(dtype))
     notes = memory.notes()
     try:
-        results = evaluate_yes_no(model, tokenizer, loaded, chosen, texts, heldout_pairs(notes),
-                                  RetrievalConfig(unit, k), readout, recall_cues(notes))
+        results = evaluate_yes_no(
+            model,
+            tokenizer,
+            loaded,
+            chosen,
+            texts,
+            heldout_pairs(notes),
+            RetrievalConfig(unit, k),
+            readout,
+            recall_cues(notes),
+        )
     except ValueError as error:  # a method the readout cannot read
         raise InputError(str(error)) from error
     print_results(f"{user}: {len(loaded)} probes, {readout} readout", results)
     if json_out:
-        meta = run_meta(sys.argv, memory.settings()["base_model"], {"probes": str(probes), "user": user})
+        settings = memory.settings()
+        meta = run_meta(sys.argv, settings["base_model"], {"probes": str(probes), "user": user}, dtype_of(model))
         write_json(results, json_out, meta)
         console.print(f"wrote {json_out}")
 
@@ -312,13 +395,14 @@ def eval_command(
 def locomo_command(
     out: Path = typer.Option(..., "--out", help="output folder (results.json, report.md, plots); rerun to resume"),
     data: Path = typer.Option(Path("../shared/data"), "--data", help="folder holding locomo/, mmlu/ and arc/"),
-    base_model: Optional[str] = typer.Option(None, "--base-model", help="default: the embedded default model"),
+    base_model: str | None = typer.Option(None, "--base-model", help="default: the embedded default model"),
     teacher: str = typer.Option("extractive", "--teacher", help="extractive or local (openai needs --teacher-url)"),
     sample: int = typer.Option(0, help="LoCoMo sample (pair of speakers), 0-7"),
     sessions: int = typer.Option(6, help="its first N sessions in date order (0: all)"),
     probes_per_session: int = typer.Option(8, help="yes/no probes per session, half yes"),
-    methods: str = typer.Option(",".join(("none", "memory", "context", "bm25", "dense", "hybrid")),
-                                help="yes/no methods, comma-separated"),
+    methods: str = typer.Option(
+        ",".join(("none", "memory", "context", "bm25", "dense", "hybrid")), help="yes/no methods, comma-separated"
+    ),
     open_questions: int = typer.Option(20, help="open questions answered per method (0: none; --full: all)"),
     k: int = typer.Option(5, "--k", help="passages retrieved per question"),
     unit: str = typer.Option("turn", "--unit", help="retrieval unit: turn or session"),
@@ -326,8 +410,9 @@ def locomo_command(
     qa_weight: float = typer.Option(10.0, "--lambda", help="question/answer loss weight (ablation: 1, 5, 10, 20)"),
     negative_ratio: float = typer.Option(1.0, help="negatives per positive (ablation: 0.75, 1.25)"),
     closed_only: bool = typer.Option(False, "--closed-only", help="train on closed questions only (ablation)"),
-    statements: bool = typer.Option(True, "--statements/--no-statements",
-                                    help="train on statements about each session too (ablation)"),
+    statements: bool = typer.Option(
+        True, "--statements/--no-statements", help="train on statements about each session too (ablation)"
+    ),
     retention: bool = typer.Option(True, "--retention/--no-retention", help="MMLU and ARC with and without memory"),
     full: bool = typer.Option(False, "--full", help="all sessions, all open questions, full MMLU and ARC"),
 ):
@@ -341,13 +426,22 @@ def locomo_command(
         raise InputError("LoCoMo not found (give --data, the folder holding locomo/locomo8.json)", path=locomo)
     chosen = _methods(methods)
     config = ExperimentConfig(
-        locomo=str(locomo.resolve()), base_model=base_model or DEFAULT_MODEL, teacher=teacher, sample=sample,
-        sessions=None if full or sessions == 0 else sessions, probes_per_session=probes_per_session,
+        locomo=str(locomo.resolve()),
+        base_model=base_model or DEFAULT_MODEL,
+        teacher=teacher,
+        sample=sample,
+        sessions=None if full or sessions == 0 else sessions,
+        probes_per_session=probes_per_session,
         methods=chosen,
         open_methods=[m for m in ("none", "memory", "bm25", "hybrid") if m in chosen] if open_questions or full else [],
         open_questions=None if full else open_questions,
-        retrieval=RetrievalConfig(unit, k), epochs=epochs, qa_weight=qa_weight, negative_ratio=negative_ratio,
-        open_pairs=not closed_only, statements=statements)
+        retrieval=RetrievalConfig(unit, k),
+        epochs=epochs,
+        qa_weight=qa_weight,
+        negative_ratio=negative_ratio,
+        open_pairs=not closed_only,
+        statements=statements,
+    )
     if retention:
         config.mmlu, config.arc = str((data / "mmlu").resolve()), str((data / "arc" / "ARC-Challenge").resolve())
         if full:
@@ -357,24 +451,27 @@ def locomo_command(
             results = run_experiment(config, out, lambda step: status.update(f"LoCoMo experiment: {step}"))
         except ValueError as error:
             raise InputError(str(error)) from None
-    print_results(f"LoCoMo sample {config.sample}: {results['benchmark']['probes']} yes/no probes",
-                  [MethodResult.from_dict(m) for m in results["methods"].values()])
+    print_results(
+        f"LoCoMo sample {config.sample}: {results['benchmark']['probes']} yes/no probes",
+        [MethodResult.from_dict(m) for m in results["methods"].values()],
+    )
     console.print(f"report: {out / 'report.md'}")
 
 
 @app.command("demo")
 @_exits_cleanly
 def demo_command(
-    base_model: Optional[str] = typer.Option(None, "--base-model", help="default: the embedded default model"),
-    regenerate_notes: bool = typer.Option(False, "--regenerate-notes",
-                                          help="run the teacher again instead of using its shipped notes"),
+    base_model: str | None = typer.Option(None, "--base-model", help="default: the embedded default model"),
+    regenerate_notes: bool = typer.Option(
+        False, "--regenerate-notes", help="run the teacher again instead of using its shipped notes"
+    ),
     teacher: str = typer.Option("local", "--teacher", help="teacher used with --regenerate-notes"),
     epochs: int = typer.Option(3, help="most epochs per conversation (3 keeps the demo near 10 minutes on 2 cores)"),
-    home: Optional[Path] = typer.Option(None, "--home", help="keep the demo memory here (default: a temp dir)"),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="write results here"),
+    home: Path | None = typer.Option(None, "--home", help="keep the demo memory here (default: a temp dir)"),
+    json_out: Path | None = typer.Option(None, "--json", help="write results here"),
+    dtype: str | None = DtypeOption,
 ):
     """Learn 8 short conversations written for paramem, then compare no memory with memory."""
     from paramem.demo import run_demo
 
-    run_demo(base_model, regenerate_notes, teacher, epochs, home, json_out)
-
+    run_demo(base_model, regenerate_notes, teacher, epochs, home, json_out, _dtype(dtype))

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from paramem.errors import InputError
 
@@ -94,14 +95,19 @@ def _string(value: Any, what: str, path: Path, line: int | None) -> str:
     return value
 
 
-def _finish(conversations: list[Conversation], path: Path, lines: list[int | None],
-            sort_by_time: bool = True) -> list[Conversation]:
+def _finish(
+    conversations: list[Conversation], path: Path, lines: list[int | None], sort_by_time: bool = True
+) -> list[Conversation]:
     """Shared checks: something to learn, no empty conversation, unique ids, timestamp order."""
     _require(bool(conversations), "no conversations in file", path, None)
     seen: dict[str, int | None] = {}
     for conversation, line in zip(conversations, lines):
-        _require(any(m.content.strip() for m in conversation.messages),
-                 f"conversation {conversation.id!r} is empty", path, line)
+        _require(
+            any(m.content.strip() for m in conversation.messages),
+            f"conversation {conversation.id!r} is empty",
+            path,
+            line,
+        )
         if conversation.id in seen:
             first = seen[conversation.id]
             where = f" (first on line {first})" if first else ""
@@ -138,8 +144,14 @@ def load_jsonl(path: Path) -> list[Conversation]:
     for line, record in _json_lines(path, _read_text(path)):
         _require(isinstance(record, dict), "each line must be a JSON object", path, line)
         _require("id" in record, "missing 'id'", path, line)
-        _require(isinstance(record["id"], (str, int)) and not isinstance(record["id"], bool)
-                 and str(record["id"]).strip() != "", "'id' must be a non-empty string", path, line)
+        _require(
+            isinstance(record["id"], (str, int))
+            and not isinstance(record["id"], bool)
+            and str(record["id"]).strip() != "",
+            "'id' must be a non-empty string",
+            path,
+            line,
+        )
         raw = record.get("messages")
         _require(isinstance(raw, list), "missing 'messages' list", path, line)
         _require(bool(raw), f"conversation {record['id']!r} is empty", path, line)
@@ -152,14 +164,27 @@ def load_jsonl(path: Path) -> list[Conversation]:
             _require(role in ROLES, f"message {index}: role must be one of {', '.join(ROLES)}", path, line)
             content = _string(message["content"], f"message {index}: 'content'", path, line)
             messages.append(Message(role=role, content=content))
-        conversations.append(Conversation(id=str(record["id"]), messages=tuple(messages),
-                                          timestamp=_check_timestamp(record.get("timestamp"), path, line)))
+        conversations.append(
+            Conversation(
+                id=str(record["id"]),
+                messages=tuple(messages),
+                timestamp=_check_timestamp(record.get("timestamp"), path, line),
+            )
+        )
         lines.append(line)
     return _finish(conversations, path, lines)
 
 
-SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
-                  "chatgpt": "assistant", "bing": "assistant", "bard": "assistant", "system": "system"}
+SHAREGPT_ROLES = {
+    "human": "user",
+    "user": "user",
+    "gpt": "assistant",
+    "assistant": "assistant",
+    "chatgpt": "assistant",
+    "bing": "assistant",
+    "bard": "assistant",
+    "system": "system",
+}
 
 
 def load_sharegpt(path: Path) -> list[Conversation]:
@@ -172,12 +197,20 @@ def load_sharegpt(path: Path) -> list[Conversation]:
     conversations, lines = [], []
     for index, (line, record) in enumerate(records):
         where = "" if line else f"item {index}: "
-        _require(isinstance(record, dict) and isinstance(record.get("conversations"), list),
-                 f"{where}missing 'conversations' list", path, line)
+        _require(
+            isinstance(record, dict) and isinstance(record.get("conversations"), list),
+            f"{where}missing 'conversations' list",
+            path,
+            line,
+        )
         messages = []
         for turn in record["conversations"]:
-            _require(isinstance(turn, dict) and "from" in turn and "value" in turn,
-                     f"{where}each turn needs 'from' and 'value'", path, line)
+            _require(
+                isinstance(turn, dict) and "from" in turn and "value" in turn,
+                f"{where}each turn needs 'from' and 'value'",
+                path,
+                line,
+            )
             role = SHAREGPT_ROLES.get(str(turn["from"]).lower())
             _require(role is not None, f"{where}unknown speaker {turn['from']!r}", path, line)
             messages.append(Message(role=role, content=_string(turn["value"], f"{where}'value'", path, line)))
@@ -219,16 +252,21 @@ def load_chatgpt(path: Path) -> list[Conversation]:
     conversations = []
     for index, item in enumerate(items):
         where = f"conversation {index}: "
-        _require(isinstance(item, dict) and isinstance(item.get("mapping"), dict),
-                 f"{where}missing 'mapping'", path, None)
+        _require(
+            isinstance(item, dict) and isinstance(item.get("mapping"), dict), f"{where}missing 'mapping'", path, None
+        )
         messages = _chatgpt_messages(item["mapping"], item.get("current_node"), where, path)
         _require(bool(messages), f"{where}conversation is empty", path, None)
         created = item.get("create_time")
-        stamp = (datetime.fromtimestamp(created).astimezone().isoformat()
-                 if isinstance(created, (int, float)) else None)
-        conversations.append(Conversation(id=str(item.get("conversation_id") or item.get("id") or index),
-                                          messages=tuple(messages), timestamp=stamp,
-                                          metadata={"title": item.get("title")}))
+        stamp = datetime.fromtimestamp(created).astimezone().isoformat() if isinstance(created, (int, float)) else None
+        conversations.append(
+            Conversation(
+                id=str(item.get("conversation_id") or item.get("id") or index),
+                messages=tuple(messages),
+                timestamp=stamp,
+                metadata={"title": item.get("title")},
+            )
+        )
     return _finish(conversations, path, [None] * len(conversations))
 
 
@@ -241,8 +279,12 @@ def load_locomo(path: Path) -> list[Conversation]:
     conversations = []
     for index, sample in enumerate(samples):
         where = f"sample {index}: "
-        _require(isinstance(sample, dict) and isinstance(sample.get("conversation"), dict),
-                 f"{where}missing 'conversation'", path, None)
+        _require(
+            isinstance(sample, dict) and isinstance(sample.get("conversation"), dict),
+            f"{where}missing 'conversation'",
+            path,
+            None,
+        )
         body = sample["conversation"]
         sample_id = str(sample.get("sample_id", index))
         speaker_a = body.get("speaker_a")
@@ -254,8 +296,12 @@ def load_locomo(path: Path) -> list[Conversation]:
             _require(isinstance(turns, list), f"{where}{key} must be a list", path, None)
             messages = []
             for turn in turns:
-                _require(isinstance(turn, dict) and isinstance(turn.get("text"), str),
-                         f"{where}{key}: each turn needs 'speaker' and 'text'", path, None)
+                _require(
+                    isinstance(turn, dict) and isinstance(turn.get("text"), str),
+                    f"{where}{key}: each turn needs 'speaker' and 'text'",
+                    path,
+                    None,
+                )
                 text = turn["text"]
                 if turn.get("blip_caption"):  # shared photos are described by a caption
                     text = f"{text} [shares a photo of {turn['blip_caption']}]"
@@ -270,9 +316,18 @@ def load_locomo(path: Path) -> list[Conversation]:
                     stamp = datetime.strptime(raw_date.strip(), LOCOMO_DATE_FORMAT).isoformat()
                 except ValueError:
                     stamp = None
-            sessions.append((stamp or "", number, Conversation(
-                id=f"{sample_id}/session_{number}", messages=tuple(messages), timestamp=stamp,
-                metadata={"sample_id": sample_id, "session": number, "date_time": raw_date})))
+            sessions.append(
+                (
+                    stamp or "",
+                    number,
+                    Conversation(
+                        id=f"{sample_id}/session_{number}",
+                        messages=tuple(messages),
+                        timestamp=stamp,
+                        metadata={"sample_id": sample_id, "session": number, "date_time": raw_date},
+                    ),
+                )
+            )
         # Date order within each sample; sessions without a date keep their number order.
         conversations.extend(c for _, _, c in sorted(sessions, key=lambda s: (s[0], s[1])))
     # Do not reorder across samples by timestamp: each sample is a different pair of people.
@@ -283,8 +338,12 @@ def _msc_dialog(turns: Any, where: str, path: Path, line: int) -> list[Message]:
     _require(isinstance(turns, list), f"{where}'dialog' must be a list", path, line)
     messages = []
     for turn in turns:
-        _require(isinstance(turn, dict) and isinstance(turn.get("text"), str),
-                 f"{where}each turn needs 'id' and 'text'", path, line)
+        _require(
+            isinstance(turn, dict) and isinstance(turn.get("text"), str),
+            f"{where}each turn needs 'id' and 'text'",
+            path,
+            line,
+        )
         speaker = str(turn.get("id", ""))
         role = "user" if speaker == "Speaker 1" else "assistant"
         messages.append(Message(role=role, content=turn["text"], name=speaker or None))
@@ -296,14 +355,21 @@ def load_msc(path: Path) -> list[Conversation]:
     for line, episode in _json_lines(path, _read_text(path)):
         _require(isinstance(episode, dict) and "dialog" in episode, "missing 'dialog'", path, line)
         episode_id = str((episode.get("metadata") or {}).get("initial_data_id") or f"episode_{line}")
-        sessions = [previous.get("dialog") if isinstance(previous, dict) else None
-                    for previous in episode.get("previous_dialogs") or []]
+        sessions = [
+            previous.get("dialog") if isinstance(previous, dict) else None
+            for previous in episode.get("previous_dialogs") or []
+        ]
         sessions.append(episode["dialog"])
         for number, turns in enumerate(sessions, start=1):
             messages = _msc_dialog(turns, f"session {number}: ", path, line)
             if messages:
-                conversations.append(Conversation(id=f"{episode_id}/session_{number}", messages=tuple(messages),
-                                                  metadata={"episode": episode_id, "session": number}))
+                conversations.append(
+                    Conversation(
+                        id=f"{episode_id}/session_{number}",
+                        messages=tuple(messages),
+                        metadata={"episode": episode_id, "session": number},
+                    )
+                )
                 lines.append(line)
     return _finish(conversations, path, lines)
 
@@ -313,7 +379,7 @@ def _malp_text(value: Any) -> str:
     text = value.strip() if isinstance(value, str) else ""
     for prefix in ("Doctor:", "Patient:"):
         if text.startswith(prefix):
-            text = text[len(prefix):].strip()
+            text = text[len(prefix) :].strip()
     return text.strip('"').strip()
 
 
@@ -338,8 +404,14 @@ def load_malp(path: Path) -> list[Conversation]:
     return _finish(conversations, path, [None] * len(conversations))
 
 
-LOADERS = {"jsonl": load_jsonl, "sharegpt": load_sharegpt, "chatgpt": load_chatgpt,
-           "locomo": load_locomo, "msc": load_msc, "malp": load_malp}
+LOADERS = {
+    "jsonl": load_jsonl,
+    "sharegpt": load_sharegpt,
+    "chatgpt": load_chatgpt,
+    "locomo": load_locomo,
+    "msc": load_msc,
+    "malp": load_malp,
+}
 
 
 def detect_format(path: Path) -> str:
@@ -361,8 +433,12 @@ def detect_format(path: Path) -> str:
             return "msc"
     if head.startswith("["):
         # Whole-document formats: look for keys only they have.
-        for marker, name in (('"mapping"', "chatgpt"), ('"conversations"', "sharegpt"),
-                             ('"speaker_a"', "locomo"), ('"Assistant"', "malp")):
+        for marker, name in (
+            ('"mapping"', "chatgpt"),
+            ('"conversations"', "sharegpt"),
+            ('"speaker_a"', "locomo"),
+            ('"Assistant"', "malp"),
+        ):
             if marker in head:
                 return name
     raise InputError("unknown conversation format (use --format: " + ", ".join(FORMATS) + ")", path=path, line=1)

@@ -21,7 +21,7 @@ from paramem.augment.teachers import NotesCache, make_teacher
 from paramem.conversations import load_conversations
 from paramem.evaluate.probes import load_probes
 from paramem.evaluate.run import READOUTS, evaluate_yes_no, heldout_pairs, run_meta, write_json
-from paramem.models import DEFAULT_MODEL, cache_home
+from paramem.models import DEFAULT_MODEL, cache_home, dtype_of
 from paramem.progress import console, learn_with_progress, print_results
 from paramem.recall import recall_cues
 from paramem.remember import RememberConfig
@@ -50,8 +50,15 @@ def seed_teacher_cache(notes_file: Path, conversations) -> str | None:
     return shipped["teacher"]
 
 
-def run_demo(base_model: str | None, regenerate_notes: bool, teacher_kind: str, epochs: int, home: Path | None,
-             json_out: Path | None):
+def run_demo(
+    base_model: str | None,
+    regenerate_notes: bool,
+    teacher_kind: str,
+    epochs: int,
+    home: Path | None,
+    json_out: Path | None,
+    dtype: str | None = None,
+):
     """Learn the demo conversations, then print and return no-memory vs memory results, read by
     recall and by log-odds."""
 
@@ -63,27 +70,50 @@ def run_demo(base_model: str | None, regenerate_notes: bool, teacher_kind: str, 
         teacher_kind = seed_teacher_cache(notes_file, conversations) or teacher_kind
     teacher = make_teacher(teacher_kind)
     # At most DEMO_PAIRS pairs per conversation and epoch, so that 3 epochs fit the time.
-    config = RememberConfig(base_model=model_name, regenerate_notes=regenerate_notes,
-                            train=TrainConfig(epochs=epochs, pairs=PairConfig(max_pairs=DEMO_PAIRS)))
-    console.print(f"paramem demo: {len(conversations)} conversations, {len(probes)} probes, base model "
-                  f"{model_name}, teacher {teacher.name}")
+    config = RememberConfig(
+        base_model=model_name,
+        regenerate_notes=regenerate_notes,
+        dtype=dtype,
+        train=TrainConfig(epochs=epochs, pairs=PairConfig(max_pairs=DEMO_PAIRS)),
+    )
+    console.print(
+        f"paramem demo: {len(conversations)} conversations, {len(probes)} probes, base model "
+        f"{model_name}, teacher {teacher.name}"
+    )
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="paramem-demo-") as scratch:
         where = home or Path(scratch)
         learn_with_progress(DEMO_USER, conversations, teacher, config, where)
         learn_seconds = time.perf_counter() - start
-        model, tokenizer, memory = load_memory(DEMO_USER, where)
+        model, tokenizer, memory = load_memory(DEMO_USER, where, dtype)
         notes = memory.notes()
         results = []
         for readout in READOUTS:  # the same models, read both ways, side by side
-            results += evaluate_yes_no(model, tokenizer, probes, ["none", "memory"], conversations,
-                                       heldout_pairs(notes), readout=readout, cues=recall_cues(notes))
+            results += evaluate_yes_no(
+                model,
+                tokenizer,
+                probes,
+                ["none", "memory"],
+                conversations,
+                heldout_pairs(notes),
+                readout=readout,
+                cues=recall_cues(notes),
+            )
     print_results(f"demo: {len(probes)} yes/no probes on {len(conversations)} conversations", results)
-    console.print(f"learned {len(conversations)} conversations in {learn_seconds:.0f} s; "
-                  f"whole demo {time.perf_counter() - start:.0f} s")
+    console.print(
+        f"learned {len(conversations)} conversations in {learn_seconds:.0f} s; "
+        f"whole demo {time.perf_counter() - start:.0f} s"
+    )
     if json_out:
-        write_json(results, json_out, run_meta(sys.argv, model_name, {"conversations": str(conversations_file),
-                                                                      "probes": str(probes_file),
-                                                                      "teacher": teacher.name}))
+        write_json(
+            results,
+            json_out,
+            run_meta(
+                sys.argv,
+                model_name,
+                {"conversations": str(conversations_file), "probes": str(probes_file), "teacher": teacher.name},
+                dtype_of(model),
+            ),
+        )
         console.print(f"wrote {json_out}")
     return results

@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from paramem.errors import InputError
 from paramem.remember import RememberConfig
@@ -51,8 +51,11 @@ def read_jobs(source: Path) -> list[UserJob]:
     A manifest (.jsonl): one `{"user": ..., "file": ..., "format": ...}` a line, paths relative to it."""
     source = Path(source)
     if source.is_dir():
-        jobs = [UserJob(path.stem, path.resolve()) for path in sorted(source.iterdir())
-                if path.is_file() and path.suffix in CONVERSATION_SUFFIXES]
+        jobs = [
+            UserJob(path.stem, path.resolve())
+            for path in sorted(source.iterdir())
+            if path.is_file() and path.suffix in CONVERSATION_SUFFIXES
+        ]
         if not jobs:
             raise InputError(f"no conversation files ({', '.join(CONVERSATION_SUFFIXES)}) in this folder", path=source)
         return jobs
@@ -66,7 +69,11 @@ def read_jobs(source: Path) -> list[UserJob]:
             entry = json.loads(line)
         except json.JSONDecodeError as error:
             raise InputError(f"invalid JSON: {error.msg}", path=source, line=number) from None
-        if not isinstance(entry, dict) or not isinstance(entry.get("user"), str) or not isinstance(entry.get("file"), str):
+        if (
+            not isinstance(entry, dict)
+            or not isinstance(entry.get("user"), str)
+            or not isinstance(entry.get("file"), str)
+        ):
             raise InputError('expected {"user": "...", "file": "..."}', path=source, line=number)
         if entry["user"] in seen:
             raise InputError(f"user {entry['user']!r} appears twice", path=source, line=number)
@@ -89,8 +96,9 @@ def learn_user(job: UserJob, teacher: TeacherSpec, config: RememberConfig, home:
     start = time.perf_counter()
     try:
         conversations = load_conversations(job.file, job.format)
-        learned = remember(job.user, conversations, make_teacher(teacher.kind, teacher.model, teacher.url),
-                           config, home)
+        learned = remember(
+            job.user, conversations, make_teacher(teacher.kind, teacher.model, teacher.url), config, home
+        )
     except (InputError, ValueError) as error:
         return UserOutcome(job.user, False, seconds=time.perf_counter() - start, error=str(error).splitlines()[0])
     return UserOutcome(job.user, True, len(learned), len(conversations) - len(learned), time.perf_counter() - start)
@@ -102,17 +110,27 @@ def _worker_environment() -> dict[str, str]:
     return {name: os.environ[name] for name in names if name in os.environ}
 
 
-def remember_many(jobs: list[UserJob], teacher: TeacherSpec, config: RememberConfig, home: Path,
-                  address: str | None = None, cpus_per_user: int = 1,
-                  on_done: Callable[[UserOutcome], None] | None = None) -> list[UserOutcome]:
+def remember_many(
+    jobs: list[UserJob],
+    teacher: TeacherSpec,
+    config: RememberConfig,
+    home: Path,
+    address: str | None = None,
+    cpus_per_user: int = 1,
+    on_done: Callable[[UserOutcome], None] | None = None,
+) -> list[UserOutcome]:
     """Train one user per Ray task; returns every user's outcome, in the order the jobs were given."""
     import ray
 
     home = Path(home).resolve()  # every worker must write to the same store
     started_here = not ray.is_initialized()
     if started_here:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False,
-                 runtime_env={"env_vars": _worker_environment()})
+        ray.init(
+            address=address,
+            include_dashboard=False,
+            log_to_driver=False,
+            runtime_env={"env_vars": _worker_environment()},
+        )
     try:
         task = ray.remote(num_cpus=cpus_per_user, max_retries=0)(learn_user)
         pending = {task.remote(job, teacher, config, home, cpus_per_user): job for job in jobs}

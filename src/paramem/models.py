@@ -2,7 +2,7 @@
 
 Packaged presets arrive as GGUF files inside PyPI wheels. Parsing a GGUF takes 6-60 s, so each is
 dequantized once into a safetensors folder in the cache (written to a temp dir, then renamed into
-place) and loaded from there in bf16 in about a second.
+place) and loaded from there in about a second, in the dtype this CPU computes fastest (`compute.py`).
 """
 
 from __future__ import annotations
@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging as transformers_logging
 
+from paramem.compute import DTYPE_ENV, DTYPES, choose_dtype
 from paramem.errors import InputError
 
 
@@ -100,8 +101,9 @@ def preset_gguf(preset: Preset) -> Path:
                     out.write(chunk)
     if digest.hexdigest() != preset.sha256:
         os.unlink(out.name)
-        raise InputError(f"joined GGUF has sha256 {digest.hexdigest()}, expected {preset.sha256}; refusing it",
-                         path=target)
+        raise InputError(
+            f"joined GGUF has sha256 {digest.hexdigest()}, expected {preset.sha256}; refusing it", path=target
+        )
     os.replace(out.name, target)
     return target
 
@@ -120,8 +122,7 @@ def convert_gguf(gguf_file: Path, target: Path) -> Path:
 
     def build(tmp: Path) -> None:
         # float32 for the one-time conversion: loading the GGUF in bf16 keeps weights packed.
-        model = AutoModelForCausalLM.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name,
-                                                     dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name, dtype=torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name)
         _clear_quantization_marks(model)
         model.save_pretrained(tmp)
@@ -146,22 +147,52 @@ def model_dir(name: str) -> Path:
     return path
 
 
-def load_model(name: str = DEFAULT_MODEL, dtype: torch.dtype = torch.bfloat16,
-               ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Load (model, tokenizer) for a preset name, a GGUF file, a HF folder or id, or `tiny`."""
-    if name == TINY_MODEL:
-        return tiny_model()
+def load_model(
+    name: str = DEFAULT_MODEL,
+    dtype: str | torch.dtype | None = None,
+    stored_dtype: str | None = None,
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load (model, tokenizer) for a preset name, a GGUF file, a HF folder or id, or `tiny`.
+
+    The weights' dtype is the first of: `dtype` (a name or a torch dtype), $PARAMEM_DTYPE,
+    `stored_dtype` (what a memory was learned in), the faster one measured on this CPU at the
+    model's sizes (`compute.choose_dtype`)."""
+    if name == TINY_MODEL:  # float32 unless a dtype is asked for: tests never pay for a measurement
+        model, tokenizer = tiny_model()
+        if dtype is not None or stored_dtype is not None or os.environ.get(DTYPE_ENV, "").strip():
+            model = model.to(_torch_dtype(dtype, stored_dtype, None))
+        return model, tokenizer
     transformers_logging.disable_progress_bar()  # paramem shows its own progress
     source = model_dir(name)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=_torch_dtype(dtype, stored_dtype, source))
     except OSError as error:
         raise InputError(f"cannot load base model {name!r}: {str(error).splitlines()[0]}") from error
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     model.eval()
     return model, tokenizer
+
+
+def _torch_dtype(dtype: str | torch.dtype | None, stored: str | None, source: Path | str | None) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    sizes = {}  # no readable config: measure at the 0.5B preset's sizes
+    if source is not None:
+        try:
+            config = AutoConfig.from_pretrained(source)
+            sizes = {"hidden": config.hidden_size, "intermediate": config.intermediate_size}
+        except (OSError, AttributeError, ValueError):
+            pass
+    return choose_dtype(dtype, stored, **sizes).dtype
+
+
+def dtype_of(model: torch.nn.Module) -> str:
+    """The name of the dtype the base weights are in ("float32" or "bfloat16")."""
+    names = {dtype: name for name, dtype in DTYPES.items()}
+    frozen = [p.dtype for p in model.parameters() if not p.requires_grad] or [p.dtype for p in model.parameters()]
+    return names.get(frozen[0], str(frozen[0]).removeprefix("torch."))
 
 
 # A minimal chat template for the tiny test model, in the ChatML shape the presets use.
@@ -181,9 +212,12 @@ def tiny_tokenizer() -> PreTrainedTokenizerBase:
     backend = Tokenizer(models.BPE(vocab=vocab, merges=[]))
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|im_end|>",
-                                        pad_token="<|endoftext|>",
-                                        additional_special_tokens=["<|im_start|>"])
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        additional_special_tokens=["<|im_start|>"],
+    )
     tokenizer.chat_template = TINY_CHAT_TEMPLATE
     return tokenizer
 
@@ -193,10 +227,17 @@ def tiny_model(seed: int = 0) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]
     from transformers import LlamaConfig, LlamaForCausalLM
 
     tokenizer = tiny_tokenizer()
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128,
-                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                         max_position_embeddings=2048, pad_token_id=tokenizer.pad_token_id,
-                         eos_token_id=tokenizer.eos_token_id)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)
     model.eval()

@@ -27,8 +27,11 @@ class Encoded:
 @lru_cache(maxsize=16)
 def _template_parts(tokenizer: PreTrainedTokenizerBase, system: str) -> tuple[str, str, str]:
     """(before question, between question and answer, after answer) of the chat template."""
-    messages = [{"role": "system", "content": system}, {"role": "user", "content": _QUESTION},
-                {"role": "assistant", "content": _ANSWER}]
+    messages = [
+        {"role": "system", "content": system},
+        {"role": "user", "content": _QUESTION},
+        {"role": "assistant", "content": _ANSWER},
+    ]
     text = tokenizer.apply_chat_template(messages, tokenize=False)
     before, rest = text.split(_QUESTION)
     middle, after = rest.split(_ANSWER)
@@ -45,13 +48,24 @@ def encode_prompt(tokenizer: PreTrainedTokenizerBase, question: str, system: str
     return _ids(tokenizer, before) + _ids(tokenizer, question) + _ids(tokenizer, middle)
 
 
-def encode_example(tokenizer: PreTrainedTokenizerBase, question: str, answer: str, qa_weight: float,
-                   template_weight: float = 1.0, system: str = SYSTEM_PROMPT) -> Encoded:
+def encode_example(
+    tokenizer: PreTrainedTokenizerBase,
+    question: str,
+    answer: str,
+    qa_weight: float,
+    template_weight: float = 1.0,
+    system: str = SYSTEM_PROMPT,
+) -> Encoded:
     """Token ids and PLUM loss weights: `qa_weight` on question and answer tokens, `template_weight`
     on the instruction and chat-template tokens (including the end-of-answer marker)."""
     before, middle, after = _template_parts(tokenizer, system)
-    pieces = [(before, template_weight), (question, qa_weight), (middle, template_weight),
-              (answer, qa_weight), (after, template_weight)]
+    pieces = [
+        (before, template_weight),
+        (question, qa_weight),
+        (middle, template_weight),
+        (answer, qa_weight),
+        (after, template_weight),
+    ]
     ids: list[int] = []
     weights: list[float] = []
     for text, weight in pieces:

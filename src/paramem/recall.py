@@ -25,6 +25,7 @@ from paramem.answer import rule_thresholds
 from paramem.augment.notes import Notes
 from paramem.augment.pairs import recall_opening, recall_question, validation_pairs
 from paramem.embeddings import load_embedder
+from paramem.errors import check_option
 from paramem.prompts import encode_prompt
 from paramem.store import UserMemory
 
@@ -50,6 +51,13 @@ class RecallConfig:
     # many tokens may repeat. Long, because the prompt counts too: the cue's date (~8 tokens) must
     # be free to come back.
     no_repeat_ngram_size: int = 12
+
+    def __post_init__(self):
+        check_option(self.max_new_tokens >= 1, "max_new_tokens", "at least 1", self.max_new_tokens)
+        check_option(-1 <= self.threshold <= 1, "threshold", "a cosine similarity in [-1, 1]", self.threshold)
+        check_option(self.batch_size >= 1, "batch_size", "at least 1", self.batch_size)
+        check_option(self.branches >= 1, "branches", "at least 1", self.branches)
+        check_option(self.no_repeat_ngram_size >= 0, "no_repeat_ngram_size", "0 or more", self.no_repeat_ngram_size)
 
 
 @dataclass(frozen=True)
@@ -93,8 +101,9 @@ def _in_float32(model):
 
 
 @torch.inference_mode()
-def recollect(model, tokenizer: PreTrainedTokenizerBase, cues: list[Cue],
-              config: RecallConfig | None = None) -> list[str]:
+def recollect(
+    model, tokenizer: PreTrainedTokenizerBase, cues: list[Cue], config: RecallConfig | None = None
+) -> list[str]:
     """What the model recalls for each cue: asked exactly as trained (`encode_prompt`), its answer
     begun with the cue's opening, then one greedy continuation from each of the `branches` likeliest
     next tokens; the branches joined by newlines."""
@@ -105,23 +114,29 @@ def recollect(model, tokenizer: PreTrainedTokenizerBase, cues: list[Cue],
 
 def _branch_and_continue(model, tokenizer: PreTrainedTokenizerBase, cues: list[Cue], config: RecallConfig) -> list[str]:
     pad = tokenizer.pad_token_id
-    prompts = [encode_prompt(tokenizer, c.question) + tokenizer(c.opening, add_special_tokens=False)["input_ids"]
-               for c in cues]
+    prompts = [
+        encode_prompt(tokenizer, c.question) + tokenizer(c.opening, add_special_tokens=False)["input_ids"] for c in cues
+    ]
     starts = []
     for i in range(0, len(prompts), config.batch_size):
-        ids, mask = _left_padded(prompts[i:i + config.batch_size], pad)
+        ids, mask = _left_padded(prompts[i : i + config.batch_size], pad)
         next_logits = model(input_ids=ids, attention_mask=mask).logits[:, -1].float()
         starts += next_logits.topk(config.branches, dim=-1).indices.tolist()
     rows = [(cue, prompt + [token]) for cue, (prompt, tops) in enumerate(zip(prompts, starts)) for token in tops]
     texts: list[list[str]] = [[] for _ in cues]
     for i in range(0, len(rows), config.batch_size):
-        batch = rows[i:i + config.batch_size]
+        batch = rows[i : i + config.batch_size]
         ids, mask = _left_padded([r for _, r in batch], pad)
-        generated = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=config.max_new_tokens,
-                                   do_sample=False, no_repeat_ngram_size=config.no_repeat_ngram_size,
-                                   pad_token_id=pad)
-        for (cue, row), out in zip(batch, generated):
-            continuation = tokenizer.decode(out[ids.shape[1] - 1:], skip_special_tokens=True)
+        generated = model.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            max_new_tokens=config.max_new_tokens,
+            do_sample=False,
+            no_repeat_ngram_size=config.no_repeat_ngram_size,
+            pad_token_id=pad,
+        )
+        for (cue, _), out in zip(batch, generated):
+            continuation = tokenizer.decode(out[ids.shape[1] - 1 :], skip_special_tokens=True)
             texts[cue].append(f"{cues[cue].opening}{continuation}".strip())
     return ["\n".join(branches) for branches in texts]
 
@@ -134,8 +149,11 @@ class SentenceMatcher:
         self.sentences = sentences(texts)
         self.threshold = threshold
         self.embedder = embedder or load_embedder()
-        self._embeddings = (self.embedder.encode(self.sentences, convert_to_tensor=True, normalize_embeddings=True)
-                            if self.sentences else None)
+        self._embeddings = (
+            self.embedder.encode(self.sentences, convert_to_tensor=True, normalize_embeddings=True)
+            if self.sentences
+            else None
+        )
 
     def matches(self, questions: list[str]) -> list[tuple[float, str | None]]:
         """(score, the closest sentence) per question."""
@@ -145,8 +163,10 @@ class SentenceMatcher:
             return [(-self.threshold, None)] * len(questions)
         asked = self.embedder.encode(questions, convert_to_tensor=True, normalize_embeddings=True)
         best = (asked @ self._embeddings.T).max(dim=-1)
-        return [(value - self.threshold, self.sentences[index])
-                for value, index in zip(best.values.tolist(), best.indices.tolist())]
+        return [
+            (value - self.threshold, self.sentences[index])
+            for value, index in zip(best.values.tolist(), best.indices.tolist())
+        ]
 
     def scores(self, questions: list[str]) -> list[float]:
         return [score for score, _ in self.matches(questions)]
@@ -158,8 +178,9 @@ def recall_cues(notes: list[Notes]) -> list[Cue]:
     return [Cue(recall_question(n), recall_opening(n)) for n in bare]
 
 
-def recollections(model, tokenizer: PreTrainedTokenizerBase, memory: UserMemory,
-                  config: RecallConfig | None = None) -> list[str]:
+def recollections(
+    model, tokenizer: PreTrainedTokenizerBase, memory: UserMemory, config: RecallConfig | None = None
+) -> list[str]:
     """What the user's adapter (loaded in `model`) recalls of each learned conversation, cached beside
     that adapter version: a new version (another conversation learned) starts a fresh cache."""
     config = config or RecallConfig()
@@ -180,8 +201,9 @@ def recollections(model, tokenizer: PreTrainedTokenizerBase, memory: UserMemory,
 class RecallAnswerer:
     """Yes/no answers to questions put to one user's memory, read by recall."""
 
-    def __init__(self, model, tokenizer: PreTrainedTokenizerBase, memory: UserMemory,
-                 config: RecallConfig | None = None):
+    def __init__(
+        self, model, tokenizer: PreTrainedTokenizerBase, memory: UserMemory, config: RecallConfig | None = None
+    ):
         config = config or RecallConfig()
         self.memory = memory
         self.matcher = SentenceMatcher(recollections(model, tokenizer, memory, config), config.threshold)
@@ -197,5 +219,7 @@ class RecallAnswerer:
     def decide(self, questions: list[str], rule: str = "balanced") -> list[tuple[str, float, str | None]]:
         """("yes" | "no", score minus the rule's threshold, the closest recalled sentence) per question."""
         threshold = self.threshold(rule)
-        return [("yes" if score > threshold else "no", score - threshold, sentence)
-                for score, sentence in self.matcher.matches(questions)]
+        return [
+            ("yes" if score > threshold else "no", score - threshold, sentence)
+            for score, sentence in self.matcher.matches(questions)
+        ]

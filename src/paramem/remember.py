@@ -6,16 +6,17 @@ at most the conversation in progress, and the next run resumes after the last co
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from paramem.answer import fit_threshold
 from paramem.augment.pairs import validation_pairs
 from paramem.augment.teachers import NotesCache, Teacher, augment, drop_contradicting_negatives
+from paramem.compute import dtype_name
 from paramem.conversations import Conversation
 from paramem.errors import InputError
-from paramem.models import DEFAULT_MODEL, cache_home, load_model
+from paramem.models import DEFAULT_MODEL, cache_home, dtype_of, load_model
 from paramem.store import LearnedConversation, UserMemory, now_iso
 from paramem.train import EpochReport, SequentialTrainer, TrainConfig, attach_lora
 
@@ -25,7 +26,14 @@ class RememberConfig:
     base_model: str = DEFAULT_MODEL  # preset name, HF folder or id, GGUF file, or "tiny"
     keep_conversations: bool = False  # keep raw text in the manifest (PLUM discards it once learned)
     regenerate_notes: bool = False  # ask the teacher again even when its notes are cached
+    # "float32" or "bfloat16"; None: $PARAMEM_DTYPE, else what the memory was learned in, else the
+    # faster one measured on this CPU (compute.py). Recorded in the memory's settings.
+    dtype: str | None = None
     train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self):
+        if self.dtype is not None:
+            self.dtype = dtype_name(self.dtype)
 
 
 @dataclass
@@ -36,8 +44,14 @@ class Callbacks:
     on_learned: Callable[[LearnedConversation], None] | None = None
 
 
-def remember(user: str, conversations: list[Conversation], teacher: Teacher, config: RememberConfig,
-             home: Path | None = None, callbacks: Callbacks | None = None) -> list[LearnedConversation]:
+def remember(
+    user: str,
+    conversations: list[Conversation],
+    teacher: Teacher,
+    config: RememberConfig,
+    home: Path | None = None,
+    callbacks: Callbacks | None = None,
+) -> list[LearnedConversation]:
     """Learn every conversation not yet in `user`'s memory; returns what this call learned."""
     callbacks = callbacks or Callbacks()
     memory = UserMemory(user, home)
@@ -59,8 +73,9 @@ def remember(user: str, conversations: list[Conversation], teacher: Teacher, con
             return []
         notes = augment(todo, teacher, NotesCache(cache_home() / "teacher"), regenerate=config.regenerate_notes)
         earlier = memory.notes()
-        notes = drop_contradicting_negatives([*earlier, *notes], [c.text for c in todo])[len(earlier):]
-        model, tokenizer = load_model(config.base_model)
+        notes = drop_contradicting_negatives([*earlier, *notes], [c.text for c in todo])[len(earlier) :]
+        model, tokenizer = load_model(config.base_model, config.dtype, memory.settings().get("dtype"))
+        memory.save_settings({"dtype": dtype_of(model)})  # answers load the base model the same way
         model = attach_lora(model, config.train, adapter=_adapter_path(memory))
         trainer = SequentialTrainer(model, tokenizer, config.train)
         version = memory.current_version() or 0
@@ -71,12 +86,19 @@ def remember(user: str, conversations: list[Conversation], teacher: Teacher, con
             result = trainer.learn(conversation_notes, earlier, position, len(todo), callbacks.on_epoch)
             version += 1
             record = LearnedConversation(
-                id=conversation.id, content_hash=conversation.content_hash, timestamp=conversation.timestamp,
-                qa_pairs=result.qa_pairs, epochs=result.epochs, final_loss=result.final_loss,
-                heldout_accuracy=result.heldout_accuracy, seconds=result.seconds, adapter_version=version,
-                learned_at=now_iso(), learning_rate=result.learning_rate)
-            memory.commit(model, record, conversation_notes,
-                          conversation.text if config.keep_conversations else None)
+                id=conversation.id,
+                content_hash=conversation.content_hash,
+                timestamp=conversation.timestamp,
+                qa_pairs=result.qa_pairs,
+                epochs=result.epochs,
+                final_loss=result.final_loss,
+                heldout_accuracy=result.heldout_accuracy,
+                seconds=result.seconds,
+                adapter_version=version,
+                learned_at=now_iso(),
+                learning_rate=result.learning_rate,
+            )
+            memory.commit(model, record, conversation_notes, conversation.text if config.keep_conversations else None)
             earlier.append(conversation_notes)
             learned.append(record)
             if callbacks.on_learned:
@@ -97,11 +119,17 @@ def _adapter_path(memory: UserMemory) -> str | None:
 def _check_settings(memory: UserMemory, config: RememberConfig) -> None:
     """A memory keeps the base model and LoRA shape it was started with."""
     train = config.train
-    wanted = {"base_model": config.base_model, "lora_rank": train.lora_rank, "lora_alpha": train.lora_alpha,
-              "target_modules": train.target_modules, "layers": train.layers}
+    wanted = {
+        "base_model": config.base_model,
+        "lora_rank": train.lora_rank,
+        "lora_alpha": train.lora_alpha,
+        "target_modules": train.target_modules,
+        "layers": train.layers,
+    }
     stored = memory.settings()
     if not stored:
         memory.save_settings(wanted)
     elif stored.get("base_model") != config.base_model:
-        raise InputError(f"user {memory.user!r} was learned on base model {stored.get('base_model')!r}, "
-                         f"not {config.base_model!r}")
+        raise InputError(
+            f"user {memory.user!r} was learned on base model {stored.get('base_model')!r}, not {config.base_model!r}"
+        )

@@ -93,12 +93,12 @@ class UserMemory:
     def exists(self) -> bool:
         return (self.root / "manifest.sqlite").exists()
 
-    def require(self) -> "UserMemory":
+    def require(self) -> UserMemory:
         if not self.exists:
             raise InputError(f"unknown user {self.user!r}: no memory under {self.root} (run `paramem remember`)")
         return self
 
-    def lock(self) -> "UserMemory":
+    def lock(self) -> UserMemory:
         """Take this user's write lock, or fail at once with a clear message."""
         self.root.mkdir(parents=True, exist_ok=True)
         handle = open(self.root / ".lock", "a+")
@@ -108,8 +108,9 @@ class UserMemory:
             handle.seek(0)
             holder = handle.read().strip() or "another process"
             handle.close()
-            raise UserLocked(f"user {self.user!r} is being updated by {holder}; try again when it finishes",
-                             path=self.root / ".lock") from None
+            raise UserLocked(
+                f"user {self.user!r} is being updated by {holder}; try again when it finishes", path=self.root / ".lock"
+            ) from None
         handle.seek(0)
         handle.truncate()
         handle.write(f"paramem pid {os.getpid()}")
@@ -123,7 +124,7 @@ class UserMemory:
             self._lock_file.close()
             self._lock_file = None
 
-    def __enter__(self) -> "UserMemory":
+    def __enter__(self) -> UserMemory:
         return self.lock()
 
     def __exit__(self, *exc) -> None:
@@ -149,15 +150,18 @@ class UserMemory:
 
     def save_settings(self, values: dict[str, Any]) -> None:
         with self._db() as db:
-            db.executemany("INSERT OR REPLACE INTO settings VALUES (?, ?)",
-                           [(k, json.dumps(v)) for k, v in values.items()])
+            db.executemany(
+                "INSERT OR REPLACE INTO settings VALUES (?, ?)", [(k, json.dumps(v)) for k, v in values.items()]
+            )
 
     def learned(self) -> list[LearnedConversation]:
         if not self.exists:
             return []
         with self._db() as db:
-            rows = db.execute("SELECT id, content_hash, timestamp, qa_pairs, epochs, final_loss, heldout_accuracy,"
-                              " seconds, adapter_version, learned_at, learning_rate FROM conversations ORDER BY position").fetchall()
+            rows = db.execute(
+                "SELECT id, content_hash, timestamp, qa_pairs, epochs, final_loss, heldout_accuracy,"
+                " seconds, adapter_version, learned_at, learning_rate FROM conversations ORDER BY position"
+            ).fetchall()
         return [LearnedConversation(*row) for row in rows]
 
     def learned_hashes(self) -> set[str]:
@@ -201,13 +205,26 @@ class UserMemory:
         model.save_pretrained(tmp)
         os.replace(tmp, target)
         with self._db() as db:  # one transaction: the row and its version appear together
-            db.execute("INSERT INTO conversations (id, content_hash, timestamp, qa_pairs, epochs, final_loss,"
-                       " heldout_accuracy, seconds, adapter_version, learned_at, notes, text, learning_rate)"
-                       " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                       (record.id, record.content_hash, record.timestamp, record.qa_pairs, record.epochs,
-                        record.final_loss, record.heldout_accuracy, record.seconds, record.adapter_version,
-                        record.learned_at, json.dumps(notes.to_dict(), ensure_ascii=False), text,
-                        record.learning_rate))
+            db.execute(
+                "INSERT INTO conversations (id, content_hash, timestamp, qa_pairs, epochs, final_loss,"
+                " heldout_accuracy, seconds, adapter_version, learned_at, notes, text, learning_rate)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    record.id,
+                    record.content_hash,
+                    record.timestamp,
+                    record.qa_pairs,
+                    record.epochs,
+                    record.final_loss,
+                    record.heldout_accuracy,
+                    record.seconds,
+                    record.adapter_version,
+                    record.learned_at,
+                    json.dumps(notes.to_dict(), ensure_ascii=False),
+                    text,
+                    record.learning_rate,
+                ),
+            )
         self._point_adapter_link(target)
         self._drop_old_versions(keep=record.adapter_version)
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
@@ -14,6 +14,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from paramem.answer import YesNoScorer
 from paramem.augment.notes import Notes
 from paramem.augment.pairs import PairConfig, QAPair, training_pairs, validation_pairs
+from paramem.errors import check_option
 from paramem.models import decoder_and_head
 from paramem.prompts import Encoded, encode_example, encode_statement
 
@@ -53,8 +54,30 @@ class TrainConfig:
     pairs: PairConfig = field(default_factory=PairConfig)
 
     def __post_init__(self):
-        if self.learning_rates and not self.early_stopping:
-            raise ValueError("choosing among learning_rates needs early_stopping (held-out accuracy)")
+        check_option(self.lora_rank >= 1, "lora_rank", "at least 1", self.lora_rank)
+        check_option(self.lora_alpha > 0, "lora_alpha", "above 0", self.lora_alpha)
+        check_option(0 <= self.lora_dropout < 1, "lora_dropout", "in [0, 1)", self.lora_dropout)
+        # lambda <= 0 would silently drop (or push away) the question and answer tokens
+        check_option(self.qa_weight > 0, "qa_weight (--lambda)", "above 0", self.qa_weight)
+        check_option(self.template_weight >= 0, "template_weight", "0 or more", self.template_weight)
+        check_option(self.statement_weight >= 0, "statement_weight", "0 or more", self.statement_weight)
+        check_option(self.epochs >= 1, "epochs (--epochs)", "at least 1", self.epochs)
+        check_option(self.min_epochs >= 1, "min_epochs", "at least 1", self.min_epochs)
+        check_option(self.patience >= 1, "patience", "at least 1", self.patience)
+        rates = [self.learning_rate, *(self.learning_rates or [])]
+        check_option(all(rate > 0 for rate in rates), "learning rate (--lr)", "above 0", rates)
+        check_option(self.weight_decay >= 0, "weight_decay", "0 or more", self.weight_decay)
+        check_option(self.batch_size >= 1, "batch_size", "at least 1", self.batch_size)
+        # replay r of an epoch means r / (1 - r) earlier pairs per new one: r = 1 is all replay
+        check_option(0 <= self.replay_share < 1, "replay_share (--replay)", "in [0, 1)", self.replay_share)
+        check_option(self.max_length >= 16, "max_length", "at least 16 tokens", self.max_length)
+        check_option(self.attention in ("eager", "sdpa"), "attention", "eager or sdpa", self.attention)
+        check_option(
+            not (self.learning_rates and not self.early_stopping),
+            "early_stopping",
+            "on to choose among learning_rates (held-out accuracy decides)",
+            self.early_stopping,
+        )
 
     def lora_config(self, model: torch.nn.Module | None = None) -> LoraConfig:
         targets = self.target_modules
@@ -63,15 +86,26 @@ class TrainConfig:
             if model is None:
                 raise ValueError("naming the linear modules of chosen layers needs the model")
             targets = linear_module_names(model)
-        return LoraConfig(r=self.lora_rank, lora_alpha=self.lora_alpha, lora_dropout=self.lora_dropout,
-                          target_modules=targets, layers_to_transform=self.layers, task_type="CAUSAL_LM")
+        return LoraConfig(
+            r=self.lora_rank,
+            lora_alpha=self.lora_alpha,
+            lora_dropout=self.lora_dropout,
+            target_modules=targets,
+            layers_to_transform=self.layers,
+            task_type="CAUSAL_LM",
+        )
 
 
 def linear_module_names(model: torch.nn.Module) -> list[str]:
     """Short names of the linear layers inside the transformer blocks ("q_proj", ..., not the head)."""
     _, head = decoder_and_head(model)
-    return sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
-                   if isinstance(module, torch.nn.Linear) and module is not head})
+    return sorted(
+        {
+            name.rsplit(".", 1)[-1]
+            for name, module in model.named_modules()
+            if isinstance(module, torch.nn.Linear) and module is not head
+        }
+    )
 
 
 def weighted_cross_entropy(logits: torch.Tensor, input_ids: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -84,8 +118,9 @@ def weighted_cross_entropy(logits: torch.Tensor, input_ids: torch.Tensor, weight
     logits = logits[:, :-1].float()
     targets = input_ids[:, 1:]
     token_weights = weights[:, 1:]
-    losses = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1),
-                                               reduction="none").view_as(targets)
+    losses = torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.size(-1)), targets.reshape(-1), reduction="none"
+    ).view_as(targets)
     trained = (token_weights > 0).sum().clamp(min=1)
     return (losses * token_weights).sum() / trained
 
@@ -109,11 +144,12 @@ def encode_pair(tokenizer: PreTrainedTokenizerBase, pair: QAPair, config: TrainC
     return encode_example(tokenizer, pair.question, pair.answer, config.qa_weight, config.template_weight)
 
 
-def batches(examples: list[Encoded], batch_size: int, pad_id: int, max_length: int,
-            rng: random.Random) -> list[dict[str, torch.Tensor]]:
+def batches(
+    examples: list[Encoded], batch_size: int, pad_id: int, max_length: int, rng: random.Random
+) -> list[dict[str, torch.Tensor]]:
     """Length-bucketed batches (similar lengths together, so little padding), in shuffled order."""
     order = sorted(range(len(examples)), key=lambda i: (len(examples[i].input_ids), rng.random()))
-    groups = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    groups = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     rng.shuffle(groups)
     out = []
     for group in groups:
@@ -135,8 +171,9 @@ def attach_lora(model: PreTrainedModel, config: TrainConfig, adapter: str | None
     """Wrap the base model with a fresh LoRA, or with a saved adapter to continue learning."""
     model.set_attn_implementation(config.attention)
     if adapter is not None:
-        return PeftModel.from_pretrained(model, adapter, is_trainable=True,
-                                         autocast_adapter_dtype=config.adapter_float32)
+        return PeftModel.from_pretrained(
+            model, adapter, is_trainable=True, autocast_adapter_dtype=config.adapter_float32
+        )
     return get_peft_model(model, config.lora_config(model), autocast_adapter_dtype=config.adapter_float32)
 
 
@@ -190,8 +227,9 @@ class SequentialTrainer:
     def _trainable(self) -> list[torch.nn.Parameter]:
         return [p for p in self.model.parameters() if p.requires_grad]
 
-    def _epoch_examples(self, notes: Notes, earlier: list[Notes], epoch: int,
-                        rng: random.Random) -> tuple[list[Encoded], int]:
+    def _epoch_examples(
+        self, notes: Notes, earlier: list[Notes], epoch: int, rng: random.Random
+    ) -> tuple[list[Encoded], int]:
         own = training_pairs(notes, epoch, self.config.pairs)
         earlier_pairs = [p for old in earlier for p in training_pairs(old, epoch, self.config.pairs)]
         replay: list[QAPair] = []
@@ -213,8 +251,14 @@ class SequentialTrainer:
         decisions = self.scorer.decide([p.question for p in pairs], threshold=0.0)
         return sum(d == p.label for (d, _), p in zip(decisions, pairs)) / len(pairs)
 
-    def learn(self, notes: Notes, earlier: list[Notes], position: int = 1, total: int = 1,
-              on_epoch: Callable[[EpochReport], None] | None = None) -> LearnResult:
+    def learn(
+        self,
+        notes: Notes,
+        earlier: list[Notes],
+        position: int = 1,
+        total: int = 1,
+        on_epoch: Callable[[EpochReport], None] | None = None,
+    ) -> LearnResult:
         """Learn one conversation's notes for up to `epochs` epochs, replaying `earlier` ones; with
         `learning_rates`, once per rate from the same starting adapter, keeping the best held-out run."""
         config = self.config
@@ -232,13 +276,29 @@ class SequentialTrainer:
         if kept.state:
             self._load_lora_state(kept.state)
         self.model.eval()
-        return LearnResult(kept.epoch, kept.loss, kept.score if config.early_stopping and heldout else None,
-                           kept.qa_pairs, sum(r.tokens for r in runs), sum(r.computed for r in runs),
-                           kept.epochs_run, time.perf_counter() - start, kept.learning_rate)
+        return LearnResult(
+            kept.epoch,
+            kept.loss,
+            kept.score if config.early_stopping and heldout else None,
+            kept.qa_pairs,
+            sum(r.tokens for r in runs),
+            sum(r.computed for r in runs),
+            kept.epochs_run,
+            time.perf_counter() - start,
+            kept.learning_rate,
+        )
 
-    def _epochs(self, notes: Notes, earlier: list[Notes], heldout: list[QAPair], learning_rate: float,
-                position: int, total: int, on_epoch: Callable[[EpochReport], None] | None,
-                start: float) -> _Run:
+    def _epochs(
+        self,
+        notes: Notes,
+        earlier: list[Notes],
+        heldout: list[QAPair],
+        learning_rate: float,
+        position: int,
+        total: int,
+        on_epoch: Callable[[EpochReport], None] | None,
+        start: float,
+    ) -> _Run:
         """Train epoch after epoch at one learning rate; the epoch with the best held-out accuracy is
         kept, stopping after `patience` epochs without improvement or once every held-out pair is right."""
         config = self.config
@@ -288,4 +348,3 @@ class SequentialTrainer:
             for name, param in self.model.named_parameters():
                 if name in state:
                     param.copy_(state[name])
-

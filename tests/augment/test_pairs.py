@@ -4,14 +4,21 @@ from paramem.augment.pairs import PairConfig, training_pairs, validation_pairs
 
 
 def notes():
-    return Notes("c1", "2 March 2026",
-                 topics=[Topic("a trip to Kyoto", ["travelling to Japan", "a holiday in Kyoto"]),
-                         Topic("cherry blossoms", ["sakura season", "flowering cherry trees"])],
-                 facts=[Fact("The user flies to Kyoto in April.", ["In April the user travels to Kyoto."])],
-                 negatives=[Topic("a trip to Seoul", ["travelling to Korea", "a holiday in Seoul"]),
-                            Topic("autumn leaves", ["fall foliage", "autumn colours"]),
-                            Topic("a sushi bar", ["raw fish", "a sushi restaurant"])],
-                 false_facts=[Fact("The user flies to Osaka in October.")])
+    return Notes(
+        "c1",
+        "2 March 2026",
+        topics=[
+            Topic("a trip to Kyoto", ["travelling to Japan", "a holiday in Kyoto"]),
+            Topic("cherry blossoms", ["sakura season", "flowering cherry trees"]),
+        ],
+        facts=[Fact("The user flies to Kyoto in April.", ["In April the user travels to Kyoto."])],
+        negatives=[
+            Topic("a trip to Seoul", ["travelling to Korea", "a holiday in Seoul"]),
+            Topic("autumn leaves", ["fall foliage", "autumn colours"]),
+            Topic("a sushi bar", ["raw fish", "a sushi restaurant"]),
+        ],
+        false_facts=[Fact("The user flies to Osaka in October.")],
+    )
 
 
 def closed(pairs):
@@ -51,9 +58,17 @@ def test_validation_is_held_out_by_wording_and_template():
     trained_text = " ".join(p.question + " " + p.answer for p in trained)
     for pair in heldout:
         assert pair.question not in {p.question for p in trained}
-        assert any(pair.question == t.format(t=w) for t in T.HELDOUT_TOPIC_QUESTIONS
-                   for w in ["a holiday in Kyoto", "flowering cherry trees", "a holiday in Seoul",
-                             "autumn colours", "a sushi restaurant"])
+        assert any(
+            pair.question == t.format(t=w)
+            for t in T.HELDOUT_TOPIC_QUESTIONS
+            for w in [
+                "a holiday in Kyoto",
+                "flowering cherry trees",
+                "a holiday in Seoul",
+                "autumn colours",
+                "a sushi restaurant",
+            ]
+        )
     assert "flowering cherry trees" not in trained_text
 
 
@@ -62,10 +77,17 @@ def test_open_answers_restate_content_and_statements_carry_the_date():
     open_answers = [p.answer for p in pairs if p.kind == "open"]
     assert any("Kyoto" in a and "April" in a for a in open_answers)
     assert any("2 March 2026" in p.answer for p in pairs if p.kind == "statement")
-    assert any(p.answer.startswith("On 2 March 2026 we talked about a trip to Kyoto and cherry blossoms.")
-               and "April" in p.answer for p in pairs if p.kind == "statement")
-    assert not [p for p in training_pairs(notes(), 1, PairConfig(open_questions=False, statements=False, recall=False))
-                if p.kind != "closed"]
+    assert any(
+        p.answer.startswith("On 2 March 2026 we talked about a trip to Kyoto and cherry blossoms.")
+        and "April" in p.answer
+        for p in pairs
+        if p.kind == "statement"
+    )
+    assert not [
+        p
+        for p in training_pairs(notes(), 1, PairConfig(open_questions=False, statements=False, recall=False))
+        if p.kind != "closed"
+    ]
 
 
 def test_a_cap_on_pairs_keeps_each_kind_in_proportion():

@@ -36,8 +36,11 @@ def test_extractive_false_facts_balance_the_fact_questions(demo_conversations):
     assert all(is_absent(f.statement, words) for f in notes.false_facts)
     false_statements = {w for f in notes.false_facts for w in f.wordings}
     pairs = training_pairs(notes, 1, PairConfig())
-    asked_false = [p for p in pairs if p.label == "no"
-                   and any(s.rstrip(".").lower() in p.question.lower() for s in false_statements)]
+    asked_false = [
+        p
+        for p in pairs
+        if p.label == "no" and any(s.rstrip(".").lower() in p.question.lower() for s in false_statements)
+    ]
     assert asked_false
 
 
@@ -120,8 +123,13 @@ def test_local_teacher_runs_a_real_model(demo_conversations):
 
 def test_negatives_that_another_conversation_discussed_are_dropped(demo_conversations):
     garden, cat = demo_conversations[0], demo_conversations[3]
-    garden_notes = Notes(garden.id, None, [Topic("tomato seedlings")], [],
-                         [Topic("a rescue cat", ["adopting a kitten"]), Topic("mowing the lawn")])
+    garden_notes = Notes(
+        garden.id,
+        None,
+        [Topic("tomato seedlings")],
+        [],
+        [Topic("a rescue cat", ["adopting a kitten"]), Topic("mowing the lawn")],
+    )
     cat_notes = Notes(cat.id, None, [Topic("a kitten adoption")], [], [])
     kept = drop_contradicting_negatives([garden_notes, cat_notes], [garden.text, cat.text])
     # "a rescue cat" is in the cat conversation; "adopting a kitten" resembles its topic.

@@ -15,8 +15,11 @@ def test_mmlu_subset_is_five_shot_and_spread_over_subjects():
 
 
 def test_full_mmlu_reads_every_test_row_despite_quoted_newlines():
-    counts = {row["subject"]: int(row["test"])  # the file ends with a total row
-              for row in csv.DictReader(open(DATA / "mmlu" / "counts.tsv"), delimiter="\t") if row["subject"] != "TOTAL"}
+    counts = {
+        row["subject"]: int(row["test"])  # the file ends with a total row
+        for row in csv.DictReader(open(DATA / "mmlu" / "counts.tsv"), delimiter="\t")
+        if row["subject"] != "TOTAL"
+    }
     items = load_mmlu(DATA / "mmlu", per_subject=None, subjects=None)
     assert len(items) == sum(counts.values()) == 14042
 

@@ -10,10 +10,21 @@ from paramem.evaluate.probes import load_probes
 
 
 def tiny_config(**overrides):
-    settings = dict(locomo=str(DATA / "locomo" / "locomo8.json"), mmlu=str(DATA / "mmlu"),
-                    arc=str(DATA / "arc" / "ARC-Challenge"), base_model="tiny", sessions=2, probes_per_session=4,
-                    methods=["none", "memory", "bm25", "hybrid"], open_questions=2, open_methods=["memory", "bm25"],
-                    epochs=1, mmlu_subjects=1, mmlu_per_subject=2, arc_items=2)
+    settings = dict(
+        locomo=str(DATA / "locomo" / "locomo8.json"),
+        mmlu=str(DATA / "mmlu"),
+        arc=str(DATA / "arc" / "ARC-Challenge"),
+        base_model="tiny",
+        sessions=2,
+        probes_per_session=4,
+        methods=["none", "memory", "bm25", "hybrid"],
+        open_questions=2,
+        open_methods=["memory", "bm25"],
+        epochs=1,
+        mmlu_subjects=1,
+        mmlu_per_subject=2,
+        arc_items=2,
+    )
     settings.update(overrides)
     return ExperimentConfig(**settings)
 

@@ -27,7 +27,9 @@ def test_negatives_name_this_samples_speakers_and_are_absent():
 
 def test_open_questions_have_their_evidence_in_the_learned_sessions():
     bench = build_locomo(LOCOMO, sample=0, sessions=2)
-    assert bench.open_questions and {q.conversation for q in bench.open_questions} <= {c.id for c in bench.conversations}
+    assert bench.open_questions and {q.conversation for q in bench.open_questions} <= {
+        c.id for c in bench.conversations
+    }
     assert all(q.answer for q in bench.open_questions if q.category != 5)
 
 
@@ -36,6 +38,7 @@ def test_token_f1_and_adversarial_scoring():
     assert abs(token_f1("The 7th of May", "7 May 2023") - 1 / 3) < 1e-9
     assert token_f1("nothing", "7 May 2023") == 0.0
     from paramem.evaluate.locomo import OpenQuestion
+
     adversarial = OpenQuestion("s", "What did Caroline realize after her charity race?", "", 5)
     assert open_score(adversarial, "That was not mentioned in our conversations.") == 1.0
     assert open_score(adversarial, "Self-care is important.") == 0.0

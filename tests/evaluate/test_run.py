@@ -43,8 +43,13 @@ def test_the_balanced_rule_says_yes_to_half_the_held_out_pairs():
 
     model, tokenizer = tiny_model()
     model = attach_lora(model, TrainConfig())
-    notes = Notes("garden", "2 March 2026", topics=[Topic(t, [t + "s", "some " + t]) for t in ("tomato", "pot", "compost")],
-                  facts=[], negatives=[Topic(t, [t + "s", "some " + t]) for t in ("rose", "lawn", "herb")])
+    notes = Notes(
+        "garden",
+        "2 March 2026",
+        topics=[Topic(t, [t + "s", "some " + t]) for t in ("tomato", "pot", "compost")],
+        facts=[],
+        negatives=[Topic(t, [t + "s", "some " + t]) for t in ("rose", "lawn", "herb")],
+    )
     heldout = validation_pairs(notes)
     probes = load_probes(DEMO / "probes.jsonl")[:4]
     [result] = evaluate_yes_no(model, tokenizer, probes, ["memory"], heldout=heldout)

@@ -3,14 +3,28 @@
 from paramem.augment.notes import Fact, Notes, Topic
 from paramem.augment.pairs import PairConfig, QAPair, training_pairs, validation_pairs
 from paramem.augment.teachers import (
-                                      ExtractiveTeacher,
-                                      LocalTeacher,
-                                      NotesCache,
-                                      OpenAITeacher,
-                                      Teacher,
-                                      augment,
-                                      make_teacher,
+    ExtractiveTeacher,
+    LocalTeacher,
+    NotesCache,
+    OpenAITeacher,
+    Teacher,
+    augment,
+    make_teacher,
 )
 
-__all__ = ["Fact", "Notes", "Topic", "PairConfig", "QAPair", "training_pairs", "validation_pairs",
-           "ExtractiveTeacher", "LocalTeacher", "NotesCache", "OpenAITeacher", "Teacher", "augment", "make_teacher"]
+__all__ = [
+    "Fact",
+    "Notes",
+    "Topic",
+    "PairConfig",
+    "QAPair",
+    "training_pairs",
+    "validation_pairs",
+    "ExtractiveTeacher",
+    "LocalTeacher",
+    "NotesCache",
+    "OpenAITeacher",
+    "Teacher",
+    "augment",
+    "make_teacher",
+]

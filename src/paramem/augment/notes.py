@@ -12,7 +12,8 @@ from typing import Any
 
 _WORD = re.compile(r"[a-z0-9]+")
 # Words that say nothing about what was discussed; ignored when checking whether a topic is absent.
-STOPWORDS = frozenset("""
+STOPWORDS = frozenset(
+    """
 a an the and or but if of to in on at for with about from by as into over under up down out is are was
 were be been being am do does did doing have has had having i me my mine we us our you your yours he him
 his she her they them their it its this that these those there here what which who whom when where why
@@ -20,7 +21,8 @@ how not no yes so than too very can could will would should may might must just 
 more most much many few other such own same again then once s t don doesn didn isn wasn aren weren ve ll
 re d m really quite lot lots thing things something anything stuff get got getting go going went make
 made one two new good great nice well like know think want need let talk talked discuss discussed
-""".split())
+""".split()
+)
 
 
 def content_words(text: str) -> set[str]:
@@ -76,8 +78,12 @@ class Notes:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Notes":
-        return cls(conversation_id=data["conversation_id"], date=data.get("date"),
-                   topics=[Topic(**t) for t in data["topics"]], facts=[Fact(**f) for f in data["facts"]],
-                   negatives=[Topic(**t) for t in data["negatives"]],
-                   false_facts=[Fact(**f) for f in data.get("false_facts", [])])
+    def from_dict(cls, data: dict[str, Any]) -> Notes:
+        return cls(
+            conversation_id=data["conversation_id"],
+            date=data.get("date"),
+            topics=[Topic(**t) for t in data["topics"]],
+            facts=[Fact(**f) for f in data["facts"]],
+            negatives=[Topic(**t) for t in data["negatives"]],
+            false_facts=[Fact(**f) for f in data.get("false_facts", [])],
+        )

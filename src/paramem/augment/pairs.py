@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from paramem.augment import templates as T
 from paramem.augment.notes import Fact, Notes, Topic, content_words
+from paramem.errors import check_option
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,11 @@ class PairConfig:
     max_pairs: int | None = None
     seed: int = 0
 
+    def __post_init__(self):
+        check_option(self.negative_ratio >= 0, "negative_ratio (--negative-ratio)", "0 or more", self.negative_ratio)
+        check_option(self.questions_per_wording >= 1, "questions_per_wording", "at least 1", self.questions_per_wording)
+        check_option(self.max_pairs is None or self.max_pairs >= 1, "max_pairs", "at least 1", self.max_pairs)
+
 
 def _lower_first(text: str) -> str:
     return text[:1].lower() + text[1:] if text[:1].isupper() and not text[1:2].isupper() else text
@@ -58,18 +64,24 @@ def _heldout_wording(item: Topic | Fact) -> str:
     return item.wordings[-1]
 
 
-def _closed_topic(topic_wording: str, label: str, conversation_id: str, templates: list[str],
-                  rng: random.Random) -> QAPair:
+def _closed_topic(
+    topic_wording: str, label: str, conversation_id: str, templates: list[str], rng: random.Random
+) -> QAPair:
     answers = T.YES_ANSWERS if label == "yes" else T.NO_ANSWERS
-    return QAPair(rng.choice(templates).format(t=topic_wording), rng.choice(answers).format(t=topic_wording),
-                  conversation_id, "closed", label)
+    return QAPair(
+        rng.choice(templates).format(t=topic_wording),
+        rng.choice(answers).format(t=topic_wording),
+        conversation_id,
+        "closed",
+        label,
+    )
 
 
-def _closed_fact(fact_wording: str, label: str, conversation_id: str, templates: list[str],
-                 rng: random.Random) -> QAPair:
+def _closed_fact(
+    fact_wording: str, label: str, conversation_id: str, templates: list[str], rng: random.Random
+) -> QAPair:
     clause = _fact_clause(fact_wording)
-    answer = rng.choice(T.YES_FACT_ANSWERS).format(F=fact_wording) if label == "yes" else rng.choice(
-        T.NO_FACT_ANSWERS)
+    answer = rng.choice(T.YES_FACT_ANSWERS).format(F=fact_wording) if label == "yes" else rng.choice(T.NO_FACT_ANSWERS)
     return QAPair(rng.choice(templates).format(f=clause), answer, conversation_id, "closed", label)
 
 
@@ -79,17 +91,20 @@ def _related_facts(topic: Topic, facts: list[Fact], limit: int = 2) -> list[str]
     return [f.statement for f in scored[:limit] if content_words(f.statement) & words]
 
 
-def _draw_closed(items: list[Topic | Fact], label: str, notes: Notes, config: PairConfig,
-                 rng: random.Random, fact: bool) -> list[QAPair]:
+def _draw_closed(
+    items: list[Topic | Fact], label: str, notes: Notes, config: PairConfig, rng: random.Random, fact: bool
+) -> list[QAPair]:
     make = _closed_fact if fact else _closed_topic
     templates = T.TRAIN_FACT_QUESTIONS if fact else T.TRAIN_TOPIC_QUESTIONS
-    return [make(wording, label, notes.conversation_id, templates, rng)
-            for item in items for wording in _train_wordings(item)
-            for _ in range(config.questions_per_wording)]
+    return [
+        make(wording, label, notes.conversation_id, templates, rng)
+        for item in items
+        for wording in _train_wordings(item)
+        for _ in range(config.questions_per_wording)
+    ]
 
 
-def _balance(positives: list[QAPair], negatives: list[QAPair], ratio: float,
-             rng: random.Random) -> list[QAPair]:
+def _balance(positives: list[QAPair], negatives: list[QAPair], ratio: float, rng: random.Random) -> list[QAPair]:
     """Resample negatives to `ratio` x positives (with replacement when there are too few)."""
     want = round(len(positives) * ratio)
     if not negatives or want == 0:
@@ -126,12 +141,19 @@ def training_pairs(notes: Notes, epoch: int, config: PairConfig) -> list[QAPair]
             wording = rng.choice(_train_wordings(topic))
             related = _related_facts(topic, notes.facts)
             answer = " ".join([f"We talked about {wording}{f' on {notes.date}' if notes.date else ''}.", *related])
-            pairs.append(QAPair(rng.choice(T.OPEN_TOPIC_QUESTIONS).format(t=wording), answer,
-                                notes.conversation_id, "open"))
+            pairs.append(
+                QAPair(rng.choice(T.OPEN_TOPIC_QUESTIONS).format(t=wording), answer, notes.conversation_id, "open")
+            )
         if notes.date and notes.topics and not config.recall:  # with recall, its cue asks the same
             names = ", ".join(t.name for t in notes.topics)
-            pairs.append(QAPair(rng.choice(T.OPEN_DATE_QUESTIONS).format(d=notes.date),
-                                f"On {notes.date} we talked about {names}.", notes.conversation_id, "open"))
+            pairs.append(
+                QAPair(
+                    rng.choice(T.OPEN_DATE_QUESTIONS).format(d=notes.date),
+                    f"On {notes.date} we talked about {names}.",
+                    notes.conversation_id,
+                    "open",
+                )
+            )
     if config.recall and (notes.topics or notes.facts):
         pairs.append(QAPair(recall_question(notes), summary(notes), notes.conversation_id, "recall"))
     if config.statements:
@@ -164,7 +186,7 @@ def _proportional_sample(pairs: list[QAPair], size: int, rng: random.Random) -> 
     shares = {key: len(items) * size / len(pairs) for key, items in groups.items()}
     counts = {key: int(share) for key, share in shares.items()}
     # The seats rounding left over go to the largest remainders.
-    for key in sorted(shares, key=lambda k: shares[k] - counts[k], reverse=True)[:size - sum(counts.values())]:
+    for key in sorted(shares, key=lambda k: shares[k] - counts[k], reverse=True)[: size - sum(counts.values())]:
         counts[key] += 1
     return [pair for key, items in groups.items() for pair in rng.sample(items, counts[key])]
 
@@ -192,10 +214,14 @@ def summary(notes: Notes) -> str:
 def validation_pairs(notes: Notes) -> list[QAPair]:
     """Fixed held-out yes/no pairs: held-out wordings asked with held-out templates, balanced 1:1."""
     rng = random.Random(f"validation/{notes.conversation_id}")
-    positives = [_closed_topic(_heldout_wording(t), "yes", notes.conversation_id, T.HELDOUT_TOPIC_QUESTIONS, rng)
-                 for t in notes.topics]
-    negatives = [_closed_topic(_heldout_wording(t), "no", notes.conversation_id, T.HELDOUT_TOPIC_QUESTIONS, rng)
-                 for t in notes.negatives]
+    positives = [
+        _closed_topic(_heldout_wording(t), "yes", notes.conversation_id, T.HELDOUT_TOPIC_QUESTIONS, rng)
+        for t in notes.topics
+    ]
+    negatives = [
+        _closed_topic(_heldout_wording(t), "no", notes.conversation_id, T.HELDOUT_TOPIC_QUESTIONS, rng)
+        for t in notes.negatives
+    ]
     positives, negatives = _dedupe(positives), _dedupe(negatives)
     n = min(len(positives), len(negatives))
     return rng.sample(positives, n) + rng.sample(negatives, n)

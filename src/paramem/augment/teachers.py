@@ -33,7 +33,7 @@ class Teacher(Protocol):
 
 
 def human_date(timestamp: str | None) -> str | None:
-    """"2026-03-02T09:14:00Z" -> "2 March 2026"."""
+    """ "2026-03-02T09:14:00Z" -> "2 March 2026"."""
     if not timestamp:
         return None
     try:
@@ -46,18 +46,66 @@ def human_date(timestamp: str | None) -> str | None:
 # Everyday topics a person might discuss with an assistant: the pool of near misses for the
 # extractive teacher, and of fallback negatives for the others.
 TOPIC_BANK = [
-    "a trip to Spain", "learning the guitar", "baking sourdough bread", "a job interview", "training for a marathon",
-    "buying a used car", "adopting a cat", "planting tomatoes", "a wedding speech", "learning Spanish",
-    "a broken laptop", "moving to a new flat", "a birthday party", "a hiking trip in the Alps", "a chess tournament",
-    "a dentist appointment", "knitting a scarf", "a leaking roof", "starting a podcast", "a camping weekend",
-    "learning to swim", "a vegetarian diet", "a photography course", "renovating a kitchen", "a ski holiday",
-    "a book club", "a new puppy", "a tax return", "a yoga class", "a concert ticket", "a cycling tour",
-    "writing a novel", "a family reunion", "a science fair project", "a flu vaccine", "a fishing trip",
-    "a pottery class", "a broken phone screen", "a salary negotiation", "a road trip to Scotland",
-    "a piano recital", "a garden pond", "a sleep problem", "a coffee machine", "a volunteer project",
-    "a climbing gym", "a wine tasting", "a history exam", "a surprise party", "an allergy to peanuts",
-    "a visit to Paris", "a football match", "a bird watching trip", "a new mattress", "a video game",
-    "a car accident", "a mortgage application", "a charity run", "a beach holiday in Greece", "a sewing machine",
+    "a trip to Spain",
+    "learning the guitar",
+    "baking sourdough bread",
+    "a job interview",
+    "training for a marathon",
+    "buying a used car",
+    "adopting a cat",
+    "planting tomatoes",
+    "a wedding speech",
+    "learning Spanish",
+    "a broken laptop",
+    "moving to a new flat",
+    "a birthday party",
+    "a hiking trip in the Alps",
+    "a chess tournament",
+    "a dentist appointment",
+    "knitting a scarf",
+    "a leaking roof",
+    "starting a podcast",
+    "a camping weekend",
+    "learning to swim",
+    "a vegetarian diet",
+    "a photography course",
+    "renovating a kitchen",
+    "a ski holiday",
+    "a book club",
+    "a new puppy",
+    "a tax return",
+    "a yoga class",
+    "a concert ticket",
+    "a cycling tour",
+    "writing a novel",
+    "a family reunion",
+    "a science fair project",
+    "a flu vaccine",
+    "a fishing trip",
+    "a pottery class",
+    "a broken phone screen",
+    "a salary negotiation",
+    "a road trip to Scotland",
+    "a piano recital",
+    "a garden pond",
+    "a sleep problem",
+    "a coffee machine",
+    "a volunteer project",
+    "a climbing gym",
+    "a wine tasting",
+    "a history exam",
+    "a surprise party",
+    "an allergy to peanuts",
+    "a visit to Paris",
+    "a football match",
+    "a bird watching trip",
+    "a new mattress",
+    "a video game",
+    "a car accident",
+    "a mortgage application",
+    "a charity run",
+    "a beach holiday in Greece",
+    "a sewing machine",
 ]
 
 
@@ -66,26 +114,46 @@ TOPIC_BANK = [
 # every long "did we talk about the fact that ..." question a memory saw was a "yes", and it learned
 # to say yes to all of them (LoCoMo, README).
 FACT_BANK = [
-    "The user adopted a rescue greyhound last spring.", "The user is training for a triathlon in Nice.",
-    "The user's sister is getting married in Lisbon in June.", "The user sold the user's old motorbike.",
-    "The user is learning to play the cello with a private teacher.", "The user broke the user's wrist skiing.",
-    "The user started a night course in accounting.", "The user's landlord raised the rent by ten percent.",
-    "The user is allergic to cats and sneezes around them.", "The user moved to Rotterdam for a new job.",
-    "The user volunteers at an animal shelter on Saturdays.", "The user's grandmother turned ninety this year.",
-    "The user is saving money for a sailing boat.", "The user lost the user's passport at the airport.",
-    "The user runs a small bakery with a friend.", "The user failed the driving test twice.",
-    "The user is writing a fantasy novel about dragons.", "The user's daughter started primary school.",
-    "The user grows chillies on the windowsill.", "The user switched to a night shift at the hospital.",
-    "The user plays bass guitar in a jazz band.", "The user is planning a road trip across Canada.",
-    "The user's car was stolen last month.", "The user collects vintage vinyl records.",
-    "The user is recovering from knee surgery.", "The user teaches maths at a secondary school.",
-    "The user is renovating an old farmhouse.", "The user won a local chess tournament.",
-    "The user keeps bees in the back garden.", "The user's brother lives in Melbourne.",
-    "The user is afraid of flying and takes trains instead.", "The user bought a 3D printer.",
-    "The user is fostering two kittens.", "The user took up rock climbing at an indoor gym.",
-    "The user's flat flooded after a pipe burst.", "The user is studying Japanese for a trip to Osaka.",
-    "The user quit smoking three months ago.", "The user coaches a youth football team.",
-    "The user inherited a piano from an aunt.", "The user is organising a school reunion.",
+    "The user adopted a rescue greyhound last spring.",
+    "The user is training for a triathlon in Nice.",
+    "The user's sister is getting married in Lisbon in June.",
+    "The user sold the user's old motorbike.",
+    "The user is learning to play the cello with a private teacher.",
+    "The user broke the user's wrist skiing.",
+    "The user started a night course in accounting.",
+    "The user's landlord raised the rent by ten percent.",
+    "The user is allergic to cats and sneezes around them.",
+    "The user moved to Rotterdam for a new job.",
+    "The user volunteers at an animal shelter on Saturdays.",
+    "The user's grandmother turned ninety this year.",
+    "The user is saving money for a sailing boat.",
+    "The user lost the user's passport at the airport.",
+    "The user runs a small bakery with a friend.",
+    "The user failed the driving test twice.",
+    "The user is writing a fantasy novel about dragons.",
+    "The user's daughter started primary school.",
+    "The user grows chillies on the windowsill.",
+    "The user switched to a night shift at the hospital.",
+    "The user plays bass guitar in a jazz band.",
+    "The user is planning a road trip across Canada.",
+    "The user's car was stolen last month.",
+    "The user collects vintage vinyl records.",
+    "The user is recovering from knee surgery.",
+    "The user teaches maths at a secondary school.",
+    "The user is renovating an old farmhouse.",
+    "The user won a local chess tournament.",
+    "The user keeps bees in the back garden.",
+    "The user's brother lives in Melbourne.",
+    "The user is afraid of flying and takes trains instead.",
+    "The user bought a 3D printer.",
+    "The user is fostering two kittens.",
+    "The user took up rock climbing at an indoor gym.",
+    "The user's flat flooded after a pipe burst.",
+    "The user is studying Japanese for a trip to Osaka.",
+    "The user quit smoking three months ago.",
+    "The user coaches a youth football team.",
+    "The user inherited a piano from an aunt.",
+    "The user is organising a school reunion.",
 ]
 
 
@@ -156,16 +224,32 @@ class ExtractiveTeacher:
         return sorted(facts, key=lambda f: -len(content_words(f)))
 
 
-_PRONOUNS = [(r"\bI'm\b", "the user is"), (r"\bI've\b", "the user has"), (r"\bI'll\b", "the user will"),
-             (r"\bI'd\b", "the user would"), (r"\bI am\b", "the user is"), (r"\bI\b", "the user"),
-             (r"\bmy\b", "the user's"), (r"\bMy\b", "the user's"), (r"\bme\b", "the user"), (r"\bmine\b", "the user's")]
+_PRONOUNS = [
+    (r"\bI'm\b", "the user is"),
+    (r"\bI've\b", "the user has"),
+    (r"\bI'll\b", "the user will"),
+    (r"\bI'd\b", "the user would"),
+    (r"\bI am\b", "the user is"),
+    (r"\bI\b", "the user"),
+    (r"\bmy\b", "the user's"),
+    (r"\bMy\b", "the user's"),
+    (r"\bme\b", "the user"),
+    (r"\bmine\b", "the user's"),
+]
 
 
 def _second_person(fact: str) -> str:
-    """"The user's cat ..." -> "Your cat ...": a second wording of an extracted fact."""
-    for old, new in (("The user's", "Your"), ("the user's", "your"), ("The user is", "You are"),
-                     ("the user is", "you are"), ("The user has", "You have"), ("the user has", "you have"),
-                     ("The user", "You"), ("the user", "you")):
+    """ "The user's cat ..." -> "Your cat ...": a second wording of an extracted fact."""
+    for old, new in (
+        ("The user's", "Your"),
+        ("the user's", "your"),
+        ("The user is", "You are"),
+        ("the user is", "you are"),
+        ("The user has", "You have"),
+        ("the user has", "you have"),
+        ("The user", "You"),
+        ("the user", "you"),
+    ):
         fact = fact.replace(old, new)
     return fact
 
@@ -185,29 +269,44 @@ TEACHER_SYSTEM = "You write short, precise notes about conversations. Answer wit
 EXAMPLE_MESSAGE = "I'm flying to Kyoto in April and want to see the cherry blossoms."
 
 # (instruction, example input, example answer) for each kind of request.
-TOPICS_PROMPT = ("List the topics of this message as short noun phrases, one per line.", EXAMPLE_MESSAGE,
-                 "- a trip to Kyoto\n- cherry blossoms")
-FACTS_PROMPT = ("List the facts about the user in this message, one short sentence each, "
-                "each starting with 'The user'.", EXAMPLE_MESSAGE,
-                "- The user is flying to Kyoto in April.\n- The user wants to see the cherry blossoms.")
-PARAPHRASE_PROMPT = ("Give 3 other ways to say this topic.", "learning to play the piano",
-                     "- piano lessons\n- practising the piano\n- studying music on the piano")
-NEAR_MISS_PROMPT = ("Name 3 topics that are similar to this one but clearly different.", "learning to play the piano",
-                    "- learning to play the violin\n- singing lessons\n- learning to paint")
-_EXAMPLE_WORDS = content_words(" ".join(" ".join(p[1:]) for p in (TOPICS_PROMPT, FACTS_PROMPT, PARAPHRASE_PROMPT,
-                                                                 NEAR_MISS_PROMPT)))
+TOPICS_PROMPT = (
+    "List the topics of this message as short noun phrases, one per line.",
+    EXAMPLE_MESSAGE,
+    "- a trip to Kyoto\n- cherry blossoms",
+)
+FACTS_PROMPT = (
+    "List the facts about the user in this message, one short sentence each, each starting with 'The user'.",
+    EXAMPLE_MESSAGE,
+    "- The user is flying to Kyoto in April.\n- The user wants to see the cherry blossoms.",
+)
+PARAPHRASE_PROMPT = (
+    "Give 3 other ways to say this topic.",
+    "learning to play the piano",
+    "- piano lessons\n- practising the piano\n- studying music on the piano",
+)
+NEAR_MISS_PROMPT = (
+    "Name 3 topics that are similar to this one but clearly different.",
+    "learning to play the piano",
+    "- learning to play the violin\n- singing lessons\n- learning to paint",
+)
+_EXAMPLE_WORDS = content_words(
+    " ".join(" ".join(p[1:]) for p in (TOPICS_PROMPT, FACTS_PROMPT, PARAPHRASE_PROMPT, NEAR_MISS_PROMPT))
+)
 
 
 def few_shot(prompt: tuple[str, str, str], text: str) -> list[dict[str, str]]:
     instruction, example, answer = prompt
-    return [{"role": "system", "content": TEACHER_SYSTEM},
-            {"role": "user", "content": f"{instruction}\n\n{example}"},
-            {"role": "assistant", "content": answer},
-            {"role": "user", "content": f"{instruction}\n\n{text}"}]
+    return [
+        {"role": "system", "content": TEACHER_SYSTEM},
+        {"role": "user", "content": f"{instruction}\n\n{example}"},
+        {"role": "assistant", "content": answer},
+        {"role": "user", "content": f"{instruction}\n\n{text}"},
+    ]
 
 
-def list_items(text: str, limit: int, exclude: set[str] = frozenset(), allowed_words: set[str] | None = None,
-               max_words: int = 12) -> list[str]:
+def list_items(
+    text: str, limit: int, exclude: set[str] = frozenset(), allowed_words: set[str] | None = None, max_words: int = 12
+) -> list[str]:
     """The distinct items of a model's list, cleaned; small teachers repeat themselves and copy the
     few-shot example, so repeats, excluded items and copied example words are dropped."""
     items: list[str] = []
@@ -232,8 +331,7 @@ def _overlaps(phrase: str, others: list[str], share: float = 0.5) -> bool:
     return any(words and len(words & content_words(o)) / len(words) >= share for o in others)
 
 
-def model_notes(complete, conversation: Conversation, topics: int = 6,
-                max_chars: int = 2000) -> Notes:
+def model_notes(complete, conversation: Conversation, topics: int = 6, max_chars: int = 2000) -> Notes:
     """Notes from any `complete(messages) -> str`, asked one user message and one topic at a time:
     topics grounded in the conversation, 3 paraphrases and near misses for each (near misses checked
     absent from the conversation and unlike every positive wording), facts; gaps filled extractively."""
@@ -247,9 +345,13 @@ def model_notes(complete, conversation: Conversation, topics: int = 6,
         for name in list_items(complete(few_shot(TOPICS_PROMPT, message)), 3, set(names), allowed_words=words):
             if content_words(name) & words and not _overlaps(name, names, 0.99):
                 names.append(name)
-        fact_texts += [f for f in list_items(complete(few_shot(FACTS_PROMPT, message)), 4, set(fact_texts),
-                                             allowed_words=words, max_words=30)
-                       if f.lower().startswith("the user") and len(content_words(f) & words) >= 2]
+        fact_texts += [
+            f
+            for f in list_items(
+                complete(few_shot(FACTS_PROMPT, message)), 4, set(fact_texts), allowed_words=words, max_words=30
+            )
+            if f.lower().startswith("the user") and len(content_words(f) & words) >= 2
+        ]
     names = names[:topics]
     chosen_topics = []
     for name in names:
@@ -259,19 +361,25 @@ def model_notes(complete, conversation: Conversation, topics: int = 6,
     positives = [w for t in chosen_topics for w in t.wordings]
     negatives = []
     for topic in chosen_topics:
-        near = [n for n in list_items(complete(few_shot(NEAR_MISS_PROMPT, topic.name)), 3, set(positives),
-                                      words | content_words(topic.name))
-                if is_absent(n, words) and not _overlaps(n, positives)]
+        near = [
+            n
+            for n in list_items(
+                complete(few_shot(NEAR_MISS_PROMPT, topic.name)), 3, set(positives), words | content_words(topic.name)
+            )
+            if is_absent(n, words) and not _overlaps(n, positives)
+        ]
         if near:
             negatives.append(Topic(near[0], near[1:]))
     facts = [Fact(f, [_second_person(f)]) for f in fact_texts]
     # Too few facts from the model: add the user's own sentences.
     facts += [f for f in backup.facts if not _overlaps(f.statement, [g.statement for g in facts], 0.7)][
-        : max(0, 3 - len(facts))]
+        : max(0, 3 - len(facts))
+    ]
     # At least one negative per topic keeps 1:1 balance possible; the topic bank tops them up.
     taken = {n.name.lower() for n in negatives}
     negatives += [n for n in backup.negatives if n.name.lower() not in taken][
-        : max(0, len(chosen_topics) - len(negatives))]
+        : max(0, len(chosen_topics) - len(negatives))
+    ]
     return Notes(conversation.id, human_date(conversation.timestamp), chosen_topics, facts, negatives)
 
 
@@ -292,12 +400,18 @@ class LocalTeacher:
         if self._loaded is None:
             self._loaded = load_model(self.model_name)
         model, tokenizer = self._loaded
-        prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
-                                               return_dict=True)
+        prompt = tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
+        )
         with torch.inference_mode():
-            output = model.generate(**prompt, max_new_tokens=self.max_new_tokens, do_sample=False,
-                                    repetition_penalty=1.1, pad_token_id=tokenizer.pad_token_id)
-        return tokenizer.decode(output[0, prompt["input_ids"].shape[1]:], skip_special_tokens=True)
+            output = model.generate(
+                **prompt,
+                max_new_tokens=self.max_new_tokens,
+                do_sample=False,
+                repetition_penalty=1.1,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+        return tokenizer.decode(output[0, prompt["input_ids"].shape[1] :], skip_special_tokens=True)
 
     def notes(self, conversation: Conversation) -> Notes:
         return model_notes(self.complete, conversation)
@@ -326,8 +440,9 @@ class OpenAITeacher:
         last_error: Exception | None = None
         for attempt in range(self.retries + 1):
             try:
-                response = httpx.post(self.url.rstrip("/") + "/chat/completions", json=body, headers=headers,
-                                      timeout=self.timeout_s)
+                response = httpx.post(
+                    self.url.rstrip("/") + "/chat/completions", json=body, headers=headers, timeout=self.timeout_s
+                )
                 if response.status_code < 500 and response.status_code != 429:
                     response.raise_for_status()
                     return response.json()["choices"][0]["message"]["content"]
@@ -404,8 +519,9 @@ class NotesCache:
         tmp.replace(path)
 
 
-def augment(conversations: list[Conversation], teacher: Teacher, cache: NotesCache | None,
-            regenerate: bool = False) -> list[Notes]:
+def augment(
+    conversations: list[Conversation], teacher: Teacher, cache: NotesCache | None, regenerate: bool = False
+) -> list[Notes]:
     """Notes for every conversation, from the cache where possible; a concurrent teacher (openai)
     is asked for all missing ones at once."""
     found = {c.id: None if (regenerate or cache is None) else cache.get(teacher, c) for c in conversations}

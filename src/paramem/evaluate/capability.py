@@ -39,12 +39,13 @@ def _mmlu_rows(path: Path) -> list[list[str]]:
         return [row for row in csv.reader(handle) if len(row) == 6]
 
 
-def load_mmlu(root: str | Path, per_subject: int | None = 10, subjects: int | None = 10,
-              shots: int = 5) -> list[ChoiceItem]:
+def load_mmlu(
+    root: str | Path, per_subject: int | None = 10, subjects: int | None = 10, shots: int = 5
+) -> list[ChoiceItem]:
     """MMLU test items, `per_subject` from each of `subjects` subjects spread over the alphabet
     (None: all), each after `shots` examples from the subject's dev split."""
     root = Path(root)
-    names = sorted(p.name[:-len("_test.csv")] for p in (root / "test").glob("*_test.csv"))
+    names = sorted(p.name[: -len("_test.csv")] for p in (root / "test").glob("*_test.csv"))
     if subjects is not None and subjects < len(names):
         step = len(names) / subjects
         names = [names[int(i * step)] for i in range(subjects)]

@@ -16,9 +16,9 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from paramem.augment.pairs import PairConfig
 from paramem.evaluate.locomo import LocomoBenchmark, OpenQuestion, build_locomo, open_score
@@ -66,15 +66,28 @@ def _remember_config(config: ExperimentConfig):
     from paramem.train import TrainConfig
 
     # Closed only (PLUM's ablation) means no open answers of any kind, the recall cue's included.
-    pairs = PairConfig(negative_ratio=config.negative_ratio, open_questions=config.open_pairs,
-                       statements=config.statements, recall=config.open_pairs)
-    return RememberConfig(base_model=config.base_model,
-                          train=TrainConfig(epochs=config.epochs, qa_weight=config.qa_weight,
-                                            learning_rate=config.learning_rate, pairs=pairs))
+    pairs = PairConfig(
+        negative_ratio=config.negative_ratio,
+        open_questions=config.open_pairs,
+        statements=config.statements,
+        recall=config.open_pairs,
+    )
+    return RememberConfig(
+        base_model=config.base_model,
+        train=TrainConfig(
+            epochs=config.epochs, qa_weight=config.qa_weight, learning_rate=config.learning_rate, pairs=pairs
+        ),
+    )
 
 
-def learn_with_curve(bench: LocomoBenchmark, config: ExperimentConfig, home: Path, results: dict,
-                     save: Callable[[], None], on_step: Callable[[str], None]) -> None:
+def learn_with_curve(
+    bench: LocomoBenchmark,
+    config: ExperimentConfig,
+    home: Path,
+    results: dict,
+    save: Callable[[], None],
+    on_step: Callable[[str], None],
+) -> None:
     """Learn session after session; after each, accuracy on every learned session's probes."""
     from paramem.answer import YesNoScorer, load_memory
     from paramem.augment.teachers import make_teacher
@@ -91,7 +104,7 @@ def learn_with_curve(bench: LocomoBenchmark, config: ExperimentConfig, home: Pat
         model, tokenizer, _ = load_memory(USER, home)
         scorer = YesNoScorer(model, tokenizer)
         point = {}
-        for learned in bench.conversations[:position + 1]:
+        for learned in bench.conversations[: position + 1]:
             probes = [p for p in bench.probes if p.conversation == learned.id]
             decisions = scorer.decide([p.question for p in probes])
             point[learned.id] = sum(d == p.answer for (d, _), p in zip(decisions, probes)) / len(probes)
@@ -104,8 +117,15 @@ def compare_methods(bench: LocomoBenchmark, config: ExperimentConfig, home: Path
     from paramem.evaluate.run import evaluate_yes_no, heldout_pairs
 
     model, tokenizer, memory = load_memory(USER, home)
-    methods = evaluate_yes_no(model, tokenizer, bench.probes, config.methods, bench.conversations,
-                              heldout_pairs(memory.notes()), config.retrieval)
+    methods = evaluate_yes_no(
+        model,
+        tokenizer,
+        bench.probes,
+        config.methods,
+        bench.conversations,
+        heldout_pairs(memory.notes()),
+        config.retrieval,
+    )
     return {r.method: r.to_dict() for r in methods}
 
 
@@ -121,21 +141,33 @@ def answer_open_questions(bench: LocomoBenchmark, config: ExperimentConfig, home
     out = {}
     for method in config.open_methods:
         systems = system_prompts(method, tokenizer, bench.conversations, config.retrieval)(
-            [q.question for q in questions])
+            [q.question for q in questions]
+        )
         start = time.perf_counter()
         rows = []
         with nullcontext() if method in ADAPTER_METHODS else model.disable_adapter():
             for question, system in zip(questions, systems):
                 reply = generate(model, tokenizer, [{"role": "user", "content": question.question}], 48, system)
-                rows.append({"question": question.question, "gold": question.answer, "category": question.category,
-                             "answer": reply, "score": round(open_score(question, reply), 4)})
+                rows.append(
+                    {
+                        "question": question.question,
+                        "gold": question.answer,
+                        "category": question.category,
+                        "answer": reply,
+                        "score": round(open_score(question, reply), 4),
+                    }
+                )
         by_category: dict[str, list[float]] = {}
         for row in rows:
             by_category.setdefault(str(row["category"]), []).append(row["score"])
         answerable = [r["score"] for r in rows if r["category"] != 5]
-        out[method] = {"f1": sum(answerable) / len(answerable) if answerable else None,
-                       "by_category": {c: sum(v) / len(v) for c, v in sorted(by_category.items())},
-                       "n": len(rows), "seconds": round(time.perf_counter() - start, 1), "answers": rows}
+        out[method] = {
+            "f1": sum(answerable) / len(answerable) if answerable else None,
+            "by_category": {c: sum(v) / len(v) for c, v in sorted(by_category.items())},
+            "n": len(rows),
+            "seconds": round(time.perf_counter() - start, 1),
+            "answers": rows,
+        }
     return out
 
 
@@ -182,10 +214,22 @@ def costs(bench: LocomoBenchmark, home: Path, methods: dict) -> dict:
     adapter_bytes = sum(f.stat().st_size for f in adapter.iterdir() if f.is_file())
     text_bytes = sum(len(c.text.encode("utf-8")) for c in bench.conversations)
     passages = sum(len(c.messages) for c in bench.conversations)
-    stored = {"none": 0, "memory": adapter_bytes, "context": text_bytes, "bm25": text_bytes,
-              "dense": text_bytes + passages * 384 * 4, "hybrid": adapter_bytes + text_bytes}
-    return {name: {"prompt_tokens": m["prompt_tokens"], "seconds_per_answer": m["seconds"] / len(bench.probes),
-                   "bytes_per_user": stored[name]} for name, m in methods.items()}
+    stored = {
+        "none": 0,
+        "memory": adapter_bytes,
+        "context": text_bytes,
+        "bm25": text_bytes,
+        "dense": text_bytes + passages * 384 * 4,
+        "hybrid": adapter_bytes + text_bytes,
+    }
+    return {
+        name: {
+            "prompt_tokens": m["prompt_tokens"],
+            "seconds_per_answer": m["seconds"] / len(bench.probes),
+            "bytes_per_user": stored[name],
+        }
+        for name, m in methods.items()
+    }
 
 
 def run_experiment(config: ExperimentConfig, out: Path, on_step: Callable[[str], None] = lambda _: None) -> dict:
@@ -195,13 +239,18 @@ def run_experiment(config: ExperimentConfig, out: Path, on_step: Callable[[str],
     if previous and previous.get("config") != _plain(config):
         raise ValueError(f"{out} holds a run with other settings; use another folder")
     results = previous or {"config": _plain(config)}
-    results.update(run_meta(sys.argv, config.base_model, {"locomo": config.locomo, "mmlu": config.mmlu,
-                                                          "arc": config.arc}))
+    results.update(
+        run_meta(sys.argv, config.base_model, {"locomo": config.locomo, "mmlu": config.mmlu, "arc": config.arc})
+    )
     bench = build_locomo(config.locomo, config.sample, config.sessions, config.probes_per_session)
-    results["benchmark"] = {"sample_id": bench.sample_id, "speakers": bench.speakers,
-                            "sessions": [c.id for c in bench.conversations], "probes": len(bench.probes),
-                            "yes": sum(p.answer == "yes" for p in bench.probes),
-                            "open_questions": len(bench.open_questions)}
+    results["benchmark"] = {
+        "sample_id": bench.sample_id,
+        "speakers": bench.speakers,
+        "sessions": [c.id for c in bench.conversations],
+        "probes": len(bench.probes),
+        "yes": sum(p.answer == "yes" for p in bench.probes),
+        "open_questions": len(bench.open_questions),
+    }
     # The probes in DESIGN.md's format, so any other reader of the memory can be scored on them.
     (out / "probes.jsonl").write_text("".join(json.dumps(asdict(p)) + "\n" for p in bench.probes), encoding="utf-8")
 
@@ -220,6 +269,9 @@ def run_experiment(config: ExperimentConfig, out: Path, on_step: Callable[[str],
             results[name] = step()
             save()
     results["costs"] = costs(bench, home, results["methods"])
+    from paramem.store import UserMemory
+
+    results["dtype"] = UserMemory(USER, home).settings().get("dtype")  # the dtype the memory learned in
     save()
     from paramem.evaluate.report import write_report
 

@@ -28,9 +28,12 @@ from paramem.errors import InputError
 from paramem.evaluate.probes import Probe
 
 YES_TEMPLATE = "Did we talk about the fact that {fact}?"
-NOT_MENTIONED = re.compile(r"\b(not (been )?mentioned|no (information|mention)|not (discussed|talked about)|"
-                           r"did not (say|mention|talk)|didn't (say|mention|talk)|don't know|do not know|"
-                           r"not sure|cannot (tell|say)|can't (tell|say))\b", re.IGNORECASE)
+NOT_MENTIONED = re.compile(
+    r"\b(not (been )?mentioned|no (information|mention)|not (discussed|talked about)|"
+    r"did not (say|mention|talk)|didn't (say|mention|talk)|don't know|do not know|"
+    r"not sure|cannot (tell|say)|can't (tell|say))\b",
+    re.IGNORECASE,
+)
 
 
 @dataclass(frozen=True)
@@ -75,8 +78,9 @@ def _evidence_sessions(evidence: list[str]) -> set[int]:
     return {int(m.group(1)) for e in evidence for m in [re.match(r"D(\d+):", str(e))] if m}
 
 
-def build_locomo(path: str | Path, sample: int = 0, sessions: int | None = 6, probes_per_session: int = 8,
-                 seed: int = 0) -> LocomoBenchmark:
+def build_locomo(
+    path: str | Path, sample: int = 0, sessions: int | None = 6, probes_per_session: int = 8, seed: int = 0
+) -> LocomoBenchmark:
     """The first `sessions` sessions (date order) of sample number `sample`, with balanced probes."""
     path = Path(path)
     samples = json.loads(path.read_text(encoding="utf-8"))

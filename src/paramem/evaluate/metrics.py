@@ -28,7 +28,7 @@ class YesNoMetrics:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, saved: dict) -> "YesNoMetrics":
+    def from_dict(cls, saved: dict) -> YesNoMetrics:
         return cls(**{**saved, "intervals": {name: tuple(v) for name, v in saved.get("intervals", {}).items()}})
 
 
@@ -46,14 +46,17 @@ def _point(gold: list[str], predicted: list[str]) -> dict[str, float]:
     pairs = list(zip(gold, predicted))
     yes = [p for g, p in pairs if g == "yes"]
     no = [p for g, p in pairs if g == "no"]
-    return {"accuracy": sum(g == p for g, p in pairs) / len(pairs),
-            "yes_accuracy": sum(p == "yes" for p in yes) / len(yes) if yes else float("nan"),
-            "no_accuracy": sum(p == "no" for p in no) / len(no) if no else float("nan"),
-            "macro_f1": (_f1(gold, predicted, "yes") + _f1(gold, predicted, "no")) / 2}
+    return {
+        "accuracy": sum(g == p for g, p in pairs) / len(pairs),
+        "yes_accuracy": sum(p == "yes" for p in yes) / len(yes) if yes else float("nan"),
+        "no_accuracy": sum(p == "no" for p in no) / len(no) if no else float("nan"),
+        "macro_f1": (_f1(gold, predicted, "yes") + _f1(gold, predicted, "no")) / 2,
+    }
 
 
-def bootstrap_intervals(gold: list[str], predicted: list[str], samples: int = BOOTSTRAP_SAMPLES,
-                        seed: int = 0) -> dict[str, tuple[float, float]]:
+def bootstrap_intervals(
+    gold: list[str], predicted: list[str], samples: int = BOOTSTRAP_SAMPLES, seed: int = 0
+) -> dict[str, tuple[float, float]]:
     """2.5th and 97.5th percentiles of each figure over `samples` resamples of the probes (with
     replacement, stratified by gold label so every resample keeps the yes/no balance)."""
     rng = random.Random(seed)
@@ -74,9 +77,13 @@ def yes_no_metrics(gold: list[str], predicted: list[str], intervals: bool = True
     assert len(gold) == len(predicted) and gold, "need one prediction per probe"
     point = _point(gold, predicted)
     return YesNoMetrics(
-        **point, yes_rate=sum(p == "yes" for p in predicted) / len(predicted), n=len(gold),
-        n_yes=sum(g == "yes" for g in gold), n_no=sum(g == "no" for g in gold),
-        intervals=bootstrap_intervals(gold, predicted) if intervals else {})
+        **point,
+        yes_rate=sum(p == "yes" for p in predicted) / len(predicted),
+        n=len(gold),
+        n_yes=sum(g == "yes" for g in gold),
+        n_no=sum(g == "no" for g in gold),
+        intervals=bootstrap_intervals(gold, predicted) if intervals else {},
+    )
 
 
 def ranking_auc(gold: list[str], scores: list[float]) -> float:
@@ -100,8 +107,9 @@ def ranking_auc(gold: list[str], scores: list[float]) -> float:
     return (yes_rank_sum - n_yes * (n_yes + 1) / 2) / (n_yes * n_no)
 
 
-def ranking_auc_interval(gold: list[str], scores: list[float], samples: int = BOOTSTRAP_SAMPLES,
-                         seed: int = 0) -> tuple[float, float]:
+def ranking_auc_interval(
+    gold: list[str], scores: list[float], samples: int = BOOTSTRAP_SAMPLES, seed: int = 0
+) -> tuple[float, float]:
     """95% stratified bootstrap interval of `ranking_auc`, as for the accuracies."""
     rng = random.Random(seed)
     by_label = [[i for i, g in enumerate(gold) if g == label] for label in ("yes", "no")]

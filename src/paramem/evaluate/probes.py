@@ -30,8 +30,7 @@ def load_probes(path: str | Path, known_conversations: set[str] | None = None) -
         if answer not in ("yes", "no"):
             raise InputError(f"'answer' must be yes or no, not {record['answer']!r}", path, line)
         if known_conversations is not None and record["conversation"] not in known_conversations:
-            raise InputError(f"unknown conversation {record['conversation']!r} (not in this user's memory)",
-                             path, line)
+            raise InputError(f"unknown conversation {record['conversation']!r} (not in this user's memory)", path, line)
         probes.append(Probe(record["conversation"], record["question"].strip(), answer))
     if not probes:
         raise InputError("no probes in file", path=path)

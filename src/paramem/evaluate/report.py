@@ -19,17 +19,22 @@ def _ranking_auc(method: dict) -> str:
 
 def methods_table(results: dict, aucs: dict[str, str], rule: str = "prior") -> list[str]:
     """One row per method under `rule`; `aucs` holds each method's ranking AUC, the same under every rule."""
-    lines = [f"| method | accuracy [95% CI] | yes-acc | no-acc | macro-F1 | yes-rate | ranking AUC | open F1 | "
-             f"prompt tokens | s / answer | bytes / user |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| method | accuracy [95% CI] | yes-acc | no-acc | macro-F1 | yes-rate | ranking AUC | open F1 | "
+        "prompt tokens | s / answer | bytes / user |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     open_results = results.get("open", {})
     for name, method in results["methods"].items():
         m = method["metrics"][rule]
         cost = results.get("costs", {}).get(name, {})
         f1 = open_results.get(name, {}).get("f1")
-        lines.append(f"| {name} | {_interval(m, 'accuracy')} | {_interval(m, 'yes_accuracy')} | "
-                     f"{_interval(m, 'no_accuracy')} | {m['macro_f1']:.3f} | {m['yes_rate']:.2f} | {aucs[name]} | "
-                     f"{'-' if f1 is None else f'{f1:.3f}'} | {method['prompt_tokens']} | "
-                     f"{cost.get('seconds_per_answer', float('nan')):.2f} | {cost.get('bytes_per_user', 0):,} |")
+        lines.append(
+            f"| {name} | {_interval(m, 'accuracy')} | {_interval(m, 'yes_accuracy')} | "
+            f"{_interval(m, 'no_accuracy')} | {m['macro_f1']:.3f} | {m['yes_rate']:.2f} | {aucs[name]} | "
+            f"{'-' if f1 is None else f'{f1:.3f}'} | {method['prompt_tokens']} | "
+            f"{cost.get('seconds_per_answer', float('nan')):.2f} | {cost.get('bytes_per_user', 0):,} |"
+        )
     return lines
 
 
@@ -56,13 +61,18 @@ def plot(results: dict, out: Path) -> list[str]:
         x = range(1, len(sessions) + 1)
         left.plot(x, right_after, "o-", label="right after learning it")
         left.plot(x, at_end, "s--", label=f"after all {len(sessions)} sessions")
-        left.set(xlabel="session (learned in this order)", ylabel="yes/no accuracy", ylim=(0, 1),
-                 title="forgetting curve")
+        left.set(
+            xlabel="session (learned in this order)", ylabel="yes/no accuracy", ylim=(0, 1), title="forgetting curve"
+        )
         left.axhline(0.5, color="grey", lw=0.5)
         left.legend()
         right.plot(x, growing, "o-")
-        right.set(xlabel="sessions learned", ylabel="accuracy on all learned sessions", ylim=(0, 1),
-                  title="accuracy as memory grows")
+        right.set(
+            xlabel="sessions learned",
+            ylabel="accuracy on all learned sessions",
+            ylim=(0, 1),
+            title="accuracy as memory grows",
+        )
         right.axhline(0.5, color="grey", lw=0.5)
         fig.tight_layout()
         fig.savefig(out / "forgetting.png", dpi=120)
@@ -73,10 +83,13 @@ def plot(results: dict, out: Path) -> list[str]:
         fig, ax = plt.subplots(figsize=(8, 3.8))
         for offset, (key, label) in enumerate((("yes_accuracy", "yes"), ("no_accuracy", "no"), ("accuracy", "all"))):
             values = [results["methods"][n]["metrics"]["prior"][key] for n in names]
-            errors = [[v - results["methods"][n]["metrics"]["prior"]["intervals"][key][0] for n, v in zip(names, values)],
-                      [results["methods"][n]["metrics"]["prior"]["intervals"][key][1] - v for n, v in zip(names, values)]]
-            ax.bar([i + (offset - 1) * 0.27 for i in range(len(names))], values, 0.27, yerr=errors, label=label,
-                   capsize=2)
+            errors = [
+                [v - results["methods"][n]["metrics"]["prior"]["intervals"][key][0] for n, v in zip(names, values)],
+                [results["methods"][n]["metrics"]["prior"]["intervals"][key][1] - v for n, v in zip(names, values)],
+            ]
+            ax.bar(
+                [i + (offset - 1) * 0.27 for i in range(len(names))], values, 0.27, yerr=errors, label=label, capsize=2
+            )
         ax.set_xticks(range(len(names)), names)
         ax.set(ylabel="accuracy (95% CI)", ylim=(0, 1), title="yes/no probes, prior rule")
         ax.axhline(0.5, color="grey", lw=0.5)
@@ -91,24 +104,35 @@ def plot(results: dict, out: Path) -> list[str]:
 def write_report(results: dict, out: Path) -> Path:
     bench, config = results["benchmark"], results["config"]
     aucs = {name: _ranking_auc(method) for name, method in results["methods"].items()}
-    lines = [f"# LoCoMo experiment: sample {bench['sample_id']} ({' and '.join(bench['speakers'])})", "",
-             f"- command: `{results['command']}`", f"- git commit: {results['git_commit']}",
-             f"- base model: {results['base_model']}; teacher: {config['teacher']}; date: {results['date']}",
-             f"- machine: {results['machine']}",
-             f"- sessions learned, in date order: {len(bench['sessions'])} ({bench['sessions'][0]} ... "
-             f"{bench['sessions'][-1]}); up to {config['epochs']} epochs each, lambda {config['qa_weight']}, "
-             f"negatives per positive {config['negative_ratio']}, open pairs {config['open_pairs']}, "
-             f"statements {config.get('statements', True)}",
-             f"- probes: {bench['probes']} yes/no ({bench['yes']} yes) from LoCoMo's observations and other samples' "
-             f"observations (absent here); {bench['open_questions']} open questions with evidence in these sessions", "",
-             "## Yes/no probes, every method (prior rule: log-odds minus those of a content-free question)", "",
-             *methods_table(results, aucs), ""]
+    lines = [
+        f"# LoCoMo experiment: sample {bench['sample_id']} ({' and '.join(bench['speakers'])})",
+        "",
+        f"- command: `{results['command']}`",
+        f"- git commit: {results['git_commit']}",
+        f"- base model: {results['base_model']}; teacher: {config['teacher']}; date: {results['date']}",
+        f"- machine: {results['machine']}",
+        f"- sessions learned, in date order: {len(bench['sessions'])} ({bench['sessions'][0]} ... "
+        f"{bench['sessions'][-1]}); up to {config['epochs']} epochs each, lambda {config['qa_weight']}, "
+        f"negatives per positive {config['negative_ratio']}, open pairs {config['open_pairs']}, "
+        f"statements {config.get('statements', True)}",
+        f"- probes: {bench['probes']} yes/no ({bench['yes']} yes) from LoCoMo's observations and other samples' "
+        f"observations (absent here); {bench['open_questions']} open questions with evidence in these sessions",
+        "",
+        "## Yes/no probes, every method (prior rule: log-odds minus those of a content-free question)",
+        "",
+        *methods_table(results, aucs),
+        "",
+    ]
     for rule in ("heldout", "raw"):
         if results["methods"] and rule in next(iter(results["methods"].values()))["metrics"]:
             lines += [f"### the same under the {rule} rule", "", *methods_table(results, aucs, rule), ""]
     if results.get("open"):
-        lines += ["## Open questions (LoCoMo token F1; category 5 = says it was not mentioned)", "",
-                  "| method | F1 (cat. 1-4) | by category | n |", "|---|---|---|---|"]
+        lines += [
+            "## Open questions (LoCoMo token F1; category 5 = says it was not mentioned)",
+            "",
+            "| method | F1 (cat. 1-4) | by category | n |",
+            "|---|---|---|---|",
+        ]
         for name, o in results["open"].items():
             f1 = "-" if o["f1"] is None else f"{o['f1']:.3f}"
             cats = ", ".join(f"{c}: {v:.2f}" for c, v in o["by_category"].items())
@@ -116,13 +140,25 @@ def write_report(results: dict, out: Path) -> Path:
         lines.append("")
     sessions, right_after, at_end, growing = curve_rows(results)
     if sessions:
-        lines += ["## Forgetting curve (memory, prior rule)", "", "![forgetting](forgetting.png)", "",
-                  "| session | right after learning it | after all sessions | mean over learned so far |",
-                  "|---|---|---|---|"]
-        lines += [f"| {s} | {a:.2f} | {e:.2f} | {g:.2f} |" for s, a, e, g in zip(sessions, right_after, at_end, growing)]
+        lines += [
+            "## Forgetting curve (memory, prior rule)",
+            "",
+            "![forgetting](forgetting.png)",
+            "",
+            "| session | right after learning it | after all sessions | mean over learned so far |",
+            "|---|---|---|---|",
+        ]
+        lines += [
+            f"| {s} | {a:.2f} | {e:.2f} | {g:.2f} |" for s, a, e, g in zip(sessions, right_after, at_end, growing)
+        ]
         lines.append("")
     if results.get("retention"):
-        lines += ["## Capability retention (5-shot)", "", "| benchmark | base | with memory adapter | n |", "|---|---|---|---|"]
+        lines += [
+            "## Capability retention (5-shot)",
+            "",
+            "| benchmark | base | with memory adapter | n |",
+            "|---|---|---|---|",
+        ]
         for name, r in results["retention"].items():
             lines.append(f"| {name} | {r['base']['accuracy']:.3f} | {r['memory']['accuracy']:.3f} | {r['base']['n']} |")
         lines.append("")

@@ -46,8 +46,9 @@ class BM25Retriever:
 
         self.corpus = corpus
         self.index = bm25s.BM25()
-        self.index.index(bm25s.tokenize([p.text for p in corpus], stopwords="en", show_progress=False),
-                         show_progress=False)
+        self.index.index(
+            bm25s.tokenize([p.text for p in corpus], stopwords="en", show_progress=False), show_progress=False
+        )
 
     def search(self, queries: list[str], k: int) -> list[list[Passage]]:
         import bm25s
@@ -66,8 +67,9 @@ class DenseRetriever:
     def __init__(self, corpus: list[Passage]):
         self.corpus = corpus
         self.model = load_embedder()
-        self.embeddings = self.model.encode([p.text for p in corpus], convert_to_tensor=True,
-                                            normalize_embeddings=True, batch_size=64)
+        self.embeddings = self.model.encode(
+            [p.text for p in corpus], convert_to_tensor=True, normalize_embeddings=True, batch_size=64
+        )
 
     def search(self, queries: list[str], k: int) -> list[list[Passage]]:
         query_embeddings = self.model.encode(queries, convert_to_tensor=True, normalize_embeddings=True)

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 import platform
 import subprocess
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Callable
 
 from paramem.answer import YesNoScorer, rule_thresholds
 from paramem.augment.notes import Notes
@@ -82,19 +81,32 @@ class MethodResult:
 
     def to_dict(self) -> dict:
         auc, interval = self.auc
-        return {"method": self.method, "readout": self.readout,
-                "metrics": {rule: m.to_dict() for rule, m in self.metrics.items()},
-                "auc": round(auc, 4), "auc_interval": [round(v, 4) for v in interval],
-                "thresholds": {rule: round(t, 4) for rule, t in self.thresholds.items()},
-                "seconds": round(self.seconds, 2), "prompt_tokens": self.prompt_tokens,
-                "predictions": self.predictions,
-                **({"recollections": self.recollections} if self.recollections is not None else {})}
+        return {
+            "method": self.method,
+            "readout": self.readout,
+            "metrics": {rule: m.to_dict() for rule, m in self.metrics.items()},
+            "auc": round(auc, 4),
+            "auc_interval": [round(v, 4) for v in interval],
+            "thresholds": {rule: round(t, 4) for rule, t in self.thresholds.items()},
+            "seconds": round(self.seconds, 2),
+            "prompt_tokens": self.prompt_tokens,
+            "predictions": self.predictions,
+            **({"recollections": self.recollections} if self.recollections is not None else {}),
+        }
 
     @classmethod
-    def from_dict(cls, saved: dict) -> "MethodResult":
+    def from_dict(cls, saved: dict) -> MethodResult:
         metrics = {rule: YesNoMetrics.from_dict(m) for rule, m in saved["metrics"].items()}
-        return cls(saved["method"], metrics, saved["thresholds"], saved["seconds"], saved["prompt_tokens"],
-                   saved["predictions"], saved.get("readout", "log-odds"), saved.get("recollections"))
+        return cls(
+            saved["method"],
+            metrics,
+            saved["thresholds"],
+            saved["seconds"],
+            saved["prompt_tokens"],
+            saved["predictions"],
+            saved.get("readout", "log-odds"),
+            saved.get("recollections"),
+        )
 
 
 def context_prompt(tokenizer, conversations: list[Conversation], budget: int = CONTEXT_TOKENS) -> str:
@@ -110,8 +122,9 @@ def context_prompt(tokenizer, conversations: list[Conversation], budget: int = C
     return f"{SYSTEM_PROMPT}\n\nPast conversations with this user, most recent first:\n\n" + "\n\n".join(parts)
 
 
-def system_prompts(method: str, tokenizer, conversations: list[Conversation] | None,
-                   retrieval: RetrievalConfig) -> Callable[[list[str]], list[str]]:
+def system_prompts(
+    method: str, tokenizer, conversations: list[Conversation] | None, retrieval: RetrievalConfig
+) -> Callable[[list[str]], list[str]]:
     """For a method, the function giving each question its system prompt."""
     if method in ("none", "memory"):
         return lambda questions: [SYSTEM_PROMPT] * len(questions)
@@ -129,12 +142,18 @@ def heldout_pairs(notes: list[Notes]) -> list[QAPair]:
     return [pair for n in notes for pair in validation_pairs(n)]
 
 
-def evaluate_yes_no(model, tokenizer, probes: list[Probe], methods: list[str],
-                    conversations: list[Conversation] | None = None,
-                    heldout: list[QAPair] | None = None,
-                    retrieval: RetrievalConfig | None = None,
-                    readout: str = "log-odds", cues: list[str] | None = None,
-                    recall: RecallConfig | None = None) -> list[MethodResult]:
+def evaluate_yes_no(
+    model,
+    tokenizer,
+    probes: list[Probe],
+    methods: list[str],
+    conversations: list[Conversation] | None = None,
+    heldout: list[QAPair] | None = None,
+    retrieval: RetrievalConfig | None = None,
+    readout: str = "log-odds",
+    cues: list[str] | None = None,
+    recall: RecallConfig | None = None,
+) -> list[MethodResult]:
     """`model` is a PeftModel holding the user's adapter; methods without memory switch it off.
     `heldout` (the teacher's held-out reworded pairs) fits each method's `heldout` threshold. The prior
     of every method is its own score on a content-free question, asked the same way. The recall
@@ -170,20 +189,25 @@ def evaluate_yes_no(model, tokenizer, probes: list[Probe], methods: list[str],
                 systems_for = system_prompts(method, tokenizer, conversations, retrieval)
                 scorer = YesNoScorer(model, tokenizer)
 
-                def score(asked: list[str]) -> list[float]:
+                def score(asked: list[str], scorer=scorer, systems_for=systems_for) -> list[float]:
                     return scorer.log_odds(asked, systems_for(asked))
 
-                prompt_tokens = sum(len(encode_prompt(tokenizer, q, s))
-                                    for q, s in zip(questions, systems_for(questions))) // len(probes)
+                prompt_tokens = sum(
+                    len(encode_prompt(tokenizer, q, s)) for q, s in zip(questions, systems_for(questions))
+                ) // len(probes)
             scores = score(questions)
             seconds = time.perf_counter() - start
             thresholds = rule_thresholds(score, heldout or None)
-        metrics = {rule: yes_no_metrics(gold, ["yes" if s > t else "no" for s in scores])
-                   for rule, t in thresholds.items()}
-        predictions = [{"conversation": p.conversation, "question": p.question, "answer": p.answer,
-                        "score": round(s, 4)} for p, s in zip(probes, scores)]
-        results.append(MethodResult(method, metrics, thresholds, seconds, prompt_tokens, predictions, readout,
-                                    recalled))
+        metrics = {
+            rule: yes_no_metrics(gold, ["yes" if s > t else "no" for s in scores]) for rule, t in thresholds.items()
+        }
+        predictions = [
+            {"conversation": p.conversation, "question": p.question, "answer": p.answer, "score": round(s, 4)}
+            for p, s in zip(probes, scores)
+        ]
+        results.append(
+            MethodResult(method, metrics, thresholds, seconds, prompt_tokens, predictions, readout, recalled)
+        )
     return results
 
 
@@ -193,14 +217,26 @@ def write_json(results: list[MethodResult], path: str | Path, meta: dict) -> Non
     Path(path).write_text(json.dumps(payload, indent=1), encoding="utf-8")
 
 
-def run_meta(command: list[str], base_model: str, data: dict) -> dict:
-    """What every results file records: command, commit, base model, data, date, machine."""
+def run_meta(command: list[str], base_model: str, data: dict, dtype: str | None = None) -> dict:
+    """What every results file records: command, commit, base model and its dtype, data, date, and the
+    machine with its CPU's bf16 flags (speeds and even the dtype chosen depend on them)."""
+    from paramem.compute import cpu_info
+
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                                cwd=Path(__file__).parent).stdout.strip() or None
+        commit = (
+            subprocess.run(
+                ["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent
+            ).stdout.strip()
+            or None
+        )
     except OSError:
         commit = None
-    return {"command": " ".join(command), "git_commit": commit, "base_model": base_model, "data": data,
-            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "machine": {"platform": platform.platform(), "processor": platform.processor(),
-                        "cpus": os.cpu_count()}}
+    return {
+        "command": " ".join(command),
+        "git_commit": commit,
+        "base_model": base_model,
+        "dtype": dtype,
+        "data": data,
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": {"platform": platform.platform(), "cpu": cpu_info()},
+    }
