@@ -1,7 +1,7 @@
 import json
 
 import pytest
-from conftest import DATA, DEMO, write_jsonl
+from conftest import DATA, DEMO, FIXTURES, needs_data, write_jsonl
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -116,6 +116,16 @@ def test_chatgpt_export_follows_current_branch(tmp_path):
 
 
 def test_locomo_sessions_in_date_order():
+    conversations = load_conversations(FIXTURES / "locomo.json")
+    assert detect_format(FIXTURES / "locomo.json") == "locomo"
+    first = [c for c in conversations if c.id.startswith("mini-0/")]
+    assert [c.id for c in first] == [f"mini-0/session_{n}" for n in (1, 2, 3)]
+    assert [c.timestamp for c in first] == sorted(c.timestamp for c in first)
+    assert first[0].messages[0].name == "Nora" and first[0].messages[1].role == "assistant"
+
+
+@needs_data
+def test_the_real_locomo_file_loads_in_date_order():
     conversations = load_conversations(DATA / "locomo" / "locomo8.json")
     first = [c for c in conversations if c.id.startswith("conv-26/")]
     assert first[0].id == "conv-26/session_1"
@@ -125,6 +135,18 @@ def test_locomo_sessions_in_date_order():
     assert first[0].messages[0].name == "Caroline"
 
 
+def test_msc_and_malp_load():
+    msc = load_conversations(FIXTURES / "msc.txt")
+    assert [c.id for c in msc] == [f"mini-episode/session_{n}" for n in (1, 2, 3)]
+    assert msc[0].messages[0].content == "I just got my first beehive." and msc[0].messages[0].role == "user"
+    malp = load_conversations(FIXTURES / "malp.json")
+    assert [m.content for m in malp[0].messages[:2]] == [
+        "I have had a dry cough for two weeks.",
+        "Do you smoke or have a fever?",
+    ]
+
+
+@needs_data
 def test_msc_and_malp_load_real_files():
     msc = load_conversations(DATA / "msc" / "msc_dialogue" / "session_3" / "test.txt")
     assert len(msc) >= 501 * 3 - 5 and msc[0].id.endswith("/session_1")
@@ -175,3 +197,99 @@ def test_loaders_never_crash_on_mangled_input(tmp_path, text, fmt):
         assert str(error).startswith(str(path))
         return
     assert conversations and all(c.messages for c in conversations)
+
+
+def test_unicode_line_separators_inside_messages_load_and_round_trip(tmp_path):
+    text = "first\u2028second\u0085third\u2029fourth\x1cfifth"
+    path = tmp_path / "c.jsonl"
+    # ensure_ascii=False writes the separators raw, as many tools do
+    path.write_text(json.dumps(conv("a", text), ensure_ascii=False) + "\n", encoding="utf-8")
+    [loaded] = load_conversations(path)
+    assert loaded.messages[0].content == text
+    again = write_jsonl(tmp_path / "again.jsonl", [{"id": loaded.id, "messages": [{"role": "user", "content": text}]}])
+    assert load_conversations(again)[0].content_hash == loaded.content_hash
+
+
+def test_invalid_utf8_names_its_line(tmp_path):
+    path = tmp_path / "c.jsonl"
+    path.write_bytes(json.dumps(conv("a", "fine")).encode() + b"\n" + b'{"id": "b", "messages": [\xff]}\n')
+    with pytest.raises(InputError, match=r"c\.jsonl:2: not UTF-8"):
+        load_conversations(path, "jsonl")
+
+
+@pytest.mark.parametrize(
+    "fmt, document, expected",
+    [
+        (
+            "locomo",
+            [{"conversation": {"speaker_a": "A", "session_1": [{"speaker": "A", "text": "hi"}]}}, {"qa": []}],
+            "sample 1: missing 'conversation'",
+        ),
+        (
+            "malp",
+            [[{"0": {"User": "hi", "Assistant": "hello"}}], ["not a round"]],
+            "dialogue 1: each round must be an object",
+        ),
+        (
+            "chatgpt",
+            [
+                {"mapping": {"r": {"message": {"author": {"role": "user"}, "content": {"parts": ["hi"]}}}}},
+                {"title": "x"},
+            ],
+            "conversation 1: missing 'mapping'",
+        ),
+        (
+            "sharegpt",
+            [{"conversations": [{"from": "human", "value": "hi"}]}, {"conversations": [{"from": "x"}]}],
+            "item 1: each turn needs 'from' and 'value'",
+        ),
+    ],
+)
+def test_json_document_errors_name_the_line_of_the_item(tmp_path, fmt, document, expected):
+    path = tmp_path / "doc.json"
+    text = json.dumps(document, indent=1)
+    path.write_text(text)
+    second_item = [n for n, line in enumerate(text.split("\n"), start=1) if line in (" {", " [")][1]
+    with pytest.raises(InputError) as error:
+        load_conversations(path, fmt)
+    assert str(error.value) == f"{path}:{second_item}: {expected}"
+
+
+def test_a_broken_json_document_names_the_line_of_the_fault(tmp_path):
+    path = tmp_path / "doc.json"
+    path.write_text('[\n {"conversation": {}},\n {"conversation": \n')
+    with pytest.raises(InputError, match=r"doc\.json:4: invalid JSON"):
+        load_conversations(path, "locomo")
+
+
+def test_limits_on_file_size_conversation_count_and_length(tmp_path, monkeypatch):
+    from paramem import conversations
+
+    path = write_jsonl(tmp_path / "c.jsonl", [conv("a", "x" * 40), conv("b", "short")])
+    monkeypatch.setattr(conversations, "MAX_CONVERSATION_CHARS", 30)
+    with pytest.raises(InputError, match=r"c\.jsonl:1: conversation 'a' has 40 characters; at most 30"):
+        load_conversations(path)
+    monkeypatch.setattr(conversations, "MAX_CONVERSATIONS", 1)
+    monkeypatch.setattr(conversations, "MAX_CONVERSATION_CHARS", 1000)
+    with pytest.raises(InputError, match="2 conversations; at most 1 per file"):
+        load_conversations(path)
+    monkeypatch.setattr(conversations, "MAX_FILE_BYTES", 10)
+    with pytest.raises(InputError, match="paramem reads at most"):
+        load_conversations(path)
+
+
+def test_format_detection_reads_only_the_start_of_a_file(tmp_path, monkeypatch):
+    from paramem import conversations
+
+    path = write_jsonl(tmp_path / "c.jsonl", [conv(str(i), "hello " * 50) for i in range(200)])
+    real_open, read = open, []
+
+    def counting_open(file, mode="r", *args, **kwargs):
+        handle = real_open(file, mode, *args, **kwargs)
+        original = handle.read
+        handle.read = lambda size=-1: read.append(size) or original(size)
+        return handle
+
+    monkeypatch.setattr("builtins.open", counting_open)
+    assert conversations.detect_format(path) == "jsonl"
+    assert read and all(0 < size <= 1 << 20 for size in read)

@@ -14,6 +14,7 @@ Formats:
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 from collections.abc import Iterator
@@ -58,31 +59,94 @@ class Conversation:
 # Reading helpers
 
 
-def _read_text(path: Path) -> str:
+# Limits, each with its own message: a file this large is a mistake (a wrong path, a database dump),
+# and one conversation this long would take the teacher and trainer hours.
+MAX_FILE_BYTES = 1 << 30  # 1 GiB
+MAX_CONVERSATIONS = 100_000  # per file
+MAX_CONVERSATION_CHARS = 500_000  # about 125k tokens; a whole LoCoMo sample is ~100k characters
+
+
+def _check_file(path: Path) -> None:
     if not path.is_file():
         raise InputError("file not found", path=path)
+    size = path.stat().st_size
+    if size > MAX_FILE_BYTES:
+        raise InputError(
+            f"file is {size / 2**30:.1f} GiB; paramem reads at most {MAX_FILE_BYTES >> 30} GiB (split it)", path=path
+        )
+
+
+def _read_text(path: Path) -> str:
+    _check_file(path)
     try:
         return path.read_text(encoding="utf-8")
     except UnicodeDecodeError as error:
-        raise InputError(f"not UTF-8 text ({error.reason} at byte {error.start})", path=path) from None
+        line = path.read_bytes()[: error.start].count(b"\n") + 1
+        raise InputError(f"not UTF-8 text ({error.reason} at byte {error.start})", path, line) from None
 
 
-def _json_lines(path: Path, text: str) -> Iterator[tuple[int, Any]]:
-    """Yield (line number, parsed object) for each non-blank line of a JSONL text."""
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
+def _json_lines(path: Path) -> Iterator[tuple[int, Any]]:
+    """Yield (line number, parsed object) for each non-blank line of a JSONL file, streamed.
+
+    Lines end at "\\n" only (read as bytes): U+2028, U+0085 and the other characters `str.splitlines`
+    also splits at may stand unescaped inside a JSON string, so they belong to the line they are on."""
+    _check_file(path)
+    with open(path, "rb") as lines:
+        for number, raw in enumerate(lines, start=1):
+            try:
+                line = raw.decode("utf-8").removeprefix("\ufeff" if number == 1 else "")
+            except UnicodeDecodeError as error:
+                raise InputError(f"not UTF-8 text ({error.reason} at byte {error.start} of the line)", path,
+                                 number) from None
+            if not line.strip():
+                continue
+            try:
+                yield number, json.loads(line)
+            except json.JSONDecodeError as error:
+                raise InputError(f"invalid JSON ({error.msg}, column {error.colno})", path, number) from None
+
+
+def _json_list(path: Path, text: str, what: str) -> list[tuple[int, Any]]:
+    """The items of a JSON document that is a list, each with the line it starts on, so that an error in
+    a LoCoMo sample, a MaLP dialogue or a ChatGPT conversation names its line."""
+    decoder = json.JSONDecoder()
+    newlines = [i for i, char in enumerate(text) if char == "\n"]
+
+    def line_of(offset: int) -> int:
+        return bisect.bisect_right(newlines, offset - 1) + 1
+
+    def skip(offset: int) -> int:
+        while offset < len(text) and text[offset] in " \t\r\n\ufeff":
+            offset += 1
+        return offset
+
+    def invalid(error: json.JSONDecodeError) -> InputError:
+        return InputError(f"invalid JSON ({error.msg}, column {error.colno})", path, error.lineno)
+
+    at = skip(0)
+    if text[at : at + 1] != "[":
         try:
-            yield number, json.loads(line)
+            json.loads(text)
         except json.JSONDecodeError as error:
-            raise InputError(f"invalid JSON ({error.msg}, column {error.colno})", path, number) from None
-
-
-def _json_document(path: Path, text: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as error:
-        raise InputError(f"invalid JSON ({error.msg}, column {error.colno})", path, error.lineno) from None
+            raise invalid(error) from None
+        raise InputError(f"{what} is a JSON list", path, line_of(at))
+    items: list[tuple[int, Any]] = []
+    at = skip(at + 1)
+    if text[at : at + 1] == "]":
+        return items
+    while True:
+        try:
+            item, end = decoder.raw_decode(text, at)
+        except json.JSONDecodeError as error:
+            raise invalid(error) from None
+        items.append((line_of(at), item))
+        at = skip(end)
+        if text[at : at + 1] == ",":
+            at = skip(at + 1)
+        elif text[at : at + 1] == "]" and skip(at + 1) == len(text):
+            return items
+        else:
+            raise InputError("invalid JSON (expected ',' or ']' after an item)", path, line_of(at))
 
 
 def _require(condition: bool, reason: str, path: Path, line: int | None) -> None:
@@ -98,10 +162,26 @@ def _string(value: Any, what: str, path: Path, line: int | None) -> str:
 def _finish(
     conversations: list[Conversation], path: Path, lines: list[int | None], sort_by_time: bool = True
 ) -> list[Conversation]:
-    """Shared checks: something to learn, no empty conversation, unique ids, timestamp order."""
+    """Shared checks: something to learn, no empty conversation, unique ids, the limits, timestamp order.
+    Each conversation remembers where it came from (`metadata["source"]`), for later errors."""
     _require(bool(conversations), "no conversations in file", path, None)
+    _require(
+        len(conversations) <= MAX_CONVERSATIONS,
+        f"{len(conversations)} conversations; at most {MAX_CONVERSATIONS} per file (split it)",
+        path,
+        None,
+    )
     seen: dict[str, int | None] = {}
     for conversation, line in zip(conversations, lines):
+        conversation.metadata["source"] = f"{path}:{line}" if line else str(path)
+        length = sum(len(m.content) for m in conversation.messages)
+        _require(
+            length <= MAX_CONVERSATION_CHARS,
+            f"conversation {conversation.id!r} has {length} characters; at most {MAX_CONVERSATION_CHARS} "
+            "(split it into sessions)",
+            path,
+            line,
+        )
         _require(
             any(m.content.strip() for m in conversation.messages),
             f"conversation {conversation.id!r} is empty",
@@ -141,7 +221,7 @@ def _check_timestamp(value: Any, path: Path, line: int | None) -> str | None:
 
 def load_jsonl(path: Path) -> list[Conversation]:
     conversations, lines = [], []
-    for line, record in _json_lines(path, _read_text(path)):
+    for line, record in _json_lines(path):
         _require(isinstance(record, dict), "each line must be a JSON object", path, line)
         _require("id" in record, "missing 'id'", path, line)
         _require(
@@ -188,15 +268,13 @@ SHAREGPT_ROLES = {
 
 
 def load_sharegpt(path: Path) -> list[Conversation]:
-    text = _read_text(path)
-    if text.lstrip().startswith("["):
-        items = _json_document(path, text)
-        records = [(None, item) for item in items]
+    if _head(path).lstrip().startswith("["):
+        records = _json_list(path, _read_text(path), "a ShareGPT document")
     else:
-        records = list(_json_lines(path, text))
+        records = list(_json_lines(path))
     conversations, lines = [], []
     for index, (line, record) in enumerate(records):
-        where = "" if line else f"item {index}: "
+        where = f"item {index}: "
         _require(
             isinstance(record, dict) and isinstance(record.get("conversations"), list),
             f"{where}missing 'conversations' list",
@@ -221,17 +299,17 @@ def load_sharegpt(path: Path) -> list[Conversation]:
     return _finish(conversations, path, lines)
 
 
-def _chatgpt_messages(mapping: dict, current: str | None, where: str, path: Path) -> list[Message]:
+def _chatgpt_messages(mapping: dict, current: str | None, where: str, path: Path, line: int) -> list[Message]:
     """Walk the export's tree from the current node up to the root: the branch the user last saw."""
     if current is None:  # older exports: take the last leaf
         leaves = [key for key, node in mapping.items() if not node.get("children")]
         current = leaves[-1] if leaves else None
     chain, seen = [], set()
     while current is not None:
-        _require(current in mapping and current not in seen, f"{where}broken 'mapping' tree", path, None)
+        _require(current in mapping and current not in seen, f"{where}broken 'mapping' tree", path, line)
         seen.add(current)
         node = mapping[current]
-        _require(isinstance(node, dict), f"{where}broken 'mapping' tree", path, None)
+        _require(isinstance(node, dict), f"{where}broken 'mapping' tree", path, line)
         chain.append(node.get("message"))
         current = node.get("parent")
     messages = []
@@ -247,16 +325,15 @@ def _chatgpt_messages(mapping: dict, current: str | None, where: str, path: Path
 
 
 def load_chatgpt(path: Path) -> list[Conversation]:
-    items = _json_document(path, _read_text(path))
-    _require(isinstance(items, list), "a ChatGPT export is a JSON list of conversations", path, None)
-    conversations = []
-    for index, item in enumerate(items):
+    items = _json_list(path, _read_text(path), "a ChatGPT export")
+    conversations, lines = [], []
+    for index, (line, item) in enumerate(items):
         where = f"conversation {index}: "
         _require(
-            isinstance(item, dict) and isinstance(item.get("mapping"), dict), f"{where}missing 'mapping'", path, None
+            isinstance(item, dict) and isinstance(item.get("mapping"), dict), f"{where}missing 'mapping'", path, line
         )
-        messages = _chatgpt_messages(item["mapping"], item.get("current_node"), where, path)
-        _require(bool(messages), f"{where}conversation is empty", path, None)
+        messages = _chatgpt_messages(item["mapping"], item.get("current_node"), where, path, line)
+        _require(bool(messages), f"{where}conversation is empty", path, line)
         created = item.get("create_time")
         stamp = datetime.fromtimestamp(created).astimezone().isoformat() if isinstance(created, (int, float)) else None
         conversations.append(
@@ -267,23 +344,23 @@ def load_chatgpt(path: Path) -> list[Conversation]:
                 metadata={"title": item.get("title")},
             )
         )
-    return _finish(conversations, path, [None] * len(conversations))
+        lines.append(line)
+    return _finish(conversations, path, lines)
 
 
 LOCOMO_DATE_FORMAT = "%I:%M %p on %d %B, %Y"  # "1:56 pm on 8 May, 2023"
 
 
 def load_locomo(path: Path) -> list[Conversation]:
-    samples = _json_document(path, _read_text(path))
-    _require(isinstance(samples, list), "a LoCoMo file is a JSON list of samples", path, None)
-    conversations = []
-    for index, sample in enumerate(samples):
+    samples = _json_list(path, _read_text(path), "a LoCoMo file")
+    conversations, lines = [], []
+    for index, (line, sample) in enumerate(samples):
         where = f"sample {index}: "
         _require(
             isinstance(sample, dict) and isinstance(sample.get("conversation"), dict),
             f"{where}missing 'conversation'",
             path,
-            None,
+            line,
         )
         body = sample["conversation"]
         sample_id = str(sample.get("sample_id", index))
@@ -293,14 +370,14 @@ def load_locomo(path: Path) -> list[Conversation]:
             if not (key.startswith("session_") and key[8:].isdigit()):
                 continue
             number = int(key[8:])
-            _require(isinstance(turns, list), f"{where}{key} must be a list", path, None)
+            _require(isinstance(turns, list), f"{where}{key} must be a list", path, line)
             messages = []
             for turn in turns:
                 _require(
                     isinstance(turn, dict) and isinstance(turn.get("text"), str),
                     f"{where}{key}: each turn needs 'speaker' and 'text'",
                     path,
-                    None,
+                    line,
                 )
                 text = turn["text"]
                 if turn.get("blip_caption"):  # shared photos are described by a caption
@@ -329,9 +406,11 @@ def load_locomo(path: Path) -> list[Conversation]:
                 )
             )
         # Date order within each sample; sessions without a date keep their number order.
-        conversations.extend(c for _, _, c in sorted(sessions, key=lambda s: (s[0], s[1])))
+        for _, _, conversation in sorted(sessions, key=lambda s: (s[0], s[1])):
+            conversations.append(conversation)
+            lines.append(line)
     # Do not reorder across samples by timestamp: each sample is a different pair of people.
-    return _finish(conversations, path, [None] * len(conversations), sort_by_time=False)
+    return _finish(conversations, path, lines, sort_by_time=False)
 
 
 def _msc_dialog(turns: Any, where: str, path: Path, line: int) -> list[Message]:
@@ -352,7 +431,7 @@ def _msc_dialog(turns: Any, where: str, path: Path, line: int) -> list[Message]:
 
 def load_msc(path: Path) -> list[Conversation]:
     conversations, lines = [], []
-    for line, episode in _json_lines(path, _read_text(path)):
+    for line, episode in _json_lines(path):
         _require(isinstance(episode, dict) and "dialog" in episode, "missing 'dialog'", path, line)
         episode_id = str((episode.get("metadata") or {}).get("initial_data_id") or f"episode_{line}")
         sessions = [
@@ -375,8 +454,8 @@ def load_msc(path: Path) -> list[Conversation]:
 
 
 def _malp_text(value: Any) -> str:
-    # MaLP wraps many turns in quotes and prefixes them with "Doctor:" / "Patient:".
-    text = value.strip() if isinstance(value, str) else ""
+    # MaLP wraps many turns in quotes and prefixes them with "Doctor:" / "Patient:", in either order.
+    text = value.strip().strip('"').strip() if isinstance(value, str) else ""
     for prefix in ("Doctor:", "Patient:"):
         if text.startswith(prefix):
             text = text[len(prefix) :].strip()
@@ -384,24 +463,24 @@ def _malp_text(value: Any) -> str:
 
 
 def load_malp(path: Path) -> list[Conversation]:
-    dialogues = _json_document(path, _read_text(path))
-    _require(isinstance(dialogues, list), "a MaLP file is a JSON list of dialogues", path, None)
-    conversations = []
-    for index, rounds in enumerate(dialogues):
+    dialogues = _json_list(path, _read_text(path), "a MaLP file")
+    conversations, lines = [], []
+    for index, (line, rounds) in enumerate(dialogues):
         where = f"dialogue {index}: "
-        _require(isinstance(rounds, list), f"{where}must be a list of rounds", path, None)
+        _require(isinstance(rounds, list), f"{where}must be a list of rounds", path, line)
         messages = []
         for round_ in rounds:
-            _require(isinstance(round_, dict), f"{where}each round must be an object", path, None)
+            _require(isinstance(round_, dict), f"{where}each round must be an object", path, line)
             for turn in round_.values():
-                _require(isinstance(turn, dict), f"{where}each round holds {{'User', 'Assistant'}}", path, None)
+                _require(isinstance(turn, dict), f"{where}each round holds {{'User', 'Assistant'}}", path, line)
                 for key, role in (("User", "user"), ("Assistant", "assistant")):
                     text = _malp_text(turn.get(key))
                     if text and "end of simulation" not in text.lower():  # noisy turns are skipped
                         messages.append(Message(role=role, content=text))
         if messages:
             conversations.append(Conversation(id=f"malp_{index}", messages=tuple(messages)))
-    return _finish(conversations, path, [None] * len(conversations))
+            lines.append(line)
+    return _finish(conversations, path, lines)
 
 
 LOADERS = {
@@ -414,12 +493,19 @@ LOADERS = {
 }
 
 
+def _head(path: Path, size: int = 1 << 20) -> str:
+    """The start of a file, as text (a character cut at the end is dropped)."""
+    _check_file(path)
+    with open(path, "rb") as file:
+        return file.read(size).decode("utf-8", errors="ignore")
+
+
 def detect_format(path: Path) -> str:
-    """Guess the format from the first record; `--format` overrides it."""
-    head = _read_text(path).lstrip()
+    """Guess the format from the file's first megabyte; `--format` overrides it."""
+    head = _head(path).lstrip()
     if not head:
         raise InputError("file is empty", path=path, line=1)
-    first_line = head.splitlines()[0]
+    first_line = head.split("\n", 1)[0]
     try:
         record = json.loads(first_line)
     except json.JSONDecodeError:
@@ -451,14 +537,3 @@ def load_conversations(path: str | Path, format: str | None = None) -> list[Conv
     if name not in LOADERS:
         raise InputError(f"unknown format {name!r} (one of {', '.join(FORMATS)})", path=path)
     return LOADERS[name](path)
-
-
-def write_jsonl(conversations: list[Conversation], path: str | Path) -> None:
-    """Write conversations in paramem's own JSONL format."""
-    with open(path, "w", encoding="utf-8") as out:
-        for c in conversations:
-            record: dict[str, Any] = {"id": c.id}
-            if c.timestamp:
-                record["timestamp"] = c.timestamp
-            record["messages"] = [{"role": m.role, "content": m.content} for m in c.messages]
-            out.write(json.dumps(record, ensure_ascii=False) + "\n")

@@ -3,7 +3,7 @@ retention, report; then a rerun resumes instead of starting over."""
 
 import json
 
-from conftest import DATA
+from conftest import FIXTURES
 
 from paramem.evaluate.experiment import ExperimentConfig, run_experiment
 from paramem.evaluate.probes import load_probes
@@ -11,9 +11,9 @@ from paramem.evaluate.probes import load_probes
 
 def tiny_config(**overrides):
     settings = dict(
-        locomo=str(DATA / "locomo" / "locomo8.json"),
-        mmlu=str(DATA / "mmlu"),
-        arc=str(DATA / "arc" / "ARC-Challenge"),
+        locomo=str(FIXTURES / "locomo.json"),
+        mmlu=str(FIXTURES / "mmlu"),
+        arc=str(FIXTURES / "arc" / "ARC-Challenge"),
         base_model="tiny",
         sessions=2,
         probes_per_session=4,

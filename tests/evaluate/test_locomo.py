@@ -1,13 +1,15 @@
-from conftest import DATA
+import pytest
+from conftest import DATA, FIXTURES, needs_data
 
 from paramem.augment.notes import content_words
 from paramem.evaluate.locomo import build_locomo, open_score, token_f1
 
-LOCOMO = DATA / "locomo" / "locomo8.json"
+LOCOMO = FIXTURES / "locomo.json"
 
 
-def test_probes_are_balanced_and_come_from_the_annotations():
-    bench = build_locomo(LOCOMO, sample=0, sessions=3, probes_per_session=6)
+@pytest.mark.parametrize("path", [LOCOMO, pytest.param(DATA / "locomo" / "locomo8.json", marks=needs_data)])
+def test_probes_are_balanced_and_come_from_the_annotations(path):
+    bench = build_locomo(path, sample=0, sessions=3, probes_per_session=6)
     assert [c.metadata["session"] for c in bench.conversations] == [1, 2, 3]
     learned = {c.id for c in bench.conversations}
     assert {p.conversation for p in bench.probes} == learned
