@@ -1,3 +1,5 @@
+import json
+
 import pytest
 import torch
 from peft import PeftModel
@@ -89,3 +91,42 @@ def test_the_dtype_a_memory_learned_in_is_recorded_and_used_to_load_it(demo_conv
     model, _, _ = load_memory("u")
     assert dtype_of(model) == "bfloat16"
     assert dtype_of(load_memory("u", dtype="float32")[0]) == "float32"  # --dtype overrides it
+
+
+MULTILINGUAL = {
+    "zh": ["我下个月要去京都看樱花。我已经订好了酒店。", "京都的樱花四月最美。"],
+    "ru": ["Я хочу поехать в Москву на следующей неделе. Мой брат живёт там с семьёй.", "Москва весной красивая."],
+    "de": ["Ich möchte nächste Woche nach Zürich fahren. Meine Schwester wohnt dort am Seeufer.", "Zürich ist schön."],
+    "ar": ["أريد أن أزور القاهرة الشهر القادم. أخي يعيش هناك مع عائلته.", "القاهرة جميلة في الربيع."],
+    "emoji": ["I finally ran my first marathon 🏃‍♀️🎉 in Lisbon yesterday! My legs hurt so much 😅", "Congrats 🥳"],
+}
+
+
+def test_conversations_in_every_language_are_learned_with_notes(tmp_path):
+    from paramem.augment.pairs import validation_pairs
+    from paramem.conversations import load_conversations
+
+    records = [
+        {"id": lang, "messages": [{"role": "user", "content": u}, {"role": "assistant", "content": a}]}
+        for lang, (u, a) in MULTILINGUAL.items()
+    ]
+    path = tmp_path / "c.jsonl"
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    learned = remember("u", load_conversations(path), ExtractiveTeacher(), config())
+    assert [r.id for r in learned] == list(MULTILINGUAL)
+    for notes in UserMemory("u").notes():
+        assert notes.topics and notes.facts and validation_pairs(notes), notes.conversation_id
+
+
+def test_a_conversation_with_nothing_to_learn_is_refused_before_anything_is_stored(tmp_path):
+    from paramem.conversations import load_conversations
+
+    path = tmp_path / "c.jsonl"
+    records = [
+        {"id": "fine", "messages": [{"role": "user", "content": MULTILINGUAL["de"][0]}]},
+        {"id": "empty-ish", "messages": [{"role": "user", "content": "ok 👍"}]},
+    ]
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    with pytest.raises(InputError, match=rf"^{path}:2: conversation 'empty-ish': the extractive teacher found nothing"):
+        remember("u", load_conversations(path), ExtractiveTeacher(), config())
+    assert UserMemory("u").learned() == []

@@ -59,6 +59,12 @@ BaseModelOption = typer.Option(None, "--base-model", help="preset, HF folder or 
 TeacherOption = typer.Option("extractive", "--teacher", help="extractive, local or openai")
 TeacherModelOption = typer.Option(None, "--teacher-model", help="model of the local/openai teacher")
 TeacherUrlOption = typer.Option(None, "--teacher-url", help="OpenAI-compatible base URL")
+TeacherKeyEnvOption = typer.Option(
+    "OPENAI_API_KEY",
+    "--teacher-key-env",
+    help="environment variable holding the openai teacher's API key (a key is never "
+    "given as a flag: flags show in `ps`)",
+)
 EpochsOption = typer.Option(10, "--epochs", help="most epochs per conversation (the best held-out epoch is kept)")
 LearningRateOption = typer.Option(
     "5e-4",
@@ -71,14 +77,11 @@ ReplayOption = typer.Option(0.3, "--replay", help="share of each epoch replayed 
 NegativeRatioOption = typer.Option(1.0, "--negative-ratio", help="negatives per positive question")
 
 
-def _teacher(kind: str, model: str | None, url: str | None):
-    """The chosen teacher; a bad choice is bad input."""
+def _teacher(kind: str, model: str | None, url: str | None, key_env: str):
+    """The chosen teacher; a bad choice is bad input (InputError)."""
     from paramem.augment.teachers import make_teacher
 
-    try:
-        return make_teacher(kind, model, url)
-    except ValueError as error:
-        raise InputError(str(error)) from None
+    return make_teacher(kind, model, url, key_env)
 
 
 def _dtype(text: str | None) -> str | None:
@@ -142,6 +145,7 @@ def remember_command(
     teacher: str = TeacherOption,
     teacher_model: str | None = TeacherModelOption,
     teacher_url: str | None = TeacherUrlOption,
+    teacher_key_env: str = TeacherKeyEnvOption,
     epochs: int = EpochsOption,
     lr: str = LearningRateOption,
     qa_weight: float = LambdaOption,
@@ -167,7 +171,9 @@ def remember_command(
         dtype=_dtype(dtype),
         train=_train_config(epochs, lr, qa_weight, replay, negative_ratio),
     )
-    learned = learn_with_progress(user, conversations, _teacher(teacher, teacher_model, teacher_url), config, home)
+    learned = learn_with_progress(
+        user, conversations, _teacher(teacher, teacher_model, teacher_url, teacher_key_env), config, home
+    )
     skipped = len(conversations) - len(learned)
     console.print(
         f"learned {len(learned)} conversation(s) for {user!r}"
@@ -195,6 +201,7 @@ def remember_many_command(
     teacher: str = TeacherOption,
     teacher_model: str | None = TeacherModelOption,
     teacher_url: str | None = TeacherUrlOption,
+    teacher_key_env: str = TeacherKeyEnvOption,
     epochs: int = EpochsOption,
     lr: str = LearningRateOption,
     qa_weight: float = LambdaOption,
@@ -215,7 +222,7 @@ def remember_many_command(
     from paramem.store import paramem_home
 
     jobs = read_jobs(source)
-    _teacher(teacher, teacher_model, teacher_url)  # fail here, not once per user
+    _teacher(teacher, teacher_model, teacher_url, teacher_key_env)  # fail here, not once per user
     config = RememberConfig(
         base_model=base_model or DEFAULT_MODEL,
         dtype=_dtype(dtype),
@@ -236,7 +243,7 @@ def remember_many_command(
 
         outcomes = remember_many(
             jobs,
-            TeacherSpec(teacher, teacher_model, teacher_url),
+            TeacherSpec(teacher, teacher_model, teacher_url, teacher_key_env),
             config,
             home or paramem_home(),
             address,

@@ -96,8 +96,9 @@ def _json_lines(path: Path) -> Iterator[tuple[int, Any]]:
             try:
                 line = raw.decode("utf-8").removeprefix("\ufeff" if number == 1 else "")
             except UnicodeDecodeError as error:
-                raise InputError(f"not UTF-8 text ({error.reason} at byte {error.start} of the line)", path,
-                                 number) from None
+                raise InputError(
+                    f"not UTF-8 text ({error.reason} at byte {error.start} of the line)", path, number
+                ) from None
             if not line.strip():
                 continue
             try:
@@ -163,7 +164,7 @@ def _finish(
     conversations: list[Conversation], path: Path, lines: list[int | None], sort_by_time: bool = True
 ) -> list[Conversation]:
     """Shared checks: something to learn, no empty conversation, unique ids, the limits, timestamp order.
-    Each conversation remembers where it came from (`metadata["source"]`), for later errors."""
+    Each conversation remembers where it came from (`metadata["file"]`, `["line"]`), for later errors."""
     _require(bool(conversations), "no conversations in file", path, None)
     _require(
         len(conversations) <= MAX_CONVERSATIONS,
@@ -173,7 +174,7 @@ def _finish(
     )
     seen: dict[str, int | None] = {}
     for conversation, line in zip(conversations, lines):
-        conversation.metadata["source"] = f"{path}:{line}" if line else str(path)
+        conversation.metadata.update(file=str(path), line=line)
         length = sum(len(m.content) for m in conversation.messages)
         _require(
             length <= MAX_CONVERSATION_CHARS,

@@ -34,6 +34,7 @@ class TeacherSpec:
     kind: str = "extractive"
     model: str | None = None
     url: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"  # read on the node that runs the task
 
 
 @dataclass
@@ -97,7 +98,11 @@ def learn_user(job: UserJob, teacher: TeacherSpec, config: RememberConfig, home:
     try:
         conversations = load_conversations(job.file, job.format)
         learned = remember(
-            job.user, conversations, make_teacher(teacher.kind, teacher.model, teacher.url), config, home
+            job.user,
+            conversations,
+            make_teacher(teacher.kind, teacher.model, teacher.url, teacher.api_key_env),
+            config,
+            home,
         )
     except (InputError, ValueError) as error:
         return UserOutcome(job.user, False, seconds=time.perf_counter() - start, error=str(error).splitlines()[0])

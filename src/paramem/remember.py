@@ -72,6 +72,14 @@ def remember(
         if not todo:
             return []
         notes = augment(todo, teacher, NotesCache(cache_home() / "teacher"), regenerate=config.regenerate_notes)
+        for conversation, conversation_notes in zip(todo, notes):  # refused before anything is learned
+            if not (conversation_notes.topics or conversation_notes.facts):
+                raise InputError(
+                    f"conversation {conversation.id!r}: the {teacher.name} teacher found nothing to "
+                    "learn in it (no topics, no facts)",
+                    conversation.metadata.get("file"),
+                    conversation.metadata.get("line"),
+                )
         earlier = memory.notes()
         notes = drop_contradicting_negatives([*earlier, *notes], [c.text for c in todo])[len(earlier) :]
         model, tokenizer = load_model(config.base_model, config.dtype, memory.settings().get("dtype"))

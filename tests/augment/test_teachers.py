@@ -1,4 +1,5 @@
 import json
+import re
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
@@ -10,8 +11,10 @@ from paramem.augment.teachers import (
     LocalTeacher,
     NotesCache,
     OpenAITeacher,
+    TeacherError,
     augment,
     drop_contradicting_negatives,
+    make_teacher,
     model_notes,
 )
 
@@ -23,7 +26,11 @@ def test_extractive_is_deterministic_and_negatives_are_absent(demo_conversations
     words = content_words(demo_conversations[0].text)
     assert first.topics and first.facts and len(first.negatives) >= len(first.topics)
     assert all(is_absent(n.name, words) for n in first.negatives)
-    assert all("the user" in f.statement.lower() or f.statement for f in first.facts)
+    # Facts are the user's own sentences, turned into the third person
+    user_words = content_words(" ".join(m.content for m in demo_conversations[0].messages if m.role == "user"))
+    assert all(content_words(f.statement) - {"user"} <= user_words for f in first.facts)
+    assert not any(re.search(r"\b(I|I'm|my|me)\b", f.statement) for f in first.facts)
+    assert any(f.statement.startswith("The user") for f in first.facts)
 
 
 def test_extractive_false_facts_balance_the_fact_questions(demo_conversations):
@@ -108,6 +115,105 @@ def test_openai_teacher_retries_and_caches(tmp_path, demo_conversations):
         assert FlakyChatServer.calls == calls and again == notes
     finally:
         server.shutdown()
+
+
+class ScriptedServer(BaseHTTPRequestHandler):
+    """Answers each request with the next (status, headers) of `script`, then with chat replies;
+    records the Authorization header it was sent."""
+
+    script: list[tuple[int, dict]] = []
+    seen_auth: list[str | None] = []
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        ScriptedServer.seen_auth.append(self.headers.get("Authorization"))
+        status, headers = ScriptedServer.script.pop(0) if ScriptedServer.script else (200, {})
+        data = (
+            json.dumps({"choices": [{"message": {"content": scripted_teacher(body["messages"])}}]})
+            if status == 200
+            else '{"error": {"message": "invalid model name"}}'
+        ).encode()
+        self.send_response(status)
+        for key, value in headers.items():
+            self.send_header(key, value)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def scripted_endpoint(monkeypatch):
+    server = HTTPServer(("127.0.0.1", 0), ScriptedServer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    ScriptedServer.script, ScriptedServer.seen_auth = [], []
+    sleeps: list[float] = []
+    monkeypatch.setattr("paramem.augment.teachers.time.sleep", sleeps.append)
+    yield f"http://127.0.0.1:{server.server_port}/v1", sleeps
+    server.shutdown()
+
+
+def test_openai_teacher_a_request_error_is_one_line_at_once(scripted_endpoint):
+    url, sleeps = scripted_endpoint
+    ScriptedServer.script = [(400, {})]
+    with pytest.raises(TeacherError, match=r"answered HTTP 400: \{\"error\": \{\"message\": \"invalid model name"):
+        OpenAITeacher(url, retries=3).complete([{"role": "user", "content": "hi"}])
+    assert len(ScriptedServer.seen_auth) == 1 and sleeps == []  # not retried
+
+
+def test_openai_teacher_gives_up_with_one_line_and_never_sleeps_after_its_last_try(scripted_endpoint):
+    url, sleeps = scripted_endpoint
+    ScriptedServer.script = [(503, {})] * 3
+    with pytest.raises(TeacherError, match="failed 3 times, last with HTTP 503"):
+        OpenAITeacher(url, retries=2, backoff_s=1.0).complete([{"role": "user", "content": "hi"}])
+    assert sleeps == [1.0, 2.0]
+
+
+def test_openai_teacher_waits_as_long_as_retry_after_says(scripted_endpoint):
+    url, sleeps = scripted_endpoint
+    ScriptedServer.script = [(429, {"Retry-After": "7"}), (503, {"Retry-After": "500"})]
+    assert OpenAITeacher(url, retries=2).complete(
+        [{"role": "system", "content": "x"}, {"role": "user", "content": "y"}]
+    )
+    assert sleeps == [7.0, 60.0]  # capped at a minute
+
+
+def test_openai_teacher_reads_its_key_from_the_environment(scripted_endpoint, monkeypatch):
+    url, _ = scripted_endpoint
+    OpenAITeacher(url).complete([{"role": "user", "content": "hi"}])
+    monkeypatch.setenv("MY_TEACHER_KEY", "sk-test")
+    make_teacher("openai", url=url, api_key_env="MY_TEACHER_KEY").complete([{"role": "user", "content": "hi"}])
+    assert ScriptedServer.seen_auth == [None, "Bearer sk-test"]
+
+
+def test_notes_are_cached_as_soon_as_each_conversation_has_them(tmp_path, demo_conversations):
+    class FailsOnTheThird(ExtractiveTeacher):
+        def notes(self, conversation):
+            if conversation.id == demo_conversations[2].id:
+                raise KeyboardInterrupt
+            return super().notes(conversation)
+
+    cache = NotesCache(tmp_path / "cache")
+    with pytest.raises(KeyboardInterrupt):
+        augment(demo_conversations[:4], FailsOnTheThird(), cache)
+    kept = [c.id for c in demo_conversations[:4] if cache.get(FailsOnTheThird(), c) is not None]
+    assert kept == [c.id for c in demo_conversations[:2]]
+
+
+def test_a_concurrent_teacher_caches_what_finished_before_raising_the_first_error(
+    scripted_endpoint, tmp_path, demo_conversations
+):
+    url, _ = scripted_endpoint
+    teacher = OpenAITeacher(url, retries=0, concurrency=1)
+    teacher.notes(demo_conversations[0])
+    calls, ScriptedServer.seen_auth = len(ScriptedServer.seen_auth), []
+    ScriptedServer.script = [(200, {})] * calls + [(401, {})] * 100  # the first conversation's calls succeed
+    cache = NotesCache(tmp_path / "cache")
+    with pytest.raises(TeacherError, match=r"HTTP 401 \(is OPENAI_API_KEY set\?\)"):
+        augment(demo_conversations[:3], teacher, cache)
+    assert cache.get(teacher, demo_conversations[0]) is not None
 
 
 @pytest.mark.slow

@@ -10,7 +10,11 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-_WORD = re.compile(r"[a-z0-9]+")
+_WORD = re.compile(r"[^\W_]+")  # a run of letters and digits, in any script
+# Scripts written without spaces between words (Chinese, Japanese, Thai, Lao, Khmer, Myanmar): a run
+# of them is one "word" to _WORD, so it is cut into overlapping character pairs instead, which match
+# across wordings the way words do (the registry's segmenters cover one language each, or are unkept).
+_UNSPACED = re.compile("[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff]+")
 # Words that say nothing about what was discussed; ignored when checking whether a topic is absent.
 STOPWORDS = frozenset(
     """
@@ -26,12 +30,18 @@ made one two new good great nice well like know think want need let talk talked 
 
 
 def content_words(text: str) -> set[str]:
-    """Lower-cased words of `text` that carry content (no stopwords), crudely singularised."""
+    """Case-folded words of `text` that carry content (no English stopwords, no words under 3
+    letters, English plurals crudely singularised), in any script; text without spaces gives its
+    character pairs."""
     words = set()
-    for word in _WORD.findall(text.lower()):
-        if word in STOPWORDS or len(word) < 3:
-            continue
-        words.add(word[:-1] if word.endswith("s") and len(word) > 4 else word)
+    for token in _WORD.findall(text.casefold()):
+        for run in _UNSPACED.findall(token):
+            words.update(run[i : i + 2] for i in range(max(len(run) - 1, 1)))
+        for word in _UNSPACED.split(token):
+            if word in STOPWORDS or len(word) < 3:
+                continue
+            english_plural = word.isascii() and word.endswith("s") and len(word) > 4
+            words.add(word[:-1] if english_plural else word)
     return words
 
 

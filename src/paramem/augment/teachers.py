@@ -10,17 +10,21 @@ Negatives from every teacher are checked absent from the conversation before the
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from datetime import datetime
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Protocol
 
 from paramem.augment.notes import Fact, Notes, Topic, content_words, is_absent
 from paramem.conversations import Conversation
+from paramem.errors import InputError
 
 # Bump when a prompt or parser changes: cached notes from an older version are not reused.
 PROMPT_VERSION = "6"
@@ -157,6 +161,11 @@ FACT_BANK = [
 ]
 
 
+# A sentence ends at . ! ? and a space, or at the full-width and Arabic marks, which need no space.
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|(?<=[\u3002\uff01\uff1f\u061f\u06d4])\s*")
+QUESTION_MARKS = ("?", "\uff1f", "\u061f")  # ASCII, full-width, Arabic
+
+
 class ExtractiveTeacher:
     """Deterministic and fast, no model: the fallback when no model may be used.
 
@@ -216,9 +225,9 @@ class ExtractiveTeacher:
         for message in conversation.messages:
             if message.role != "user":
                 continue
-            for sentence in re.split(r"(?<=[.!?])\s+", message.content):
+            for sentence in _SENTENCE_END.split(message.content):
                 sentence = sentence.strip()
-                if sentence.endswith("?") or len(content_words(sentence)) < 3:
+                if sentence.endswith(QUESTION_MARKS) or len(content_words(sentence)) < 3:
                     continue
                 facts.append(_third_person(sentence))
         return sorted(facts, key=lambda f: -len(content_words(f)))
@@ -417,16 +426,39 @@ class LocalTeacher:
         return model_notes(self.complete, conversation)
 
 
+class TeacherError(InputError):
+    """The teacher endpoint refused a request or stayed unreachable: one line, and the notes already
+    written stay cached."""
+
+
+def retry_after(header: str | None, default: float, cap: float = 60.0) -> float:
+    """Seconds to wait from a Retry-After header (seconds or an HTTP date), else `default`; at most `cap`."""
+    if not header:
+        return min(default, cap)
+    try:
+        seconds = float(header)
+    except ValueError:
+        try:
+            seconds = parsedate_to_datetime(header).timestamp() - time.time()
+        except (TypeError, ValueError):
+            return min(default, cap)
+    return min(max(seconds, 0.0), cap)
+
+
 @dataclass
 class OpenAITeacher:
-    """An OpenAI-compatible chat endpoint (`--teacher-url`), called with bounded concurrency."""
+    """An OpenAI-compatible chat endpoint (`--teacher-url`), called with bounded concurrency.
+
+    The API key is read from the environment (`api_key_env`, default OPENAI_API_KEY), never from a
+    command-line flag, which any user of the machine can read in `ps`."""
 
     url: str  # base URL, e.g. http://localhost:8000/v1
     model: str = "default"
-    api_key: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"  # the environment variable holding the key (unset: no key sent)
     concurrency: int = 4  # conversations in flight at once
-    retries: int = 3
+    retries: int = 3  # further tries after a server error, a rate limit or a timeout
     timeout_s: float = 120.0
+    backoff_s: float = 1.0  # first wait between tries, doubled each time (a Retry-After header wins)
 
     @property
     def name(self) -> str:
@@ -435,30 +467,55 @@ class OpenAITeacher:
     def complete(self, messages: list[dict[str, str]]) -> str:
         import httpx
 
-        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        key = os.environ.get(self.api_key_env, "").strip()
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
         body = {"model": self.model, "messages": messages, "temperature": 0.0, "max_tokens": 300}
-        last_error: Exception | None = None
+        endpoint = self.url.rstrip("/") + "/chat/completions"
+        last_error = ""
         for attempt in range(self.retries + 1):
+            wait = self.backoff_s * 2**attempt
             try:
-                response = httpx.post(
-                    self.url.rstrip("/") + "/chat/completions", json=body, headers=headers, timeout=self.timeout_s
-                )
-                if response.status_code < 500 and response.status_code != 429:
-                    response.raise_for_status()
-                    return response.json()["choices"][0]["message"]["content"]
-                last_error = RuntimeError(f"HTTP {response.status_code}")
-            except (httpx.TransportError, json.JSONDecodeError, KeyError) as error:
-                last_error = error
-            time.sleep(min(2**attempt, 10))  # back off on server errors, rate limits and timeouts
-        raise RuntimeError(f"teacher endpoint {self.url} failed after {self.retries + 1} tries: {last_error}")
+                response = httpx.post(endpoint, json=body, headers=headers, timeout=self.timeout_s)
+            except httpx.TransportError as error:
+                last_error = f"{type(error).__name__}: {error}"
+            else:
+                if response.status_code == 429 or response.status_code >= 500:
+                    last_error = f"HTTP {response.status_code}"
+                    wait = retry_after(response.headers.get("retry-after"), wait)
+                elif response.status_code >= 400:  # a request error: trying again cannot help
+                    detail = " ".join(response.text.split())[:200]
+                    hint = f" (is {self.api_key_env} set?)" if response.status_code in (401, 403) else ""
+                    raise TeacherError(
+                        f"teacher endpoint {endpoint} answered HTTP {response.status_code}{hint}: {detail}"
+                    )
+                else:
+                    try:
+                        return response.json()["choices"][0]["message"]["content"]
+                    except (ValueError, KeyError, IndexError, TypeError):
+                        last_error = "a reply that is not a chat completion"
+            if attempt < self.retries:  # no sleep after the last try
+                time.sleep(wait)
+        raise TeacherError(
+            f"teacher endpoint {endpoint} failed {self.retries + 1} times, last with {last_error}; "
+            "the notes already written are cached, so running again resumes"
+        )
 
     def notes(self, conversation: Conversation) -> Notes:
         return model_notes(self.complete, conversation)
 
-    def notes_many(self, conversations: list[Conversation]) -> list[Notes]:
-        """All conversations' notes, `concurrency` conversations at a time, in input order."""
+    def notes_many(self, conversations: list[Conversation], on_notes: Callable[[Conversation, Notes], None]) -> None:
+        """Every conversation's notes, `concurrency` conversations at a time, each handed to `on_notes`
+        as soon as it exists; after a failure the others still finish, then the first error is raised."""
+        first_error: BaseException | None = None
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
-            return list(pool.map(self.notes, conversations))
+            futures = {pool.submit(self.notes, c): c for c in conversations}
+            for future in as_completed(futures):
+                try:
+                    on_notes(futures[future], future.result())
+                except Exception as error:  # kept, raised once the others are done
+                    first_error = first_error or error
+        if first_error is not None:
+            raise first_error
 
 
 def drop_contradicting_negatives(notes: list[Notes], texts: list[str]) -> list[Notes]:
@@ -481,16 +538,18 @@ def drop_contradicting_negatives(notes: list[Notes], texts: list[str]) -> list[N
     return notes
 
 
-def make_teacher(kind: str, model: str | None = None, url: str | None = None) -> Teacher:
+def make_teacher(
+    kind: str, model: str | None = None, url: str | None = None, api_key_env: str = "OPENAI_API_KEY"
+) -> Teacher:
     if kind == "extractive":
         return ExtractiveTeacher()
     if kind == "local":
         return LocalTeacher(model or "qwen2.5-0.5b")
     if kind == "openai":
         if not url:
-            raise ValueError("the openai teacher needs --teacher-url")
-        return OpenAITeacher(url, model or "default")
-    raise ValueError(f"unknown teacher {kind!r} (extractive, local, openai)")
+            raise InputError("the openai teacher needs --teacher-url")
+        return OpenAITeacher(url, model or "default", api_key_env=api_key_env)
+    raise InputError(f"unknown teacher {kind!r} (extractive, local, openai)")
 
 
 class NotesCache:
@@ -522,16 +581,20 @@ class NotesCache:
 def augment(
     conversations: list[Conversation], teacher: Teacher, cache: NotesCache | None, regenerate: bool = False
 ) -> list[Notes]:
-    """Notes for every conversation, from the cache where possible; a concurrent teacher (openai)
-    is asked for all missing ones at once."""
+    """Notes for every conversation, from the cache where possible. Each conversation's notes are
+    cached as soon as they exist, so a failure or Ctrl-C loses only those in progress; a concurrent
+    teacher (openai) is asked for all missing ones at once."""
     found = {c.id: None if (regenerate or cache is None) else cache.get(teacher, c) for c in conversations}
     missing = [c for c in conversations if found[c.id] is None]
-    if isinstance(teacher, OpenAITeacher):
-        fresh = teacher.notes_many(missing)
-    else:
-        fresh = [teacher.notes(c) for c in missing]
-    for conversation, notes in zip(missing, fresh):
+
+    def keep(conversation: Conversation, notes: Notes) -> None:
         if cache is not None:
             cache.put(teacher, conversation, notes)
         found[conversation.id] = notes
+
+    if isinstance(teacher, OpenAITeacher):
+        teacher.notes_many(missing, keep)
+    else:
+        for conversation in missing:
+            keep(conversation, teacher.notes(conversation))
     return [found[c.id] for c in conversations]
