@@ -17,7 +17,6 @@ def test_weighted_token_contributes_lambda_times_the_gradient():
     weights = torch.tensor([[0.0, 1.0, 10.0, 0.0]])
     weighted_cross_entropy(logits, ids, weights).backward()
     grad = logits.grad[0]
-    unit = torch.zeros_like(logits)
     one = torch.nn.functional.cross_entropy(logits[0, 0:1], ids[0, 1:2])
     ten = torch.nn.functional.cross_entropy(logits[0, 1:2], ids[0, 2:3])
     (g_one,) = torch.autograd.grad(one, logits, retain_graph=True)
@@ -25,7 +24,29 @@ def test_weighted_token_contributes_lambda_times_the_gradient():
     # Normalised by the 2 trained tokens: grad = (1 * g_one + 10 * g_ten) / 2.
     torch.testing.assert_close(grad, ((g_one + 10 * g_ten) / 2)[0])
     assert torch.count_nonzero(grad[2]) == 0 and torch.count_nonzero(grad[3]) == 0
-    assert unit.sum() == 0
+
+
+def test_one_training_step_lowers_the_loss_on_the_pair_it_learned():
+    model, tokenizer = tiny_model()
+    config = TrainConfig(learning_rate=1e-2)
+    model = attach_lora(model, config)
+    [batch] = batches(
+        [encode_example(tokenizer, "Did we talk about tea?", "Yes, about green tea.", 10.0)],
+        8,
+        tokenizer.pad_token_id,
+        256,
+        random.Random(0),
+    )
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.learning_rate)
+    model.train()
+    losses = []
+    for _ in range(3):
+        loss = training_loss(model, batch)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+    assert losses[2] < losses[1] < losses[0]
 
 
 def test_lambda_scales_exactly():

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from paramem.errors import InputError
+from paramem.files import write_atomic
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 ALIASES = {"fp32": "float32", "f32": "float32", "bf16": "bfloat16"}
@@ -110,10 +111,7 @@ def measured_dtype(hidden: int = 896, intermediate: int = 4864) -> DtypeChoice:
     choice = DtypeChoice(max(gflops, key=gflops.get), "measured", gflops)
     cached[key] = {"name": choice.name, "gflops": gflops}
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".dtype.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(cached, indent=1), encoding="utf-8")
-        os.replace(tmp, path)
+        write_atomic(path, json.dumps(cached, indent=1))
     except OSError:  # a read-only cache only costs a measurement next time
         pass
     return choice

@@ -26,3 +26,9 @@ def check_option(ok: bool, name: str, rule: str, value) -> None:
     is bad input, `InputError("epochs (--epochs) must be at least 1, not 0")`."""
     if not ok:
         raise InputError(f"{name} must be {rule}, not {value!r}")
+
+
+def user_file_problem(error: BaseException) -> str:
+    """What is wrong with a file that would not load, in a few words, for a one-line error."""
+    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return f"cannot be read ({first[:160]})"

@@ -13,7 +13,6 @@ teacher's notes are read only to place the threshold (their held-out questions, 
 from __future__ import annotations
 
 import json
-import os
 import re
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -25,9 +24,10 @@ from paramem.answer import rule_thresholds
 from paramem.augment.notes import Notes
 from paramem.augment.pairs import recall_opening, recall_question, validation_pairs
 from paramem.embeddings import load_embedder
-from paramem.errors import check_option
+from paramem.errors import InputError, check_option, user_file_problem
+from paramem.files import write_atomic
 from paramem.prompts import encode_prompt
-from paramem.store import UserMemory
+from paramem.store import UserMemory, VersionGone
 
 # The cosine similarity above which a question counts as recalled. Chosen on LoCoMo's probes
 # matched against LoCoMo's own conversation text (benchmarks/recall_threshold.py), never on the
@@ -182,20 +182,29 @@ def recollections(
     model, tokenizer: PreTrainedTokenizerBase, memory: UserMemory, config: RecallConfig | None = None
 ) -> list[str]:
     """What the user's adapter (loaded in `model`) recalls of each learned conversation, cached beside
-    that adapter version: a new version (another conversation learned) starts a fresh cache."""
+    that adapter version (`recall.json`): a new version (another conversation learned) starts afresh.
+    The version is the one `load_memory` loaded, even if a newer one was committed since."""
     config = config or RecallConfig()
     cues = recall_cues(memory.notes())
     key = {"cues": [asdict(c) for c in cues], "config": asdict(config)}
-    cache = memory.current_adapter() / "recall.json"
-    if cache.exists():
-        saved = json.loads(cache.read_text(encoding="utf-8"))
-        if {k: saved.get(k) for k in key} == key:
-            return saved["recollections"]
-    texts = recollect(model, tokenizer, cues, config)
-    tmp = cache.with_name(f".recall.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({**key, "recollections": texts}, indent=1), encoding="utf-8")
-    os.replace(tmp, cache)  # atomic: a reader never sees half a file
-    return texts
+    version = memory.loaded_version or memory.current_version()
+    try:
+        with memory.reading(version) as folder:
+            cache = folder / "recall.json"
+            if cache.exists():
+                try:
+                    saved = json.loads(cache.read_text(encoding="utf-8"))
+                    if {k: saved.get(k) for k in key} == key:
+                        return saved["recollections"]
+                except (ValueError, KeyError, TypeError, AttributeError) as error:
+                    raise InputError(
+                        f"{user_file_problem(error)}; delete it and paramem recalls again", path=cache
+                    ) from None
+            texts = recollect(model, tokenizer, cues, config)
+            write_atomic(cache, json.dumps({**key, "recollections": texts}, indent=1))
+            return texts
+    except VersionGone:  # replaced while we read it: answer from this model, cache nothing
+        return recollect(model, tokenizer, cues, config)
 
 
 class RecallAnswerer:

@@ -82,6 +82,7 @@ def remember(
                 )
         earlier = memory.notes()
         notes = drop_contradicting_negatives([*earlier, *notes], [c.text for c in todo])[len(earlier) :]
+        memory.update_notes(earlier)  # earlier negatives the new conversations made untrue stay dropped
         model, tokenizer = load_model(config.base_model, config.dtype, memory.settings().get("dtype"))
         memory.save_settings({"dtype": dtype_of(model)})  # answers load the base model the same way
         model = attach_lora(model, config.train, adapter=_adapter_path(memory))

@@ -6,9 +6,18 @@
         manifest.sqlite     what was learned: conversations, teacher notes (for replay), settings
         .lock               held by the one process allowed to change this user
 
-A conversation is committed in this order: adapter written to a new version folder, manifest row
-and version number committed in one SQLite transaction, then the `adapter` link swapped. A crash at
-any point leaves the last committed version in use and nothing half-written is ever read.
+A conversation is committed in this order: adapter written to a new version folder and flushed to
+disk (fsync of each file and of the folders), manifest row and version number committed in one SQLite
+transaction, then the `adapter` link swapped. A crash or a power cut at any point leaves the last
+committed version in use, and nothing half-written is ever read.
+
+Readers (`reading()`) hold a shared lock on the version they read (`versions/<n>.lock`); the writer
+deletes an old version only when it can take that lock exclusively, so a version is never deleted
+under a reader in any process. A version left behind that way goes at the next commit or repair.
+
+User names are letters, digits and `_ . @ -`, starting with a letter or digit, so no name can leave
+the store's folder. Two names that differ only in case are refused: on a case-insensitive file system
+(macOS, Windows) they would share one folder.
 """
 
 from __future__ import annotations
@@ -20,12 +29,15 @@ import re
 import shutil
 import sqlite3
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from paramem.augment.notes import Notes
-from paramem.errors import InputError
+from paramem.errors import InputError, user_file_problem
+from paramem.files import fsync_dir, fsync_tree
 
 _USER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}$")
 
@@ -77,14 +89,27 @@ class UserLocked(InputError):
     pass
 
 
+class VersionGone(InputError):
+    """An adapter version asked for by number was replaced and removed."""
+
+
 class UserMemory:
     """One user's memory folder. Reading needs no lock; changing it needs `lock()`."""
 
     def __init__(self, user: str, home: Path | None = None):
-        if not _USER_NAME.match(user):
-            raise InputError(f"invalid user name {user!r} (letters, digits, '_', '.', '@', '-')")
+        if not isinstance(user, str) or not _USER_NAME.fullmatch(user):
+            raise InputError(f"invalid user name {user!r} (letters, digits, '_', '.', '@', '-'; at most 128)")
+        users = (home or paramem_home()) / "users"
+        if not (users / user).exists() and users.is_dir():
+            twin = next((p.name for p in users.iterdir() if p.name.casefold() == user.casefold()), None)
+            if twin is not None:
+                raise InputError(
+                    f"user {user!r} differs from the existing user {twin!r} only in case; names "
+                    "are told apart by more than case (case-insensitive file systems share folders)"
+                )
         self.user = user
-        self.root = (home or paramem_home()) / "users" / user
+        self.root = users / user
+        self.loaded_version: int | None = None  # the adapter version `answer.load_memory` loaded
         self._lock_file = None
 
     # -- existence and locking ---------------------------------------------------------------
@@ -132,21 +157,47 @@ class UserMemory:
 
     # -- manifest ----------------------------------------------------------------------------
 
+    @property
+    def manifest(self) -> Path:
+        return self.root / "manifest.sqlite"
+
     def _db(self) -> sqlite3.Connection:
         self.root.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(self.root / "manifest.sqlite")
-        db.executescript(SCHEMA)
-        present = {row[1] for row in db.execute("PRAGMA table_info(conversations)")}
-        for column, kind in ADDED_COLUMNS.items():
-            if column not in present:
-                db.execute(f"ALTER TABLE conversations ADD COLUMN {column} {kind}")
+        try:
+            db = sqlite3.connect(self.manifest)
+            db.execute("PRAGMA secure_delete = ON")  # deleted rows are overwritten, not left in free pages
+            db.executescript(SCHEMA)
+            present = {row[1] for row in db.execute("PRAGMA table_info(conversations)")}
+            for column, kind in ADDED_COLUMNS.items():
+                if column not in present:
+                    db.execute(f"ALTER TABLE conversations ADD COLUMN {column} {kind}")
+        except sqlite3.DatabaseError as error:
+            raise self.damaged(self.manifest, error) from None
         return db
+
+    def damaged(self, path: Path, error: BaseException) -> InputError:
+        """The one-line error for a file of this memory that cannot be read; nothing is overwritten."""
+        return InputError(
+            f"{user_file_problem(error)}; paramem changed nothing. Restore the file from a backup, "
+            f"or remove {self.root} to start {self.user!r}'s memory over",
+            path=path,
+        )
+
+    def _rows(self, query: str) -> list[tuple]:
+        """Run a read query, turning a damaged manifest into one clear line."""
+        try:
+            with self._db() as db:
+                return db.execute(query).fetchall()
+        except sqlite3.DatabaseError as error:
+            raise self.damaged(self.manifest, error) from None
 
     def settings(self) -> dict[str, Any]:
         if not self.exists:
             return {}
-        with self._db() as db:
-            return {k: json.loads(v) for k, v in db.execute("SELECT key, value FROM settings")}
+        try:
+            return {k: json.loads(v) for k, v in self._rows("SELECT key, value FROM settings")}
+        except ValueError as error:
+            raise self.damaged(self.manifest, error) from None
 
     def save_settings(self, values: dict[str, Any]) -> None:
         with self._db() as db:
@@ -157,23 +208,30 @@ class UserMemory:
     def learned(self) -> list[LearnedConversation]:
         if not self.exists:
             return []
-        with self._db() as db:
-            rows = db.execute(
-                "SELECT id, content_hash, timestamp, qa_pairs, epochs, final_loss, heldout_accuracy,"
-                " seconds, adapter_version, learned_at, learning_rate FROM conversations ORDER BY position"
-            ).fetchall()
+        rows = self._rows(
+            "SELECT id, content_hash, timestamp, qa_pairs, epochs, final_loss, heldout_accuracy,"
+            " seconds, adapter_version, learned_at, learning_rate FROM conversations ORDER BY position"
+        )
         return [LearnedConversation(*row) for row in rows]
-
-    def learned_hashes(self) -> set[str]:
-        return {c.content_hash for c in self.learned()}
 
     def notes(self) -> list[Notes]:
         """The teacher notes of every learned conversation, in learning order (for replay)."""
         if not self.exists:
             return []
+        try:
+            return [Notes.from_dict(json.loads(row[0])) for row in self._rows(_NOTES_QUERY)]
+        except (ValueError, KeyError, TypeError) as error:
+            raise self.damaged(self.manifest, error) from None
+
+    def update_notes(self, notes: list[Notes]) -> None:
+        """Write back learned conversations' notes changed after they were learned (negatives that a
+        later conversation made untrue are dropped), so replay in later runs uses them as changed."""
+        assert self._lock_file is not None, "update_notes() needs the user's lock"
         with self._db() as db:
-            rows = db.execute("SELECT notes FROM conversations ORDER BY position").fetchall()
-        return [Notes.from_dict(json.loads(row[0])) for row in rows]
+            db.executemany(
+                "UPDATE conversations SET notes = ? WHERE id = ?",
+                [(json.dumps(n.to_dict(), ensure_ascii=False), n.conversation_id) for n in notes],
+            )
 
     # -- adapter -----------------------------------------------------------------------------
 
@@ -181,29 +239,52 @@ class UserMemory:
     def adapter_dir(self) -> Path:
         return self.root / "adapter"
 
+    @property
+    def versions(self) -> Path:
+        return self.root / "versions"
+
     def current_version(self) -> int | None:
         if not self.exists:
             return None
-        with self._db() as db:
-            row = db.execute("SELECT MAX(adapter_version) FROM conversations").fetchone()
-        return row[0]
+        return self._rows("SELECT MAX(adapter_version) FROM conversations")[0][0]
 
     def current_adapter(self) -> Path | None:
         """The committed adapter folder (the manifest, not the link, is the source of truth)."""
         version = self.current_version()
-        return None if version is None else self.root / "versions" / str(version)
+        return None if version is None else self.versions / str(version)
+
+    @contextmanager
+    def reading(self, version: int | None = None) -> Iterator[Path]:
+        """An adapter version's folder (default: the current one), kept on disk while the block runs:
+        a shared lock on the version that the writer's clean-up respects, in this process and every
+        other. A given `version` that is already gone raises `VersionGone`."""
+        while True:
+            wanted = self.current_version() if version is None else version
+            if wanted is None:
+                raise InputError(f"user {self.user!r} has no learned conversations yet")
+            self.versions.mkdir(parents=True, exist_ok=True)
+            with open(self.versions / f"{wanted}.lock", "a+") as lock:
+                fcntl.flock(lock, fcntl.LOCK_SH)
+                folder = self.versions / str(wanted)
+                if folder.is_dir():
+                    yield folder
+                    return
+            if version is not None:
+                raise VersionGone(f"adapter version {version} of user {self.user!r} was replaced", path=folder)
+            # else the writer removed the current version between our two reads: read again
 
     def commit(self, model, record: LearnedConversation, notes: Notes, text: str | None) -> None:
         """Write the adapter and the manifest row for one learned conversation, crash-safely."""
         assert self._lock_file is not None, "commit() needs the user's lock"
-        versions = self.root / "versions"
-        versions.mkdir(parents=True, exist_ok=True)
-        target = versions / str(record.adapter_version)
-        tmp = versions / f".{record.adapter_version}.tmp"
+        self.versions.mkdir(parents=True, exist_ok=True)
+        target = self.versions / str(record.adapter_version)
+        tmp = self.versions / f".{record.adapter_version}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(target, ignore_errors=True)  # a leftover from a crash before its commit
         model.save_pretrained(tmp)
+        fsync_tree(tmp)  # on disk before the manifest may point at it (a power cut keeps both or neither)
         os.replace(tmp, target)
+        fsync_dir(self.versions)
         with self._db() as db:  # one transaction: the row and its version appear together
             db.execute(
                 "INSERT INTO conversations (id, content_hash, timestamp, qa_pairs, epochs, final_loss,"
@@ -232,7 +313,7 @@ class UserMemory:
         """After a crash: point the link at the committed version and drop uncommitted folders."""
         version = self.current_version()
         if version is not None:
-            self._point_adapter_link(self.root / "versions" / str(version))
+            self._point_adapter_link(self.versions / str(version))
             self._drop_old_versions(keep=version)
 
     def _point_adapter_link(self, target: Path) -> None:
@@ -241,14 +322,29 @@ class UserMemory:
             link_tmp.unlink()
         link_tmp.symlink_to(target.relative_to(self.root))
         os.replace(link_tmp, self.adapter_dir)
+        fsync_dir(self.root)
 
     def _drop_old_versions(self, keep: int) -> None:
-        for folder in (self.root / "versions").iterdir():
-            if folder.name != str(keep):
-                shutil.rmtree(folder, ignore_errors=True)
+        """Remove every version folder but `keep`, except those a reader holds (left for next time),
+        and unfinished `.N.tmp` folders."""
+        for entry in self.versions.iterdir():
+            name = entry.name
+            if name in (str(keep), f"{keep}.lock"):
+                continue
+            if name.startswith("."):  # an unfinished write; only the writer (us) makes these
+                shutil.rmtree(entry, ignore_errors=True)
+                continue
+            version = name.removesuffix(".lock")
+            with open(self.versions / f"{version}.lock", "a+") as lock:
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue  # a reader holds it
+                shutil.rmtree(self.versions / version, ignore_errors=True)
+                (self.versions / f"{version}.lock").unlink(missing_ok=True)
 
-    def bytes_stored(self) -> int:
-        return sum(p.stat().st_size for p in self.root.rglob("*") if p.is_file() and not p.is_symlink())
+
+_NOTES_QUERY = "SELECT notes FROM conversations ORDER BY position"
 
 
 def now_iso() -> str:

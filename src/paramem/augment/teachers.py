@@ -24,7 +24,8 @@ from typing import Protocol
 
 from paramem.augment.notes import Fact, Notes, Topic, content_words, is_absent
 from paramem.conversations import Conversation
-from paramem.errors import InputError
+from paramem.errors import InputError, user_file_problem
+from paramem.files import write_atomic
 
 # Bump when a prompt or parser changes: cached notes from an older version are not reused.
 PROMPT_VERSION = "6"
@@ -553,7 +554,8 @@ def make_teacher(
 
 
 class NotesCache:
-    """Teacher output on disk, keyed by teacher, prompt version and conversation content hash."""
+    """Teacher output on disk, keyed by teacher, prompt version and conversation content hash (not by
+    user: two users with the same conversation share an entry, see `remove`)."""
 
     def __init__(self, root: Path):
         self.root = root
@@ -566,16 +568,19 @@ class NotesCache:
         path = self._path(teacher, conversation)
         if not path.exists():
             return None
-        notes = Notes.from_dict(json.loads(path.read_text(encoding="utf-8")))
+        try:
+            notes = Notes.from_dict(json.loads(path.read_text(encoding="utf-8")))
+        except (ValueError, KeyError, TypeError) as error:
+            raise InputError(
+                f"{user_file_problem(error)}; delete it (or run with --regenerate-notes) and the "
+                "teacher writes the notes again",
+                path=path,
+            ) from None
         notes.conversation_id = conversation.id  # same content may arrive under another id
         return notes
 
     def put(self, teacher: Teacher, conversation: Conversation, notes: Notes) -> None:
-        path = self._path(teacher, conversation)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(notes.to_dict(), ensure_ascii=False, indent=1), encoding="utf-8")
-        tmp.replace(path)
+        write_atomic(self._path(teacher, conversation), json.dumps(notes.to_dict(), ensure_ascii=False, indent=1))
 
 
 def augment(

@@ -23,6 +23,7 @@ from pathlib import Path
 from paramem.augment.pairs import PairConfig
 from paramem.evaluate.locomo import LocomoBenchmark, OpenQuestion, build_locomo, open_score
 from paramem.evaluate.run import ADAPTER_METHODS, METHODS, RetrievalConfig, run_meta
+from paramem.files import write_atomic
 from paramem.models import DEFAULT_MODEL
 
 USER = "locomo"
@@ -56,9 +57,7 @@ class ExperimentConfig:
 
 
 def _save(results: dict, out: Path) -> None:
-    tmp = out / "results.json.tmp"
-    tmp.write_text(json.dumps(results, indent=1), encoding="utf-8")
-    tmp.replace(out / "results.json")
+    write_atomic(out / "results.json", json.dumps(results, indent=1))
 
 
 def _remember_config(config: ExperimentConfig):

@@ -19,6 +19,7 @@ from paramem.conversations import Conversation
 from paramem.evaluate.metrics import YesNoMetrics, ranking_auc, ranking_auc_interval, yes_no_metrics
 from paramem.evaluate.probes import Probe
 from paramem.evaluate.retrieval import make_retriever, passages, retrieval_prompt
+from paramem.files import write_atomic
 from paramem.prompts import SYSTEM_PROMPT, encode_prompt
 from paramem.recall import RecallConfig, SentenceMatcher, recollect
 
@@ -213,8 +214,7 @@ def evaluate_yes_no(
 
 def write_json(results: list[MethodResult], path: str | Path, meta: dict) -> None:
     payload = {**meta, "methods": [r.to_dict() for r in results]}
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(payload, indent=1), encoding="utf-8")
+    write_atomic(Path(path), json.dumps(payload, indent=1))
 
 
 def run_meta(command: list[str], base_model: str, data: dict, dtype: str | None = None) -> dict:
