@@ -78,3 +78,68 @@ def test_repair_points_the_link_at_the_committed_version():
     assert memory.current_adapter().name == "1"
     assert memory.adapter_dir.resolve().name == "1"
     assert not (memory.root / "versions" / "2").exists()
+
+
+@pytest.mark.parametrize("name", ["alice\n", "../x", "/etc", "a\x00b", "a/b", ".hidden", "", "x" * 129, "a b"])
+def test_user_names_that_could_leave_the_store_or_hide_are_refused(name):
+    with pytest.raises(InputError, match="invalid user name"):
+        UserMemory(name)
+
+
+def test_names_differing_only_in_case_are_refused(isolated_home):
+    UserMemory("alice").lock().unlock()
+    with pytest.raises(InputError, match="differs from the existing user 'alice' only in case"):
+        UserMemory("Alice")
+    UserMemory("alice")  # the same name is fine
+
+
+def test_a_damaged_manifest_is_one_line_and_left_as_it_is(isolated_home):
+    root = isolated_home / "users" / "dora"
+    root.mkdir(parents=True)
+    (root / "manifest.sqlite").write_bytes(b"this is not a database" * 100)
+    before = (root / "manifest.sqlite").read_bytes()
+    for read in (lambda m: m.learned(), lambda m: m.settings(), lambda m: m.notes()):
+        with pytest.raises(InputError) as error:
+            read(UserMemory("dora"))
+        assert str(error.value).startswith(f"{root / 'manifest.sqlite'}: cannot be read")
+        assert "paramem changed nothing" in str(error.value) and "\n" not in str(error.value)
+    assert (root / "manifest.sqlite").read_bytes() == before
+
+
+def test_the_adapter_is_flushed_to_disk_before_the_manifest_names_it(isolated_home, monkeypatch):
+    from paramem import store
+
+    seen = []
+    real = store.fsync_tree
+
+    def recording(folder):
+        seen.append([c.id for c in UserMemory("erin").learned()])  # what the manifest holds at that moment
+        real(folder)
+
+    monkeypatch.setattr(store, "fsync_tree", recording)
+    model = attach_lora(tiny_model()[0], TrainConfig())
+    with UserMemory("erin") as memory:
+        memory.commit(model, record("c1", 1), notes("c1"), text=None)
+    assert seen == [[]] and [c.id for c in memory.learned()] == ["c1"]
+
+
+def test_a_version_being_read_is_kept_until_its_reader_is_done(isolated_home):
+    model = attach_lora(tiny_model()[0], TrainConfig())
+    with UserMemory("fay") as writer:
+        writer.commit(model, record("c1", 1), notes("c1"), text=None)
+        with UserMemory("fay").reading() as folder:
+            assert folder.name == "1"
+            writer.commit(model, record("c2", 2), notes("c2"), text=None)
+            assert (folder / "adapter_model.safetensors").exists()  # still there under its reader
+        writer.commit(model, record("c3", 3), notes("c3"), text=None)
+    assert sorted(p.name for p in (writer.root / "versions").iterdir()) == ["3"]
+
+
+def test_notes_changed_after_learning_are_written_back(isolated_home):
+    model = attach_lora(tiny_model()[0], TrainConfig())
+    with UserMemory("gus") as memory:
+        memory.commit(model, record("c1", 1), notes("c1"), text=None)
+        changed = notes("c1")
+        changed.negatives = []
+        memory.update_notes([changed])
+    assert memory.notes()[0].negatives == []
