@@ -85,6 +85,10 @@ def test_remember_ask_eval_end_to_end_on_the_tiny_model(tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert "learned 2 conversation(s)" in result.output and " epochs at lr 0.00" in result.output
+    # Not a terminal: a line per step instead of a bar that would print nothing until the end
+    assert "conversations: 2 to learn" in result.output
+    assert "conversations: 1/2 garden: epoch 1/1 loss" in result.output
+    assert "conversations: 2/2 interview: learned, epoch 1 kept" in result.output
     again = run("remember", conversations, "--user", "amy", "--epochs", "1")
     assert again.exit_code == 0 and "learned 0 conversation(s)" in again.output and "skipped 2" in again.output
 

@@ -130,3 +130,16 @@ def test_a_conversation_with_nothing_to_learn_is_refused_before_anything_is_stor
     with pytest.raises(InputError, match=rf"^{path}:2: conversation 'empty-ish': the extractive teacher found nothing"):
         remember("u", load_conversations(path), ExtractiveTeacher(), config())
     assert UserMemory("u").learned() == []
+
+
+def test_no_notes_cache_writes_no_teacher_notes_to_disk(demo_conversations, tmp_path, monkeypatch):
+    monkeypatch.setenv("PARAMEM_CACHE", str(tmp_path / "cache"))
+    remember(
+        "u",
+        demo_conversations[:1],
+        ExtractiveTeacher(),
+        RememberConfig(base_model="tiny", notes_cache=False, train=TrainConfig(epochs=1, min_epochs=1)),
+    )
+    assert not (tmp_path / "cache" / "teacher").exists()
+    remember("v", demo_conversations[:1], ExtractiveTeacher(), config())
+    assert list((tmp_path / "cache" / "teacher").rglob("*.json"))  # the default keeps them

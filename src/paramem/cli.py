@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 
 from paramem.errors import InputError
-from paramem.progress import console, learn_with_progress, print_results
+from paramem.progress import StepLog, console, learn_with_progress, print_results
 
 app = typer.Typer(
     add_completion=False,
@@ -153,6 +153,9 @@ def remember_command(
     negative_ratio: float = NegativeRatioOption,
     keep_conversations: bool = typer.Option(False, "--keep-conversations", help="keep the raw text after learning"),
     regenerate_notes: bool = typer.Option(False, "--regenerate-notes", help="ignore cached teacher notes"),
+    notes_cache: bool = typer.Option(
+        True, "--notes-cache/--no-notes-cache", help="keep the teacher's notes in $PARAMEM_CACHE/teacher for reruns"
+    ),
     dtype: str | None = DtypeOption,
     home: Path | None = HomeOption,
 ):
@@ -168,6 +171,7 @@ def remember_command(
         base_model=base_model or stored_model or DEFAULT_MODEL,
         keep_conversations=keep_conversations,
         regenerate_notes=regenerate_notes,
+        notes_cache=notes_cache,
         dtype=_dtype(dtype),
         train=_train_config(epochs, lr, qa_weight, replay, negative_ratio),
     )
@@ -213,7 +217,6 @@ def remember_many_command(
     ),
 ):
     """Learn many users' conversations, one Ray task per user, into one shared store."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
     from paramem.distributed import TeacherSpec, read_jobs, remember_many
@@ -228,18 +231,11 @@ def remember_many_command(
         dtype=_dtype(dtype),
         train=_train_config(epochs, lr, qa_weight, replay, negative_ratio),
     )
-    with Progress(
-        TextColumn("[bold]users"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[last]}"),
-        TimeElapsedColumn(),
-        console=console,
-    ) as progress:
-        task = progress.add_task("users", total=len(jobs), last="")
+    with StepLog("users") as log:
+        log.status(f"{len(jobs)} to learn", total=len(jobs))
 
         def on_done(outcome) -> None:
-            progress.update(task, advance=1, last=f"{outcome.user}: {'done' if outcome.ok else 'FAILED'}")
+            log.advance(f"{outcome.user}: {'done' if outcome.ok else 'FAILED'}")
 
         outcomes = remember_many(
             jobs,
@@ -453,9 +449,9 @@ def locomo_command(
         config.mmlu, config.arc = str((data / "mmlu").resolve()), str((data / "arc" / "ARC-Challenge").resolve())
         if full:
             config.mmlu_subjects = config.mmlu_per_subject = config.arc_items = None
-    with console.status("LoCoMo experiment") as status:
+    with StepLog("LoCoMo experiment") as log:
         try:
-            results = run_experiment(config, out, lambda step: status.update(f"LoCoMo experiment: {step}"))
+            results = run_experiment(config, out, log.status)
         except ValueError as error:
             raise InputError(str(error)) from None
     print_results(

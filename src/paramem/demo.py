@@ -89,6 +89,7 @@ def run_demo(
         notes = memory.notes()
         results = []
         for readout in READOUTS:  # the same models, read both ways, side by side
+            console.print(f"reading none and memory by {readout} ({time.perf_counter() - start:.0f} s so far)")
             results += evaluate_yes_no(
                 model,
                 tokenizer,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 from rich.console import Console
@@ -13,36 +14,73 @@ from rich.table import Table
 console = Console(width=None if sys.stdout.isatty() else 140)
 
 
+class StepLog:
+    """Progress as it happens: a rich bar on a terminal; on a pipe or a log file, where a bar prints
+    nothing until the end, one timestamped line per step instead."""
+
+    def __init__(self, title: str):
+        self.title = title
+        self.start = time.perf_counter()
+        self.progress = None
+        if console.is_terminal:
+            self.progress = Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[status]}"),
+                TimeElapsedColumn(),
+                console=console,
+            )
+            self.task = self.progress.add_task(title, total=None, status="")
+
+    def __enter__(self) -> StepLog:
+        if self.progress is not None:
+            self.progress.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+    def status(self, text: str, total: int | None = None) -> None:
+        """A new status line (and, given, the number of steps the bar counts)."""
+        if self.progress is not None:
+            self.progress.update(self.task, status=text, **({"total": total} if total is not None else {}))
+        else:
+            elapsed = time.perf_counter() - self.start
+            console.print(f"[{elapsed:6.0f}s] {self.title}: {text}", markup=False, highlight=False)
+
+    def advance(self, text: str) -> None:
+        """One step done."""
+        if self.progress is not None:
+            self.progress.advance(self.task)
+        self.status(text)
+
+
 def learn_with_progress(user: str, conversations, teacher, config, home: Path | None):
     from paramem.remember import Callbacks, remember
 
-    with Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[status]}"),
-        TimeElapsedColumn(),
-        console=console,
-    ) as progress:
-        task = progress.add_task("conversations", total=None, status="teacher is writing notes")
-        state = {"id": ""}
+    with StepLog("conversations") as log:
+        log.status("teacher is writing notes")
+        state = {"id": "", "position": 0, "total": 0}
 
         def on_augmented(n: int) -> None:
-            progress.update(task, total=n, status="")
+            state["total"] = n
+            log.status(f"{n} to learn", total=n)
 
         def on_conversation(position: int, total: int, conversation_id: str) -> None:
-            state["id"] = conversation_id
-            progress.update(task, status=f"{conversation_id}: loading")
+            state.update(id=conversation_id, position=position)
+            log.status(f"{position}/{total} {conversation_id}: loading")
 
         def on_epoch(report) -> None:
             accuracy = "" if report.heldout_accuracy is None else f" held-out {report.heldout_accuracy:.2f}"
-            progress.update(
-                task,
-                status=f"{state['id']}: epoch {report.epoch}/{config.train.epochs} loss {report.loss:.3f}{accuracy}",
+            log.status(
+                f"{state['position']}/{state['total']} {state['id']}: epoch {report.epoch}/"
+                f"{config.train.epochs} loss {report.loss:.3f}{accuracy}"
             )
 
         def on_learned(record) -> None:
-            progress.advance(task)
+            log.advance(f"{state['position']}/{state['total']} {record.id}: learned, epoch {record.epochs} kept")
 
         return remember(
             user, conversations, teacher, config, home, Callbacks(on_augmented, on_conversation, on_epoch, on_learned)

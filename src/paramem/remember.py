@@ -26,6 +26,9 @@ class RememberConfig:
     base_model: str = DEFAULT_MODEL  # preset name, HF folder or id, GGUF file, or "tiny"
     keep_conversations: bool = False  # keep raw text in the manifest (PLUM discards it once learned)
     regenerate_notes: bool = False  # ask the teacher again even when its notes are cached
+    # Cache the teacher's notes on disk ($PARAMEM_CACHE/teacher, keyed by content, shared by users) so a
+    # rerun or another user with the same conversation skips the teacher. False: nothing is written there.
+    notes_cache: bool = True
     # "float32" or "bfloat16"; None: $PARAMEM_DTYPE, else what the memory was learned in, else the
     # faster one measured on this CPU (compute.py). Recorded in the memory's settings.
     dtype: str | None = None
@@ -71,7 +74,8 @@ def remember(
             callbacks.on_augmented(len(todo))
         if not todo:
             return []
-        notes = augment(todo, teacher, NotesCache(cache_home() / "teacher"), regenerate=config.regenerate_notes)
+        cache = NotesCache(cache_home() / "teacher") if config.notes_cache else None
+        notes = augment(todo, teacher, cache, regenerate=config.regenerate_notes)
         for conversation, conversation_notes in zip(todo, notes):  # refused before anything is learned
             if not (conversation_notes.topics or conversation_notes.facts):
                 raise InputError(
