@@ -183,3 +183,27 @@ def test_every_epoch_replays_each_earlier_conversations_recall_cue():
 def test_configs_refuse_bad_values_for_the_python_api_too(make):
     with pytest.raises(ValueError, match="must be"):  # InputError, a ValueError: the CLI prints it, exits 2
         make()
+
+
+def test_replay_is_bounded_and_every_earlier_cue_comes_back_in_rotation():
+    import random
+    from dataclasses import replace
+
+    from paramem.augment.pairs import recall_question
+    from paramem.train import rotation
+
+    assert rotation(3, 8, 5) == [0, 1, 2]
+    turns = [rotation(30, 8, turn) for turn in range(4)]
+    assert all(len(t) == 8 for t in turns) and set().union(*map(set, turns)) == set(range(30))
+
+    trainer = _trainer_scoring([], replay_share=0.3, replayed_cues=4)
+    earlier = [replace(_notes(), conversation_id=f"old{i}", date=f"{i} January 2026") for i in range(1, 31)]
+    sizes, cued = [], set()
+    for epoch in (1, 2, 3, 4, 5, 6, 7, 8):
+        examples, own = trainer._epoch_examples(_notes(), earlier, epoch, random.Random(epoch))
+        texts = [trainer.tokenizer.decode(e.input_ids) for e in examples[own:]]
+        cued |= {old.conversation_id for old in earlier if any(recall_question(old) in t for t in texts)}
+        sizes.append(len(examples))
+    few, _ = trainer._epoch_examples(_notes(), earlier[:3], 1, random.Random(1))
+    assert max(sizes) <= len(few) + 1  # 30 earlier conversations cost what 3 do
+    assert cued == {old.conversation_id for old in earlier}  # yet every cue is replayed within 8 epochs

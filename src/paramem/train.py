@@ -42,6 +42,9 @@ class TrainConfig:
     weight_decay: float = 0.0
     batch_size: int = 8
     replay_share: float = 0.3  # share of each epoch's pairs drawn from earlier conversations
+    # Earlier conversations' recall cues replayed per epoch: all of them up to this many, beyond that
+    # this many in rotation, so the cost of an epoch stays flat as the history grows.
+    replayed_cues: int = 8
     max_length: int = 256  # longest training example in tokens (longer ones are cut)
     # Attention kernel while learning. On this CPU, for examples of ~40 tokens, "eager" trains ~30%
     # faster than "sdpa", whose backward pass dominates (benchmarks/train_speed.py).
@@ -70,6 +73,7 @@ class TrainConfig:
         check_option(self.batch_size >= 1, "batch_size", "at least 1", self.batch_size)
         # replay r of an epoch means r / (1 - r) earlier pairs per new one: r = 1 is all replay
         check_option(0 <= self.replay_share < 1, "replay_share (--replay)", "in [0, 1)", self.replay_share)
+        check_option(self.replayed_cues >= 0, "replayed_cues", "0 or more", self.replayed_cues)
         check_option(self.max_length >= 16, "max_length", "at least 16 tokens", self.max_length)
         check_option(self.attention in ("eager", "sdpa"), "attention", "eager or sdpa", self.attention)
         check_option(
@@ -136,6 +140,15 @@ def training_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tor
     logits = head(hidden[:, :-1][trained]).float()
     losses = torch.nn.functional.cross_entropy(logits, batch["input_ids"][:, 1:][trained], reduction="none")
     return (losses * weights[trained]).sum() / trained.sum().clamp(min=1)
+
+
+def rotation(count: int, limit: int, turn: int) -> list[int]:
+    """Which of `count` items to take at `turn`: all of them when `limit` allows, else `limit` of them
+    in rotation, so that over ceil(count / limit) turns every item is taken."""
+    if count <= limit:
+        return list(range(count))
+    start = turn * limit % count
+    return [(start + i) % count for i in range(limit)]
 
 
 def encode_pair(tokenizer: PreTrainedTokenizerBase, pair: QAPair, config: TrainConfig) -> Encoded:
@@ -230,18 +243,22 @@ class SequentialTrainer:
     def _epoch_examples(
         self, notes: Notes, earlier: list[Notes], epoch: int, rng: random.Random
     ) -> tuple[list[Encoded], int]:
-        own = training_pairs(notes, epoch, self.config.pairs)
-        earlier_pairs = [p for old in earlier for p in training_pairs(old, epoch, self.config.pairs)]
+        """This epoch's examples: the conversation's own pairs, then replay of earlier ones, bounded
+        so that an epoch costs the same after 30 conversations as after 3."""
+        config = self.config
+        own = training_pairs(notes, epoch, config.pairs)
         replay: list[QAPair] = []
-        share = self.config.replay_share
-        if earlier_pairs and share > 0:
-            want = round(len(own) * share / (1 - share))
-            pool = [p for p in earlier_pairs if p.kind != "recall"]
+        if earlier and config.replay_share > 0:
+            want = round(len(own) * config.replay_share / (1 - config.replay_share))
+            pool = [p for old in earlier for p in training_pairs(old, epoch, config.pairs) if p.kind != "recall"]
             replay = rng.sample(pool, min(want, len(pool)))
-        # Every earlier conversation's recall cue, every epoch: one pair each, and without it the
-        # cue of the newest conversation overwrites the others (measured: README, recall readout).
-        replay += [p for p in earlier_pairs if p.kind == "recall"]
-        examples = [encode_pair(self.tokenizer, p, self.config) for p in own + replay]
+        # Earlier conversations' recall cues: without them the newest conversation's cue overwrites
+        # the others (README, recall readout). All of them up to `replayed_cues`, beyond that that many
+        # in rotation, each coming back every ceil(earlier / replayed_cues) epochs.
+        turn = len(earlier) * config.epochs + epoch
+        for index in rotation(len(earlier), config.replayed_cues, turn):
+            replay += [p for p in training_pairs(earlier[index], epoch, config.pairs) if p.kind == "recall"]
+        examples = [encode_pair(self.tokenizer, p, config) for p in own + replay]
         return examples, len(own)
 
     def heldout_accuracy(self, pairs: list[QAPair]) -> float | None:
