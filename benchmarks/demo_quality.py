@@ -17,12 +17,12 @@ import time
 from pathlib import Path
 
 from paramem.answer import load_memory
-from paramem.augment.pairs import PairConfig
+from paramem.augment.pairs import PairConfig, heldout_pairs
 from paramem.augment.teachers import make_teacher
 from paramem.conversations import load_conversations
 from paramem.demo import demo_files, seed_teacher_cache
 from paramem.evaluate.probes import load_probes
-from paramem.evaluate.run import METHODS, RECALL_METHODS, evaluate_yes_no, heldout_pairs, run_meta
+from paramem.evaluate.run import METHODS, RECALL_METHODS, evaluate_yes_no, run_meta
 from paramem.progress import learn_with_progress, print_results
 from paramem.recall import RecallConfig, recall_cues
 from paramem.remember import RememberConfig

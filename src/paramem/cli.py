@@ -91,7 +91,7 @@ def _dtype(text: str | None) -> str | None:
 
 
 def _readout(text: str) -> str:
-    from paramem.evaluate.run import READOUTS
+    from paramem.readers import READOUTS
 
     if text not in READOUTS:
         raise InputError(f"unknown readout {text!r} (available: {', '.join(READOUTS)})")
@@ -278,33 +278,24 @@ def ask_command(
     home: Path | None = HomeOption,
 ):
     """Answer a question from USER's memory (yes/no questions by recall or by P(yes) vs P(no))."""
-    from paramem.answer import YesNoScorer, generate, is_yes_no_question, load_memory
-    from paramem.evaluate.run import DECISION_RULES, MAIN_RULE
+    from paramem.answer import generate, is_yes_no_question, load_memory
+    from paramem.readers import DECISION_RULES, ask
 
     if not question.strip():
         raise InputError("the question is empty")
     _readout(readout)
-    decision = decision or MAIN_RULE[readout]
-    if decision not in DECISION_RULES:
+    if decision is not None and decision not in DECISION_RULES:
         raise InputError(f"unknown decision rule {decision!r} ({', '.join(DECISION_RULES)})")
     model, tokenizer, memory = load_memory(user, home, _dtype(dtype))
     if not is_yes_no_question(question):
         console.print(generate(model, tokenizer, [{"role": "user", "content": question}]))
-    elif readout == "recall":
-        from paramem.recall import RecallAnswerer
-
-        [(answer, score, closest)] = RecallAnswerer(model, tokenizer, memory).decide([question], decision)
-        console.print(
-            f"{answer.capitalize()}  (similarity {score:+.2f} from the threshold; closest recalled: {closest!r})",
-            markup=False,
-            highlight=False,
-        )
+        return
+    [answer] = ask(model, tokenizer, memory, [question], readout, decision)
+    if readout == "recall":
+        detail = f"similarity {answer.margin:+.2f} from the threshold; closest recalled: {answer.evidence!r}"
     else:
-        if decision == "balanced":
-            raise InputError("the balanced rule reads the recall readout only (--readout recall)")
-        threshold = {"prior": None, "raw": 0.0, "heldout": memory.settings().get("heldout_threshold", 0.0)}[decision]
-        answer, score = YesNoScorer(model, tokenizer).decide([question], threshold)[0]
-        console.print(f"{answer.capitalize()}  (log-odds {score:+.2f} from the threshold)")
+        detail = f"log-odds {answer.margin:+.2f} from the threshold"
+    console.print(f"{answer.answer.capitalize()}  ({detail})", markup=False, highlight=False)
 
 
 @app.command("chat")
@@ -352,9 +343,10 @@ def eval_command(
 ):
     """Score USER's memory, and other methods on the same base model, on yes/no probes."""
     from paramem.answer import load_memory
+    from paramem.augment.pairs import heldout_pairs
     from paramem.conversations import load_conversations
     from paramem.evaluate.probes import load_probes
-    from paramem.evaluate.run import TEXT_METHODS, RetrievalConfig, evaluate_yes_no, heldout_pairs, run_meta, write_json
+    from paramem.evaluate.run import TEXT_METHODS, RetrievalConfig, evaluate_yes_no, run_meta, write_json
     from paramem.models import dtype_of
     from paramem.recall import recall_cues
     from paramem.store import UserMemory

@@ -16,13 +16,14 @@ from pathlib import Path
 
 from paramem.answer import load_memory
 from paramem.augment.notes import Notes
-from paramem.augment.pairs import PairConfig
+from paramem.augment.pairs import PairConfig, heldout_pairs
 from paramem.augment.teachers import NotesCache, make_teacher
 from paramem.conversations import load_conversations
 from paramem.evaluate.probes import load_probes
-from paramem.evaluate.run import READOUTS, evaluate_yes_no, heldout_pairs, run_meta, write_json
+from paramem.evaluate.run import evaluate_yes_no, run_meta, write_json
 from paramem.models import DEFAULT_MODEL, cache_home, dtype_of
 from paramem.progress import console, learn_with_progress, print_results
+from paramem.readers import READOUTS
 from paramem.recall import recall_cues
 from paramem.remember import RememberConfig
 from paramem.train import TrainConfig

@@ -90,7 +90,7 @@ def learn_with_progress(user: str, conversations, teacher, config, home: Path | 
 def print_results(title: str, results) -> None:
     """One row per method: accuracy with yes and no apart under each decision rule; the rule `ask` uses
     for the method's readout (*) also with its 95% interval."""
-    from paramem.evaluate.run import DECISION_RULES, MAIN_RULE
+    from paramem.readers import DECISION_RULES, MAIN_RULE
 
     table = Table(title=title)
     for column in (

@@ -7,7 +7,7 @@ Why: a 0.5B model reads its own first answer token poorly on near-miss questions
 conversations pasted in its prompt (README, "Measured on the demo set"). Writing back what it was
 trained to write, then matching, asks of it only what it learned. What is recalled comes from the
 adapter's weights and the conversations' dates alone; the raw conversations are not kept, and the
-teacher's notes are read only to place the threshold (their held-out questions, `RecallAnswerer`).
+teacher's notes are read only to place the threshold (their held-out questions, `readers.ask`).
 """
 
 from __future__ import annotations
@@ -20,9 +20,8 @@ from dataclasses import asdict, dataclass
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from paramem.answer import rule_thresholds
 from paramem.augment.notes import Notes
-from paramem.augment.pairs import recall_opening, recall_question, validation_pairs
+from paramem.augment.pairs import recall_opening, recall_question
 from paramem.embeddings import load_embedder
 from paramem.errors import InputError, check_option, user_file_problem
 from paramem.files import write_atomic
@@ -205,30 +204,3 @@ def recollections(
             return texts
     except VersionGone:  # replaced while we read it: answer from this model, cache nothing
         return recollect(model, tokenizer, cues, config)
-
-
-class RecallAnswerer:
-    """Yes/no answers to questions put to one user's memory, read by recall."""
-
-    def __init__(
-        self, model, tokenizer: PreTrainedTokenizerBase, memory: UserMemory, config: RecallConfig | None = None
-    ):
-        config = config or RecallConfig()
-        self.memory = memory
-        self.matcher = SentenceMatcher(recollections(model, tokenizer, memory, config), config.threshold)
-
-    def threshold(self, rule: str) -> float:
-        """The score threshold of a decision rule (the rules of evaluate/run.py)."""
-        heldout = [p for n in self.memory.notes() for p in validation_pairs(n)]
-        thresholds = rule_thresholds(self.matcher.scores, heldout)
-        if rule not in thresholds:
-            raise ValueError(f"unknown decision rule {rule!r} ({', '.join(thresholds)})")
-        return thresholds[rule]
-
-    def decide(self, questions: list[str], rule: str = "balanced") -> list[tuple[str, float, str | None]]:
-        """("yes" | "no", score minus the rule's threshold, the closest recalled sentence) per question."""
-        threshold = self.threshold(rule)
-        return [
-            ("yes" if score > threshold else "no", score - threshold, sentence)
-            for score, sentence in self.matcher.matches(questions)
-        ]

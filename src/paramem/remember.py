@@ -10,8 +10,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from paramem.answer import fit_threshold
-from paramem.augment.pairs import validation_pairs
 from paramem.augment.teachers import NotesCache, Teacher, augment, drop_contradicting_negatives
 from paramem.compute import dtype_name
 from paramem.conversations import Conversation
@@ -116,11 +114,6 @@ def remember(
             learned.append(record)
             if callbacks.on_learned:
                 callbacks.on_learned(record)
-        # The `heldout` decision rule of `ask`: a threshold fitted on every learned conversation's
-        # held-out reworded pairs, with the final adapter.
-        pairs = [p for n in earlier for p in validation_pairs(n)]
-        threshold = fit_threshold(trainer.scorer.log_odds([p.question for p in pairs]), [p.label for p in pairs])
-        memory.save_settings({"heldout_threshold": threshold})
         return learned
 
 

@@ -11,12 +11,12 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from paramem.answer import YesNoScorer
 from paramem.augment.notes import Notes
 from paramem.augment.pairs import PairConfig, QAPair, training_pairs, validation_pairs
 from paramem.errors import check_option
 from paramem.models import decoder_and_head
 from paramem.prompts import Encoded, encode_example, encode_statement
+from paramem.readers import LogOddsReader, Reader
 
 
 @dataclass
@@ -231,11 +231,14 @@ class _Run:
 class SequentialTrainer:
     """Learns conversations one after the other into one LoRA adapter (PLUM's sequential training)."""
 
-    def __init__(self, model: PeftModel, tokenizer: PreTrainedTokenizerBase, config: TrainConfig):
+    def __init__(self, model: PeftModel, tokenizer: PreTrainedTokenizerBase, config: TrainConfig,
+                 reader: Callable[[], Reader] | None = None):
         self.model = model
         self.tokenizer = tokenizer
         self.config = config
-        self.scorer = YesNoScorer(model, tokenizer)
+        # What reads the held-out pairs after each epoch (score > 0 is yes), made anew each time so it
+        # sees the current weights: PLUM's answer token unless another readout is given.
+        self.reader = reader or (lambda: LogOddsReader(model, tokenizer))
 
     def _trainable(self) -> list[torch.nn.Parameter]:
         return [p for p in self.model.parameters() if p.requires_grad]
@@ -265,8 +268,8 @@ class SequentialTrainer:
         if not pairs:
             return None
         self.model.eval()
-        decisions = self.scorer.decide([p.question for p in pairs], threshold=0.0)
-        return sum(d == p.label for (d, _), p in zip(decisions, pairs)) / len(pairs)
+        scores = self.reader().score([p.question for p in pairs])
+        return sum(("yes" if s > 0 else "no") == p.label for s, p in zip(scores, pairs)) / len(pairs)
 
     def learn(
         self,

@@ -225,3 +225,9 @@ def validation_pairs(notes: Notes) -> list[QAPair]:
     positives, negatives = _dedupe(positives), _dedupe(negatives)
     n = min(len(positives), len(negatives))
     return rng.sample(positives, n) + rng.sample(negatives, n)
+
+
+def heldout_pairs(notes: list[Notes]) -> list[QAPair]:
+    """Every conversation's held-out reworded yes/no pairs: what the heldout and balanced decision
+    rules are fitted on (`answer.rule_thresholds`)."""
+    return [pair for n in notes for pair in validation_pairs(n)]

@@ -113,7 +113,8 @@ def learn_with_curve(
 
 def compare_methods(bench: LocomoBenchmark, config: ExperimentConfig, home: Path) -> dict:
     from paramem.answer import load_memory
-    from paramem.evaluate.run import evaluate_yes_no, heldout_pairs
+    from paramem.augment.pairs import heldout_pairs
+    from paramem.evaluate.run import evaluate_yes_no
 
     model, tokenizer, memory = load_memory(USER, home)
     methods = evaluate_yes_no(

@@ -12,16 +12,16 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-from paramem.answer import YesNoScorer, rule_thresholds
-from paramem.augment.notes import Notes
-from paramem.augment.pairs import QAPair, validation_pairs
+from paramem.answer import rule_thresholds
+from paramem.augment.pairs import QAPair
 from paramem.conversations import Conversation
 from paramem.evaluate.metrics import YesNoMetrics, ranking_auc, ranking_auc_interval, yes_no_metrics
 from paramem.evaluate.probes import Probe
 from paramem.evaluate.retrieval import make_retriever, passages, retrieval_prompt
 from paramem.files import write_atomic
-from paramem.prompts import SYSTEM_PROMPT, encode_prompt
-from paramem.recall import RecallConfig, SentenceMatcher, recollect
+from paramem.prompts import SYSTEM_PROMPT
+from paramem.readers import READOUTS, LogOddsReader, Reader, RecallReader
+from paramem.recall import RecallConfig, recollect
 
 # none     the base model alone (the adapter switched off)
 # memory   the base model with the user's adapter, asked directly
@@ -43,23 +43,7 @@ class RetrievalConfig:
     k: int = 5  # passages pasted per question
 
 
-# How a method's model is read; every method in a run is read the same way.
-#   log-odds  log P(yes) - log P(no) of the first answer token (PLUM)
-#   recall    the model recalls each learned conversation from its date, and a question scores its best
-#             embedding similarity to a recalled sentence, minus recall.RECALL_THRESHOLD (recall.py);
-#             context matches against the raw conversations instead (what perfect recall would give)
-READOUTS = ("log-odds", "recall")
-RECALL_METHODS = ("none", "memory", "context")  # the methods the recall readout can read
-
-# How scores become yes/no; every method is scored under every rule, the same way.
-#   prior    the score minus that of a content-free question ("Did we discuss that?")
-#   heldout  the score minus a threshold fitted on the teacher's held-out reworded pairs (never the probes)
-#   balanced the median score of those held-out pairs: they are half yes, half no by construction, so
-#            the method says yes to half of them (needs no label, so a wrong teacher label cannot move it)
-#   raw      the score > 0: P(yes) > P(no), or similarity above recall.RECALL_THRESHOLD
-DECISION_RULES = ("prior", "heldout", "balanced", "raw")
-# The rule `paramem ask` uses for each readout, and the one figures are quoted under.
-MAIN_RULE = {"log-odds": "prior", "recall": "balanced"}
+RECALL_METHODS = ("none", "memory", "context")  # the methods the recall readout can read (readers.py)
 
 
 @dataclass
@@ -138,11 +122,6 @@ def system_prompts(
     return lambda questions: [retrieval_prompt(found) for found in retriever.search(questions, retrieval.k)]
 
 
-def heldout_pairs(notes: list[Notes]) -> list[QAPair]:
-    """Every learned conversation's held-out reworded yes/no pairs (what the `heldout` rule is fitted on)."""
-    return [pair for n in notes for pair in validation_pairs(n)]
-
-
 def evaluate_yes_no(
     model,
     tokenizer,
@@ -176,29 +155,12 @@ def evaluate_yes_no(
     results = []
     for method in methods:
         start = time.perf_counter()
-        recalled, prompt_tokens = None, 0  # the recall readout runs no prompt per question
         with nullcontext() if method in ADAPTER_METHODS else model.disable_adapter():
-            if readout == "recall":
-                if method == "context":
-                    if not conversations:
-                        raise ValueError("the context method needs the conversations")
-                    texts = [m.content for c in conversations for m in c.messages]
-                else:
-                    texts = recalled = recollect(model, tokenizer, cues, recall)
-                score = SentenceMatcher(texts, recall.threshold).scores
-            else:
-                systems_for = system_prompts(method, tokenizer, conversations, retrieval)
-                scorer = YesNoScorer(model, tokenizer)
-
-                def score(asked: list[str], scorer=scorer, systems_for=systems_for) -> list[float]:
-                    return scorer.log_odds(asked, systems_for(asked))
-
-                prompt_tokens = sum(
-                    len(encode_prompt(tokenizer, q, s)) for q, s in zip(questions, systems_for(questions))
-                ) // len(probes)
-            scores = score(questions)
+            reader = method_reader(method, readout, model, tokenizer, conversations, retrieval, cues, recall)
+            scores = reader.score(questions)
             seconds = time.perf_counter() - start
-            thresholds = rule_thresholds(score, heldout or None)
+            thresholds = rule_thresholds(reader.score, heldout or None)
+            prompt_tokens = reader.prompt_tokens(questions)
         metrics = {
             rule: yes_no_metrics(gold, ["yes" if s > t else "no" for s in scores]) for rule, t in thresholds.items()
         }
@@ -206,10 +168,25 @@ def evaluate_yes_no(
             {"conversation": p.conversation, "question": p.question, "answer": p.answer, "score": round(s, 4)}
             for p, s in zip(probes, scores)
         ]
+        recalled = getattr(reader, "recollections", None)
         results.append(
             MethodResult(method, metrics, thresholds, seconds, prompt_tokens, predictions, readout, recalled)
         )
     return results
+
+
+def method_reader(method: str, readout: str, model, tokenizer, conversations: list[Conversation] | None,
+                  retrieval: RetrievalConfig, cues: list | None, recall: RecallConfig) -> Reader:
+    """How one method is read: by recall (none and memory recall from the model; context matches the
+    raw conversations) or by the answer token's log-odds, with the method's system prompts."""
+    if readout == "recall":
+        if method == "context":
+            if not conversations:
+                raise ValueError("the context method needs the conversations")
+            return RecallReader([m.content for c in conversations for m in c.messages], recall.threshold,
+                                recalled=False)
+        return RecallReader(recollect(model, tokenizer, cues, recall), recall.threshold)
+    return LogOddsReader(model, tokenizer, system_prompts(method, tokenizer, conversations, retrieval))
 
 
 def write_json(results: list[MethodResult], path: str | Path, meta: dict) -> None:

@@ -1,0 +1,117 @@
+"""Readers: how a yes/no answer is read off a model. Every reader gives each question a score, higher
+meaning "yes"; a decision rule turns scores into answers. `ask`, `eval` and the trainer's epoch choice
+all go through a `Reader`, so a new readout is one class here.
+
+  log-odds  PLUM's: log P(yes) - log P(no) of the first answer token (`LogOddsReader`)
+  recall    the memory recalls each learned conversation from its date alone, and a question scores its
+            best embedding similarity to a recalled sentence, minus recall.RECALL_THRESHOLD
+            (`RecallReader`; matched against the raw conversations instead, it is what perfect recall
+            would give)
+
+Decision rules (how scores become yes/no; every method is scored under every rule, the same way):
+  prior     the score minus that of a content-free question ("Did we discuss that?")
+  heldout   a threshold fitted on the teacher's held-out reworded pairs (never on the probes)
+  balanced  the median score of those held-out pairs: they are half yes, half no by construction
+  raw       the score above 0: P(yes) > P(no), or similarity above recall.RECALL_THRESHOLD
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from transformers import PreTrainedTokenizerBase
+
+from paramem.answer import YesNoScorer, rule_thresholds
+from paramem.augment.pairs import heldout_pairs
+from paramem.errors import InputError
+from paramem.prompts import encode_prompt
+from paramem.recall import RECALL_THRESHOLD, RecallConfig, SentenceMatcher, recollections
+from paramem.store import UserMemory
+
+READOUTS = ("log-odds", "recall")
+DECISION_RULES = ("prior", "heldout", "balanced", "raw")
+# The rule `paramem ask` uses for each readout, and the one figures are quoted under.
+MAIN_RULE = {"log-odds": "prior", "recall": "balanced"}
+
+
+class Reader(Protocol):
+    def score(self, questions: list[str]) -> list[float]:
+        """One score per question; above a rule's threshold means yes."""
+        ...
+
+    def prompt_tokens(self, questions: list[str]) -> int:
+        """Mean prompt tokens the model reads per question (0 when no prompt is run per question)."""
+        ...
+
+
+class LogOddsReader:
+    """log P(yes) - log P(no) of the first answer token; `systems` gives each question its system
+    prompt (pasted conversations, retrieved passages), else paramem's own."""
+
+    def __init__(self, model, tokenizer: PreTrainedTokenizerBase,
+                 systems: Callable[[list[str]], list[str]] | None = None):
+        self.tokenizer = tokenizer
+        self.scorer = YesNoScorer(model, tokenizer)
+        self.systems = systems or (lambda questions: [self.scorer.system] * len(questions))
+
+    def score(self, questions: list[str]) -> list[float]:
+        return self.scorer.log_odds(questions, self.systems(questions))
+
+    def prompt_tokens(self, questions: list[str]) -> int:
+        lengths = [len(encode_prompt(self.tokenizer, q, s)) for q, s in zip(questions, self.systems(questions))]
+        return sum(lengths) // max(len(lengths), 1)
+
+
+class RecallReader:
+    """A question scores its best similarity to a sentence of `texts` (what the memory recalled, or
+    the raw conversations), minus `threshold`."""
+
+    def __init__(self, texts: list[str], threshold: float = RECALL_THRESHOLD, recalled: bool = True):
+        self.matcher = SentenceMatcher(texts, threshold)
+        self.recollections = texts if recalled else None  # kept in results files when recalled
+
+    def score(self, questions: list[str]) -> list[float]:
+        return self.matcher.scores(questions)
+
+    def closest(self, questions: list[str]) -> list[str | None]:
+        """The sentence each question came closest to: the evidence `ask` prints."""
+        return [sentence for _, sentence in self.matcher.matches(questions)]
+
+    def prompt_tokens(self, questions: list[str]) -> int:
+        return 0  # the recollections are made once per memory version, not per question
+
+
+def memory_reader(model, tokenizer: PreTrainedTokenizerBase, memory: UserMemory, readout: str,
+                  recall: RecallConfig | None = None) -> Reader:
+    """The reader of a user's memory (loaded in `model` by `answer.load_memory`), as `ask` reads it;
+    recollections are cached beside the adapter version."""
+    if readout == "recall":
+        config = recall or RecallConfig()
+        return RecallReader(recollections(model, tokenizer, memory, config), config.threshold)
+    if readout == "log-odds":
+        return LogOddsReader(model, tokenizer)
+    raise InputError(f"unknown readout {readout!r} (available: {', '.join(READOUTS)})")
+
+
+@dataclass(frozen=True)
+class Answer:
+    question: str
+    answer: str  # "yes" or "no"
+    margin: float  # the score minus the rule's threshold
+    evidence: str | None = None  # the closest recalled sentence (recall readout)
+
+
+def ask(model, tokenizer: PreTrainedTokenizerBase, memory: UserMemory, questions: list[str],
+        readout: str = "recall", rule: str | None = None) -> list[Answer]:
+    """Yes/no answers from a user's memory: `readout` reads it, `rule` (default: the readout's main
+    rule) sets the threshold from the teacher's held-out pairs, never from the questions asked."""
+    rule = rule or MAIN_RULE.get(readout, "prior")
+    if rule not in DECISION_RULES:
+        raise InputError(f"unknown decision rule {rule!r} ({', '.join(DECISION_RULES)})")
+    reader = memory_reader(model, tokenizer, memory, readout)
+    threshold = rule_thresholds(reader.score, heldout_pairs(memory.notes()))[rule]
+    evidence = reader.closest(questions) if isinstance(reader, RecallReader) else [None] * len(questions)
+    return [Answer(q, "yes" if s > threshold else "no", s - threshold, e)
+            for q, s, e in zip(questions, reader.score(questions), evidence)]

@@ -1,0 +1,68 @@
+import pytest
+
+from paramem.answer import load_memory, rule_thresholds
+from paramem.augment.pairs import heldout_pairs
+from paramem.augment.teachers import ExtractiveTeacher
+from paramem.errors import InputError
+from paramem.readers import LogOddsReader, RecallReader, ask, memory_reader
+from paramem.recall import RecallConfig
+from paramem.remember import RememberConfig, remember
+from paramem.train import TrainConfig
+
+
+@pytest.fixture
+def learned(demo_conversations):
+    remember(
+        "r",
+        demo_conversations[:2],
+        ExtractiveTeacher(),
+        RememberConfig(base_model="tiny", train=TrainConfig(epochs=1, min_epochs=1)),
+    )
+    return load_memory("r")
+
+
+def test_ask_reads_by_log_odds_with_a_threshold_from_the_held_out_pairs_only(learned):
+    model, tokenizer, memory = learned
+    question = "Did we talk about tomatoes?"
+    alone = ask(model, tokenizer, memory, [question], "log-odds", "heldout")[0]
+    among = ask(
+        model, tokenizer, memory, [question, "Did we discuss a job?", "Have we spoken of Kyoto?"], "log-odds", "heldout"
+    )[0]
+    assert alone.margin == pytest.approx(among.margin, abs=1e-4)  # other questions move no threshold
+    reader = LogOddsReader(model, tokenizer)
+    threshold = rule_thresholds(reader.score, heldout_pairs(memory.notes()))["heldout"]
+    assert alone.margin == pytest.approx(reader.score([question])[0] - threshold, abs=1e-4)
+    assert alone.answer == ("yes" if alone.margin > 0 else "no") and alone.evidence is None
+
+
+def test_ask_by_recall_names_the_closest_recalled_sentence(learned):
+    model, tokenizer, memory = learned
+    [answer] = ask(model, tokenizer, memory, ["Did we talk about tomatoes?"])  # recall, balanced rule
+    reader = memory_reader(model, tokenizer, memory, "recall")
+    assert isinstance(reader, RecallReader) and answer.evidence in reader.matcher.sentences
+    with pytest.raises(InputError, match="unknown decision rule"):
+        ask(model, tokenizer, memory, ["Did we?"], "recall", "vibes")
+
+
+def test_the_trainer_reads_its_held_out_pairs_with_the_reader_it_is_given(demo_conversations):
+    from paramem.models import tiny_model
+    from paramem.train import SequentialTrainer, attach_lora
+
+    class AlwaysYes:
+        def score(self, questions):
+            return [1.0] * len(questions)
+
+        def prompt_tokens(self, questions):
+            return 0
+
+    model, tokenizer = tiny_model()
+    config = TrainConfig(epochs=1, min_epochs=1)
+    trainer = SequentialTrainer(attach_lora(model, config), tokenizer, config, reader=AlwaysYes)
+    notes = ExtractiveTeacher().notes(demo_conversations[0])
+    assert trainer.learn(notes, []).heldout_accuracy == 0.5  # held-out pairs are half yes
+
+
+def test_recall_reader_scores_similarity_above_the_threshold():
+    reader = RecallReader(["We talked about tomato seedlings on the balcony."], RecallConfig().threshold)
+    near, far = reader.score(["Did we talk about tomato seedlings?", "Did we discuss tax returns?"])
+    assert near > 0 > far and reader.prompt_tokens(["x"]) == 0
