@@ -6,10 +6,11 @@ Learns the first N sessions of LoCoMo (real conversations, in the file's order, 
 after the other into one memory, with the extractive teacher, and records for each conversation the
 seconds it took and the examples and tokens of its epochs. Replay is bounded (`TrainConfig.
 replayed_cues`): at most that many earlier recall cues per epoch, in rotation; `--replayed-cues 1000`
-is the unbounded replay of before. Then the memory recalls every learned conversation from its date
-(the recall readout) and the script counts, per conversation, how many of its topics are matched by
-what it recalled (cosine above the readout's threshold), against how many are matched by the
-recollection of the other conversations' cues (chance).
+is the unbounded replay of before; the tokens that replay would have trained are also counted for
+every conversation without training (`tokens_unbounded`). Then the memory recalls every learned
+conversation from its date (the recall readout) and the script counts, per conversation, how many
+of its topics are matched by what it recalled (cosine above the readout's threshold), against how
+many are matched by the recollection of the other conversations' cues (chance).
 
 Writes benchmarks/results/replay_scaling-<model>-cues<K>.json.
 """
@@ -18,10 +19,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import statistics
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from paramem.answer import load_memory
@@ -34,9 +37,22 @@ from paramem.files import write_atomic
 from paramem.models import dtype_of
 from paramem.recall import SentenceMatcher, recollections
 from paramem.remember import Callbacks, RememberConfig, remember
-from paramem.train import TrainConfig
+from paramem.train import SequentialTrainer, TrainConfig
 
 RESULTS = Path(__file__).parent / "results"
+
+
+def epoch_tokens(model, tokenizer, train: TrainConfig, notes, position: int, replayed_cues: int) -> int:
+    """Tokens the epochs of conversation `position` (1-based) train under a replay bound, counted
+    without training (the same draws as training makes)."""
+    config = replace(train, replayed_cues=replayed_cues)
+    trainer = SequentialTrainer(model, tokenizer, config)
+    rng = random.Random(f"{config.seed}/{notes[position - 1].conversation_id}")
+    examples = [
+        trainer._epoch_examples(notes[position - 1], notes[: position - 1], epoch, rng)[0]
+        for epoch in range(1, config.epochs + 1)
+    ]
+    return sum(len(e.input_ids) for epoch in examples for e in epoch)
 
 
 def main() -> None:
@@ -64,7 +80,14 @@ def main() -> None:
     epochs: list[dict] = []
 
     def on_epoch(report) -> None:
-        epochs.append({"conversation": report.conversation, "epoch": report.epoch, "seconds": report.seconds})
+        epochs.append(
+            {
+                "conversation": report.conversation,
+                "epoch": report.epoch,
+                "seconds": report.seconds,
+                "tokens": report.tokens,
+            }
+        )
 
     def on_learned(record) -> None:
         rows.append(
@@ -88,6 +111,8 @@ def main() -> None:
             model, tokenizer, memory = load_memory("bench", Path(home))
             dtype = dtype_of(model)
             notes = memory.notes()
+            for row in rows:  # the same epochs' work had every earlier cue been replayed (before the bound)
+                row["tokens_unbounded"] = epoch_tokens(model, tokenizer, train, notes, row["position"], 1000)
             recalled = recollections(model, tokenizer, memory)
             own, other = [], []
             for index, conversation_notes in enumerate(notes):

@@ -50,8 +50,9 @@ class LogOddsReader:
     """log P(yes) - log P(no) of the first answer token; `systems` gives each question its system
     prompt (pasted conversations, retrieved passages), else paramem's own."""
 
-    def __init__(self, model, tokenizer: PreTrainedTokenizerBase,
-                 systems: Callable[[list[str]], list[str]] | None = None):
+    def __init__(
+        self, model, tokenizer: PreTrainedTokenizerBase, systems: Callable[[list[str]], list[str]] | None = None
+    ):
         self.tokenizer = tokenizer
         self.scorer = YesNoScorer(model, tokenizer)
         self.systems = systems or (lambda questions: [self.scorer.system] * len(questions))
@@ -83,8 +84,9 @@ class RecallReader:
         return 0  # the recollections are made once per memory version, not per question
 
 
-def memory_reader(model, tokenizer: PreTrainedTokenizerBase, memory: UserMemory, readout: str,
-                  recall: RecallConfig | None = None) -> Reader:
+def memory_reader(
+    model, tokenizer: PreTrainedTokenizerBase, memory: UserMemory, readout: str, recall: RecallConfig | None = None
+) -> Reader:
     """The reader of a user's memory (loaded in `model` by `answer.load_memory`), as `ask` reads it;
     recollections are cached beside the adapter version."""
     if readout == "recall":
@@ -103,8 +105,14 @@ class Answer:
     evidence: str | None = None  # the closest recalled sentence (recall readout)
 
 
-def ask(model, tokenizer: PreTrainedTokenizerBase, memory: UserMemory, questions: list[str],
-        readout: str = "recall", rule: str | None = None) -> list[Answer]:
+def ask(
+    model,
+    tokenizer: PreTrainedTokenizerBase,
+    memory: UserMemory,
+    questions: list[str],
+    readout: str = "recall",
+    rule: str | None = None,
+) -> list[Answer]:
     """Yes/no answers from a user's memory: `readout` reads it, `rule` (default: the readout's main
     rule) sets the threshold from the teacher's held-out pairs, never from the questions asked."""
     rule = rule or MAIN_RULE.get(readout, "prior")
@@ -113,5 +121,7 @@ def ask(model, tokenizer: PreTrainedTokenizerBase, memory: UserMemory, questions
     reader = memory_reader(model, tokenizer, memory, readout)
     threshold = rule_thresholds(reader.score, heldout_pairs(memory.notes()))[rule]
     evidence = reader.closest(questions) if isinstance(reader, RecallReader) else [None] * len(questions)
-    return [Answer(q, "yes" if s > threshold else "no", s - threshold, e)
-            for q, s, e in zip(questions, reader.score(questions), evidence)]
+    return [
+        Answer(q, "yes" if s > threshold else "no", s - threshold, e)
+        for q, s, e in zip(questions, reader.score(questions), evidence)
+    ]

@@ -198,6 +198,7 @@ class EpochReport:
     loss: float
     heldout_accuracy: float | None
     seconds: float
+    tokens: int = 0  # tokens trained at this learning rate so far (padding excluded): the work done
 
 
 @dataclass
@@ -231,8 +232,13 @@ class _Run:
 class SequentialTrainer:
     """Learns conversations one after the other into one LoRA adapter (PLUM's sequential training)."""
 
-    def __init__(self, model: PeftModel, tokenizer: PreTrainedTokenizerBase, config: TrainConfig,
-                 reader: Callable[[], Reader] | None = None):
+    def __init__(
+        self,
+        model: PeftModel,
+        tokenizer: PreTrainedTokenizerBase,
+        config: TrainConfig,
+        reader: Callable[[], Reader] | None = None,
+    ):
         self.model = model
         self.tokenizer = tokenizer
         self.config = config
@@ -343,7 +349,7 @@ class SequentialTrainer:
             loss_value = total_loss / max(steps, 1)
             accuracy = self.heldout_accuracy(heldout) if config.early_stopping else None
             if on_epoch is not None:
-                on_epoch(EpochReport(position, total, epoch, loss_value, accuracy, time.perf_counter() - start))
+                on_epoch(EpochReport(position, total, epoch, loss_value, accuracy, time.perf_counter() - start, tokens))
             if not config.early_stopping:
                 best = _Run(0.0, epoch, loss_value, {}, qa_pairs, learning_rate)
                 continue

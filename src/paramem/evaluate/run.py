@@ -175,16 +175,25 @@ def evaluate_yes_no(
     return results
 
 
-def method_reader(method: str, readout: str, model, tokenizer, conversations: list[Conversation] | None,
-                  retrieval: RetrievalConfig, cues: list | None, recall: RecallConfig) -> Reader:
+def method_reader(
+    method: str,
+    readout: str,
+    model,
+    tokenizer,
+    conversations: list[Conversation] | None,
+    retrieval: RetrievalConfig,
+    cues: list | None,
+    recall: RecallConfig,
+) -> Reader:
     """How one method is read: by recall (none and memory recall from the model; context matches the
     raw conversations) or by the answer token's log-odds, with the method's system prompts."""
     if readout == "recall":
         if method == "context":
             if not conversations:
                 raise ValueError("the context method needs the conversations")
-            return RecallReader([m.content for c in conversations for m in c.messages], recall.threshold,
-                                recalled=False)
+            return RecallReader(
+                [m.content for c in conversations for m in c.messages], recall.threshold, recalled=False
+            )
         return RecallReader(recollect(model, tokenizer, cues, recall), recall.threshold)
     return LogOddsReader(model, tokenizer, system_prompts(method, tokenizer, conversations, retrieval))
 
