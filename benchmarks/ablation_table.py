@@ -11,17 +11,18 @@ import json
 import sys
 from pathlib import Path
 
+from paramem.evaluate.report import learning_settings
 from paramem.evaluate.run import MethodResult
 
 
 def row(results: dict) -> dict:
-    config = results["config"]
+    config = learning_settings(results["config"])
     out = {
         "lambda": config["qa_weight"],
         "epochs": config["epochs"],
         "negative_ratio": config["negative_ratio"],
         "open_pairs": config["open_pairs"],
-        "statements": config.get("statements", True),
+        "statements": config["statements"],
         "base_model": results["base_model"],
         "commit": (results.get("git_commit") or "")[:7],
     }

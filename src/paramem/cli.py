@@ -10,6 +10,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from paramem.config import PairConfig, RememberConfig, TrainConfig, option_default, option_help
 from paramem.errors import InputError
 from paramem.progress import StepLog, console, learn_with_progress, print_results
 
@@ -48,14 +49,23 @@ ReadoutOption = typer.Option(
     "(the memory recalls each conversation from its date; the question is matched to it) "
     "or log-odds (P(yes) vs P(no) of the answer token)",
 )
-DtypeOption = typer.Option(
-    None,
-    "--dtype",
-    help="float32 or bfloat16 (default: $PARAMEM_DTYPE, else what the "
-    "memory was learned in, else the faster one measured on this CPU)",
-)
+
+
+def _setting(config: type, name: str, *flags: str, default=None):
+    """A CLI option whose default and help are the config field's own, written once in config.py."""
+    return typer.Option(
+        option_default(config, name) if default is None else default, *flags, help=option_help(config, name)
+    )
+
+
+DtypeOption = _setting(RememberConfig, "dtype", "--dtype")
 # The learning options `remember` and `remember-many` share.
-BaseModelOption = typer.Option(None, "--base-model", help="preset, HF folder or id, or GGUF file")
+BaseModelOption = typer.Option(
+    None,
+    "--base-model",
+    help=option_help(RememberConfig, "base_model")
+    + " (default: what the memory was started on, else the embedded default)",
+)
 TeacherOption = typer.Option("extractive", "--teacher", help="extractive, local or openai")
 TeacherModelOption = typer.Option(None, "--teacher-model", help="model of the local/openai teacher")
 TeacherUrlOption = typer.Option(None, "--teacher-url", help="OpenAI-compatible base URL")
@@ -65,16 +75,18 @@ TeacherKeyEnvOption = typer.Option(
     help="environment variable holding the openai teacher's API key (a key is never "
     "given as a flag: flags show in `ps`)",
 )
-EpochsOption = typer.Option(10, "--epochs", help="most epochs per conversation (the best held-out epoch is kept)")
+EpochsOption = _setting(TrainConfig, "epochs", "--epochs")
 LearningRateOption = typer.Option(
-    "5e-4",
+    str(option_default(TrainConfig, "learning_rate")),
     "--lr",
-    help="learning rate; several, comma-separated (2e-4,5e-4,1e-3), "
-    "learn each conversation at each and keep the best on held-out reworded pairs",
+    help="learning rate; several, comma-separated (2e-4,5e-4,1e-3): " + option_help(TrainConfig, "learning_rates"),
 )
-LambdaOption = typer.Option(10.0, "--lambda", help="loss weight of question and answer tokens")
-ReplayOption = typer.Option(0.3, "--replay", help="share of each epoch replayed from earlier conversations")
-NegativeRatioOption = typer.Option(1.0, "--negative-ratio", help="negatives per positive question")
+LambdaOption = _setting(TrainConfig, "qa_weight", "--lambda")
+ReplayOption = _setting(TrainConfig, "replay_share", "--replay")
+NegativeRatioOption = _setting(PairConfig, "negative_ratio", "--negative-ratio")
+KeepConversationsOption = _setting(RememberConfig, "keep_conversations", "--keep-conversations")
+RegenerateNotesOption = _setting(RememberConfig, "regenerate_notes", "--regenerate-notes")
+NotesCacheOption = _setting(RememberConfig, "notes_cache", "--notes-cache/--no-notes-cache")
 
 
 def _teacher(kind: str, model: str | None, url: str | None, key_env: str):
@@ -151,11 +163,9 @@ def remember_command(
     qa_weight: float = LambdaOption,
     replay: float = ReplayOption,
     negative_ratio: float = NegativeRatioOption,
-    keep_conversations: bool = typer.Option(False, "--keep-conversations", help="keep the raw text after learning"),
-    regenerate_notes: bool = typer.Option(False, "--regenerate-notes", help="ignore cached teacher notes"),
-    notes_cache: bool = typer.Option(
-        True, "--notes-cache/--no-notes-cache", help="keep the teacher's notes in $PARAMEM_CACHE/teacher for reruns"
-    ),
+    keep_conversations: bool = KeepConversationsOption,
+    regenerate_notes: bool = RegenerateNotesOption,
+    notes_cache: bool = NotesCacheOption,
     dtype: str | None = DtypeOption,
     home: Path | None = HomeOption,
 ):
@@ -404,7 +414,9 @@ def locomo_command(
     epochs: int = typer.Option(3, help="most epochs per session (ablation: 1, 3, 5, 10, 15)"),
     qa_weight: float = typer.Option(10.0, "--lambda", help="question/answer loss weight (ablation: 1, 5, 10, 20)"),
     negative_ratio: float = typer.Option(1.0, help="negatives per positive (ablation: 0.75, 1.25)"),
-    closed_only: bool = typer.Option(False, "--closed-only", help="train on closed questions only (ablation)"),
+    closed_questions_only: bool = typer.Option(
+        False, "--closed-only", help="train on closed questions only (ablation)"
+    ),
     statements: bool = typer.Option(
         True, "--statements/--no-statements", help="train on statements about each session too (ablation)"
     ),
@@ -412,7 +424,7 @@ def locomo_command(
     full: bool = typer.Option(False, "--full", help="all sessions, all open questions, full MMLU and ARC"),
 ):
     """PLUM's LoCoMo experiment: learn sessions in order, then every method side by side, with a report."""
-    from paramem.evaluate.experiment import ExperimentConfig, run_experiment
+    from paramem.evaluate.experiment import ExperimentConfig, closed_only, run_experiment
     from paramem.evaluate.run import MethodResult, RetrievalConfig
     from paramem.models import DEFAULT_MODEL
 
@@ -422,7 +434,6 @@ def locomo_command(
     chosen = _methods(methods)
     config = ExperimentConfig(
         locomo=str(locomo.resolve()),
-        base_model=base_model or DEFAULT_MODEL,
         teacher=teacher,
         sample=sample,
         sessions=None if full or sessions == 0 else sessions,
@@ -431,12 +442,17 @@ def locomo_command(
         open_methods=[m for m in ("none", "memory", "bm25", "hybrid") if m in chosen] if open_questions or full else [],
         open_questions=None if full else open_questions,
         retrieval=RetrievalConfig(unit, k),
-        epochs=epochs,
-        qa_weight=qa_weight,
-        negative_ratio=negative_ratio,
-        open_pairs=not closed_only,
-        statements=statements,
+        remember=RememberConfig(
+            base_model=base_model or DEFAULT_MODEL,
+            train=TrainConfig(
+                epochs=epochs,
+                qa_weight=qa_weight,
+                pairs=PairConfig(negative_ratio=negative_ratio, statements=statements),
+            ),
+        ),
     )
+    if closed_questions_only:
+        config.remember = closed_only(config.remember)
     if retention:
         config.mmlu, config.arc = str((data / "mmlu").resolve()), str((data / "arc" / "ARC-Challenge").resolve())
         if full:

@@ -20,6 +20,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTra
 from transformers.utils import logging as transformers_logging
 
 from paramem.compute import DTYPE_ENV, DTYPES, choose_dtype
+from paramem.config import DEFAULT_MODEL
 from paramem.errors import InputError
 
 
@@ -50,8 +51,8 @@ PRESETS: dict[str, Preset] = {
     ),
 }
 
-# The embedded default: the smallest preset that does the job (see README, "Choosing the default").
-DEFAULT_MODEL = "qwen2.5-0.5b"
+# The embedded default, config.DEFAULT_MODEL: the smallest preset that does the job (README).
+
 TINY_MODEL = "tiny"  # a randomly initialised model built in code, for tests
 
 

@@ -22,41 +22,14 @@ from transformers import PreTrainedTokenizerBase
 
 from paramem.augment.notes import Notes
 from paramem.augment.pairs import recall_opening, recall_question
+from paramem.config import RECALL_THRESHOLD, RecallConfig  # noqa: F401 - part of this module's API
 from paramem.embeddings import load_embedder
-from paramem.errors import InputError, check_option, user_file_problem
+from paramem.errors import InputError, user_file_problem
 from paramem.files import write_atomic
 from paramem.prompts import encode_prompt
 from paramem.store import UserMemory, VersionGone
 
-# The cosine similarity above which a question counts as recalled. Chosen on LoCoMo's probes
-# matched against LoCoMo's own conversation text (benchmarks/recall_threshold.py), never on the
-# demo set, so the demo figures do not tune it.
-RECALL_THRESHOLD = 0.49
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")  # a sentence end, or a new line (a new recall branch)
-
-
-@dataclass
-class RecallConfig:
-    max_new_tokens: int = 48  # the longest recollection per branch, in tokens (topics and first facts)
-    threshold: float = RECALL_THRESHOLD  # similarity above which a question counts as recalled
-    batch_size: int = 64  # sequences generated side by side (one batch for 8 conversations x 8 branches)
-    # Recollections per cue, each from a different first topic word. The memory holds every
-    # conversation's recollection (teacher-forced, each is likeliest under its own date), but the
-    # date binds only weakly to the first topic word: greedy decoding, or a beam, commits to the
-    # newest conversation's first topic and follows that chain (README, recall readout). Branching
-    # on the likeliest first words, then continuing greedily, follows several chains.
-    branches: int = 8
-    # Greedy decoding of a small model falls into loops ("cafe, cafe, cafe, ..."); no phrase of this
-    # many tokens may repeat. Long, because the prompt counts too: the cue's date (~8 tokens) must
-    # be free to come back.
-    no_repeat_ngram_size: int = 12
-
-    def __post_init__(self):
-        check_option(self.max_new_tokens >= 1, "max_new_tokens", "at least 1", self.max_new_tokens)
-        check_option(-1 <= self.threshold <= 1, "threshold", "a cosine similarity in [-1, 1]", self.threshold)
-        check_option(self.batch_size >= 1, "batch_size", "at least 1", self.batch_size)
-        check_option(self.branches >= 1, "branches", "at least 1", self.branches)
-        check_option(self.no_repeat_ngram_size >= 0, "no_repeat_ngram_size", "0 or more", self.no_repeat_ngram_size)
 
 
 @dataclass(frozen=True)

@@ -7,34 +7,16 @@ at most the conversation in progress, and the next run resumes after the last co
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from paramem.augment.teachers import NotesCache, Teacher, augment, drop_contradicting_negatives
-from paramem.compute import dtype_name
+from paramem.config import RememberConfig
 from paramem.conversations import Conversation
 from paramem.errors import InputError
-from paramem.models import DEFAULT_MODEL, cache_home, dtype_of, load_model
+from paramem.models import cache_home, dtype_of, load_model
 from paramem.store import LearnedConversation, UserMemory, now_iso
-from paramem.train import EpochReport, SequentialTrainer, TrainConfig, attach_lora
-
-
-@dataclass
-class RememberConfig:
-    base_model: str = DEFAULT_MODEL  # preset name, HF folder or id, GGUF file, or "tiny"
-    keep_conversations: bool = False  # keep raw text in the manifest (PLUM discards it once learned)
-    regenerate_notes: bool = False  # ask the teacher again even when its notes are cached
-    # Cache the teacher's notes on disk ($PARAMEM_CACHE/teacher, keyed by content, shared by users) so a
-    # rerun or another user with the same conversation skips the teacher. False: nothing is written there.
-    notes_cache: bool = True
-    # "float32" or "bfloat16"; None: $PARAMEM_DTYPE, else what the memory was learned in, else the
-    # faster one measured on this CPU (compute.py). Recorded in the memory's settings.
-    dtype: str | None = None
-    train: TrainConfig = field(default_factory=TrainConfig)
-
-    def __post_init__(self):
-        if self.dtype is not None:
-            self.dtype = dtype_name(self.dtype)
+from paramem.train import EpochReport, SequentialTrainer, attach_lora
 
 
 @dataclass

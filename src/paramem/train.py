@@ -5,99 +5,18 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
-from peft import LoraConfig, PeftModel, get_peft_model
+from peft import PeftModel, get_peft_model
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from paramem.augment.notes import Notes
-from paramem.augment.pairs import PairConfig, QAPair, training_pairs, validation_pairs
-from paramem.errors import check_option
+from paramem.augment.pairs import QAPair, training_pairs, validation_pairs
+from paramem.config import PairConfig, TrainConfig  # noqa: F401 - TrainConfig is part of this module's API
 from paramem.models import decoder_and_head
 from paramem.prompts import Encoded, encode_example, encode_statement
 from paramem.readers import LogOddsReader, Reader
-
-
-@dataclass
-class TrainConfig:
-    """Every knob of learning a conversation, with PLUM's values as defaults where PLUM has one."""
-
-    lora_rank: int = 16  # r of every LoRA matrix (PLUM: 16)
-    lora_alpha: int = 64  # LoRA scaling numerator, update = alpha / r * BA (PLUM: 64)
-    lora_dropout: float = 0.0
-    target_modules: str | list[str] = "all-linear"  # peft names; "all-linear" = every linear but the head
-    layers: list[int] | None = None  # only these transformer layers carry LoRA (None = all)
-    qa_weight: float = 10.0  # PLUM's lambda: loss weight of question and answer tokens
-    template_weight: float = 1.0  # loss weight of instruction and chat-template tokens
-    statement_weight: float = 1.0  # loss weight of plain statements about a conversation
-    epochs: int = 10  # most epochs per conversation (PLUM: 10)
-    min_epochs: int = 2  # never stop before this many epochs
-    early_stopping: bool = True  # keep the epoch with the best held-out reworded accuracy; stop on a plateau
-    patience: int = 3  # epochs without held-out improvement before stopping
-    learning_rate: float = 5e-4
-    # When given, each conversation is learned once at every rate here, from the same starting
-    # adapter, and the run with the best held-out reworded accuracy is kept (costs one run per rate).
-    learning_rates: list[float] | None = None
-    weight_decay: float = 0.0
-    batch_size: int = 8
-    replay_share: float = 0.3  # share of each epoch's pairs drawn from earlier conversations
-    # Earlier conversations' recall cues replayed per epoch: all of them up to this many, beyond that
-    # this many in rotation, so the cost of an epoch stays flat as the history grows.
-    replayed_cues: int = 8
-    max_length: int = 256  # longest training example in tokens (longer ones are cut)
-    # Attention kernel while learning. On this CPU, for examples of ~40 tokens, "eager" trains ~30%
-    # faster than "sdpa", whose backward pass dominates (benchmarks/train_speed.py).
-    attention: str = "eager"
-    # LoRA weights in float32 (exact optimizer updates) or, when False, in the base model's bf16.
-    # bf16 steps were ~15% faster in isolation but a whole conversation was not, and held-out
-    # accuracy dropped (benchmarks/train_speed.py, variant paramem-fast), so float32 stays.
-    adapter_float32: bool = True
-    seed: int = 0
-    pairs: PairConfig = field(default_factory=PairConfig)
-
-    def __post_init__(self):
-        check_option(self.lora_rank >= 1, "lora_rank", "at least 1", self.lora_rank)
-        check_option(self.lora_alpha > 0, "lora_alpha", "above 0", self.lora_alpha)
-        check_option(0 <= self.lora_dropout < 1, "lora_dropout", "in [0, 1)", self.lora_dropout)
-        # lambda <= 0 would silently drop (or push away) the question and answer tokens
-        check_option(self.qa_weight > 0, "qa_weight (--lambda)", "above 0", self.qa_weight)
-        check_option(self.template_weight >= 0, "template_weight", "0 or more", self.template_weight)
-        check_option(self.statement_weight >= 0, "statement_weight", "0 or more", self.statement_weight)
-        check_option(self.epochs >= 1, "epochs (--epochs)", "at least 1", self.epochs)
-        check_option(self.min_epochs >= 1, "min_epochs", "at least 1", self.min_epochs)
-        check_option(self.patience >= 1, "patience", "at least 1", self.patience)
-        rates = [self.learning_rate, *(self.learning_rates or [])]
-        check_option(all(rate > 0 for rate in rates), "learning rate (--lr)", "above 0", rates)
-        check_option(self.weight_decay >= 0, "weight_decay", "0 or more", self.weight_decay)
-        check_option(self.batch_size >= 1, "batch_size", "at least 1", self.batch_size)
-        # replay r of an epoch means r / (1 - r) earlier pairs per new one: r = 1 is all replay
-        check_option(0 <= self.replay_share < 1, "replay_share (--replay)", "in [0, 1)", self.replay_share)
-        check_option(self.replayed_cues >= 0, "replayed_cues", "0 or more", self.replayed_cues)
-        check_option(self.max_length >= 16, "max_length", "at least 16 tokens", self.max_length)
-        check_option(self.attention in ("eager", "sdpa"), "attention", "eager or sdpa", self.attention)
-        check_option(
-            not (self.learning_rates and not self.early_stopping),
-            "early_stopping",
-            "on to choose among learning_rates (held-out accuracy decides)",
-            self.early_stopping,
-        )
-
-    def lora_config(self, model: torch.nn.Module | None = None) -> LoraConfig:
-        targets = self.target_modules
-        if self.layers is not None and targets == "all-linear":
-            # peft accepts a layer choice only with explicit module names
-            if model is None:
-                raise ValueError("naming the linear modules of chosen layers needs the model")
-            targets = linear_module_names(model)
-        return LoraConfig(
-            r=self.lora_rank,
-            lora_alpha=self.lora_alpha,
-            lora_dropout=self.lora_dropout,
-            target_modules=targets,
-            layers_to_transform=self.layers,
-            task_type="CAUSAL_LM",
-        )
 
 
 def linear_module_names(model: torch.nn.Module) -> list[str]:

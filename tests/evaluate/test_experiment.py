@@ -5,6 +5,7 @@ import json
 
 from conftest import FIXTURES
 
+from paramem.config import RememberConfig, TrainConfig
 from paramem.evaluate.experiment import ExperimentConfig, run_experiment
 from paramem.evaluate.probes import load_probes
 
@@ -14,13 +15,12 @@ def tiny_config(**overrides):
         locomo=str(FIXTURES / "locomo.json"),
         mmlu=str(FIXTURES / "mmlu"),
         arc=str(FIXTURES / "arc" / "ARC-Challenge"),
-        base_model="tiny",
+        remember=RememberConfig(base_model="tiny", train=TrainConfig(epochs=1)),
         sessions=2,
         probes_per_session=4,
         methods=["none", "memory", "bm25", "hybrid"],
         open_questions=2,
         open_methods=["memory", "bm25"],
-        epochs=1,
         mmlu_subjects=1,
         mmlu_per_subject=2,
         arc_items=2,
@@ -61,7 +61,15 @@ def test_a_folder_with_other_settings_is_refused(tmp_path):
 
     run_experiment(tiny_config(open_methods=[], mmlu=None, arc=None, methods=["none", "memory"]), tmp_path / "run")
     with pytest.raises(ValueError, match="other settings"):
-        run_experiment(tiny_config(epochs=2, open_methods=[], mmlu=None, arc=None), tmp_path / "run")
+        run_experiment(
+            tiny_config(
+                remember=RememberConfig(base_model="tiny", train=TrainConfig(epochs=2)),
+                open_methods=[],
+                mmlu=None,
+                arc=None,
+            ),
+            tmp_path / "run",
+        )
 
 
 def test_open_questions_are_spread_over_categories():

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from paramem.augment import templates as T
 from paramem.augment.notes import Fact, Notes, Topic, content_words
-from paramem.errors import check_option
+from paramem.config import PairConfig
 
 
 @dataclass(frozen=True)
@@ -22,29 +22,6 @@ class QAPair:
     conversation_id: str
     kind: str  # "closed", "open", "recall" or "statement"
     label: str | None = None  # "yes" / "no" for closed questions
-
-
-@dataclass
-class PairConfig:
-    """How many pairs of which kind to draw per conversation and epoch."""
-
-    negative_ratio: float = 1.0  # negatives per positive closed question (1.0 = PLUM's 1:1 balance)
-    questions_per_wording: int = 1  # closed questions drawn per topic wording and epoch
-    fact_questions: bool = True  # closed questions about atomic facts (needs the teacher's false facts)
-    open_questions: bool = True  # open questions whose answers restate the content
-    statements: bool = True  # "On <date> we talked about <topic>" and its reverse
-    # "What did we talk about on <date>?" answered with the whole conversation in a few sentences: the
-    # cue the recall readout asks at answer time (recall.py)
-    recall: bool = True
-    # At most this many pairs per conversation and epoch (None = all the teacher's notes give), drawn
-    # from each kind in proportion, so the yes/no balance holds. PLUM trains about 20.
-    max_pairs: int | None = None
-    seed: int = 0
-
-    def __post_init__(self):
-        check_option(self.negative_ratio >= 0, "negative_ratio (--negative-ratio)", "0 or more", self.negative_ratio)
-        check_option(self.questions_per_wording >= 1, "questions_per_wording", "at least 1", self.questions_per_wording)
-        check_option(self.max_pairs is None or self.max_pairs >= 1, "max_pairs", "at least 1", self.max_pairs)
 
 
 def _lower_first(text: str) -> str:

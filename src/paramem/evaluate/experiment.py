@@ -17,14 +17,13 @@ import json
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from paramem.augment.pairs import PairConfig
+from paramem.config import RememberConfig, TrainConfig
 from paramem.evaluate.locomo import LocomoBenchmark, OpenQuestion, build_locomo, open_score
 from paramem.evaluate.run import ADAPTER_METHODS, METHODS, RetrievalConfig, run_meta
 from paramem.files import write_atomic
-from paramem.models import DEFAULT_MODEL
 
 USER = "locomo"
 
@@ -36,7 +35,6 @@ class ExperimentConfig:
     locomo: str  # path of locomo8.json
     mmlu: str | None = None  # folder of MMLU (None: skip retention)
     arc: str | None = None  # folder of ARC-Challenge
-    base_model: str = DEFAULT_MODEL
     teacher: str = "extractive"
     sample: int = 0  # which LoCoMo sample (pair of speakers)
     sessions: int | None = 6  # its first N sessions in date order (None: all)
@@ -45,12 +43,15 @@ class ExperimentConfig:
     open_questions: int | None = 20  # LoCoMo questions answered by generation per method (None: all)
     open_methods: list[str] = field(default_factory=lambda: ["none", "memory", "bm25", "hybrid"])
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
-    epochs: int = 3  # most epochs per session (ablation; PLUM: 10)
-    qa_weight: float = 10.0  # lambda (ablation)
-    negative_ratio: float = 1.0  # negatives per positive (ablation: 0.75 / 1.25 is +-25%)
-    open_pairs: bool = True  # train on open questions too (ablation: closed only = False)
-    statements: bool = True  # train on statements about each session too (ablation: False)
-    learning_rate: float = 5e-4
+    # How each session is learned: base model, epochs (3 here, PLUM 10), lambda, negatives per positive,
+    # open pairs and statements are PLUM's ablations. Closed only means no open answers of any kind,
+    # the recall cue's included (`closed_only`).
+    remember: RememberConfig = field(default_factory=lambda: RememberConfig(train=TrainConfig(epochs=3)))
+
+    @property
+    def base_model(self) -> str:
+        return self.remember.base_model
+
     mmlu_subjects: int | None = 10  # None: all 57
     mmlu_per_subject: int | None = 10  # None: every test item
     arc_items: int | None = 100  # None: all 1,172
@@ -60,23 +61,10 @@ def _save(results: dict, out: Path) -> None:
     write_atomic(out / "results.json", json.dumps(results, indent=1))
 
 
-def _remember_config(config: ExperimentConfig):
-    from paramem.remember import RememberConfig
-    from paramem.train import TrainConfig
-
-    # Closed only (PLUM's ablation) means no open answers of any kind, the recall cue's included.
-    pairs = PairConfig(
-        negative_ratio=config.negative_ratio,
-        open_questions=config.open_pairs,
-        statements=config.statements,
-        recall=config.open_pairs,
-    )
-    return RememberConfig(
-        base_model=config.base_model,
-        train=TrainConfig(
-            epochs=config.epochs, qa_weight=config.qa_weight, learning_rate=config.learning_rate, pairs=pairs
-        ),
-    )
+def closed_only(remember: RememberConfig) -> RememberConfig:
+    """PLUM's closed-questions-only ablation of a learning setting: no open answers of any kind."""
+    pairs = replace(remember.train.pairs, open_questions=False, recall=False)
+    return replace(remember, train=replace(remember.train, pairs=pairs))
 
 
 def learn_with_curve(
@@ -93,7 +81,7 @@ def learn_with_curve(
     from paramem.remember import remember
 
     teacher = make_teacher(config.teacher)
-    remember_config = _remember_config(config)
+    remember_config = config.remember
     curve = results.setdefault("curve", [])  # curve[j][i]: session i's accuracy after learning j+1 sessions
     for position, conversation in enumerate(bench.conversations):
         on_step(f"learning {conversation.id} ({position + 1}/{len(bench.conversations)})")

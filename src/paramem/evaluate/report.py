@@ -101,8 +101,31 @@ def plot(results: dict, out: Path) -> list[str]:
     return written
 
 
+def learning_settings(config: dict) -> dict:
+    """PLUM's ablation settings of a saved experiment config: nested under `remember` since the config
+    tree (config.py), flat in results written before it."""
+    if "remember" in config:
+        train = config["remember"]["train"]
+        pairs = train["pairs"]
+        return {
+            "epochs": train["epochs"],
+            "qa_weight": train["qa_weight"],
+            "negative_ratio": pairs["negative_ratio"],
+            "open_pairs": pairs["open_questions"],
+            "statements": pairs["statements"],
+        }
+    return {
+        "epochs": config["epochs"],
+        "qa_weight": config["qa_weight"],
+        "negative_ratio": config["negative_ratio"],
+        "open_pairs": config["open_pairs"],
+        "statements": config.get("statements", True),
+    }
+
+
 def write_report(results: dict, out: Path) -> Path:
     bench, config = results["benchmark"], results["config"]
+    learning = learning_settings(config)
     aucs = {name: _ranking_auc(method) for name, method in results["methods"].items()}
     lines = [
         f"# LoCoMo experiment: sample {bench['sample_id']} ({' and '.join(bench['speakers'])})",
@@ -112,9 +135,9 @@ def write_report(results: dict, out: Path) -> Path:
         f"- base model: {results['base_model']}; teacher: {config['teacher']}; date: {results['date']}",
         f"- machine: {results['machine']}",
         f"- sessions learned, in date order: {len(bench['sessions'])} ({bench['sessions'][0]} ... "
-        f"{bench['sessions'][-1]}); up to {config['epochs']} epochs each, lambda {config['qa_weight']}, "
-        f"negatives per positive {config['negative_ratio']}, open pairs {config['open_pairs']}, "
-        f"statements {config.get('statements', True)}",
+        f"{bench['sessions'][-1]}); up to {learning['epochs']} epochs each, lambda {learning['qa_weight']}, "
+        f"negatives per positive {learning['negative_ratio']}, open pairs {learning['open_pairs']}, "
+        f"statements {learning['statements']}",
         f"- probes: {bench['probes']} yes/no ({bench['yes']} yes) from LoCoMo's observations and other samples' "
         f"observations (absent here); {bench['open_questions']} open questions with evidence in these sessions",
         "",

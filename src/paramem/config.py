@@ -1,0 +1,205 @@
+"""Every setting of paramem in one tree, each field carrying its meaning and checked once:
+
+    RememberConfig          one user's learning run (remember.py)
+      TrainConfig           learning one conversation (train.py)
+        PairConfig          which question/answer pairs, how many (augment/pairs.py)
+    RecallConfig            the recall readout (recall.py)
+
+A field's `help` is the text of its command-line option: the CLI reads defaults and help from here
+(`option_help`, `option_default`), so they are written once. A bad value raises `InputError` from the
+dataclass itself, for the CLI (one line, exit 2) and the Python API alike. This module imports no
+model code, so `paramem --help` stays fast.
+"""
+
+from __future__ import annotations
+
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any
+
+from paramem.errors import check_option
+
+# The cosine similarity above which a question counts as recalled. Chosen on LoCoMo's probes matched
+# against LoCoMo's own conversation text (benchmarks/recall_threshold.py), never on the demo set.
+RECALL_THRESHOLD = 0.49
+DEFAULT_MODEL = "qwen2.5-0.5b"  # the embedded default (README, "Choosing the default base model")
+
+
+def setting(default: Any, help: str, **kwargs) -> Any:
+    """A config field with its help text (as peft's dataclass fields carry `metadata={"help": ...}`)."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help}, **kwargs)
+    return field(default=default, metadata={"help": help}, **kwargs)
+
+
+def option_help(config: type, name: str) -> str:
+    return {f.name: f for f in fields(config)}[name].metadata["help"]
+
+
+def option_default(config: type, name: str) -> Any:
+    found = {f.name: f for f in fields(config)}[name]
+    return found.default_factory() if found.default is MISSING else found.default
+
+
+@dataclass
+class PairConfig:
+    """How many pairs of which kind to draw per conversation and epoch."""
+
+    negative_ratio: float = setting(1.0, "negatives per positive question (1.0 = PLUM's 1:1 balance)")
+    questions_per_wording: int = setting(1, "closed questions drawn per topic wording and epoch")
+    fact_questions: bool = setting(True, "closed questions about atomic facts (needs the teacher's false facts)")
+    open_questions: bool = setting(True, "open questions whose answers restate the content")
+    statements: bool = setting(True, "statements 'On <date> we talked about <topic>' and its reverse")
+    recall: bool = setting(
+        True,
+        "the recall cue 'What did we talk about on <date>?' answered with the whole conversation in a "
+        "few sentences: what the recall readout asks at answer time",
+    )
+    max_pairs: int | None = setting(
+        None,
+        "at most this many pairs per conversation and epoch, each kind keeping its share (None: all the "
+        "notes give; PLUM trains about 20); the recall pair is never capped away",
+    )
+    seed: int = setting(0, "seed of the template draws")
+
+    def __post_init__(self):
+        check_option(self.negative_ratio >= 0, "negative_ratio (--negative-ratio)", "0 or more", self.negative_ratio)
+        check_option(self.questions_per_wording >= 1, "questions_per_wording", "at least 1", self.questions_per_wording)
+        check_option(self.max_pairs is None or self.max_pairs >= 1, "max_pairs", "at least 1", self.max_pairs)
+
+
+@dataclass
+class TrainConfig:
+    """Every knob of learning a conversation, with PLUM's values as defaults where PLUM has one."""
+
+    lora_rank: int = setting(16, "r of every LoRA matrix (PLUM: 16)")
+    lora_alpha: int = setting(64, "LoRA scaling numerator, update = alpha / r * BA (PLUM: 64)")
+    lora_dropout: float = setting(0.0, "dropout on the LoRA input")
+    target_modules: str | list[str] = setting("all-linear", "peft module names; all-linear: every linear but the head")
+    layers: list[int] | None = setting(None, "only these transformer layers carry LoRA (None: all)")
+    qa_weight: float = setting(10.0, "PLUM's lambda: loss weight of question and answer tokens")
+    template_weight: float = setting(1.0, "loss weight of instruction and chat-template tokens")
+    statement_weight: float = setting(1.0, "loss weight of plain statements about a conversation")
+    epochs: int = setting(10, "most epochs per conversation; the best held-out epoch is kept (PLUM: 10)")
+    min_epochs: int = setting(2, "never stop before this many epochs")
+    early_stopping: bool = setting(True, "keep the epoch best on held-out reworded pairs; stop on a plateau")
+    patience: int = setting(3, "epochs without held-out improvement before stopping")
+    learning_rate: float = setting(5e-4, "learning rate")
+    learning_rates: list[float] | None = setting(
+        None,
+        "learn each conversation at each of these rates from the same adapter and keep the run best on "
+        "held-out reworded pairs (one run per rate)",
+    )
+    weight_decay: float = setting(0.0, "AdamW weight decay")
+    batch_size: int = setting(8, "examples per optimizer step")
+    replay_share: float = setting(0.3, "share of each epoch's pairs replayed from earlier conversations")
+    replayed_cues: int = setting(
+        8,
+        "earlier conversations' recall cues replayed per epoch: all up to this many, beyond that this many "
+        "in rotation, so an epoch costs the same however long the history",
+    )
+    max_length: int = setting(256, "longest training example in tokens (longer ones are cut)")
+    # On a 2-core CPU, for examples of ~40 tokens, eager trains ~30% faster than sdpa, whose backward
+    # pass dominates (benchmarks/train_speed.py).
+    attention: str = setting("eager", "attention kernel while learning: eager or sdpa")
+    # bf16 LoRA steps were ~15% faster in isolation but a whole conversation was not, and held-out
+    # accuracy dropped (benchmarks/train_speed.py, variant paramem-fast), so float32 stays.
+    adapter_float32: bool = setting(True, "LoRA weights in float32 (exact optimizer updates), else the base dtype")
+    seed: int = setting(0, "seed of batching and replay draws")
+    pairs: PairConfig = field(default_factory=PairConfig)
+
+    def __post_init__(self):
+        check_option(self.lora_rank >= 1, "lora_rank", "at least 1", self.lora_rank)
+        check_option(self.lora_alpha > 0, "lora_alpha", "above 0", self.lora_alpha)
+        check_option(0 <= self.lora_dropout < 1, "lora_dropout", "in [0, 1)", self.lora_dropout)
+        # lambda <= 0 would silently drop (or push away) the question and answer tokens
+        check_option(self.qa_weight > 0, "qa_weight (--lambda)", "above 0", self.qa_weight)
+        check_option(self.template_weight >= 0, "template_weight", "0 or more", self.template_weight)
+        check_option(self.statement_weight >= 0, "statement_weight", "0 or more", self.statement_weight)
+        check_option(self.epochs >= 1, "epochs (--epochs)", "at least 1", self.epochs)
+        check_option(self.min_epochs >= 1, "min_epochs", "at least 1", self.min_epochs)
+        check_option(self.patience >= 1, "patience", "at least 1", self.patience)
+        rates = [self.learning_rate, *(self.learning_rates or [])]
+        check_option(all(rate > 0 for rate in rates), "learning rate (--lr)", "above 0", rates)
+        check_option(self.weight_decay >= 0, "weight_decay", "0 or more", self.weight_decay)
+        check_option(self.batch_size >= 1, "batch_size", "at least 1", self.batch_size)
+        # replay r of an epoch means r / (1 - r) earlier pairs per new one: r = 1 is all replay
+        check_option(0 <= self.replay_share < 1, "replay_share (--replay)", "in [0, 1)", self.replay_share)
+        check_option(self.replayed_cues >= 0, "replayed_cues", "0 or more", self.replayed_cues)
+        check_option(self.max_length >= 16, "max_length", "at least 16 tokens", self.max_length)
+        check_option(self.attention in ("eager", "sdpa"), "attention", "eager or sdpa", self.attention)
+        check_option(
+            not (self.learning_rates and not self.early_stopping),
+            "early_stopping",
+            "on to choose among learning_rates (held-out accuracy decides)",
+            self.early_stopping,
+        )
+
+    def lora_config(self, model=None):
+        """peft's LoraConfig for these settings; a layer choice needs the model to name its linears."""
+        from peft import LoraConfig
+
+        from paramem.train import linear_module_names
+
+        targets = self.target_modules
+        if self.layers is not None and targets == "all-linear":
+            # peft accepts a layer choice only with explicit module names
+            if model is None:
+                raise ValueError("naming the linear modules of chosen layers needs the model")
+            targets = linear_module_names(model)
+        return LoraConfig(
+            r=self.lora_rank,
+            lora_alpha=self.lora_alpha,
+            lora_dropout=self.lora_dropout,
+            target_modules=targets,
+            layers_to_transform=self.layers,
+            task_type="CAUSAL_LM",
+        )
+
+
+@dataclass
+class RememberConfig:
+    """One user's learning run: which base model, what is kept, and how each conversation is learned."""
+
+    base_model: str = setting(DEFAULT_MODEL, "preset, HF folder or id, GGUF file, or tiny (tests)")
+    keep_conversations: bool = setting(False, "keep the raw text in the manifest (PLUM discards it once learned)")
+    regenerate_notes: bool = setting(False, "ask the teacher again even when its notes are cached")
+    notes_cache: bool = setting(
+        True,
+        "keep the teacher's notes in $PARAMEM_CACHE/teacher (keyed by content, shared by users) for reruns",
+    )
+    dtype: str | None = setting(
+        None,
+        "float32 or bfloat16 (default: $PARAMEM_DTYPE, else what the memory was learned in, else the faster "
+        "one measured on this CPU); recorded in the memory's settings",
+    )
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self):
+        from paramem.compute import dtype_name
+
+        if self.dtype is not None:
+            self.dtype = dtype_name(self.dtype)
+
+
+@dataclass
+class RecallConfig:
+    """The recall readout (recall.py)."""
+
+    max_new_tokens: int = setting(48, "the longest recollection per branch, in tokens (topics and first facts)")
+    threshold: float = setting(RECALL_THRESHOLD, "similarity above which a question counts as recalled")
+    batch_size: int = setting(64, "sequences generated side by side (one batch for 8 conversations x 8 branches)")
+    # The memory holds every conversation's recollection (teacher-forced, each is likeliest under its
+    # own date), but the date binds only weakly to the first topic word: greedy decoding, or a beam,
+    # commits to the newest conversation's first topic and follows that chain. Branching on the
+    # likeliest first words, then continuing greedily, follows several chains.
+    branches: int = setting(8, "recollections per cue, each from a different likeliest first word")
+    # Greedy decoding of a small model falls into loops ("cafe, cafe, cafe, ..."). Long, because the
+    # prompt counts too: the cue's date (~8 tokens) must be free to come back.
+    no_repeat_ngram_size: int = setting(12, "no phrase of this many tokens may repeat in a recollection")
+
+    def __post_init__(self):
+        check_option(self.max_new_tokens >= 1, "max_new_tokens", "at least 1", self.max_new_tokens)
+        check_option(-1 <= self.threshold <= 1, "threshold", "a cosine similarity in [-1, 1]", self.threshold)
+        check_option(self.batch_size >= 1, "batch_size", "at least 1", self.batch_size)
+        check_option(self.branches >= 1, "branches", "at least 1", self.branches)
+        check_option(self.no_repeat_ngram_size >= 0, "no_repeat_ngram_size", "0 or more", self.no_repeat_ngram_size)
