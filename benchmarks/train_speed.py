@@ -9,13 +9,14 @@ on all linear layers, lambda=10, lr 5e-4, batch 8, 10 epochs).
   naive           Hugging Face Trainer + peft, default settings, fp32, every example padded to the
                   longest; PLUM's weighted loss through a `compute_loss` override. The E epochs' pair
                   sets are concatenated into one pass, so it sees exactly the pairs paramem sees.
-  paramem-10      paramem's trainer for all 10 epochs: bf16, length-bucketed batches, eager attention,
+  paramem-10      paramem's trainer for all 10 epochs: the dtype measured fastest on this CPU (bf16 with
+                  AMX or AVX512-BF16, else float32), length-bucketed batches, eager attention,
                   the vocabulary head only where a token is trained.
   paramem         the same with paramem's default stopping rule: keep the epoch with the best
                   held-out reworded accuracy, stop after 3 epochs without improvement or as soon
                   as every held-out pair is answered right.
   paramem-top     paramem with LoRA on the top half of the layers only (no backward pass below).
-  paramem-fast    paramem-top with the LoRA weights in bf16 instead of float32.
+  paramem-fast    paramem-top with the LoRA weights in the base model's dtype instead of float32.
 
 `--pairs 20` caps every epoch at PLUM's workload of about 20 pairs (each kind keeps its share); by
 default every pair the notes give is trained (about 50 for a demo conversation).
@@ -24,7 +25,8 @@ Each variant runs in its own process, for a clean peak memory. Quality is held-o
 teacher's held-out reworded pairs plus the demo's human-written probes for that conversation, both
 decided at P(yes) > P(no). FLOP/s counts the work a variant must do on its real (non-padding) tokens:
 forward through the decoder, backward down to the lowest LoRA layer, head forward and backward at
-trained positions; it is divided by the bf16 matrix-multiply peak this script measures on this machine.
+trained positions; it is divided by the matrix-multiply peak, measured by this script on this machine,
+of the dtype the variant computed in (each row names it).
 Answering: yes/no probes per second with the adapter, paramem's scorer (batched, shared-prefix KV
 cache, yes/no logits only) against one full forward pass per question.
 
@@ -44,26 +46,15 @@ from pathlib import Path
 
 import torch
 
+from paramem.compute import DTYPES, cpu_info, matmul_gflops
+from paramem.models import dtype_of
+
 RESULTS = Path(__file__).parent / "results"
 VARIANTS = ("naive", "paramem-10", "paramem", "paramem-top", "paramem-fast")
 
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def matmul_peak_flops(dtype: torch.dtype, size: int = 2048, repeats: int = 10) -> float:
-    """Best-of-three FLOP/s of a large square matrix product: the machine's practical ceiling."""
-    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
-    for _ in range(2):
-        a @ b
-    best = 0.0
-    for _ in range(3):
-        start = time.perf_counter()
-        for _ in range(repeats):
-            a @ b
-        best = max(best, 2 * size**3 * repeats / (time.perf_counter() - start))
-    return best
 
 
 def demo_notes(conversation_id: str):
@@ -181,6 +172,7 @@ def run_naive(args, notes, probes) -> dict:
         "trained_positions": trained,
         "lowest_lora_layer": 0,
         "quality": accuracy(model, tokenizer, notes, probes),
+        "dtype": dtype_of(model),
         "shape": model_shape(model, 0),
     }
 
@@ -217,6 +209,7 @@ def run_paramem(args, notes, probes, variant: str) -> dict:
         "trained_positions": trained,
         "lowest_lora_layer": lowest,
         "quality": accuracy(model, tokenizer, notes, probes),
+        "dtype": dtype_of(model),
         "shape": model_shape(model, lowest),
     }
     if args.adapter_out and variant == "paramem":  # serving is measured on the default adapter
@@ -263,7 +256,7 @@ def markdown(rows: dict, serving: dict | None, peak: dict) -> str:
     """The README's table and answering line."""
     base = rows.get("naive", {}).get("seconds")
     lines = [
-        "| variant | seconds | epochs run | tokens/s | padding computed | fraction of bf16 peak | held-out acc (n) "
+        "| variant | dtype | seconds | epochs run | tokens/s | padding computed | fraction of peak | held-out acc (n) "
         "| peak RSS | speed-up |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
@@ -271,14 +264,14 @@ def markdown(rows: dict, serving: dict | None, peak: dict) -> str:
         q = r["quality"]["heldout"]
         speedup = f"{base / r['seconds']:.1f}x" if base else "-"
         lines.append(
-            f"| {name} | {r['seconds']:.1f} | {r['epochs']} | {r['tokens_per_s']:.0f} | "
-            f"{1 - r['tokens'] / r['computed_tokens']:.0%} | {r['fraction_of_bf16_peak']:.1%} | "
+            f"| {name} | {r['dtype']} | {r['seconds']:.1f} | {r['epochs']} | {r['tokens_per_s']:.0f} | "
+            f"{1 - r['tokens'] / r['computed_tokens']:.0%} | {r['fraction_of_peak']:.1%} | "
             f"{q['accuracy']:.2f} ({q['n']}) | {r['peak_rss_mb']:,} MB | "
             f"{speedup} |"
         )
     lines.append(
-        f"\nbf16 matrix-multiply peak measured in the same run: {peak['bf16'] / 1e9:.0f} GFLOP/s "
-        f"(fp32 {peak['fp32'] / 1e9:.0f})."
+        f"\nmatrix-multiply peaks measured in the same run: bfloat16 {peak['bfloat16'] / 1e9:.0f} GFLOP/s, "
+        f"float32 {peak['float32'] / 1e9:.0f} GFLOP/s."
     )
     if serving:
         lines.append(
@@ -300,6 +293,7 @@ def child(args) -> None:
     else:
         out = run_paramem(args, notes, probes, args.variant)
     out["peak_rss_mb"] = round(peak_rss_mb())
+    out["dtype"] = out.get("dtype") or "float32"
     print("RESULT " + json.dumps(out), flush=True)
 
 
@@ -353,10 +347,15 @@ def main() -> None:
     from paramem.evaluate.run import run_meta
 
     console = Console(width=180)  # the table is wide; logs are not terminals
-    peak = {"bf16": matmul_peak_flops(torch.bfloat16), "fp32": matmul_peak_flops(torch.float32)}
+    # The peak of each dtype on this CPU (bf16 is ~50x slower than float32 without AMX or AVX512-BF16):
+    # each variant's FLOP/s is divided by the peak of the dtype it actually computed in.
+    peak = {
+        name: matmul_gflops(dtype, rows=512, hidden=2048, intermediate=2048, budget_s=1.0) * 1e9
+        for name, dtype in DTYPES.items()
+    }
     console.print(
-        f"matrix-multiply peak on this machine: bf16 {peak['bf16'] / 1e9:.0f} GFLOP/s, "
-        f"fp32 {peak['fp32'] / 1e9:.0f} GFLOP/s ({torch.get_num_threads()} threads)"
+        f"matrix-multiply peak on this machine ({cpu_info()['model']}): bfloat16 {peak['bfloat16'] / 1e9:.0f} "
+        f"GFLOP/s, float32 {peak['float32'] / 1e9:.0f} GFLOP/s ({torch.get_num_threads()} threads)"
     )
     rows = {}
     with tempfile.TemporaryDirectory() as scratch:
@@ -368,7 +367,7 @@ def main() -> None:
             row["useful_flops_per_s"] = (
                 useful_flops(row["shape"], row["tokens"], row["trained_positions"]) / row["seconds"]
             )
-            row["fraction_of_bf16_peak"] = row["useful_flops_per_s"] / peak["bf16"]
+            row["fraction_of_peak"] = row["useful_flops_per_s"] / peak[row["dtype"]]
             rows[variant] = row
             console.print(f"  {row['seconds']:.1f} s, {row['tokens_per_s']:.0f} tok/s, quality {row['quality']}")
         serving = run_child(args, "serving", adapter) if "paramem" in rows else None
@@ -378,11 +377,12 @@ def main() -> None:
     )
     for column in (
         "variant",
+        "dtype",
         "seconds",
         "epochs run",
         "tokens/s",
         "padding computed",
-        "fraction of bf16 peak",
+        "fraction of peak",
         "held-out acc (n)",
         "probe acc (n)",
         "peak RSS MB",
@@ -394,11 +394,12 @@ def main() -> None:
         q = r["quality"]
         table.add_row(
             name,
+            r["dtype"],
             f"{r['seconds']:.1f}",
             str(r["epochs"]),
             f"{r['tokens_per_s']:.0f}",
             f"{1 - r['tokens'] / r['computed_tokens']:.0%}",
-            f"{r['fraction_of_bf16_peak']:.1%}",
+            f"{r['fraction_of_peak']:.1%}",
             f"{q['heldout']['accuracy']:.2f} ({q['heldout']['n']})",
             f"{q['probes']['accuracy']:.2f} ({q['probes']['n']})",
             str(r["peak_rss_mb"]),

@@ -180,3 +180,24 @@ def test_retrieval_methods_need_the_conversations(tmp_path, demo_conversations):
     result = run("eval", "--user", "u", "--probes", probes, "--methods", "memory,bm25")
     assert result.exit_code == 2
     assert one_line_error(result) == "error: the bm25 method(s) need --conversations FILE"
+
+
+def test_a_damaged_adapter_or_recall_cache_is_one_line_and_exit_2(tmp_path, isolated_home):
+    conversations = write_jsonl(
+        tmp_path / "c.jsonl", [json.loads(line) for line in (DEMO / "conversations.jsonl").read_text().splitlines()[:1]]
+    )
+    assert run("remember", conversations, "--user", "dan", "--base-model", "tiny", "--epochs", "1").exit_code == 0
+    assert run("ask", "--user", "dan", "Did we discuss tomatoes?").exit_code == 0  # writes recall.json
+    version = isolated_home / "users" / "dan" / "versions" / "1"
+    (version / "recall.json").write_text("{half a file")
+    result = run("ask", "--user", "dan", "Did we discuss tomatoes?")
+    assert result.exit_code == 2
+    assert one_line_error(result).startswith(f"error: {version / 'recall.json'}: cannot be read")
+    (version / "adapter_model.safetensors").write_bytes(b"\x00" * 64)
+    result = run("ask", "--user", "dan", "Did we discuss tomatoes?")
+    assert result.exit_code == 2
+    line = one_line_error(result)
+    assert (
+        line.startswith(f"error: {version / 'adapter_model.safetensors'}: cannot be read") and "changed nothing" in line
+    )
+    assert (version / "adapter_model.safetensors").read_bytes() == b"\x00" * 64

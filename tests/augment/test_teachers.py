@@ -17,6 +17,7 @@ from paramem.augment.teachers import (
     make_teacher,
     model_notes,
 )
+from paramem.errors import InputError
 
 
 def test_extractive_is_deterministic_and_negatives_are_absent(demo_conversations):
@@ -240,3 +241,22 @@ def test_negatives_that_another_conversation_discussed_are_dropped(demo_conversa
     kept = drop_contradicting_negatives([garden_notes, cat_notes], [garden.text, cat.text])
     # "a rescue cat" is in the cat conversation; "adopting a kitten" resembles its topic.
     assert [n.wordings for n in kept[0].negatives] == [["mowing the lawn"]]
+
+
+def test_notes_cache_entries_of_a_conversation_can_be_removed(tmp_path, demo_conversations):
+    cache = NotesCache(tmp_path / "cache")
+    garden, other = demo_conversations[0], demo_conversations[1]
+    augment([garden, other], ExtractiveTeacher(), cache)
+    assert cache.remove(garden.content_hash) == 1
+    assert cache.get(ExtractiveTeacher(), garden) is None and cache.get(ExtractiveTeacher(), other) is not None
+    assert not any(garden.content_hash in p.name for p in (tmp_path / "cache").rglob("*"))
+
+
+def test_a_damaged_notes_cache_entry_is_one_line_and_left_alone(tmp_path, demo_conversations):
+    cache = NotesCache(tmp_path / "cache")
+    augment(demo_conversations[:1], ExtractiveTeacher(), cache)
+    [entry] = (tmp_path / "cache").rglob("*.json")
+    entry.write_text("{broken")
+    with pytest.raises(InputError, match=r"cannot be read .*delete it \(or run with --regenerate-notes\)"):
+        augment(demo_conversations[:1], ExtractiveTeacher(), cache)
+    assert entry.read_text() == "{broken"

@@ -579,6 +579,15 @@ class NotesCache:
         notes.conversation_id = conversation.id  # same content may arrive under another id
         return notes
 
+    def remove(self, content_hash: str) -> int:
+        """Delete every cached entry for one conversation's content (all teachers, all prompt versions),
+        for `forget` and user deletion; returns how many. Another user with the same conversation
+        keeps their notes (their manifest holds them) and only loses the shortcut."""
+        entries = list(self.root.glob(f"v*/*/{content_hash}.json"))
+        for entry in entries:
+            entry.unlink(missing_ok=True)
+        return len(entries)
+
     def put(self, teacher: Teacher, conversation: Conversation, notes: Notes) -> None:
         write_atomic(self._path(teacher, conversation), json.dumps(notes.to_dict(), ensure_ascii=False, indent=1))
 
