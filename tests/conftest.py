@@ -7,7 +7,7 @@ import pytest
 # The shared datasets live beside the project (DESIGN.md): ../shared/data from the project root.
 DATA = Path(os.environ.get("PARAMEM_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
 DEMO = Path(__file__).resolve().parents[1] / "src" / "paramem" / "demo_data"
-# Small files in each dataset's own shape, written for the tests (invented content): every mechanism
+# Small files in each dataset's own shape and layout (as ../shared/data; invented content): every mechanism
 # is tested from a plain clone. The tests that read the full datasets skip, saying why, without them.
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"the shared datasets are not at {DATA} (set PARAMEM_DATA)")

@@ -1,7 +1,7 @@
 import json
 
 import pytest
-from conftest import DEMO, write_jsonl
+from conftest import DEMO, FIXTURES, write_jsonl
 from typer.testing import CliRunner
 
 from paramem.cli import app
@@ -201,3 +201,29 @@ def test_a_damaged_adapter_or_recall_cache_is_one_line_and_exit_2(tmp_path, isol
         line.startswith(f"error: {version / 'adapter_model.safetensors'}: cannot be read") and "changed nothing" in line
     )
     assert (version / "adapter_model.safetensors").read_bytes() == b"\x00" * 64
+
+
+@pytest.mark.parametrize(
+    "args, reason",
+    [
+        (["eval", "--user", "u", "--probes", DEMO / "probes.jsonl", "--k", "0"], "k (--k) must be at least 1, not 0"),
+        (["eval", "--user", "u", "--probes", DEMO / "probes.jsonl", "--unit", "page"], "unit (--unit) must be turn or"),
+        (["locomo", "--out", "x", "--data", FIXTURES, "--probes-per-session", "3"], "an even number, 2 or more"),
+        (["locomo", "--out", "x", "--data", FIXTURES, "--sample", "-1"], "sample (--sample) must be 0 or more"),
+        (["locomo", "--out", "x", "--data", FIXTURES, "--epochs", "0"], "epochs (--epochs) must be at least 1"),
+        (["chat", "--user", "u", "--max-new-tokens", "0"], "--max-new-tokens must be at least 1"),
+        (["remember-many", DEMO, "--cpus-per-user", "0"], "--cpus-per-user must be at least 1"),
+    ],
+)
+def test_every_command_checks_its_numbers_in_one_line(args, reason):
+    result = run(*args)
+    assert result.exit_code == 2 and reason in one_line_error(result)
+
+
+def test_a_store_that_cannot_be_written_is_one_line_not_a_traceback(tmp_path, monkeypatch):
+    blocker = tmp_path / "home"
+    blocker.write_text("a file where the memory home should be")
+    monkeypatch.setenv("PARAMEM_HOME", str(blocker))
+    result = run("remember", DEMO / "conversations.jsonl", "--user", "u", "--base-model", "tiny", "--epochs", "1")
+    assert result.exit_code == 1 and one_line_error(result).startswith("error: ")
+    assert "Traceback" not in result.output + result.stderr

@@ -116,8 +116,8 @@ def test_chatgpt_export_follows_current_branch(tmp_path):
 
 
 def test_locomo_sessions_in_date_order():
-    conversations = load_conversations(FIXTURES / "locomo.json")
-    assert detect_format(FIXTURES / "locomo.json") == "locomo"
+    conversations = load_conversations(FIXTURES / "locomo" / "locomo8.json")
+    assert detect_format(FIXTURES / "locomo" / "locomo8.json") == "locomo"
     first = [c for c in conversations if c.id.startswith("mini-0/")]
     assert [c.id for c in first] == [f"mini-0/session_{n}" for n in (1, 2, 3)]
     assert [c.timestamp for c in first] == sorted(c.timestamp for c in first)

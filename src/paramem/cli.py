@@ -37,6 +37,10 @@ def _exits_cleanly(command):
         except KeyboardInterrupt:
             errors.print("interrupted: every conversation learned so far is stored; run again to resume")
             raise typer.Exit(130) from None
+        except OSError as error:  # a full disk, a folder that cannot be written: not bad input, still one line
+            where = f"{error.filename}: " if error.filename else ""
+            errors.print(f"error: {where}{error.strerror or error}", markup=False, highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
 
     return wrapper
 
@@ -234,6 +238,8 @@ def remember_many_command(
     from paramem.remember import RememberConfig
     from paramem.store import paramem_home
 
+    if cpus_per_user < 1:
+        raise InputError(f"--cpus-per-user must be at least 1, not {cpus_per_user}")
     jobs = read_jobs(source)
     _teacher(teacher, teacher_model, teacher_url, teacher_key_env)  # fail here, not once per user
     config = RememberConfig(
@@ -319,6 +325,8 @@ def chat_command(
     """Chat with the model personalised by USER's memory (empty line or Ctrl-D ends)."""
     from paramem.answer import generate, load_memory
 
+    if max_new_tokens < 1:
+        raise InputError(f"--max-new-tokens must be at least 1, not {max_new_tokens}")
     model, tokenizer, _ = load_memory(user, home, _dtype(dtype))
     history: list[dict[str, str]] = []
     console.print(f"chatting with {user!r}'s memory; an empty line ends the chat")
@@ -365,8 +373,7 @@ def eval_command(
     needs_text = [m for m in chosen if m in TEXT_METHODS]
     if needs_text and conversations is None:
         raise InputError(f"the {', '.join(needs_text)} method(s) need --conversations FILE")
-    if unit not in ("turn", "session") or k < 1:
-        raise InputError("--unit must be turn or session and --k at least 1")
+    retrieval = RetrievalConfig(unit, k)  # checks both
     texts = load_conversations(conversations) if conversations else None
     memory = UserMemory(user, home).require()
     learned = memory.learned()
@@ -381,7 +388,7 @@ def eval_command(
             chosen,
             texts,
             heldout_pairs(notes),
-            RetrievalConfig(unit, k),
+            retrieval,
             readout,
             recall_cues(notes),
         )

@@ -12,7 +12,7 @@ from paramem.evaluate.probes import load_probes
 
 def tiny_config(**overrides):
     settings = dict(
-        locomo=str(FIXTURES / "locomo.json"),
+        locomo=str(FIXTURES / "locomo" / "locomo8.json"),
         mmlu=str(FIXTURES / "mmlu"),
         arc=str(FIXTURES / "arc" / "ARC-Challenge"),
         remember=RememberConfig(base_model="tiny", train=TrainConfig(epochs=1)),

@@ -4,7 +4,7 @@ from conftest import DATA, FIXTURES, needs_data
 from paramem.augment.notes import content_words
 from paramem.evaluate.locomo import build_locomo, open_score, token_f1
 
-LOCOMO = FIXTURES / "locomo.json"
+LOCOMO = FIXTURES / "locomo" / "locomo8.json"
 
 
 @pytest.mark.parametrize("path", [LOCOMO, pytest.param(DATA / "locomo" / "locomo8.json", marks=needs_data)])

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from paramem.config import RememberConfig, TrainConfig
+from paramem.errors import check_option
 from paramem.evaluate.locomo import LocomoBenchmark, OpenQuestion, build_locomo, open_score
 from paramem.evaluate.run import ADAPTER_METHODS, METHODS, RetrievalConfig, run_meta
 from paramem.files import write_atomic
@@ -47,6 +48,22 @@ class ExperimentConfig:
     # open pairs and statements are PLUM's ablations. Closed only means no open answers of any kind,
     # the recall cue's included (`closed_only`).
     remember: RememberConfig = field(default_factory=lambda: RememberConfig(train=TrainConfig(epochs=3)))
+
+    def __post_init__(self):
+        check_option(self.sample >= 0, "sample (--sample)", "0 or more", self.sample)
+        check_option(self.sessions is None or self.sessions >= 1, "sessions (--sessions)", "at least 1", self.sessions)
+        check_option(
+            self.probes_per_session >= 2 and self.probes_per_session % 2 == 0,
+            "probes_per_session (--probes-per-session)",
+            "an even number, 2 or more (half are yes)",
+            self.probes_per_session,
+        )
+        check_option(
+            self.open_questions is None or self.open_questions >= 0,
+            "open_questions (--open-questions)",
+            "0 or more",
+            self.open_questions,
+        )
 
     @property
     def base_model(self) -> str:

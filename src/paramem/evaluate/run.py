@@ -15,6 +15,7 @@ from pathlib import Path
 from paramem.answer import rule_thresholds
 from paramem.augment.pairs import QAPair
 from paramem.conversations import Conversation
+from paramem.errors import check_option
 from paramem.evaluate.metrics import YesNoMetrics, ranking_auc, ranking_auc_interval, yes_no_metrics
 from paramem.evaluate.probes import Probe
 from paramem.evaluate.retrieval import make_retriever, passages, retrieval_prompt
@@ -41,6 +42,10 @@ CONTEXT_TOKENS = 6000  # prompt budget of the context method, in tokens
 class RetrievalConfig:
     unit: str = "turn"  # what is searched and pasted: "turn" (one message) or "session" (a conversation)
     k: int = 5  # passages pasted per question
+
+    def __post_init__(self):
+        check_option(self.unit in ("turn", "session"), "unit (--unit)", "turn or session", self.unit)
+        check_option(self.k >= 1, "k (--k)", "at least 1", self.k)
 
 
 RECALL_METHODS = ("none", "memory", "context")  # the methods the recall readout can read (readers.py)
