@@ -58,6 +58,7 @@ def test_empty_conversation_and_unknown_format_exit_2(tmp_path):
         ("--lambda", "0", "qa_weight (--lambda) must be above 0, not 0.0"),
         ("--lambda", "-3", "qa_weight (--lambda) must be above 0"),
         ("--dtype", "float16", "unknown dtype 'float16'"),
+        ("--objective", "rote", "objective (--objective) must be plum or distill"),
     ],
 )
 def test_bad_options_exit_2_with_one_line_before_anything_is_stored(isolated_home, option, value, reason):

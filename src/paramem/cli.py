@@ -88,6 +88,7 @@ LearningRateOption = typer.Option(
 LambdaOption = _setting(TrainConfig, "qa_weight", "--lambda")
 ReplayOption = _setting(TrainConfig, "replay_share", "--replay")
 NegativeRatioOption = _setting(PairConfig, "negative_ratio", "--negative-ratio")
+ObjectiveOption = _setting(TrainConfig, "objective", "--objective")
 KeepConversationsOption = _setting(RememberConfig, "keep_conversations", "--keep-conversations")
 RegenerateNotesOption = _setting(RememberConfig, "regenerate_notes", "--regenerate-notes")
 NotesCacheOption = _setting(RememberConfig, "notes_cache", "--notes-cache/--no-notes-cache")
@@ -136,10 +137,7 @@ def _learning_rates(text: str) -> list[float]:
     return rates
 
 
-def _train_config(epochs: int, lr: str, qa_weight: float, replay: float, negative_ratio: float):
-    from paramem.augment.pairs import PairConfig
-    from paramem.train import TrainConfig
-
+def _train_config(epochs: int, lr: str, qa_weight: float, replay: float, negative_ratio: float, objective: str):
     rates = _learning_rates(lr)
     return TrainConfig(
         epochs=epochs,
@@ -147,6 +145,7 @@ def _train_config(epochs: int, lr: str, qa_weight: float, replay: float, negativ
         learning_rates=rates if len(rates) > 1 else None,
         qa_weight=qa_weight,
         replay_share=replay,
+        objective=objective,
         pairs=PairConfig(negative_ratio=negative_ratio),
     )
 
@@ -167,6 +166,7 @@ def remember_command(
     qa_weight: float = LambdaOption,
     replay: float = ReplayOption,
     negative_ratio: float = NegativeRatioOption,
+    objective: str = ObjectiveOption,
     keep_conversations: bool = KeepConversationsOption,
     regenerate_notes: bool = RegenerateNotesOption,
     notes_cache: bool = NotesCacheOption,
@@ -187,7 +187,7 @@ def remember_command(
         regenerate_notes=regenerate_notes,
         notes_cache=notes_cache,
         dtype=_dtype(dtype),
-        train=_train_config(epochs, lr, qa_weight, replay, negative_ratio),
+        train=_train_config(epochs, lr, qa_weight, replay, negative_ratio, objective),
     )
     learned = learn_with_progress(
         user, conversations, _teacher(teacher, teacher_model, teacher_url, teacher_key_env), config, home
@@ -225,6 +225,7 @@ def remember_many_command(
     qa_weight: float = LambdaOption,
     replay: float = ReplayOption,
     negative_ratio: float = NegativeRatioOption,
+    objective: str = ObjectiveOption,
     dtype: str | None = DtypeOption,
     home: Path | None = typer.Option(
         None, "--home", help="the shared store (default: $PARAMEM_HOME); on a cluster, a path every node sees"
@@ -245,7 +246,7 @@ def remember_many_command(
     config = RememberConfig(
         base_model=base_model or DEFAULT_MODEL,
         dtype=_dtype(dtype),
-        train=_train_config(epochs, lr, qa_weight, replay, negative_ratio),
+        train=_train_config(epochs, lr, qa_weight, replay, negative_ratio, objective),
     )
     with StepLog("users") as log:
         log.status(f"{len(jobs)} to learn", total=len(jobs))

@@ -105,6 +105,14 @@ class TrainConfig:
     # accuracy dropped (benchmarks/train_speed.py, variant paramem-fast), so float32 stays.
     adapter_float32: bool = setting(True, "LoRA weights in float32 (exact optimizer updates), else the base dtype")
     seed: int = setting(0, "seed of batching and replay draws")
+    objective: str = setting(
+        "plum",
+        "plum: PLUM's weighted cross-entropy on the teacher's template answers; distill: KL to the base "
+        "model's own answers with the conversation in its prompt (distill.py)",
+    )
+    distill_queries: int = setting(24, "distill: queries the teacher answers per conversation (the main cost)")
+    distill_top_k: int = setting(20, "distill: teacher log-probabilities kept per answer token")
+    distill_answer_tokens: int = setting(32, "distill: longest teacher answer, in tokens")
     pairs: PairConfig = field(default_factory=PairConfig)
 
     def __post_init__(self):
@@ -127,6 +135,12 @@ class TrainConfig:
         check_option(self.replayed_cues >= 0, "replayed_cues", "0 or more", self.replayed_cues)
         check_option(self.max_length >= 16, "max_length", "at least 16 tokens", self.max_length)
         check_option(self.attention in ("eager", "sdpa"), "attention", "eager or sdpa", self.attention)
+        check_option(
+            self.objective in ("plum", "distill"), "objective (--objective)", "plum or distill", self.objective
+        )
+        check_option(self.distill_queries >= 1, "distill_queries", "at least 1", self.distill_queries)
+        check_option(self.distill_top_k >= 1, "distill_top_k", "at least 1", self.distill_top_k)
+        check_option(self.distill_answer_tokens >= 1, "distill_answer_tokens", "at least 1", self.distill_answer_tokens)
         check_option(
             not (self.learning_rates and not self.early_stopping),
             "early_stopping",

@@ -13,6 +13,7 @@ from pathlib import Path
 from paramem.augment.teachers import NotesCache, Teacher, augment, drop_contradicting_negatives
 from paramem.config import RememberConfig
 from paramem.conversations import Conversation
+from paramem.distill import dump_targets, load_targets, teacher_targets
 from paramem.errors import InputError
 from paramem.models import cache_home, dtype_of, load_model
 from paramem.store import LearnedConversation, UserMemory, now_iso
@@ -71,11 +72,22 @@ def remember(
         memory.save_settings({"dtype": dtype_of(model)})  # answers load the base model the same way
         model = attach_lora(model, config.train, adapter=_adapter_path(memory))
         trainer = SequentialTrainer(model, tokenizer, config.train)
+        distill = config.train.objective == "distill"
+        if distill:  # earlier conversations replay from their stored targets (none for plum-learned ones)
+            for old in earlier:
+                stored = memory.targets(old.conversation_id)
+                if stored is not None:
+                    trainer.targets[old.conversation_id] = load_targets(stored)
         version = memory.current_version() or 0
         learned = []
         for position, (conversation, conversation_notes) in enumerate(zip(todo, notes), start=1):
             if callbacks.on_conversation:
                 callbacks.on_conversation(position, len(todo), conversation.id)
+            if distill:  # the base model reading the conversation is the teacher: the adapter is off
+                with model.disable_adapter():
+                    targets = teacher_targets(model, tokenizer, conversation, conversation_notes, config.train)
+                trainer.targets[conversation.id] = targets
+                memory.save_targets(conversation.id, dump_targets(targets))
             result = trainer.learn(conversation_notes, earlier, position, len(todo), callbacks.on_epoch)
             version += 1
             record = LearnedConversation(

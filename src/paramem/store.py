@@ -23,6 +23,7 @@ the store's folder. Two names that differ only in case are refused: on a case-in
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import re
@@ -37,7 +38,7 @@ from typing import Any
 
 from paramem.augment.notes import Notes
 from paramem.errors import InputError, user_file_problem
-from paramem.files import fsync_dir, fsync_tree
+from paramem.files import fsync_dir, fsync_tree, write_atomic_bytes
 
 _USER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}$")
 
@@ -232,6 +233,21 @@ class UserMemory:
                 "UPDATE conversations SET notes = ? WHERE id = ?",
                 [(json.dumps(n.to_dict(), ensure_ascii=False), n.conversation_id) for n in notes],
             )
+
+    # -- distillation targets ---------------------------------------------------------------
+
+    def _targets_file(self, conversation_id: str) -> Path:
+        return self.root / "targets" / f"{hashlib.sha256(conversation_id.encode()).hexdigest()[:32]}.json.gz"
+
+    def save_targets(self, conversation_id: str, data: bytes) -> None:
+        """The teacher's targets of one conversation (objective distill), replayed in later runs;
+        written (and flushed) before the conversation's manifest row."""
+        assert self._lock_file is not None, "save_targets() needs the user's lock"
+        write_atomic_bytes(self._targets_file(conversation_id), data)
+
+    def targets(self, conversation_id: str) -> bytes | None:
+        path = self._targets_file(conversation_id)
+        return path.read_bytes() if path.exists() else None
 
     # -- adapter -----------------------------------------------------------------------------
 

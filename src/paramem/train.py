@@ -164,6 +164,8 @@ class SequentialTrainer:
         # What reads the held-out pairs after each epoch (score > 0 is yes), made anew each time so it
         # sees the current weights: PLUM's answer token unless another readout is given.
         self.reader = reader or (lambda: LogOddsReader(model, tokenizer))
+        # objective "distill": the teacher's targets of this and earlier conversations, by conversation id
+        self.targets: dict[str, list] = {}
 
     def _trainable(self) -> list[torch.nn.Parameter]:
         return [p for p in self.model.parameters() if p.requires_grad]
@@ -174,6 +176,8 @@ class SequentialTrainer:
         """This epoch's examples: the conversation's own pairs, then replay of earlier ones, bounded
         so that an epoch costs the same after 30 conversations as after 3."""
         config = self.config
+        if config.objective == "distill":
+            return self._distill_examples(notes, earlier, rng)
         own = training_pairs(notes, epoch, config.pairs)
         replay: list[QAPair] = []
         if earlier and config.replay_share > 0:
@@ -188,6 +192,17 @@ class SequentialTrainer:
             replay += [p for p in training_pairs(earlier[index], epoch, config.pairs) if p.kind == "recall"]
         examples = [encode_pair(self.tokenizer, p, config) for p in own + replay]
         return examples, len(own)
+
+    def _distill_examples(self, notes: Notes, earlier: list[Notes], rng: random.Random) -> tuple[list, int]:
+        """The teacher's targets for this conversation, then a replayed share of earlier conversations'
+        stored targets (never their raw text)."""
+        from paramem.distill import encode_target
+
+        own = self.targets[notes.conversation_id]
+        pool = [t for old in earlier for t in self.targets.get(old.conversation_id, [])]
+        want = round(len(own) * self.config.replay_share / (1 - self.config.replay_share)) if pool else 0
+        chosen = own + rng.sample(pool, min(want, len(pool)))
+        return [encode_target(self.tokenizer, t) for t in chosen], len(own)
 
     def heldout_accuracy(self, pairs: list[QAPair]) -> float | None:
         if not pairs:
@@ -256,8 +271,8 @@ class SequentialTrainer:
             examples, qa_pairs = self._epoch_examples(notes, earlier, epoch, rng)
             self.model.train()
             total_loss, steps = 0.0, 0
-            for batch in batches(examples, config.batch_size, self.tokenizer.pad_token_id, config.max_length, rng):
-                loss = training_loss(self.model, batch)
+            for batch in self._batches(examples, rng):
+                loss = self._loss(self.model, batch)
                 loss.backward()
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
@@ -284,6 +299,20 @@ class SequentialTrainer:
         assert best is not None
         best.epochs_run, best.tokens, best.computed = epoch, tokens, computed
         return best
+
+    def _batches(self, examples: list, rng: random.Random) -> list[dict[str, torch.Tensor]]:
+        if self.config.objective == "distill":
+            from paramem.distill import distill_batches
+
+            return distill_batches(examples, self.config.batch_size, self.tokenizer.pad_token_id, rng)
+        return batches(examples, self.config.batch_size, self.tokenizer.pad_token_id, self.config.max_length, rng)
+
+    def _loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        if self.config.objective == "distill":
+            from paramem.distill import distillation_loss
+
+            return distillation_loss(model, batch)
+        return training_loss(model, batch)
 
     def _lora_state(self) -> dict[str, torch.Tensor]:
         return {n: p.detach().clone() for n, p in self.model.named_parameters() if p.requires_grad}

@@ -1,0 +1,172 @@
+"""Context distillation: the memory learns to answer as the same model answers with the conversation in
+its prompt (Cartridges / self-study, arXiv 2506.06266; knowledge modules, arXiv 2503.08727).
+
+  teacher  the base model (adapter off) with the conversation, and its date, in the system prompt;
+           for each query it answers greedily, and at every answer position its top-k log-probabilities
+           are kept. The conversation is read once per conversation (its keys and values are reused
+           for every query), and the targets never change while it is learned: they are computed once
+           and kept across epochs and learning rates, and stored with the memory, so that replay of
+           earlier conversations reads the stored targets, not the raw text.
+  student  the base model with the memory, asked the same query with paramem's short system prompt and
+           no conversation; it learns by KL(teacher top-k || student) at every answer position.
+
+`TrainConfig.objective = "distill"` selects it; PLUM's weighted cross-entropy stays the default until
+a measurement says otherwise.
+"""
+
+from __future__ import annotations
+
+import copy
+import gzip
+import json
+import random
+from dataclasses import asdict, dataclass
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from paramem.augment.notes import Notes
+from paramem.augment.pairs import training_pairs
+from paramem.config import TrainConfig
+from paramem.conversations import Conversation
+from paramem.models import decoder_and_head
+from paramem.prompts import SYSTEM_PROMPT, encode_prompt
+
+
+@dataclass(frozen=True)
+class DistillTarget:
+    """The teacher's answer to one query, with its top-k log-probabilities at every answer token."""
+
+    question: str
+    answer_ids: list[int]  # the teacher's greedy answer, ending with its end-of-turn token when it ended
+    top_ids: list[list[int]]  # per answer position: the teacher's k likeliest tokens
+    top_logprobs: list[list[float]]  # their log-probabilities under the teacher's full softmax
+
+
+@dataclass(frozen=True)
+class DistillExample:
+    input_ids: list[int]  # the student's prompt (no conversation), then the teacher's answer
+    answer_start: int  # index of the first answer token in input_ids
+    top_ids: list[list[int]]
+    top_logprobs: list[list[float]]
+
+
+def teacher_system(conversation: Conversation, date: str | None) -> str:
+    """The teacher's system prompt: paramem's, then the conversation itself."""
+    when = f" on {date}" if date else ""
+    return f"{SYSTEM_PROMPT}\n\nOur conversation{when}:\n{conversation.text}"
+
+
+def distill_queries(notes: Notes, config: TrainConfig) -> list[str]:
+    """What the teacher is asked about a conversation: the questions of its notes' pairs (closed both
+    ways, open, the recall cue), at most `distill_queries` of them, the recall cue always among them."""
+    pairs = training_pairs(notes, 1, config.pairs)
+    questions = list(dict.fromkeys(p.question for p in pairs if p.question and p.kind == "recall"))
+    rest = list(dict.fromkeys(p.question for p in pairs if p.question and p.kind != "recall"))
+    random.Random(f"{config.seed}/queries/{notes.conversation_id}").shuffle(rest)
+    return (questions + [q for q in rest if q not in questions])[: config.distill_queries]
+
+
+@torch.inference_mode()
+def teacher_targets(
+    model, tokenizer: PreTrainedTokenizerBase, conversation: Conversation, notes: Notes, config: TrainConfig
+) -> list[DistillTarget]:
+    """The teacher's targets for every query about one conversation. `model` is read as it is: call
+    it with the adapter off (`with model.disable_adapter():`) so the teacher is the base model."""
+    system = teacher_system(conversation, notes.date)
+    queries = distill_queries(notes, config)
+    prompts = [encode_prompt(tokenizer, q, system) for q in queries]
+    shared = _common_prefix(prompts) - 1  # the conversation, read once
+    prefix = model(input_ids=torch.tensor([prompts[0][:shared]]), use_cache=True).past_key_values if shared else None
+    end_ids = {i for i in (tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|im_end|>")) if i is not None}
+    targets = []
+    for question, prompt in zip(queries, prompts):
+        cache = copy.deepcopy(prefix) if prefix is not None else None
+        ids = torch.tensor([prompt])
+        out = model(input_ids=ids[:, shared:] if cache is not None else ids, past_key_values=cache, use_cache=True)
+        answer, top_ids, top_logprobs = [], [], []
+        for _ in range(config.distill_answer_tokens):
+            logprobs = out.logits[0, -1].float().log_softmax(-1)
+            top = logprobs.topk(config.distill_top_k)
+            token = int(top.indices[0])
+            answer.append(token)
+            top_ids.append(top.indices.tolist())
+            top_logprobs.append([round(v, 5) for v in top.values.tolist()])
+            if token in end_ids:
+                break
+            out = model(input_ids=torch.tensor([[token]]), past_key_values=out.past_key_values, use_cache=True)
+        targets.append(DistillTarget(question, answer, top_ids, top_logprobs))
+    return targets
+
+
+def _common_prefix(sequences: list[list[int]]) -> int:
+    length = min(map(len, sequences))
+    for i in range(length):
+        if any(s[i] != sequences[0][i] for s in sequences):
+            return i
+    return length
+
+
+def encode_target(tokenizer: PreTrainedTokenizerBase, target: DistillTarget) -> DistillExample:
+    """The student's view of a target: the question asked without the conversation, then the answer."""
+    prompt = encode_prompt(tokenizer, target.question)
+    return DistillExample(prompt + target.answer_ids, len(prompt), target.top_ids, target.top_logprobs)
+
+
+def distill_batches(
+    examples: list[DistillExample], batch_size: int, pad_id: int, rng: random.Random
+) -> list[dict[str, torch.Tensor]]:
+    """Length-bucketed batches in shuffled order, with the answer positions marked: position t of
+    `predict` is True when the token at t + 1 is an answer token, whose teacher targets follow in
+    row-major order in `top_ids` / `top_logprobs`."""
+    order = sorted(range(len(examples)), key=lambda i: (len(examples[i].input_ids), rng.random()))
+    groups = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    rng.shuffle(groups)
+    out = []
+    for group in groups:
+        rows = [examples[i] for i in group]
+        width = max(len(r.input_ids) for r in rows)
+        ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        predict = torch.zeros((len(rows), width), dtype=torch.bool)
+        top_ids, top_logprobs = [], []
+        for row, example in enumerate(rows):
+            n = len(example.input_ids)
+            ids[row, :n] = torch.tensor(example.input_ids)
+            mask[row, :n] = 1
+            predict[row, example.answer_start - 1 : n - 1] = True
+            top_ids += example.top_ids
+            top_logprobs += example.top_logprobs
+        out.append(
+            {
+                "input_ids": ids,
+                "attention_mask": mask,
+                "predict": predict,
+                "top_ids": torch.tensor(top_ids),
+                "top_logprobs": torch.tensor(top_logprobs),
+            }
+        )
+    return out
+
+
+def kl_to_top_k(student_logits: torch.Tensor, top_ids: torch.Tensor, top_logprobs: torch.Tensor) -> torch.Tensor:
+    """Mean over positions of KL(p || q): p the teacher's distribution over its top-k tokens
+    (renormalised over them), q the student's full softmax read at those tokens."""
+    teacher = top_logprobs.float().log_softmax(-1)
+    student = student_logits.float().log_softmax(-1).gather(-1, top_ids)
+    return (teacher.exp() * (teacher - student)).sum(-1).mean()
+
+
+def distillation_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """`kl_to_top_k` of a batch, the vocabulary head run only at answer positions."""
+    decoder, head = decoder_and_head(model)
+    hidden = decoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+    return kl_to_top_k(head(hidden[batch["predict"]]), batch["top_ids"], batch["top_logprobs"])
+
+
+def dump_targets(targets: list[DistillTarget]) -> bytes:
+    return gzip.compress(json.dumps([asdict(t) for t in targets]).encode("utf-8"))
+
+
+def load_targets(data: bytes) -> list[DistillTarget]:
+    return [DistillTarget(**t) for t in json.loads(gzip.decompress(data).decode("utf-8"))]

@@ -1,0 +1,131 @@
+import math
+import random
+
+import torch
+
+from paramem.augment.teachers import ExtractiveTeacher
+from paramem.config import TrainConfig
+from paramem.distill import (
+    distill_batches,
+    distill_queries,
+    distillation_loss,
+    dump_targets,
+    encode_target,
+    kl_to_top_k,
+    load_targets,
+    teacher_system,
+    teacher_targets,
+)
+from paramem.models import tiny_model
+from paramem.prompts import encode_prompt
+from paramem.remember import RememberConfig, remember
+from paramem.store import UserMemory
+from paramem.train import attach_lora
+
+CONFIG = TrainConfig(objective="distill", distill_queries=3, distill_top_k=5, distill_answer_tokens=4)
+
+
+def test_the_loss_is_the_kl_from_the_teachers_top_k_computed_by_hand():
+    student = torch.tensor([[2.0, 0.0, -1.0, 0.5]])
+    top_ids = torch.tensor([[0, 3]])
+    top_logprobs = torch.tensor([[math.log(0.6), math.log(0.2)]])  # renormalised over the top k: 0.75, 0.25
+    q = [math.exp(v) for v in student[0].tolist()]
+    q = [v / sum(q) for v in q]
+    by_hand = 0.75 * math.log(0.75 / q[0]) + 0.25 * math.log(0.25 / q[3])
+    assert abs(kl_to_top_k(student, top_ids, top_logprobs).item() - by_hand) < 1e-6
+    assert kl_to_top_k(torch.log(torch.tensor([[0.75, 0.0001, 0.0001, 0.25]])), top_ids, top_logprobs) < 1e-3
+
+
+def test_teacher_targets_read_the_conversation_once_and_match_a_full_forward(demo_conversations):
+    model, tokenizer = tiny_model()
+    garden = demo_conversations[0]
+    notes = ExtractiveTeacher().notes(garden)
+    targets = teacher_targets(model, tokenizer, garden, notes, CONFIG)
+    assert [t.question for t in targets] == distill_queries(notes, CONFIG) and len(targets) == 3
+    assert "What did we talk about" in targets[0].question  # the recall cue is always asked
+    for target in targets:
+        prompt = encode_prompt(tokenizer, target.question, teacher_system(garden, notes.date))
+        with torch.inference_mode():
+            logits = model(torch.tensor([prompt + target.answer_ids])).logits[0].float().log_softmax(-1)
+        for step, (ids, logprobs) in enumerate(zip(target.top_ids, target.top_logprobs)):
+            expected = logits[len(prompt) - 1 + step].topk(CONFIG.distill_top_k)
+            assert ids == expected.indices.tolist()
+            torch.testing.assert_close(torch.tensor(logprobs), expected.values, atol=1e-4, rtol=0)
+        assert target.answer_ids == [ids[0] for ids in target.top_ids]  # greedy
+    assert load_targets(dump_targets(targets)) == targets
+
+
+def test_the_training_loss_is_the_kl_at_the_answer_positions_of_the_full_logits(demo_conversations):
+    model, tokenizer = tiny_model()
+    notes = ExtractiveTeacher().notes(demo_conversations[0])
+    targets = teacher_targets(model, tokenizer, demo_conversations[0], notes, CONFIG)
+    examples = [encode_target(tokenizer, t) for t in targets]
+    [batch] = distill_batches(examples, 8, tokenizer.pad_token_id, random.Random(0))
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    expected = kl_to_top_k(logits[batch["predict"]], batch["top_ids"], batch["top_logprobs"])
+    torch.testing.assert_close(distillation_loss(model, batch), expected)
+    assert int(batch["predict"].sum()) == sum(len(t.answer_ids) for t in targets)
+
+
+def test_the_student_learns_the_teachers_answers_without_the_conversation(demo_conversations):
+    model, tokenizer = tiny_model()
+    notes = ExtractiveTeacher().notes(demo_conversations[0])
+    targets = teacher_targets(model, tokenizer, demo_conversations[0], notes, CONFIG)
+    student = attach_lora(model, TrainConfig())
+    [batch] = distill_batches(
+        [encode_target(tokenizer, t) for t in targets], 8, tokenizer.pad_token_id, random.Random(0)
+    )
+    optimizer = torch.optim.AdamW([p for p in student.parameters() if p.requires_grad], lr=1e-2)
+    losses = []
+    for _ in range(5):
+        loss = distillation_loss(student, batch)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
+
+
+def test_remember_with_distill_stores_targets_and_replays_them(demo_conversations, monkeypatch):
+    from paramem.train import SequentialTrainer
+
+    seen = []
+    original = SequentialTrainer._distill_examples
+
+    def recording(self, notes, earlier, rng):
+        examples, own = original(self, notes, earlier, rng)
+        seen.append((sorted(self.targets), len(examples) - own))  # the targets it could replay, and did
+        return examples, own
+
+    monkeypatch.setattr(SequentialTrainer, "_distill_examples", recording)
+    config = RememberConfig(
+        base_model="tiny",
+        train=TrainConfig(objective="distill", epochs=1, min_epochs=1, distill_queries=2, distill_answer_tokens=3),
+    )
+    remember("d", demo_conversations[:1], ExtractiveTeacher(), config)
+    memory = UserMemory("d")
+    stored = load_targets(memory.targets(demo_conversations[0].id))
+    assert len(stored) == 2 and all(t.answer_ids for t in stored)
+    learned = remember("d", demo_conversations[:2], ExtractiveTeacher(), config)
+    assert [r.id for r in learned] == [demo_conversations[1].id]
+    assert memory.targets(demo_conversations[1].id) is not None
+    # The second run read the first conversation's stored targets back and replayed some of them
+    assert seen[-1][0] == sorted(c.id for c in demo_conversations[:2]) and seen[-1][1] >= 1
+
+
+def test_remember_objective_distill_from_the_cli(tmp_path):
+    import json
+
+    from conftest import DEMO
+    from typer.testing import CliRunner
+
+    from paramem.cli import app
+
+    first = (DEMO / "conversations.jsonl").read_text().splitlines()[0]
+    path = tmp_path / "c.jsonl"
+    path.write_text(first + "\n")
+    result = CliRunner().invoke(
+        app, ["remember", str(path), "--user", "c", "--base-model", "tiny", "--epochs", "1", "--objective", "distill"]
+    )
+    assert result.exit_code == 0, result.output
+    assert UserMemory("c").targets(json.loads(first)["id"]) is not None
