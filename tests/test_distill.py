@@ -129,3 +129,44 @@ def test_remember_objective_distill_from_the_cli(tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert UserMemory("c").targets(json.loads(first)["id"]) is not None
+
+
+def test_the_locomo_experiment_runs_with_the_distilled_memory(tmp_path):
+    import json
+
+    from conftest import FIXTURES
+    from typer.testing import CliRunner
+
+    from paramem.cli import app
+
+    result = CliRunner().invoke(
+        app,
+        [
+            "locomo",
+            "--out",
+            str(tmp_path / "run"),
+            "--data",
+            str(FIXTURES),
+            "--base-model",
+            "tiny",
+            "--objective",
+            "distill",
+            "--sessions",
+            "2",
+            "--probes-per-session",
+            "2",
+            "--no-retention",
+            "--open-questions",
+            "0",
+            "--methods",
+            "none,memory",
+            "--epochs",
+            "1",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    saved = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert saved["config"]["remember"]["train"]["objective"] == "distill" and set(saved["methods"]) == {
+        "none",
+        "memory",
+    }

@@ -430,6 +430,7 @@ def locomo_command(
     ),
     retention: bool = typer.Option(True, "--retention/--no-retention", help="MMLU and ARC with and without memory"),
     full: bool = typer.Option(False, "--full", help="all sessions, all open questions, full MMLU and ARC"),
+    objective: str = ObjectiveOption,
 ):
     """PLUM's LoCoMo experiment: learn sessions in order, then every method side by side, with a report."""
     from paramem.evaluate.experiment import ExperimentConfig, closed_only, run_experiment
@@ -455,6 +456,7 @@ def locomo_command(
             train=TrainConfig(
                 epochs=epochs,
                 qa_weight=qa_weight,
+                objective=objective,
                 pairs=PairConfig(negative_ratio=negative_ratio, statements=statements),
             ),
         ),
