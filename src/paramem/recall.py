@@ -22,7 +22,7 @@ from transformers import PreTrainedTokenizerBase
 
 from paramem.augment.notes import Notes
 from paramem.augment.pairs import recall_opening, recall_question
-from paramem.config import RECALL_THRESHOLD, RecallConfig  # noqa: F401 - part of this module's API
+from paramem.config import RECALL_THRESHOLD, RecallConfig
 from paramem.embeddings import load_embedder
 from paramem.errors import InputError, user_file_problem
 from paramem.files import write_atomic

@@ -41,7 +41,7 @@ def remember(
     memory = UserMemory(user, home)
     with memory:  # the write lock: a second `remember` for this user fails at once
         memory.repair()
-        _check_settings(memory, config)
+        new_settings = _memory_settings(memory, config)  # checked now, written once there is work to do
         known = {c.id: c.content_hash for c in memory.learned()}
         todo = []
         for conversation in conversations:
@@ -69,7 +69,7 @@ def remember(
         notes = drop_contradicting_negatives([*earlier, *notes], [c.text for c in todo])[len(earlier) :]
         memory.update_notes(earlier)  # earlier negatives the new conversations made untrue stay dropped
         model, tokenizer = load_model(config.base_model, config.dtype, memory.settings().get("dtype"))
-        memory.save_settings({"dtype": dtype_of(model)})  # answers load the base model the same way
+        memory.save_settings({**new_settings, "dtype": dtype_of(model)})  # answers load the model the same way
         model = attach_lora(model, config.train, adapter=_adapter_path(memory))
         trainer = SequentialTrainer(model, tokenizer, config.train)
         distill = config.train.objective == "distill"
@@ -116,8 +116,9 @@ def _adapter_path(memory: UserMemory) -> str | None:
     return str(path) if path is not None else None
 
 
-def _check_settings(memory: UserMemory, config: RememberConfig) -> None:
-    """A memory keeps the base model and LoRA shape it was started with."""
+def _memory_settings(memory: UserMemory, config: RememberConfig) -> dict:
+    """The settings a new memory starts with; a memory keeps the base model and LoRA shape it was
+    started with, so another base model for an existing one is refused."""
     train = config.train
     wanted = {
         "base_model": config.base_model,
@@ -127,9 +128,8 @@ def _check_settings(memory: UserMemory, config: RememberConfig) -> None:
         "layers": train.layers,
     }
     stored = memory.settings()
-    if not stored:
-        memory.save_settings(wanted)
-    elif stored.get("base_model") != config.base_model:
+    if stored and stored.get("base_model") != config.base_model:
         raise InputError(
             f"user {memory.user!r} was learned on base model {stored.get('base_model')!r}, not {config.base_model!r}"
         )
+    return {} if stored else wanted

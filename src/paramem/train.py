@@ -13,7 +13,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from paramem.augment.notes import Notes
 from paramem.augment.pairs import QAPair, training_pairs, validation_pairs
-from paramem.config import PairConfig, TrainConfig  # noqa: F401 - TrainConfig is part of this module's API
+from paramem.config import TrainConfig
 from paramem.models import decoder_and_head
 from paramem.prompts import Encoded, encode_example, encode_statement
 from paramem.readers import LogOddsReader, Reader
