@@ -207,3 +207,12 @@ def test_replay_is_bounded_and_every_earlier_cue_comes_back_in_rotation():
     few, _ = trainer._epoch_examples(_notes(), earlier[:3], 1, random.Random(1))
     assert max(sizes) <= len(few) + 1  # 30 earlier conversations cost what 3 do
     assert cued == {old.conversation_id for old in earlier}  # yet every cue is replayed within 8 epochs
+
+
+def test_a_fresh_adapter_starts_the_same_whatever_ran_before():
+    base_a, base_b = tiny_model()[0], tiny_model()[0]  # (tiny_model seeds torch itself)
+    first = attach_lora(base_a, TrainConfig())
+    torch.rand(100)  # other work moves the global random state
+    second = attach_lora(base_b, TrainConfig())
+    for (name, a), (_, b) in zip(first.named_parameters(), second.named_parameters()):
+        assert torch.equal(a, b), name

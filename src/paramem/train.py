@@ -106,6 +106,7 @@ def attach_lora(model: PreTrainedModel, config: TrainConfig, adapter: str | None
         return PeftModel.from_pretrained(
             model, adapter, is_trainable=True, autocast_adapter_dtype=config.adapter_float32
         )
+    torch.manual_seed(config.seed)  # LoRA's A matrices start the same whatever ran before in this process
     return get_peft_model(model, config.lora_config(model), autocast_adapter_dtype=config.adapter_float32)
 
 
