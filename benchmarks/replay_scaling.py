@@ -42,17 +42,57 @@ from paramem.train import SequentialTrainer, TrainConfig
 RESULTS = Path(__file__).parent / "results"
 
 
-def epoch_tokens(model, tokenizer, train: TrainConfig, notes, position: int, replayed_cues: int) -> int:
+def epoch_tokens(tokenizer, train: TrainConfig, notes, position: int, replayed_cues: int) -> int:
     """Tokens the epochs of conversation `position` (1-based) train under a replay bound, counted
     without training (the same draws as training makes)."""
     config = replace(train, replayed_cues=replayed_cues)
-    trainer = SequentialTrainer(model, tokenizer, config)
+    trainer = SequentialTrainer(None, tokenizer, config)  # counting only: no model is run
     rng = random.Random(f"{config.seed}/{notes[position - 1].conversation_id}")
     examples = [
         trainer._epoch_examples(notes[position - 1], notes[: position - 1], epoch, rng)[0]
         for epoch in range(1, config.epochs + 1)
     ]
     return sum(len(e.input_ids) for epoch in examples for e in epoch)
+
+
+def token_summary(rows: list[dict]) -> dict:
+    first, last = rows[: len(rows) // 3], rows[-(len(rows) // 3) :]
+    out = {}
+    for key in ("tokens", "tokens_unbounded"):
+        if all(key in r for r in rows):
+            out[f"mean_{key}_first_third"] = statistics.mean(r[key] for r in first)
+            out[f"mean_{key}_last_third"] = statistics.mean(r[key] for r in last)
+    return out
+
+
+def count_only(args, conversations, train: TrainConfig) -> None:
+    """The tokens each conversation's epochs train, bounded and unbounded, with no training at all:
+    the teacher's notes as `remember` makes them, then the epochs' examples as the trainer draws them."""
+    from paramem.augment.teachers import augment, drop_contradicting_negatives
+    from paramem.models import load_model
+
+    _, tokenizer = load_model(args.base_model)
+    notes = augment(conversations, ExtractiveTeacher(), None)
+    notes = drop_contradicting_negatives(notes, [c.text for c in conversations])
+    rows = [
+        {
+            "position": i,
+            "id": c.id,
+            "tokens": epoch_tokens(tokenizer, train, notes, i, args.replayed_cues),
+            "tokens_unbounded": epoch_tokens(tokenizer, train, notes, i, 1000),
+        }
+        for i, c in enumerate(conversations, start=1)
+    ]
+    out = RESULTS / f"replay_scaling-{args.base_model}-cues{args.replayed_cues}-counts.json"
+    payload = {
+        **run_meta(sys.argv, args.base_model, {"conversations": len(rows)}),
+        "settings": vars(args),
+        "summary": token_summary(rows),
+        "per_conversation": rows,
+    }
+    write_atomic(out, json.dumps(payload, indent=1))
+    print(json.dumps(payload["summary"], indent=1))
+    print(f"wrote {out}")
 
 
 def main() -> None:
@@ -64,6 +104,11 @@ def main() -> None:
     parser.add_argument("--max-pairs", type=int, default=20, help="pairs per conversation and epoch (PLUM: ~20)")
     parser.add_argument("--replayed-cues", type=int, default=TrainConfig().replayed_cues)
     parser.add_argument("--no-recall", action="store_true", help="skip the recall check at the end")
+    parser.add_argument(
+        "--count-only",
+        action="store_true",
+        help="count each conversation's training tokens, bounded and unbounded, without training (seconds)",
+    )
     args = parser.parse_args()
 
     path = Path(args.data) / "locomo" / "locomo8.json"
@@ -75,6 +120,9 @@ def main() -> None:
         replayed_cues=args.replayed_cues,
         pairs=PairConfig(max_pairs=args.max_pairs),
     )
+    if args.count_only:
+        count_only(args, conversations, train)
+        return
     config = RememberConfig(base_model=args.base_model, train=train)
     rows: list[dict] = []
     epochs: list[dict] = []
@@ -111,8 +159,9 @@ def main() -> None:
             model, tokenizer, memory = load_memory("bench", Path(home))
             dtype = dtype_of(model)
             notes = memory.notes()
-            for row in rows:  # the same epochs' work had every earlier cue been replayed (before the bound)
-                row["tokens_unbounded"] = epoch_tokens(model, tokenizer, train, notes, row["position"], 1000)
+            for row in rows:  # the epochs' work as trained, and had every earlier cue been replayed (before)
+                row["tokens"] = epoch_tokens(tokenizer, train, notes, row["position"], args.replayed_cues)
+                row["tokens_unbounded"] = epoch_tokens(tokenizer, train, notes, row["position"], 1000)
             recalled = recollections(model, tokenizer, memory)
             own, other = [], []
             for index, conversation_notes in enumerate(notes):
@@ -137,6 +186,7 @@ def main() -> None:
         "total_seconds": total,
         "mean_seconds_first_third": statistics.mean(r["seconds"] for r in first),
         "mean_seconds_last_third": statistics.mean(r["seconds"] for r in last),
+        **token_summary(rows),
     }
     payload = {
         **run_meta(sys.argv, args.base_model, {"locomo": str(path)}, dtype),

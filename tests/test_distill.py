@@ -75,7 +75,7 @@ def test_the_student_learns_the_teachers_answers_without_the_conversation(demo_c
     [batch] = distill_batches(
         [encode_target(tokenizer, t) for t in targets], 8, tokenizer.pad_token_id, random.Random(0)
     )
-    optimizer = torch.optim.AdamW([p for p in student.parameters() if p.requires_grad], lr=1e-2)
+    optimizer = torch.optim.AdamW([p for p in student.parameters() if p.requires_grad], lr=1e-3)
     losses = []
     for _ in range(5):
         loss = distillation_loss(student, batch)
@@ -83,7 +83,7 @@ def test_the_student_learns_the_teachers_answers_without_the_conversation(demo_c
         optimizer.step()
         optimizer.zero_grad()
         losses.append(loss.item())
-    assert losses[-1] < losses[0]
+    assert all(later < earlier for earlier, later in zip(losses, losses[1:]))  # falls at every step
 
 
 def test_remember_with_distill_stores_targets_and_replays_them(demo_conversations, monkeypatch):
