@@ -57,3 +57,11 @@ def test_the_balanced_rule_says_yes_to_half_the_held_out_pairs():
     assert result.thresholds["balanced"] == statistics.median(scores)
     assert sum(s > result.thresholds["balanced"] for s in scores) == len(scores) // 2
     assert set(result.metrics) == {"prior", "heldout", "balanced", "raw"}
+
+
+def test_every_results_file_names_the_cpu_its_bf16_flags_and_the_dtype():
+    from paramem.evaluate.run import run_meta
+
+    meta = run_meta(["paramem", "eval"], "tiny", {"probes": "p.jsonl"}, "float32")
+    assert meta["dtype"] == "float32" and meta["machine"]["cpu"]["model"]
+    assert {"avx2", "avx512_bf16", "amx_bf16"} <= set(meta["machine"]["cpu"]["bf16_flags"])
