@@ -40,7 +40,7 @@ def first_token_ids(tokenizer: PreTrainedTokenizerBase, words: list[str]) -> lis
     return ids
 
 
-def _common_prefix_length(sequences: list[list[int]]) -> int:
+def common_prefix_length(sequences: list[list[int]]) -> int:
     length = min(map(len, sequences))
     for i in range(length):
         if any(seq[i] != sequences[0][i] for seq in sequences):
@@ -56,7 +56,7 @@ def last_hidden_states(
 
     The prompts' common start (a shared system prompt, pasted context, few-shot examples) is computed
     once and its keys and values reused by every batch; the rest runs in right-padded batches."""
-    shared = _common_prefix_length(prompts) - 1  # keep at least one token per prompt to predict from
+    shared = common_prefix_length(prompts) - 1  # keep at least one token per prompt to predict from
     prefix_cache = None
     if shared > 0:
         prefix_cache = decoder(input_ids=torch.tensor([prompts[0][:shared]]), use_cache=True).past_key_values

@@ -25,12 +25,14 @@ from dataclasses import asdict, dataclass
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from paramem.answer import common_prefix_length
 from paramem.augment.notes import Notes
 from paramem.augment.pairs import training_pairs
 from paramem.config import TrainConfig
 from paramem.conversations import Conversation
 from paramem.models import decoder_and_head
 from paramem.prompts import SYSTEM_PROMPT, encode_prompt
+from paramem.train import length_buckets
 
 
 @dataclass(frozen=True)
@@ -76,7 +78,7 @@ def teacher_targets(
     system = teacher_system(conversation, notes.date)
     queries = distill_queries(notes, config)
     prompts = [encode_prompt(tokenizer, q, system) for q in queries]
-    shared = _common_prefix(prompts) - 1  # the conversation, read once
+    shared = common_prefix_length(prompts) - 1  # the conversation, read once
     prefix = model(input_ids=torch.tensor([prompts[0][:shared]]), use_cache=True).past_key_values if shared else None
     end_ids = {i for i in (tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|im_end|>")) if i is not None}
     targets = []
@@ -99,14 +101,6 @@ def teacher_targets(
     return targets
 
 
-def _common_prefix(sequences: list[list[int]]) -> int:
-    length = min(map(len, sequences))
-    for i in range(length):
-        if any(s[i] != sequences[0][i] for s in sequences):
-            return i
-    return length
-
-
 def encode_target(tokenizer: PreTrainedTokenizerBase, target: DistillTarget) -> DistillExample:
     """The student's view of a target: the question asked without the conversation, then the answer."""
     prompt = encode_prompt(tokenizer, target.question)
@@ -119,12 +113,8 @@ def distill_batches(
     """Length-bucketed batches in shuffled order, with the answer positions marked: position t of
     `predict` is True when the token at t + 1 is an answer token, whose teacher targets follow in
     row-major order in `top_ids` / `top_logprobs`."""
-    order = sorted(range(len(examples)), key=lambda i: (len(examples[i].input_ids), rng.random()))
-    groups = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    rng.shuffle(groups)
     out = []
-    for group in groups:
-        rows = [examples[i] for i in group]
+    for rows in length_buckets(examples, batch_size, rng):
         width = max(len(r.input_ids) for r in rows)
         ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
         mask = torch.zeros((len(rows), width), dtype=torch.long)

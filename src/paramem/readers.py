@@ -76,10 +76,6 @@ class RecallReader:
     def score(self, questions: list[str]) -> list[float]:
         return self.matcher.scores(questions)
 
-    def closest(self, questions: list[str]) -> list[str | None]:
-        """The sentence each question came closest to: the evidence `ask` prints."""
-        return [sentence for _, sentence in self.matcher.matches(questions)]
-
     def prompt_tokens(self, questions: list[str]) -> int:
         return 0  # the recollections are made once per memory version, not per question
 
@@ -120,8 +116,8 @@ def ask(
         raise InputError(f"unknown decision rule {rule!r} ({', '.join(DECISION_RULES)})")
     reader = memory_reader(model, tokenizer, memory, readout)
     threshold = rule_thresholds(reader.score, heldout_pairs(memory.notes()))[rule]
-    evidence = reader.closest(questions) if isinstance(reader, RecallReader) else [None] * len(questions)
-    return [
-        Answer(q, "yes" if s > threshold else "no", s - threshold, e)
-        for q, s, e in zip(questions, reader.score(questions), evidence)
-    ]
+    if isinstance(reader, RecallReader):  # score and closest sentence from one embedding of the questions
+        scored = reader.matcher.matches(questions)
+    else:
+        scored = [(score, None) for score in reader.score(questions)]
+    return [Answer(q, "yes" if s > threshold else "no", s - threshold, e) for q, (s, e) in zip(questions, scored)]

@@ -76,16 +76,21 @@ def encode_pair(tokenizer: PreTrainedTokenizerBase, pair: QAPair, config: TrainC
     return encode_example(tokenizer, pair.question, pair.answer, config.qa_weight, config.template_weight)
 
 
+def length_buckets(examples: list, batch_size: int, rng: random.Random) -> list[list]:
+    """Examples (anything with `input_ids`) grouped by length, so a batch holds little padding, the
+    groups in shuffled order."""
+    order = sorted(range(len(examples)), key=lambda i: (len(examples[i].input_ids), rng.random()))
+    groups = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    rng.shuffle(groups)
+    return [[examples[i] for i in group] for group in groups]
+
+
 def batches(
     examples: list[Encoded], batch_size: int, pad_id: int, max_length: int, rng: random.Random
 ) -> list[dict[str, torch.Tensor]]:
     """Length-bucketed batches (similar lengths together, so little padding), in shuffled order."""
-    order = sorted(range(len(examples)), key=lambda i: (len(examples[i].input_ids), rng.random()))
-    groups = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    rng.shuffle(groups)
     out = []
-    for group in groups:
-        rows = [examples[i] for i in group]
+    for rows in length_buckets(examples, batch_size, rng):
         width = min(max_length, max(len(r.input_ids) for r in rows))
         ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
         weights = torch.zeros((len(rows), width))
