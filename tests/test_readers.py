@@ -62,6 +62,29 @@ def test_the_trainer_reads_its_held_out_pairs_with_the_reader_it_is_given(demo_c
     assert trainer.learn(notes, []).heldout_accuracy == 0.5  # held-out pairs are half yes
 
 
+def test_the_epoch_choice_reads_the_separation_not_the_scale(demo_conversations):
+    """Every score above 0 but the yes pairs scored higher: at threshold 0 that read 0.5, the
+    balanced rule reads 1.0."""
+    from paramem.augment.pairs import validation_pairs
+    from paramem.models import tiny_model
+    from paramem.train import SequentialTrainer, attach_lora
+
+    notes = ExtractiveTeacher().notes(demo_conversations[0])
+    yes = {p.question for p in validation_pairs(notes) if p.label == "yes"}
+
+    class BiasedButRight:
+        def score(self, questions):
+            return [5.0 if q in yes else 4.0 for q in questions]
+
+        def prompt_tokens(self, questions):
+            return 0
+
+    model, tokenizer = tiny_model()
+    config = TrainConfig(epochs=1, min_epochs=1)
+    trainer = SequentialTrainer(attach_lora(model, config), tokenizer, config, reader=BiasedButRight)
+    assert trainer.learn(notes, []).heldout_accuracy == 1.0
+
+
 def test_recall_reader_scores_similarity_above_the_threshold():
     reader = RecallReader(["We talked about tomato seedlings on the balcony."], RecallConfig().threshold)
     near, far = reader.score(["Did we talk about tomato seedlings?", "Did we discuss tax returns?"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -211,11 +212,16 @@ class SequentialTrainer:
         return [encode_target(self.tokenizer, t) for t in chosen], len(own)
 
     def heldout_accuracy(self, pairs: list[QAPair]) -> float | None:
+        """Accuracy on the held-out pairs under the balanced rule: the better-scored half is called
+        yes (they are half yes by construction). A fixed threshold would judge the scale of the
+        scores, not whether they separate: at threshold 0 a memory that says yes a little more
+        readily than before scores 0.5 whatever it learned."""
         if not pairs:
             return None
         self.model.eval()
         scores = self.reader().score([p.question for p in pairs])
-        return sum(("yes" if s > 0 else "no") == p.label for s, p in zip(scores, pairs)) / len(pairs)
+        threshold = statistics.median(scores)
+        return sum(("yes" if s > threshold else "no") == p.label for s, p in zip(scores, pairs)) / len(pairs)
 
     def learn(
         self,

@@ -56,20 +56,44 @@ def test_validation_is_held_out_by_wording_and_template():
     assert sum(p.label == "yes" for p in heldout) == sum(p.label == "no" for p in heldout)
     trained = [p for epoch in range(1, 11) for p in training_pairs(notes(), epoch, PairConfig())]
     trained_text = " ".join(p.question + " " + p.answer for p in trained)
+    topic_wordings = ["a holiday in Kyoto", "flowering cherry trees", "a holiday in Seoul", "autumn colours"]
+    topic_wordings.append("a sushi restaurant")
+    fact_clauses = ["in April the user travels to Kyoto", "the user flies to Osaka in October"]
     for pair in heldout:
         assert pair.question not in {p.question for p in trained}
-        assert any(
-            pair.question == t.format(t=w)
-            for t in T.HELDOUT_TOPIC_QUESTIONS
-            for w in [
-                "a holiday in Kyoto",
-                "flowering cherry trees",
-                "a holiday in Seoul",
-                "autumn colours",
-                "a sushi restaurant",
-            ]
-        )
+        topic_shaped = [t.format(t=w) for t in T.HELDOUT_TOPIC_QUESTIONS for w in topic_wordings]
+        fact_shaped = [t.format(f=c) for t in T.HELDOUT_FACT_QUESTIONS for c in fact_clauses]
+        assert pair.question in topic_shaped + fact_shaped
     assert "flowering cherry trees" not in trained_text
+
+
+def test_validation_is_balanced_within_each_shape():
+    """LoCoMo's probes are fact-shaped, so held-out pairs ask facts too; neither shape is one-sided."""
+    heldout = validation_pairs(notes())
+    facts = [p for p in heldout if p.question.startswith(tuple(t.split("{")[0] for t in T.HELDOUT_FACT_QUESTIONS))]
+    assert [p.label for p in facts].count("yes") == [p.label for p in facts].count("no") == 1
+    topics = [p for p in heldout if p not in facts]
+    assert [p.label for p in topics].count("yes") == [p.label for p in topics].count("no") == 2
+
+
+def test_heldout_wordings_are_never_a_fallback_form_when_another_exists():
+    """A local teacher paraphrases its topics but falls back on "anything about <word>" for the
+    negatives it draws; held out, that form alone would say "no"."""
+    from paramem.augment.teachers import fallback_paraphrases
+
+    drawn = Notes(
+        "c2",
+        "2 March 2026",
+        topics=[Topic("tomato seeds", ["tomatoes", "seeds of tomatoes"]), Topic("compost", ["composting"])],
+        facts=[],
+        negatives=[Topic(p, fallback_paraphrases(p)) for p in ("a new mattress", "a vaccine appointment")],
+    )
+    heldout = validation_pairs(drawn)
+    assert len(heldout) == 4
+    for pair in heldout:
+        assert "anything about" not in pair.question and "the topic of" not in pair.question, pair.question
+    trained = {p.question for epoch in range(1, 11) for p in training_pairs(drawn, epoch, PairConfig())}
+    assert any("anything about mattress" in q for q in trained)  # still trained, only never held out
 
 
 def test_open_answers_restate_content_and_statements_carry_the_date():

@@ -32,13 +32,22 @@ def _fact_clause(fact: str) -> str:
     return _lower_first(fact.strip().rstrip(".!?"))
 
 
-def _train_wordings(item: Topic | Fact) -> list[str]:
-    wordings = item.wordings
-    return wordings[:-1] if len(wordings) > 1 else wordings
+def _is_fallback(wording: str) -> bool:
+    return any(wording.startswith(form.split("{")[0]) for form in T.FALLBACK_TOPIC_WORDINGS)
 
 
 def _heldout_wording(item: Topic | Fact) -> str:
-    return item.wordings[-1]
+    """The last wording that is not a teacher's fallback form (the last one when all are)."""
+    wordings = item.wordings
+    return next((w for w in reversed(wordings) if not _is_fallback(w)), wordings[-1])
+
+
+def _train_wordings(item: Topic | Fact) -> list[str]:
+    wordings = item.wordings
+    if len(wordings) == 1:
+        return wordings
+    heldout = _heldout_wording(item)
+    return [w for w in wordings if w != heldout]
 
 
 def _closed_topic(
@@ -189,19 +198,20 @@ def summary(notes: Notes) -> str:
 
 
 def validation_pairs(notes: Notes) -> list[QAPair]:
-    """Fixed held-out yes/no pairs: held-out wordings asked with held-out templates, balanced 1:1."""
+    """Fixed held-out yes/no pairs: held-out wordings asked with held-out templates, balanced 1:1 in
+    each shape, topic-shaped ("Did we talk about <topic>?") and fact-shaped ("Did I say that <fact>?",
+    the shape LoCoMo's probes have), so neither the shape nor the wording tells yes from no."""
     rng = random.Random(f"validation/{notes.conversation_id}")
-    positives = [
-        _closed_topic(_heldout_wording(t), "yes", notes.conversation_id, T.HELDOUT_TOPIC_QUESTIONS, rng)
-        for t in notes.topics
-    ]
-    negatives = [
-        _closed_topic(_heldout_wording(t), "no", notes.conversation_id, T.HELDOUT_TOPIC_QUESTIONS, rng)
-        for t in notes.negatives
-    ]
-    positives, negatives = _dedupe(positives), _dedupe(negatives)
-    n = min(len(positives), len(negatives))
-    return rng.sample(positives, n) + rng.sample(negatives, n)
+    conversation = notes.conversation_id
+    shapes = [(notes.topics, notes.negatives, _closed_topic, T.HELDOUT_TOPIC_QUESTIONS)]
+    shapes.append((notes.facts, notes.false_facts, _closed_fact, T.HELDOUT_FACT_QUESTIONS))
+    pairs = []
+    for true_items, false_items, make, templates in shapes:
+        positives = _dedupe([make(_heldout_wording(i), "yes", conversation, templates, rng) for i in true_items])
+        negatives = _dedupe([make(_heldout_wording(i), "no", conversation, templates, rng) for i in false_items])
+        n = min(len(positives), len(negatives))
+        pairs += rng.sample(positives, n) + rng.sample(negatives, n)
+    return pairs
 
 
 def heldout_pairs(notes: list[Notes]) -> list[QAPair]:

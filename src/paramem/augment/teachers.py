@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Protocol
 
 from paramem.augment.notes import Fact, Notes, Topic, content_words, is_absent
+from paramem.augment.templates import FALLBACK_TOPIC_WORDINGS
 from paramem.conversations import Conversation
 from paramem.errors import InputError, user_file_problem
 from paramem.files import write_atomic
@@ -167,6 +168,15 @@ _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|(?<=[\u3002\uff01\uff1f\u061f\u06d4])
 QUESTION_MARKS = ("?", "\uff1f", "\u061f")  # ASCII, full-width, Arabic
 
 
+def fallback_paraphrases(phrase: str) -> list[str]:
+    """Other wordings of a topic phrase made without a model: without its article, then the
+    templates.FALLBACK_TOPIC_WORDINGS forms."""
+    bare = re.sub(r"^(a|an|the)\s+", "", phrase)
+    head = bare.split()[-1]
+    made = [bare, *(form.format(bare=bare, head=head) for form in FALLBACK_TOPIC_WORDINGS)]
+    return [p for p in dict.fromkeys(made) if p != phrase]
+
+
 class ExtractiveTeacher:
     """Deterministic and fast, no model: the fallback when no model may be used.
 
@@ -193,10 +203,7 @@ class ExtractiveTeacher:
 
     @staticmethod
     def _topic(phrase: str) -> Topic:
-        bare = re.sub(r"^(a|an|the)\s+", "", phrase)
-        head = bare.split()[-1]
-        paraphrases = [p for p in (bare, f"the topic of {bare}", f"anything about {head}") if p != phrase]
-        return Topic(phrase, paraphrases)
+        return Topic(phrase, fallback_paraphrases(phrase))
 
     @staticmethod
     def _key_phrases(conversation: Conversation) -> list[str]:

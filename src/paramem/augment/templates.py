@@ -52,6 +52,11 @@ HELDOUT_FACT_QUESTIONS = [
     "Is it correct that {f}?",
 ]
 
+# Wordings a teacher falls back to when it has no paraphrase of its own (`teachers.fallback_wordings`).
+# A held-out question never uses one while another wording exists: a local teacher paraphrases the
+# topics it found but falls back on the negatives it drew, so these forms would tell "no" from "yes".
+FALLBACK_TOPIC_WORDINGS = ("the topic of {bare}", "anything about {head}")
+
 # Open questions; the answer restates the content.
 OPEN_TOPIC_QUESTIONS = [
     "What did we say about {t}?",

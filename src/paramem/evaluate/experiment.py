@@ -22,7 +22,7 @@ from pathlib import Path
 
 from paramem.config import RememberConfig, TrainConfig
 from paramem.errors import check_option
-from paramem.evaluate.locomo import LocomoBenchmark, OpenQuestion, build_locomo, open_score
+from paramem.evaluate.locomo import LocomoBenchmark, OpenQuestion, build_locomo, open_score, split_of
 from paramem.evaluate.run import ADAPTER_METHODS, METHODS, RetrievalConfig, run_meta
 from paramem.files import write_atomic
 
@@ -250,6 +250,7 @@ def run_experiment(config: ExperimentConfig, out: Path, on_step: Callable[[str],
     bench = build_locomo(config.locomo, config.sample, config.sessions, config.probes_per_session)
     results["benchmark"] = {
         "sample_id": bench.sample_id,
+        "split": split_of(config.sample),  # dev: tuned on; report: figures are quoted from it
         "speakers": bench.speakers,
         "sessions": [c.id for c in bench.conversations],
         "probes": len(bench.probes),

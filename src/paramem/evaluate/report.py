@@ -128,7 +128,8 @@ def write_report(results: dict, out: Path) -> Path:
     learning = learning_settings(config)
     aucs = {name: _ranking_auc(method) for name, method in results["methods"].items()}
     lines = [
-        f"# LoCoMo experiment: sample {bench['sample_id']} ({' and '.join(bench['speakers'])})",
+        f"# LoCoMo experiment: sample {bench['sample_id']} ({' and '.join(bench['speakers'])}), "
+        f"{bench.get('split', 'unsplit')} split",
         "",
         f"- command: `{results['command']}`",
         f"- git commit: {results['git_commit']}",
