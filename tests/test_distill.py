@@ -4,6 +4,7 @@ import random
 import torch
 
 from paramem.augment.teachers import ExtractiveTeacher
+from paramem.cartridge import memory_head, slot_prompt
 from paramem.config import TrainConfig
 from paramem.distill import (
     distill_batches,
@@ -13,7 +14,7 @@ from paramem.distill import (
     encode_target,
     kl_to_top_k,
     load_targets,
-    teacher_system,
+    conversation_slot,
     teacher_targets,
 )
 from paramem.models import tiny_model
@@ -44,7 +45,11 @@ def test_teacher_targets_read_the_conversation_once_and_match_a_full_forward(dem
     assert [t.question for t in targets] == distill_queries(notes, CONFIG) and len(targets) == 3
     assert "What did we talk about" in targets[0].question  # the recall cue is always asked
     for target in targets:
-        prompt = encode_prompt(tokenizer, target.question, teacher_system(garden, notes.date))
+        prompt = slot_prompt(
+            memory_head(tokenizer),
+            conversation_slot(tokenizer, garden, notes.date),
+            encode_prompt(tokenizer, target.question),
+        )
         with torch.inference_mode():
             logits = model(torch.tensor([prompt + target.answer_ids])).logits[0].float().log_softmax(-1)
         for step, (ids, logprobs) in enumerate(zip(target.top_ids, target.top_logprobs)):

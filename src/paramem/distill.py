@@ -1,7 +1,8 @@
 """Context distillation: the memory learns to answer as the same model answers with the conversation in
 its prompt (Cartridges / self-study, arXiv 2506.06266; knowledge modules, arXiv 2503.08727).
 
-  teacher  the base model (adapter off) with the conversation, and its date, in the system prompt;
+  teacher  the base model (adapter off) with the conversation, and its date, in the system prompt
+           (right after paramem's, where a cartridge sits in the student's: cartridge.py);
            for each query it answers greedily, and at every answer position its top-k log-probabilities
            are kept. The conversation is read once per conversation (its keys and values are reused
            for every query), and the targets never change while it is learned: they are computed once
@@ -28,10 +29,11 @@ from transformers import PreTrainedTokenizerBase
 from paramem.answer import common_prefix_length
 from paramem.augment.notes import Notes
 from paramem.augment.pairs import training_pairs
+from paramem.cartridge import memory_head, slot_prompt
 from paramem.config import TrainConfig
 from paramem.conversations import Conversation
 from paramem.models import decoder_and_head
-from paramem.prompts import SYSTEM_PROMPT, encode_prompt
+from paramem.prompts import encode_prompt
 from paramem.train import length_buckets
 
 
@@ -53,10 +55,11 @@ class DistillExample:
     top_logprobs: list[list[float]]
 
 
-def teacher_system(conversation: Conversation, date: str | None) -> str:
-    """The teacher's system prompt: paramem's, then the conversation itself."""
+def conversation_slot(tokenizer: PreTrainedTokenizerBase, conversation: Conversation, date: str | None) -> list[int]:
+    """The conversation as the teacher reads it, right after paramem's system prompt, where a
+    cartridge sits in the student's prompt (cartridge.py)."""
     when = f" on {date}" if date else ""
-    return f"{SYSTEM_PROMPT}\n\nOur conversation{when}:\n{conversation.text}"
+    return tokenizer(f"\n\nOur conversation{when}:\n{conversation.text}", add_special_tokens=False)["input_ids"]
 
 
 def distill_queries(notes: Notes, config: TrainConfig) -> list[str]:
@@ -75,9 +78,9 @@ def teacher_targets(
 ) -> list[DistillTarget]:
     """The teacher's targets for every query about one conversation. `model` is read as it is: call
     it with the adapter off (`with model.disable_adapter():`) so the teacher is the base model."""
-    system = teacher_system(conversation, notes.date)
+    head, slot = memory_head(tokenizer), conversation_slot(tokenizer, conversation, notes.date)
     queries = distill_queries(notes, config)
-    prompts = [encode_prompt(tokenizer, q, system) for q in queries]
+    prompts = [slot_prompt(head, slot, encode_prompt(tokenizer, q)) for q in queries]
     shared = common_prefix_length(prompts) - 1  # the conversation, read once
     prefix = model(input_ids=torch.tensor([prompts[0][:shared]]), use_cache=True).past_key_values if shared else None
     end_ids = {i for i in (tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|im_end|>")) if i is not None}
