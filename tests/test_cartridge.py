@@ -85,8 +85,8 @@ def test_composing_two_then_dropping_one_gives_exactly_the_other_alone(demo_conv
 
 
 def test_the_scorer_the_loss_and_generation_read_the_cartridge(demo_conversations):
-    from paramem.distill import distill_batches, distillation_loss, encode_target, teacher_targets
     from paramem.config import TrainConfig
+    from paramem.distill import distill_batches, distillation_loss, encode_target, teacher_targets
 
     model, tokenizer = tiny_model()
     cartridge, slot = full_cartridge(model, tokenizer, demo_conversations[0], 32)
@@ -146,3 +146,46 @@ def test_a_prompt_without_paramems_system_prompt_is_refused_not_read_without_mem
     memory = CartridgeModel(model, tokenizer, [cartridge])
     with pytest.raises(ValueError, match="system prompt"):
         memory(input_ids=torch.tensor([encode_prompt(tokenizer, "Hi?", "You are a pirate.")]))
+
+
+def test_remember_learns_a_cartridge_per_conversation_and_answers_from_them(demo_conversations, tmp_path):
+    from typer.testing import CliRunner
+
+    from paramem.answer import load_memory
+    from paramem.cli import app
+    from paramem.config import RememberConfig, TrainConfig
+    from paramem.readers import ask, default_readout
+    from paramem.remember import remember
+    from paramem.store import UserMemory
+
+    train = TrainConfig(
+        objective="distill", form="cartridge", epochs=2, min_epochs=1, distill_queries=2, distill_answer_tokens=3
+    )
+    config = RememberConfig(base_model="tiny", train=train)
+    remember("k", demo_conversations[:1], ExtractiveTeacher(), config)
+    learned = remember("k", demo_conversations[:2], ExtractiveTeacher(), config)  # a second run adds one
+    assert [r.id for r in learned] == [demo_conversations[1].id]
+    model, tokenizer, memory = load_memory("k")
+    assert isinstance(model, CartridgeModel) and default_readout(memory) == "log-odds"
+    assert [c.conversation_id for c in model.cartridges] == [c.id for c in demo_conversations[:2]]
+    slot = conversation_slot(tokenizer, demo_conversations[0], ExtractiveTeacher().notes(demo_conversations[0]).date)
+    assert model.cartridges[0].tokens == max(16, round(len(slot) * train.cartridge_fraction))
+    assert UserMemory("k").current_version() == 2
+    # learned alone: the first cartridge is the one a memory of the first conversation alone holds
+    remember("k1", demo_conversations[:1], ExtractiveTeacher(), config)
+    [only] = load_memory("k1")[0].cartridges
+    assert torch.equal(only.keys, model.cartridges[0].keys) and torch.equal(only.values, model.cartridges[0].values)
+    [answer] = ask(model, tokenizer, memory, ["Did we talk about tomatoes?"])
+    assert answer.answer in ("yes", "no") and answer.evidence is None
+    with pytest.raises(Exception, match="recall readout reads sequential"):
+        ask(model, tokenizer, memory, ["Did we talk about tomatoes?"], "recall")
+
+    # a memory keeps its form; the cartridge form needs the distill objective
+    with pytest.raises(Exception, match="is a cartridge memory"):
+        remember("k", demo_conversations[:3], ExtractiveTeacher(), RememberConfig(base_model="tiny"))
+    path = tmp_path / "c.jsonl"
+    path.write_text((__import__("conftest").DEMO / "conversations.jsonl").read_text().splitlines()[0] + "\n")
+    result = CliRunner().invoke(
+        app, ["remember", str(path), "--user", "z", "--base-model", "tiny", "--form", "cartridge"]
+    )
+    assert result.exit_code == 2 and "distill for the cartridge form" in result.output

@@ -7,6 +7,7 @@ from paramem.augment.teachers import ExtractiveTeacher
 from paramem.cartridge import memory_head, slot_prompt
 from paramem.config import TrainConfig
 from paramem.distill import (
+    conversation_slot,
     distill_batches,
     distill_queries,
     distillation_loss,
@@ -14,7 +15,6 @@ from paramem.distill import (
     encode_target,
     kl_to_top_k,
     load_targets,
-    conversation_slot,
     teacher_targets,
 )
 from paramem.models import tiny_model

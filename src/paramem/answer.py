@@ -14,6 +14,7 @@ from safetensors import SafetensorError
 from transformers import PreTrainedTokenizerBase
 
 from paramem.augment.pairs import QAPair
+from paramem.cartridge import INDEX, CartridgeModel
 from paramem.models import decoder_and_head, load_model
 from paramem.prompts import SYSTEM_PROMPT, encode_prompt
 from paramem.store import UserMemory
@@ -183,17 +184,21 @@ def generate(
 
 
 def load_memory(user: str, home=None, dtype: str | None = None):
-    """(model with the user's adapter, tokenizer, UserMemory); `InputError` for an unknown user or a
+    """(model with the user's adapter or cartridges, tokenizer, UserMemory); `InputError` for an unknown user or a
     damaged adapter. The base model loads in `dtype`, else $PARAMEM_DTYPE, else the dtype the memory
     was learned in. The adapter version read is kept on disk while it loads (`UserMemory.reading`)."""
     memory = UserMemory(user, home).require()
     settings = memory.settings()
     base, tokenizer = load_model(settings["base_model"], dtype, settings.get("dtype"))
+    cartridges = settings.get("form") == "cartridge"
     with memory.reading() as adapter:
         try:
-            model = PeftModel.from_pretrained(base, str(adapter))
+            if cartridges:
+                model = CartridgeModel.from_pretrained(base, tokenizer, adapter)
+            else:
+                model = PeftModel.from_pretrained(base, str(adapter))
         except (OSError, ValueError, RuntimeError, KeyError, SafetensorError) as error:
-            raise memory.damaged(adapter / "adapter_model.safetensors", error) from None
+            raise memory.damaged(adapter / (INDEX if cartridges else "adapter_model.safetensors"), error) from None
         memory.loaded_version = int(adapter.name)
     model.eval()
     return model, tokenizer, memory

@@ -4,8 +4,8 @@ one per conversation, composed at answer time and dropped to forget.
 Where a cartridge sits. Every prompt paramem builds starts with a system message whose text begins
 with SYSTEM_PROMPT. The cartridges are read right after that text, inside the system message:
 
-    <|im_start|>system\\nYou remember ... with this user. | cartridge 1 | cartridge 2 | <|im_end|>\\n<|im_start|>user ...
-    '------------- head: h tokens, frozen ------------'                           '--- the rest of the prompt ---'
+    <|im_start|>system\\nYou remember ... this user. | cartridge 1 | cartridge 2 | <|im_end|>\\n<|im_start|>user ...
+    '---------- head: h tokens, frozen ----------'                           '--- the rest of the prompt ---'
 
 The teacher (distill.py) reads the same layout with the conversation's own tokens where a cartridge
 sits ("\\n\\nOur conversation on <date>:\\n<text>"), so a cartridge holding the teacher's own keys and

@@ -47,11 +47,12 @@ def _exits_cleanly(command):
 
 HomeOption = typer.Option(None, "--home", help="memory home (default: $PARAMEM_HOME or ~/.local/share/paramem)")
 ReadoutOption = typer.Option(
-    "recall",
+    None,
     "--readout",
     help="how yes/no questions are read from a model: recall "
     "(the memory recalls each conversation from its date; the question is matched to it) "
-    "or log-odds (P(yes) vs P(no) of the answer token)",
+    "or log-odds (P(yes) vs P(no) of the answer token); default: recall for a sequential memory, "
+    "log-odds for cartridges",
 )
 
 
@@ -89,6 +90,7 @@ LambdaOption = _setting(TrainConfig, "qa_weight", "--lambda")
 ReplayOption = _setting(TrainConfig, "replay_share", "--replay")
 NegativeRatioOption = _setting(PairConfig, "negative_ratio", "--negative-ratio")
 ObjectiveOption = _setting(TrainConfig, "objective", "--objective")
+FormOption = _setting(TrainConfig, "form", "--form")
 KeepConversationsOption = _setting(RememberConfig, "keep_conversations", "--keep-conversations")
 RegenerateNotesOption = _setting(RememberConfig, "regenerate_notes", "--regenerate-notes")
 NotesCacheOption = _setting(RememberConfig, "notes_cache", "--notes-cache/--no-notes-cache")
@@ -107,9 +109,12 @@ def _dtype(text: str | None) -> str | None:
     return None if text is None else dtype_name(text)
 
 
-def _readout(text: str) -> str:
-    from paramem.readers import READOUTS
+def _readout(text: str | None, memory=None) -> str | None:
+    """A readout checked by name; None is the memory's own default (`readers.default_readout`)."""
+    from paramem.readers import READOUTS, default_readout
 
+    if text is None:
+        return default_readout(memory) if memory is not None else None
     if text not in READOUTS:
         raise InputError(f"unknown readout {text!r} (available: {', '.join(READOUTS)})")
     return text
@@ -137,7 +142,9 @@ def _learning_rates(text: str) -> list[float]:
     return rates
 
 
-def _train_config(epochs: int, lr: str, qa_weight: float, replay: float, negative_ratio: float, objective: str):
+def _train_config(
+    epochs: int, lr: str, qa_weight: float, replay: float, negative_ratio: float, objective: str, form: str
+):
     rates = _learning_rates(lr)
     return TrainConfig(
         epochs=epochs,
@@ -146,6 +153,7 @@ def _train_config(epochs: int, lr: str, qa_weight: float, replay: float, negativ
         qa_weight=qa_weight,
         replay_share=replay,
         objective=objective,
+        form=form,
         pairs=PairConfig(negative_ratio=negative_ratio),
     )
 
@@ -167,6 +175,7 @@ def remember_command(
     replay: float = ReplayOption,
     negative_ratio: float = NegativeRatioOption,
     objective: str = ObjectiveOption,
+    form: str = FormOption,
     keep_conversations: bool = KeepConversationsOption,
     regenerate_notes: bool = RegenerateNotesOption,
     notes_cache: bool = NotesCacheOption,
@@ -187,7 +196,7 @@ def remember_command(
         regenerate_notes=regenerate_notes,
         notes_cache=notes_cache,
         dtype=_dtype(dtype),
-        train=_train_config(epochs, lr, qa_weight, replay, negative_ratio, objective),
+        train=_train_config(epochs, lr, qa_weight, replay, negative_ratio, objective, form),
     )
     learned = learn_with_progress(
         user, conversations, _teacher(teacher, teacher_model, teacher_url, teacher_key_env), config, home
@@ -226,6 +235,7 @@ def remember_many_command(
     replay: float = ReplayOption,
     negative_ratio: float = NegativeRatioOption,
     objective: str = ObjectiveOption,
+    form: str = FormOption,
     dtype: str | None = DtypeOption,
     home: Path | None = typer.Option(
         None, "--home", help="the shared store (default: $PARAMEM_HOME); on a cluster, a path every node sees"
@@ -246,7 +256,7 @@ def remember_many_command(
     config = RememberConfig(
         base_model=base_model or DEFAULT_MODEL,
         dtype=_dtype(dtype),
-        train=_train_config(epochs, lr, qa_weight, replay, negative_ratio, objective),
+        train=_train_config(epochs, lr, qa_weight, replay, negative_ratio, objective, form),
     )
     with StepLog("users") as log:
         log.status(f"{len(jobs)} to learn", total=len(jobs))
@@ -307,6 +317,7 @@ def ask_command(
     if not is_yes_no_question(question):
         console.print(generate(model, tokenizer, [{"role": "user", "content": question}]))
         return
+    readout = _readout(readout, memory)
     [answer] = ask(model, tokenizer, memory, [question], readout, decision)
     if readout == "recall":
         detail = f"similarity {answer.margin:+.2f} from the threshold; closest recalled: {answer.evidence!r}"
@@ -380,6 +391,7 @@ def eval_command(
     learned = memory.learned()
     loaded = load_probes(probes, {c.id for c in learned})
     model, tokenizer, memory = load_memory(user, home, _dtype(dtype))
+    readout = _readout(readout, memory)
     notes = memory.notes()
     try:
         results = evaluate_yes_no(
@@ -431,6 +443,7 @@ def locomo_command(
     retention: bool = typer.Option(True, "--retention/--no-retention", help="MMLU and ARC with and without memory"),
     full: bool = typer.Option(False, "--full", help="all sessions, all open questions, full MMLU and ARC"),
     objective: str = ObjectiveOption,
+    form: str = FormOption,
 ):
     """PLUM's LoCoMo experiment: learn sessions in order, then every method side by side, with a report."""
     from paramem.evaluate.experiment import ExperimentConfig, closed_only, run_experiment
@@ -457,6 +470,7 @@ def locomo_command(
                 epochs=epochs,
                 qa_weight=qa_weight,
                 objective=objective,
+                form=form,
                 pairs=PairConfig(negative_ratio=negative_ratio, statements=statements),
             ),
         ),

@@ -114,6 +114,16 @@ class TrainConfig:
     distill_queries: int = setting(24, "distill: queries the teacher answers per conversation (the main cost)")
     distill_top_k: int = setting(20, "distill: teacher log-probabilities kept per answer token")
     distill_answer_tokens: int = setting(32, "distill: longest teacher answer, in tokens")
+    form: str = setting(
+        "sequential",
+        "sequential: one LoRA adapter learned conversation after conversation; cartridge: a key/value "
+        "prefix learned per conversation and composed at answer time, so forgetting one is exact "
+        "(cartridge.py; objective distill only)",
+    )
+    cartridge_fraction: float = setting(0.125, "cartridge: its length as a fraction of the conversation's tokens")
+    cartridge_min_tokens: int = setting(16, "cartridge: the shortest cartridge, in tokens")
+    # Keys and values are activations, not weights: the Cartridges paper trains them at 2e-2.
+    cartridge_learning_rate: float = setting(2e-2, "cartridge: learning rate of the keys and values")
     pairs: PairConfig = field(default_factory=PairConfig)
 
     def __post_init__(self):
@@ -142,12 +152,30 @@ class TrainConfig:
         check_option(self.distill_queries >= 1, "distill_queries", "at least 1", self.distill_queries)
         check_option(self.distill_top_k >= 1, "distill_top_k", "at least 1", self.distill_top_k)
         check_option(self.distill_answer_tokens >= 1, "distill_answer_tokens", "at least 1", self.distill_answer_tokens)
+        check_option(self.form in ("sequential", "cartridge"), "form (--form)", "sequential or cartridge", self.form)
+        check_option(
+            self.form == "sequential" or self.objective == "distill",
+            "objective (--objective)",
+            "distill for the cartridge form (a cartridge learns only by distillation)",
+            self.objective,
+        )
+        check_option(0 < self.cartridge_fraction <= 1, "cartridge_fraction", "in (0, 1]", self.cartridge_fraction)
+        check_option(self.cartridge_min_tokens >= 1, "cartridge_min_tokens", "at least 1", self.cartridge_min_tokens)
+        check_option(
+            self.cartridge_learning_rate > 0, "cartridge_learning_rate", "above 0", self.cartridge_learning_rate
+        )
         check_option(
             not (self.learning_rates and not self.early_stopping),
             "early_stopping",
             "on to choose among learning_rates (held-out accuracy decides)",
             self.early_stopping,
         )
+
+    def rates(self) -> list[float]:
+        """The learning rates each conversation is learned at (the best held-out run is kept)."""
+        if self.form == "cartridge":
+            return [self.cartridge_learning_rate]
+        return self.learning_rates or [self.learning_rate]
 
     def lora_config(self, model=None):
         """peft's LoraConfig for these settings; a layer choice needs the model to name its linears."""

@@ -53,7 +53,7 @@ class LogOddsReader:
     def __init__(
         self, model, tokenizer: PreTrainedTokenizerBase, systems: Callable[[list[str]], list[str]] | None = None
     ):
-        self.tokenizer = tokenizer
+        self.model, self.tokenizer = model, tokenizer
         self.scorer = YesNoScorer(model, tokenizer)
         self.systems = systems or (lambda questions: [self.scorer.system] * len(questions))
 
@@ -61,8 +61,10 @@ class LogOddsReader:
         return self.scorer.log_odds(questions, self.systems(questions))
 
     def prompt_tokens(self, questions: list[str]) -> int:
+        """Mean prompt tokens per question, a memory read in the prompt (cartridges) included:
+        attention reads every one of them."""
         lengths = [len(encode_prompt(self.tokenizer, q, s)) for q, s in zip(questions, self.systems(questions))]
-        return sum(lengths) // max(len(lengths), 1)
+        return sum(lengths) // max(len(lengths), 1) + getattr(self.model, "prefix_tokens", 0)
 
 
 class RecallReader:
@@ -80,11 +82,19 @@ class RecallReader:
         return 0  # the recollections are made once per memory version, not per question
 
 
+def default_readout(memory: UserMemory) -> str:
+    """recall for a sequential memory (it learned the recall cue); log-odds for cartridges, which
+    answer as the model reading the conversation does."""
+    return "log-odds" if memory.settings().get("form") == "cartridge" else "recall"
+
+
 def memory_reader(
     model, tokenizer: PreTrainedTokenizerBase, memory: UserMemory, readout: str, recall: RecallConfig | None = None
 ) -> Reader:
     """The reader of a user's memory (loaded in `model` by `answer.load_memory`), as `ask` reads it;
     recollections are cached beside the adapter version."""
+    if readout == "recall" and memory.settings().get("form") == "cartridge":
+        raise InputError("the recall readout reads sequential memories; cartridges are read by log-odds")
     if readout == "recall":
         config = recall or RecallConfig()
         return RecallReader(recollections(model, tokenizer, memory, config), config.threshold)
@@ -106,11 +116,13 @@ def ask(
     tokenizer: PreTrainedTokenizerBase,
     memory: UserMemory,
     questions: list[str],
-    readout: str = "recall",
+    readout: str | None = None,
     rule: str | None = None,
 ) -> list[Answer]:
-    """Yes/no answers from a user's memory: `readout` reads it, `rule` (default: the readout's main
-    rule) sets the threshold from the teacher's held-out pairs, never from the questions asked."""
+    """Yes/no answers from a user's memory: `readout` (default: the memory's, `default_readout`)
+    reads it, `rule` (default: the readout's main rule) sets the threshold from the teacher's held-out
+    pairs, never from the questions asked."""
+    readout = readout or default_readout(memory)
     rule = rule or MAIN_RULE.get(readout, "prior")
     if rule not in DECISION_RULES:
         raise InputError(f"unknown decision rule {rule!r} ({', '.join(DECISION_RULES)})")

@@ -10,10 +10,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+from safetensors import SafetensorError
+
 from paramem.augment.teachers import NotesCache, Teacher, augment, drop_contradicting_negatives
-from paramem.config import RememberConfig
+from paramem.cartridge import INDEX, Cartridge, CartridgeModel, cartridge_tokens, slot_cache
+from paramem.config import RememberConfig, TrainConfig
 from paramem.conversations import Conversation
-from paramem.distill import dump_targets, load_targets, teacher_targets
+from paramem.distill import conversation_slot, dump_targets, load_targets, teacher_targets
 from paramem.errors import InputError
 from paramem.models import cache_home, dtype_of, load_model
 from paramem.store import LearnedConversation, UserMemory, now_iso
@@ -70,7 +74,12 @@ def remember(
         memory.update_notes(earlier)  # earlier negatives the new conversations made untrue stay dropped
         model, tokenizer = load_model(config.base_model, config.dtype, memory.settings().get("dtype"))
         memory.save_settings({**new_settings, "dtype": dtype_of(model)})  # answers load the model the same way
-        model = attach_lora(model, config.train, adapter=_adapter_path(memory))
+        cartridges = config.train.form == "cartridge"
+        if cartridges:  # earlier conversations' cartridges stay on disk; each new one is learned alone
+            model = CartridgeModel(model, tokenizer)
+            kept = _stored_cartridges(memory, model, tokenizer)
+        else:
+            model = attach_lora(model, config.train, adapter=_adapter_path(memory))
         trainer = SequentialTrainer(model, tokenizer, config.train)
         distill = config.train.objective == "distill"
         if distill:  # earlier conversations replay from their stored targets (none for plum-learned ones)
@@ -88,7 +97,13 @@ def remember(
                     targets = teacher_targets(model, tokenizer, conversation, conversation_notes, config.train)
                 trainer.targets[conversation.id] = targets
                 memory.save_targets(conversation.id, dump_targets(targets))
+            if cartridges:
+                new = initial_cartridge(model, tokenizer, conversation, conversation_notes, config.train)
+                model.cartridges = torch.nn.ModuleList([new.learnable()])
             result = trainer.learn(conversation_notes, earlier, position, len(todo), callbacks.on_epoch)
+            if cartridges:  # the version committed holds every cartridge, in learning order
+                kept.append(new.learnable(False))
+                model.cartridges = torch.nn.ModuleList(kept)
             version += 1
             record = LearnedConversation(
                 id=conversation.id,
@@ -111,6 +126,27 @@ def remember(
         return learned
 
 
+def initial_cartridge(
+    model: CartridgeModel, tokenizer, conversation: Conversation, notes, config: TrainConfig
+) -> Cartridge:
+    """A new cartridge: the base model's keys and values of the first tokens of the conversation,
+    as the teacher reads it, `cartridge_fraction` of its length (Cartridges' initialisation)."""
+    slot = conversation_slot(tokenizer, conversation, notes.date)
+    size = cartridge_tokens(len(slot), config.cartridge_fraction, config.cartridge_min_tokens)
+    keys, values = slot_cache(model.model, model.head, slot[:size])
+    return Cartridge(conversation.id, keys, values)
+
+
+def _stored_cartridges(memory: UserMemory, model: CartridgeModel, tokenizer) -> list[Cartridge]:
+    if memory.current_version() is None:
+        return []
+    with memory.reading() as folder:
+        try:
+            return list(CartridgeModel.from_pretrained(model.model, tokenizer, folder).cartridges)
+        except (OSError, ValueError, KeyError, SafetensorError) as error:
+            raise memory.damaged(folder / INDEX, error) from None
+
+
 def _adapter_path(memory: UserMemory) -> str | None:
     path = memory.current_adapter()
     return str(path) if path is not None else None
@@ -122,6 +158,7 @@ def _memory_settings(memory: UserMemory, config: RememberConfig) -> dict:
     train = config.train
     wanted = {
         "base_model": config.base_model,
+        "form": train.form,
         "lora_rank": train.lora_rank,
         "lora_alpha": train.lora_alpha,
         "target_modules": train.target_modules,
@@ -131,5 +168,9 @@ def _memory_settings(memory: UserMemory, config: RememberConfig) -> dict:
     if stored and stored.get("base_model") != config.base_model:
         raise InputError(
             f"user {memory.user!r} was learned on base model {stored.get('base_model')!r}, not {config.base_model!r}"
+        )
+    if stored and stored.get("form", "sequential") != train.form:
+        raise InputError(
+            f"user {memory.user!r} is a {stored.get('form', 'sequential')} memory; it cannot learn as {train.form}"
         )
     return {} if stored else wanted

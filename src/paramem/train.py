@@ -206,7 +206,9 @@ class SequentialTrainer:
         from paramem.distill import encode_target
 
         own = self.targets[notes.conversation_id]
-        pool = [t for old in earlier for t in self.targets.get(old.conversation_id, [])]
+        # A cartridge is learned alone: it holds its own conversation and depends on no other.
+        shared = self.config.form == "sequential"
+        pool = [t for old in earlier for t in self.targets.get(old.conversation_id, [])] if shared else []
         want = round(len(own) * self.config.replay_share / (1 - self.config.replay_share)) if pool else 0
         chosen = own + rng.sample(pool, min(want, len(pool)))
         return [encode_target(self.tokenizer, t) for t in chosen], len(own)
@@ -234,7 +236,7 @@ class SequentialTrainer:
         """Learn one conversation's notes for up to `epochs` epochs, replaying `earlier` ones; with
         `learning_rates`, once per rate from the same starting adapter, keeping the best held-out run."""
         config = self.config
-        rates = config.learning_rates or [config.learning_rate]
+        rates = config.rates()
         heldout = validation_pairs(notes)
         start = time.perf_counter()
         before = self._lora_state() if len(rates) > 1 else None

@@ -207,6 +207,11 @@ def capability_retention(config: ExperimentConfig, home: Path) -> dict:
     for name, items in sets.items():
         with model.disable_adapter():
             base = choice_accuracy(model, tokenizer, items)
+        if getattr(model, "prefix_tokens", None) is not None:
+            # Cartridges change no weight, and these prompts carry no paramem system prompt for them
+            # to be read in: the memory's score is the base model's by construction.
+            out[name] = {"base": base, "memory": base, "note": "cartridges are not read outside paramem's prompt"}
+            continue
         out[name] = {"base": base, "memory": choice_accuracy(model, tokenizer, items)}
     return out
 
