@@ -7,6 +7,9 @@ from paramem.augment.teachers import ExtractiveTeacher
 from paramem.cartridge import memory_head, slot_prompt
 from paramem.config import TrainConfig
 from paramem.distill import (
+    SELF_STUDY_SEEDS,
+    TeacherReading,
+    _first_line,
     conversation_slot,
     distill_batches,
     distill_queries,
@@ -15,6 +18,7 @@ from paramem.distill import (
     encode_target,
     kl_to_top_k,
     load_targets,
+    notes_queries,
     teacher_targets,
 )
 from paramem.models import tiny_model
@@ -42,7 +46,8 @@ def test_teacher_targets_read_the_conversation_once_and_match_a_full_forward(dem
     garden = demo_conversations[0]
     notes = ExtractiveTeacher().notes(garden)
     targets = teacher_targets(model, tokenizer, garden, notes, CONFIG)
-    assert [t.question for t in targets] == distill_queries(notes, CONFIG) and len(targets) == 3
+    reading = TeacherReading(model, tokenizer, garden, notes.date)
+    assert [t.question for t in targets] == distill_queries(notes, CONFIG, reading) and len(targets) == 3
     assert "What did we talk about" in targets[0].question  # the recall cue is always asked
     for target in targets:
         prompt = slot_prompt(
@@ -175,3 +180,36 @@ def test_the_locomo_experiment_runs_with_the_distilled_memory(tmp_path):
         "none",
         "memory",
     }
+
+
+def test_self_study_queries_are_what_the_teacher_writes_from_its_seed_prompts(demo_conversations):
+    model, tokenizer = tiny_model()
+    garden = demo_conversations[0]
+    notes = ExtractiveTeacher().notes(garden)
+    reading = TeacherReading(model, tokenizer, garden, notes.date)
+    assert reading.speakers == ["I", "you"]  # roles without names
+    written = reading.self_study(3, "s")
+    assert len(written) <= 3 and len(set(written)) == len(written)
+    greedy = [
+        _first_line(
+            tokenizer.decode(reading.answer(seed.format(speaker=who), 48, 1).answer_ids, skip_special_tokens=True)
+        )
+        for seed in SELF_STUDY_SEEDS
+        for who in (reading.speakers if "{" in seed else [""])
+    ]
+    usable = [q for q in dict.fromkeys(greedy) if q]  # the seeds answered greedily come first, in order
+    assert written[: min(3, len(usable))] == usable[:3]
+    config = TrainConfig(objective="distill", distill_queries=5, self_study_queries=2)
+    queries = distill_queries(notes, config, reading)
+    assert len(queries) == 5 and queries[0].startswith("What did we talk about")  # the recall cue first
+    study = reading.self_study(2, f"{config.seed}/{notes.conversation_id}")
+    assert (
+        queries[5 - len(study) :] == study
+        and queries[: 5 - len(study)] == notes_queries(notes, config)[: 5 - len(study)]
+    )
+
+
+def test_a_written_query_is_its_first_real_line():
+    assert _first_line('\n1. "What did Caroline paint last week?"\nMore text') == "What did Caroline paint last week?"
+    assert _first_line("- Did we talk about jazz?") == "Did we talk about jazz?"
+    assert _first_line("Yes.") == "" and _first_line("") == ""

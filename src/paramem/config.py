@@ -112,6 +112,9 @@ class TrainConfig:
         "model's own answers with the conversation in its prompt (distill.py)",
     )
     distill_queries: int = setting(24, "distill: queries the teacher answers per conversation (the main cost)")
+    self_study_queries: int = setting(
+        8, "distill: of those queries, up to how many the teacher writes itself from seed prompts (self-study)"
+    )
     distill_top_k: int = setting(20, "distill: teacher log-probabilities kept per answer token")
     distill_answer_tokens: int = setting(32, "distill: longest teacher answer, in tokens")
     form: str = setting(
@@ -150,6 +153,7 @@ class TrainConfig:
             self.objective in ("plum", "distill"), "objective (--objective)", "plum or distill", self.objective
         )
         check_option(self.distill_queries >= 1, "distill_queries", "at least 1", self.distill_queries)
+        check_option(self.self_study_queries >= 0, "self_study_queries", "0 or more", self.self_study_queries)
         check_option(self.distill_top_k >= 1, "distill_top_k", "at least 1", self.distill_top_k)
         check_option(self.distill_answer_tokens >= 1, "distill_answer_tokens", "at least 1", self.distill_answer_tokens)
         check_option(self.form in ("sequential", "cartridge"), "form (--form)", "sequential or cartridge", self.form)

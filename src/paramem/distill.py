@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import gzip
+import hashlib
 import json
 import random
 from dataclasses import asdict, dataclass
@@ -26,7 +27,6 @@ from dataclasses import asdict, dataclass
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from paramem.answer import common_prefix_length
 from paramem.augment.notes import Notes
 from paramem.augment.pairs import training_pairs
 from paramem.cartridge import memory_head, slot_prompt
@@ -62,46 +62,114 @@ def conversation_slot(tokenizer: PreTrainedTokenizerBase, conversation: Conversa
     return tokenizer(f"\n\nOur conversation{when}:\n{conversation.text}", add_special_tokens=False)["input_ids"]
 
 
-def distill_queries(notes: Notes, config: TrainConfig) -> list[str]:
-    """What the teacher is asked about a conversation: the questions of its notes' pairs (closed both
-    ways, open, the recall cue), at most `distill_queries` of them, the recall cue always among them."""
+# Self-study (Cartridges, arXiv 2506.06266): the teacher, reading the conversation, writes its own
+# queries from seed prompts, so what the memory learns is not only what the notes teacher noticed.
+# "{speaker}" seeds are asked once per speaker: LoCoMo asks as much about the second speaker as the first.
+SELF_STUDY_SEEDS = (
+    "Ask me one question about a specific detail of the conversation above. Write only the question.",
+    "Ask me one question about what {speaker} said, did or wanted in the conversation above. Write only the question.",
+    "Write a yes/no question about a fact stated in the conversation above. Write only the question.",
+    "Ask me to summarise one part of the conversation above. Write only the request.",
+    "Write a yes/no question about something that was never mentioned in the conversation above. "
+    "Write only the question.",
+)
+
+
+class TeacherReading:
+    """The base model with one conversation in its prompt, in the slot where a cartridge sits: the
+    conversation's keys and values are computed once, and every query continues from a copy."""
+
+    def __init__(self, model, tokenizer: PreTrainedTokenizerBase, conversation: Conversation, date: str | None):
+        self.model, self.tokenizer = model, tokenizer
+        self.head, self.slot = memory_head(tokenizer), conversation_slot(tokenizer, conversation, date)
+        # who the "{speaker}" seeds ask about: the names LoCoMo-like logs give, else "I" and "you"
+        self.speakers = list(
+            dict.fromkeys(
+                m.name or {"user": "I", "assistant": "you"}.get(m.role, m.role) for m in conversation.messages
+            )
+        )
+        with torch.inference_mode():
+            self.cache = model(input_ids=torch.tensor([self.head + self.slot]), use_cache=True).past_key_values
+        end = (tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|im_end|>"))
+        self.end_ids = {i for i in end if i is not None}
+
+    @torch.inference_mode()
+    def answer(
+        self, question: str, max_tokens: int, top_k: int, sampler: torch.Generator | None = None
+    ) -> DistillTarget:
+        """The teacher's answer, greedy (or sampled at temperature 1 with `sampler`), with its top-k
+        log-probabilities at every answer position."""
+        prompt = slot_prompt(self.head, self.slot, encode_prompt(self.tokenizer, question))
+        rest = prompt[len(self.head) + len(self.slot) :]
+        out = self.model(input_ids=torch.tensor([rest]), past_key_values=copy.deepcopy(self.cache), use_cache=True)
+        answer, top_ids, top_logprobs = [], [], []
+        for _ in range(max_tokens):
+            logprobs = out.logits[0, -1].float().log_softmax(-1)
+            top = logprobs.topk(top_k)
+            if sampler is None:
+                token = int(top.indices[0])
+            else:
+                token = int(torch.multinomial(logprobs.exp(), 1, generator=sampler))
+            answer.append(token)
+            top_ids.append(top.indices.tolist())
+            top_logprobs.append([round(v, 5) for v in top.values.tolist()])
+            if token in self.end_ids:
+                break
+            out = self.model(input_ids=torch.tensor([[token]]), past_key_values=out.past_key_values, use_cache=True)
+        return DistillTarget(question, answer, top_ids, top_logprobs)
+
+    def self_study(self, count: int, seed: str) -> list[str]:
+        """`count` queries the teacher writes itself: each seed prompt (per speaker where it names
+        one) answered greedily, then sampled again until there are enough; what is not a usable
+        question is dropped, so there may be fewer."""
+        seeds = [s.format(speaker=name) for s in SELF_STUDY_SEEDS for name in (self.speakers if "{" in s else [""])]
+        sampler = torch.Generator().manual_seed(int(hashlib.sha256(seed.encode()).hexdigest()[:15], 16))
+        queries: list[str] = []
+        for attempt in range(3 * count):  # a bound: a small model may repeat itself
+            if len(queries) >= count:
+                break
+            seed_prompt = seeds[attempt % len(seeds)]
+            written = self.answer(seed_prompt, 48, 1, None if attempt < len(seeds) else sampler)
+            query = _first_line(self.tokenizer.decode(written.answer_ids, skip_special_tokens=True))
+            if query and query not in queries:
+                queries.append(query)
+        return queries
+
+
+def _first_line(text: str) -> str:
+    """A written query: its first non-empty line, without list marks or quotes; empty when too short."""
+    line = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    line = line.lstrip("-*0123456789. ").strip("\"' ")
+    return line if len(line.split()) >= 3 else ""
+
+
+def notes_queries(notes: Notes, config: TrainConfig) -> list[str]:
+    """The questions of the notes' pairs (closed both ways, open, the recall cue), the recall cue first."""
     pairs = training_pairs(notes, 1, config.pairs)
     questions = list(dict.fromkeys(p.question for p in pairs if p.question and p.kind == "recall"))
     rest = list(dict.fromkeys(p.question for p in pairs if p.question and p.kind != "recall"))
     random.Random(f"{config.seed}/queries/{notes.conversation_id}").shuffle(rest)
-    return (questions + [q for q in rest if q not in questions])[: config.distill_queries]
+    return questions + [q for q in rest if q not in questions]
 
 
-@torch.inference_mode()
+def distill_queries(notes: Notes, config: TrainConfig, reading: TeacherReading | None = None) -> list[str]:
+    """What the teacher is asked about a conversation, `distill_queries` at most: the notes' questions,
+    the recall cue always among them, and up to `self_study_queries` the teacher writes itself (when a
+    `reading` is given); the notes fill what self-study leaves."""
+    count = min(config.self_study_queries, config.distill_queries - 1)  # the recall cue keeps its place
+    written = reading.self_study(count, f"{config.seed}/{notes.conversation_id}") if reading and count else []
+    from_notes = [q for q in notes_queries(notes, config) if q not in written]
+    return from_notes[: config.distill_queries - len(written)] + written
+
+
 def teacher_targets(
     model, tokenizer: PreTrainedTokenizerBase, conversation: Conversation, notes: Notes, config: TrainConfig
 ) -> list[DistillTarget]:
     """The teacher's targets for every query about one conversation. `model` is read as it is: call
     it with the adapter off (`with model.disable_adapter():`) so the teacher is the base model."""
-    head, slot = memory_head(tokenizer), conversation_slot(tokenizer, conversation, notes.date)
-    queries = distill_queries(notes, config)
-    prompts = [slot_prompt(head, slot, encode_prompt(tokenizer, q)) for q in queries]
-    shared = common_prefix_length(prompts) - 1  # the conversation, read once
-    prefix = model(input_ids=torch.tensor([prompts[0][:shared]]), use_cache=True).past_key_values if shared else None
-    end_ids = {i for i in (tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|im_end|>")) if i is not None}
-    targets = []
-    for question, prompt in zip(queries, prompts):
-        cache = copy.deepcopy(prefix) if prefix is not None else None
-        ids = torch.tensor([prompt])
-        out = model(input_ids=ids[:, shared:] if cache is not None else ids, past_key_values=cache, use_cache=True)
-        answer, top_ids, top_logprobs = [], [], []
-        for _ in range(config.distill_answer_tokens):
-            logprobs = out.logits[0, -1].float().log_softmax(-1)
-            top = logprobs.topk(config.distill_top_k)
-            token = int(top.indices[0])
-            answer.append(token)
-            top_ids.append(top.indices.tolist())
-            top_logprobs.append([round(v, 5) for v in top.values.tolist()])
-            if token in end_ids:
-                break
-            out = model(input_ids=torch.tensor([[token]]), past_key_values=out.past_key_values, use_cache=True)
-        targets.append(DistillTarget(question, answer, top_ids, top_logprobs))
-    return targets
+    reading = TeacherReading(model, tokenizer, conversation, notes.date)
+    queries = distill_queries(notes, config, reading if config.self_study_queries else None)
+    return [reading.answer(q, config.distill_answer_tokens, config.distill_top_k) for q in queries]
 
 
 def encode_target(tokenizer: PreTrainedTokenizerBase, target: DistillTarget) -> DistillExample:
