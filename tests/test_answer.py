@@ -31,3 +31,16 @@ def test_threshold_fit_on_heldout_pairs_separates_them():
     threshold = fit_threshold(scores, labels)
     assert 0.4 < threshold < 1.0
     assert fit_threshold([1.0, 1.0], ["yes", "yes"]) == 0.0  # nothing to fit without both labels
+
+
+def test_answer_many_reads_a_shared_system_prompt_once_and_answers_as_generate_does():
+    from paramem.answer import answer_many, generate
+    from paramem.models import tiny_model
+
+    model, tokenizer = tiny_model()
+    context = "You remember your past conversations with this user.\n\n" + "Past conversation text. " * 40
+    questions = ["What did I plant?", "Where do I live?", "Hi?"]
+    systems = [context, context, "You remember your past conversations with this user."]
+    replies = answer_many(model, tokenizer, questions, systems, 6)
+    expected = [generate(model, tokenizer, [{"role": "user", "content": q}], 6, s) for q, s in zip(questions, systems)]
+    assert replies == expected

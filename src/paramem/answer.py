@@ -183,6 +183,48 @@ def generate(
     return tokenizer.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True).strip()
 
 
+@torch.inference_mode()
+def answer_many(
+    model, tokenizer: PreTrainedTokenizerBase, questions: list[str], systems: list[str], max_new_tokens: int = 48
+) -> list[str]:
+    """`generate` for each question under its system prompt; the prompt start shared by consecutive
+    questions with the same system prompt (a pasted context of thousands of tokens) is read once and
+    its keys and values reused, instead of being read again for every question."""
+    replies: list[str] = []
+    start = 0
+    while start < len(questions):
+        end = start
+        while end < len(questions) and systems[end] == systems[start]:
+            end += 1
+        prompts = [
+            tokenizer.apply_chat_template(
+                [{"role": "system", "content": systems[start]}, {"role": "user", "content": q}],
+                add_generation_prompt=True,
+                return_dict=True,
+            )["input_ids"]
+            for q in questions[start:end]
+        ]
+        shared = common_prefix_length(prompts) - 1
+        prefix = None
+        if shared > 0 and end - start > 1 and not getattr(model, "active", False):  # cartridges fill their own cache
+            prefix = model(input_ids=torch.tensor([prompts[0][:shared]]), use_cache=True).past_key_values
+        for prompt in prompts:
+            cache = copy.deepcopy(prefix) if prefix is not None else None
+            ids = torch.tensor([prompt])
+            extra = {"past_key_values": cache} if cache is not None else {}
+            output = model.generate(
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                pad_token_id=tokenizer.pad_token_id,
+                **extra,
+            )
+            replies.append(tokenizer.decode(output[0, len(prompt) :], skip_special_tokens=True).strip())
+        start = end
+    return replies
+
+
 def load_memory(user: str, home=None, dtype: str | None = None):
     """(model with the user's adapter or cartridges, tokenizer, UserMemory); `InputError` for an unknown user or a
     damaged adapter. The base model loads in `dtype`, else $PARAMEM_DTYPE, else the dtype the memory

@@ -461,7 +461,7 @@ def locomo_command(
         sessions=None if full or sessions == 0 else sessions,
         probes_per_session=probes_per_session,
         methods=chosen,
-        open_methods=[m for m in ("none", "memory", "bm25", "hybrid") if m in chosen] if open_questions or full else [],
+        open_methods=chosen if open_questions or full else [],
         open_questions=None if full else open_questions,
         retrieval=RetrievalConfig(unit, k),
         remember=RememberConfig(

@@ -42,7 +42,7 @@ class ExperimentConfig:
     probes_per_session: int = 8  # yes/no probes per session, half yes
     methods: list[str] = field(default_factory=lambda: list(METHODS))
     open_questions: int | None = 20  # LoCoMo questions answered by generation per method (None: all)
-    open_methods: list[str] = field(default_factory=lambda: ["none", "memory", "bm25", "hybrid"])
+    open_methods: list[str] = field(default_factory=lambda: ["none", "memory", "context", "bm25", "dense", "hybrid"])
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
     # How each session is learned: base model, epochs (3 here, PLUM 10), lambda, negatives per positive,
     # open pairs and statements are PLUM's ablations. Closed only means no open answers of any kind,
@@ -138,7 +138,7 @@ def answer_open_questions(bench: LocomoBenchmark, config: ExperimentConfig, home
     """Each method answers the same open questions by greedy generation; mean score per category."""
     from contextlib import nullcontext
 
-    from paramem.answer import generate, load_memory
+    from paramem.answer import answer_many, load_memory
     from paramem.evaluate.run import system_prompts
 
     model, tokenizer, _ = load_memory(USER, home)
@@ -149,19 +149,18 @@ def answer_open_questions(bench: LocomoBenchmark, config: ExperimentConfig, home
             [q.question for q in questions]
         )
         start = time.perf_counter()
-        rows = []
         with nullcontext() if method in ADAPTER_METHODS else model.disable_adapter():
-            for question, system in zip(questions, systems):
-                reply = generate(model, tokenizer, [{"role": "user", "content": question.question}], 48, system)
-                rows.append(
-                    {
-                        "question": question.question,
-                        "gold": question.answer,
-                        "category": question.category,
-                        "answer": reply,
-                        "score": round(open_score(question, reply), 4),
-                    }
-                )
+            replies = answer_many(model, tokenizer, [q.question for q in questions], systems, 48)
+        rows = [
+            {
+                "question": question.question,
+                "gold": question.answer,
+                "category": question.category,
+                "answer": reply,
+                "score": round(open_score(question, reply), 4),
+            }
+            for question, reply in zip(questions, replies)
+        ]
         by_category: dict[str, list[float]] = {}
         for row in rows:
             by_category.setdefault(str(row["category"]), []).append(row["score"])
@@ -230,7 +229,7 @@ def costs(bench: LocomoBenchmark, home: Path, methods: dict) -> dict:
         "context": text_bytes,
         "bm25": text_bytes,
         "dense": text_bytes + passages * 384 * 4,
-        "hybrid": adapter_bytes + text_bytes,
+        "hybrid": adapter_bytes + text_bytes + passages * 384 * 4,  # the dense index too
     }
     return {
         name: {
