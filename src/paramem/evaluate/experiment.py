@@ -281,6 +281,10 @@ def run_experiment(config: ExperimentConfig, out: Path, on_step: Callable[[str],
     results["costs"] = costs(bench, home, results["methods"])
     from paramem.store import UserMemory
 
+    results["learned"] = [  # what learning each session cost, as the store recorded it
+        {"id": r.id, "seconds": round(r.seconds, 1), "epochs": r.epochs, "heldout_accuracy": r.heldout_accuracy}
+        for r in UserMemory(USER, home).learned()
+    ]
     results["dtype"] = UserMemory(USER, home).settings().get("dtype")  # the dtype the memory learned in
     save()
     from paramem.evaluate.report import write_report
