@@ -79,3 +79,19 @@ def test_open_questions_are_spread_over_categories():
     questions = [OpenQuestion("s", f"q{i}", "a", category) for i, category in enumerate([1, 1, 1, 2, 2, 5])]
     assert [q.category for q in spread_over_categories(questions, 4)] == [1, 2, 5, 1]
     assert spread_over_categories(questions, None) == questions
+
+
+def test_changing_the_probes_changes_no_threshold_and_no_epoch_choice(tmp_path):
+    """Epochs, learning rates and every rule's threshold come from the teacher's held-out pairs: a run
+    with other probes (another seed's draw, more per session) learns and decides exactly the same."""
+    train = TrainConfig(epochs=3, min_epochs=1, patience=1, learning_rates=[5e-4, 1e-3])
+    common = dict(remember=RememberConfig(base_model="tiny", train=train), open_methods=[], mmlu=None, arc=None)
+    one = run_experiment(tiny_config(probes_per_session=2, **common), tmp_path / "a")
+    two = run_experiment(tiny_config(probes_per_session=4, **common), tmp_path / "b")
+    assert [p["question"] for p in one["methods"]["memory"]["predictions"]] != [
+        p["question"] for p in two["methods"]["memory"]["predictions"]
+    ]
+    chosen = [(r["epochs"], r["learning_rate"], r["heldout_accuracy"]) for r in one["learned"]]
+    assert chosen == [(r["epochs"], r["learning_rate"], r["heldout_accuracy"]) for r in two["learned"]]
+    for method in one["methods"]:
+        assert one["methods"][method]["thresholds"] == two["methods"][method]["thresholds"], method

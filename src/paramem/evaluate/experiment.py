@@ -282,7 +282,13 @@ def run_experiment(config: ExperimentConfig, out: Path, on_step: Callable[[str],
     from paramem.store import UserMemory
 
     results["learned"] = [  # what learning each session cost, as the store recorded it
-        {"id": r.id, "seconds": round(r.seconds, 1), "epochs": r.epochs, "heldout_accuracy": r.heldout_accuracy}
+        {
+            "id": r.id,
+            "seconds": round(r.seconds, 1),
+            "epochs": r.epochs,
+            "learning_rate": r.learning_rate,
+            "heldout_accuracy": r.heldout_accuracy,
+        }
         for r in UserMemory(USER, home).learned()
     ]
     results["dtype"] = UserMemory(USER, home).settings().get("dtype")  # the dtype the memory learned in
