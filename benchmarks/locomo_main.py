@@ -71,7 +71,10 @@ def summarise(name: str, parts: list[tuple[dict, dict]]) -> dict:
             open_scores.setdefault(str(row["category"]), []).append(row["score"])
     metrics = yes_no_metrics(gold, decided)
     answerable = [s for c, v in open_scores.items() if c != "5" for s in v]
-    learned = [r["seconds"] for results, _ in parts for r in results.get("learned", [])]
+    # learning a session: the student's epochs and, for distilled memories, the teacher's targets
+    learned = [
+        r["seconds"] + (r.get("teacher_seconds") or 0) for results, _ in parts for r in results.get("learned", [])
+    ]
     memory = name.split("-")[0] in MEMORY_METHODS
     return {
         "method": name,

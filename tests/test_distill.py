@@ -116,6 +116,7 @@ def test_remember_with_distill_stores_targets_and_replays_them(demo_conversation
     memory = UserMemory("d")
     stored = load_targets(memory.targets(demo_conversations[0].id))
     assert len(stored) == 2 and all(t.answer_ids for t in stored)
+    assert memory.learned()[0].teacher_seconds > 0  # the teacher's stage is timed apart from the epochs
     learned = remember("d", demo_conversations[:2], ExtractiveTeacher(), config)
     assert [r.id for r in learned] == [demo_conversations[1].id]
     assert memory.targets(demo_conversations[1].id) is not None

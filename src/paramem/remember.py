@@ -6,6 +6,7 @@ at most the conversation in progress, and the next run resumes after the last co
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,11 +93,14 @@ def remember(
         for position, (conversation, conversation_notes) in enumerate(zip(todo, notes), start=1):
             if callbacks.on_conversation:
                 callbacks.on_conversation(position, len(todo), conversation.id)
+            teacher_seconds = None
             if distill:  # the base model reading the conversation is the teacher: the adapter is off
+                started = time.perf_counter()
                 with model.disable_adapter():
                     targets = teacher_targets(model, tokenizer, conversation, conversation_notes, config.train)
                 trainer.targets[conversation.id] = targets
                 memory.save_targets(conversation.id, dump_targets(targets))
+                teacher_seconds = time.perf_counter() - started
             if cartridges:
                 new = initial_cartridge(model, tokenizer, conversation, conversation_notes, config.train)
                 model.cartridges = torch.nn.ModuleList([new.learnable()])
@@ -117,6 +121,7 @@ def remember(
                 adapter_version=version,
                 learned_at=now_iso(),
                 learning_rate=result.learning_rate,
+                teacher_seconds=teacher_seconds,
             )
             memory.commit(model, record, conversation_notes, conversation.text if config.keep_conversations else None)
             earlier.append(conversation_notes)

@@ -58,11 +58,12 @@ CREATE TABLE IF NOT EXISTS conversations (
     learned_at TEXT NOT NULL,
     notes TEXT NOT NULL,               -- the teacher's notes as JSON, replayed later
     text TEXT,                         -- raw conversation, only with --keep-conversations
-    learning_rate REAL                 -- the rate kept (chosen on held-out pairs when several were tried)
+    learning_rate REAL,                -- the rate kept (chosen on held-out pairs when several were tried)
+    teacher_seconds REAL               -- objective distill: the teacher's reading, queries and answers
 );
 """
 # Columns added after the first release, for manifests written before them.
-ADDED_COLUMNS = {"learning_rate": "REAL"}
+ADDED_COLUMNS = {"learning_rate": "REAL", "teacher_seconds": "REAL"}
 
 
 def paramem_home() -> Path:
@@ -84,6 +85,7 @@ class LearnedConversation:
     adapter_version: int
     learned_at: str
     learning_rate: float | None = None  # None in manifests written before it was recorded
+    teacher_seconds: float | None = None  # objective distill: computing the teacher's targets
 
 
 class UserLocked(InputError):
@@ -211,7 +213,8 @@ class UserMemory:
             return []
         rows = self._rows(
             "SELECT id, content_hash, timestamp, qa_pairs, epochs, final_loss, heldout_accuracy,"
-            " seconds, adapter_version, learned_at, learning_rate FROM conversations ORDER BY position"
+            " seconds, adapter_version, learned_at, learning_rate, teacher_seconds FROM conversations"
+            " ORDER BY position"
         )
         return [LearnedConversation(*row) for row in rows]
 
@@ -304,8 +307,8 @@ class UserMemory:
         with self._db() as db:  # one transaction: the row and its version appear together
             db.execute(
                 "INSERT INTO conversations (id, content_hash, timestamp, qa_pairs, epochs, final_loss,"
-                " heldout_accuracy, seconds, adapter_version, learned_at, notes, text, learning_rate)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " heldout_accuracy, seconds, adapter_version, learned_at, notes, text, learning_rate,"
+                " teacher_seconds) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     record.id,
                     record.content_hash,
@@ -320,6 +323,7 @@ class UserMemory:
                     json.dumps(notes.to_dict(), ensure_ascii=False),
                     text,
                     record.learning_rate,
+                    record.teacher_seconds,
                 ),
             )
         self._point_adapter_link(target)

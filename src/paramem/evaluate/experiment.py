@@ -284,7 +284,8 @@ def run_experiment(config: ExperimentConfig, out: Path, on_step: Callable[[str],
     results["learned"] = [  # what learning each session cost, as the store recorded it
         {
             "id": r.id,
-            "seconds": round(r.seconds, 1),
+            "seconds": round(r.seconds, 1),  # the student's epochs
+            "teacher_seconds": None if r.teacher_seconds is None else round(r.teacher_seconds, 1),
             "epochs": r.epochs,
             "learning_rate": r.learning_rate,
             "heldout_accuracy": r.heldout_accuracy,
