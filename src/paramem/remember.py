@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -71,10 +71,14 @@ def remember(
                     conversation.metadata.get("line"),
                 )
         earlier = memory.notes()
-        notes = drop_contradicting_negatives([*earlier, *notes], [c.text for c in todo])[len(earlier) :]
-        memory.update_notes(earlier)  # earlier negatives the new conversations made untrue stay dropped
+        if config.train.form == "sequential":  # one adapter answers for every conversation at once
+            notes = drop_contradicting_negatives([*earlier, *notes], [c.text for c in todo])[len(earlier) :]
+            memory.update_notes(earlier)  # earlier negatives the new conversations made untrue stay dropped
+        # A cartridge answers for its own conversation only, so its notes depend on no other one, and
+        # dropping it later leaves the others exactly as if it had never been learned.
         model, tokenizer = load_model(config.base_model, config.dtype, memory.settings().get("dtype"))
-        memory.save_settings({**new_settings, "dtype": dtype_of(model)})  # answers load the model the same way
+        # answers load the model the same way; `forget` learns again with the last run's settings
+        memory.save_settings({**new_settings, "dtype": dtype_of(model), "train": asdict(config.train)})
         cartridges = config.train.form == "cartridge"
         if cartridges:  # earlier conversations' cartridges stay on disk; each new one is learned alone
             model = CartridgeModel(model, tokenizer)

@@ -61,6 +61,7 @@ CREATE TABLE IF NOT EXISTS conversations (
     learning_rate REAL,                -- the rate kept (chosen on held-out pairs when several were tried)
     teacher_seconds REAL               -- objective distill: the teacher's reading, queries and answers
 );
+CREATE TABLE IF NOT EXISTS forgotten (id TEXT NOT NULL, forgotten_at TEXT NOT NULL);  -- never the content
 """
 # Columns added after the first release, for manifests written before them.
 ADDED_COLUMNS = {"learning_rate": "REAL", "teacher_seconds": "REAL"}
@@ -292,18 +293,23 @@ class UserMemory:
                 raise VersionGone(f"adapter version {version} of user {self.user!r} was replaced", path=folder)
             # else the writer removed the current version between our two reads: read again
 
-    def commit(self, model, record: LearnedConversation, notes: Notes, text: str | None) -> None:
-        """Write the adapter and the manifest row for one learned conversation, crash-safely."""
-        assert self._lock_file is not None, "commit() needs the user's lock"
+    def _write_version(self, model, version: int) -> Path:
+        """The model's memory (adapter or cartridges) in a new version folder, flushed to disk."""
         self.versions.mkdir(parents=True, exist_ok=True)
-        target = self.versions / str(record.adapter_version)
-        tmp = self.versions / f".{record.adapter_version}.tmp"
+        target = self.versions / str(version)
+        tmp = self.versions / f".{version}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(target, ignore_errors=True)  # a leftover from a crash before its commit
         model.save_pretrained(tmp)
         fsync_tree(tmp)  # on disk before the manifest may point at it (a power cut keeps both or neither)
         os.replace(tmp, target)
         fsync_dir(self.versions)
+        return target
+
+    def commit(self, model, record: LearnedConversation, notes: Notes, text: str | None) -> None:
+        """Write the adapter and the manifest row for one learned conversation, crash-safely."""
+        assert self._lock_file is not None, "commit() needs the user's lock"
+        target = self._write_version(model, record.adapter_version)
         with self._db() as db:  # one transaction: the row and its version appear together
             db.execute(
                 "INSERT INTO conversations (id, content_hash, timestamp, qa_pairs, epochs, final_loss,"
@@ -328,6 +334,45 @@ class UserMemory:
             )
         self._point_adapter_link(target)
         self._drop_old_versions(keep=record.adapter_version)
+
+    def commit_forgetting(self, model, forgotten_id: str, kept: list[LearnedConversation]) -> None:
+        """Replace the memory by one without `forgotten_id`, crash-safely, as `commit` adds one: the new
+        version written first, then in one transaction the forgotten row (its notes with it) deleted,
+        the kept rows rewritten to point at the new version, and the forgetting recorded (id and date
+        only). `model` is None when nothing is kept. `secure_delete` overwrites the deleted row."""
+        assert self._lock_file is not None, "commit_forgetting() needs the user's lock"
+        version = (self.current_version() or 0) + 1
+        target = self._write_version(model, version) if model is not None else None
+        with self._db() as db:
+            db.execute("DELETE FROM conversations WHERE id = ?", (forgotten_id,))
+            for r in kept:
+                db.execute(
+                    "UPDATE conversations SET qa_pairs = ?, epochs = ?, final_loss = ?, heldout_accuracy = ?,"
+                    " seconds = ?, adapter_version = ?, learning_rate = ? WHERE id = ?",
+                    (r.qa_pairs, r.epochs, r.final_loss, r.heldout_accuracy, r.seconds, version, r.learning_rate, r.id),
+                )
+            db.execute("INSERT INTO forgotten VALUES (?, ?)", (forgotten_id, now_iso()))
+        self._targets_file(forgotten_id).unlink(missing_ok=True)
+        if target is not None:
+            self._point_adapter_link(target)
+            self._drop_old_versions(keep=version)
+        else:  # nothing left to remember: no adapter at all
+            if self.adapter_dir.is_symlink():
+                self.adapter_dir.unlink()
+            self._drop_old_versions(keep=-1)
+
+    def forgotten(self) -> list[tuple[str, str]]:
+        """(conversation id, date) of every forgetting, oldest first."""
+        return (
+            [tuple(row) for row in self._rows("SELECT id, forgotten_at FROM forgotten ORDER BY rowid")]
+            if self.exists
+            else []
+        )
+
+    def delete(self) -> None:
+        """Remove every file of this user (the caller removes their teacher-notes cache entries first)."""
+        assert self._lock_file is not None, "delete() needs the user's lock"
+        shutil.rmtree(self.root)
 
     def repair(self) -> None:
         """After a crash: point the link at the committed version and drop uncommitted folders."""
@@ -365,6 +410,14 @@ class UserMemory:
 
 
 _NOTES_QUERY = "SELECT notes FROM conversations ORDER BY position"
+
+
+def users(home: Path | None = None) -> list[str]:
+    """The users with a memory in the store, by name."""
+    folder = (home or paramem_home()) / "users"
+    if not folder.is_dir():
+        return []
+    return sorted(p.name for p in folder.iterdir() if (p / "manifest.sqlite").exists())
 
 
 def now_iso() -> str:
