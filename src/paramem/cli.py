@@ -428,6 +428,41 @@ def export_command(
     console.print(f"wrote {folder}", markup=False, highlight=False)
 
 
+@app.command("token")
+@_exits_cleanly
+def token_command(user: str = typer.Option(..., "--user", "-u"), home: Path | None = HomeOption):
+    """Make USER's bearer token for `paramem serve` (replacing any earlier one) and print it once; the
+    server keeps only its hash."""
+    from paramem.store import UserMemory
+
+    memory = UserMemory(user, home).require()
+    with memory:
+        token = memory.new_token()
+    console.print(token, markup=False, highlight=False)
+
+
+@app.command("serve")
+@_exits_cleanly
+def serve_command(
+    base_model: str | None = typer.Option(None, "--base-model", help="default: the embedded default model"),
+    host: str = typer.Option("127.0.0.1", "--host"),
+    port: int = typer.Option(8000, "--port"),
+    cache: int = typer.Option(8, "--cache", help="memories kept loaded (least recently used goes first)"),
+    max_tokens: int = typer.Option(256, "--max-tokens", help="the longest reply a request may ask for"),
+    dtype: str | None = DtypeOption,
+    home: Path | None = HomeOption,
+):
+    """An OpenAI-compatible API: model paramem:<user> answers from that user's memory."""
+    import uvicorn
+
+    from paramem.models import DEFAULT_MODEL
+    from paramem.serve import MemoryServer, ServeConfig, check_serve_config, create_app
+
+    config = ServeConfig(base_model or DEFAULT_MODEL, home, cache, max_tokens, _dtype(dtype))
+    check_serve_config(config)
+    uvicorn.run(create_app(MemoryServer(config)), host=host, port=port)
+
+
 @app.command("eval")
 @_exits_cleanly
 def eval_command(

@@ -369,6 +369,28 @@ class UserMemory:
             else []
         )
 
+    # -- access token (paramem serve) -------------------------------------------------------
+
+    @property
+    def _token_file(self) -> Path:
+        return self.root / "token.sha256"
+
+    def new_token(self) -> str:
+        """A new bearer token for this user, replacing any earlier one; only its SHA-256 is kept."""
+        import secrets
+
+        token = f"pm-{secrets.token_urlsafe(32)}"
+        write_atomic_bytes(self._token_file, hashlib.sha256(token.encode()).hexdigest().encode())
+        return token
+
+    def token_matches(self, token: str) -> bool:
+        import hmac
+
+        if not self._token_file.exists():
+            return False
+        expected = self._token_file.read_bytes().decode().strip()
+        return hmac.compare_digest(expected, hashlib.sha256(token.encode()).hexdigest())
+
     def delete(self) -> None:
         """Remove every file of this user (the caller removes their teacher-notes cache entries first)."""
         assert self._lock_file is not None, "delete() needs the user's lock"

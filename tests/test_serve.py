@@ -1,0 +1,139 @@
+"""`paramem serve` with the official openai client, against a server the test starts on 127.0.0.1."""
+
+import socket
+import threading
+import time
+
+import pytest
+import uvicorn
+from openai import OpenAI, PermissionDeniedError
+
+from paramem.answer import generate, load_memory
+from paramem.augment.teachers import ExtractiveTeacher
+from paramem.config import RememberConfig, TrainConfig
+from paramem.remember import remember
+from paramem.serve import MemoryServer, ServeConfig, create_app
+from paramem.store import UserMemory
+
+QUESTION = "What do you remember about my garden?"
+
+
+@pytest.fixture
+def served(demo_conversations, isolated_home):
+    plain = RememberConfig(base_model="tiny", train=TrainConfig(epochs=2, min_epochs=2, learning_rate=5e-3))
+    remember("alice", demo_conversations[:1], ExtractiveTeacher(), plain)
+    remember("bob", demo_conversations[1:2], ExtractiveTeacher(), plain)
+    cartridge = TrainConfig(objective="distill", form="cartridge", epochs=1, distill_queries=2, distill_answer_tokens=3)
+    remember("carol", demo_conversations[2:3], ExtractiveTeacher(), RememberConfig(base_model="tiny", train=cartridge))
+    tokens = {}
+    for name in ("alice", "bob", "carol"):
+        with UserMemory(name) as memory:
+            tokens[name] = memory.new_token()
+    server = MemoryServer(ServeConfig("tiny", isolated_home, cache_size=2, max_new_tokens=16))
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    uv = uvicorn.Server(uvicorn.Config(create_app(server), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=uv.run, daemon=True)
+    thread.start()
+    while not uv.started:
+        time.sleep(0.05)
+    yield server, f"http://127.0.0.1:{port}/v1", tokens
+    uv.should_exit = True
+    thread.join(10)
+
+
+def expected(user, question=QUESTION, tokens=16):
+    model, tokenizer, _ = load_memory(user)
+    return generate(model, tokenizer, [{"role": "user", "content": question}], tokens)
+
+
+def test_each_user_gets_their_own_memory_and_no_one_elses(served):
+    server, url, tokens = served
+    alice = OpenAI(base_url=url, api_key=tokens["alice"])
+    assert [m.id for m in alice.models.list()] == ["tiny", "paramem:alice"]
+    reply = alice.chat.completions.create(
+        model="paramem:alice", messages=[{"role": "user", "content": QUESTION}], max_tokens=16
+    )
+    assert reply.choices[0].message.content == expected("alice")
+    with pytest.raises(PermissionDeniedError):
+        alice.chat.completions.create(
+            model="paramem:bob", messages=[{"role": "user", "content": QUESTION}], max_tokens=4
+        )
+    base = alice.chat.completions.create(model="tiny", messages=[{"role": "user", "content": QUESTION}], max_tokens=16)
+    assert base.choices[0].message.content != reply.choices[0].message.content  # the memory changed the answer
+
+
+def test_streaming_gives_the_same_reply_in_pieces(served):
+    _, url, tokens = served
+    bob = OpenAI(base_url=url, api_key=tokens["bob"])
+    stream = bob.chat.completions.create(
+        model="paramem:bob", messages=[{"role": "user", "content": QUESTION}], max_tokens=16, stream=True
+    )
+    pieces = [c.choices[0].delta.content or "" for c in stream]
+    assert len(pieces) > 2 and "".join(pieces).strip() == expected("bob")
+
+
+def test_interleaved_requests_of_three_users_never_mix_memories(served):
+    server, url, tokens = served
+    answers = {name: expected(name) for name in tokens}
+    assert len(set(answers.values())) == 3
+    got: dict[str, list[str]] = {name: [] for name in tokens}
+
+    def ask(name):
+        client = OpenAI(base_url=url, api_key=tokens[name])
+        for _ in range(3):
+            reply = client.chat.completions.create(
+                model=f"paramem:{name}", messages=[{"role": "user", "content": QUESTION}], max_tokens=16
+            )
+            got[name].append(reply.choices[0].message.content)
+
+    threads = [threading.Thread(target=ask, args=(name,)) for name in tokens]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert got == {name: [answers[name]] * 3 for name in tokens}
+    assert len(server.loaded) <= 2  # the LRU kept its size, loading memories again as needed
+
+
+def test_a_newer_version_is_picked_up_by_the_next_request(served, demo_conversations):
+    server, url, tokens = served
+    alice = OpenAI(base_url=url, api_key=tokens["alice"])
+
+    def ask():
+        messages = [{"role": "user", "content": QUESTION}]
+        return (
+            alice.chat.completions.create(model="paramem:alice", messages=messages, max_tokens=16)
+            .choices[0]
+            .message.content
+        )
+
+    before = ask()
+    loads = server.loads
+    assert ask() == before and server.loads == loads  # served from the cache
+    plain = RememberConfig(base_model="tiny", train=TrainConfig(epochs=2, min_epochs=2, learning_rate=5e-3))
+    remember("alice", demo_conversations[3:4], ExtractiveTeacher(), plain)
+    assert ask() == expected("alice") and server.loads == loads + 1
+
+
+def test_bad_requests_get_a_json_error_with_the_right_status(served):
+    import httpx
+
+    _, url, tokens = served
+    auth = {"Authorization": f"Bearer {tokens['alice']}"}
+    cases = [
+        ({}, b'{"model": "tiny"}', 401),
+        ({"Authorization": "Bearer nope"}, b'{"model": "tiny"}', 401),
+        (auth, b"{not json", 400),
+        (auth, b'{"model": "tiny", "messages": []}', 400),
+        (auth, b'{"model": "tiny", "messages": [{"role": "user", "content": "  "}]}', 400),
+        (auth, b'{"model": "gpt-9", "messages": [{"role": "user", "content": "hi"}]}', 404),
+        (auth, b'{"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 9999}', 400),
+    ]
+    for headers, body, status in cases:
+        response = httpx.post(
+            f"{url}/chat/completions", content=body, headers={**headers, "Content-Type": "application/json"}
+        )
+        assert response.status_code == status, (body, response.text)
+        assert response.json()["error"]["message"]
