@@ -137,3 +137,81 @@ def test_bad_requests_get_a_json_error_with_the_right_status(served):
         )
         assert response.status_code == status, (body, response.text)
         assert response.json()["error"]["message"]
+
+
+def wait_for(client, url, job, seconds=120):
+    end = time.time() + seconds
+    while time.time() < end:
+        record = client.get(f"{url}/memory/jobs/{job}").json()
+        if record["state"] != "running":
+            return record
+        time.sleep(0.2)
+    raise AssertionError(f"job {job} still running")
+
+
+def test_upload_learns_in_the_background_and_forget_takes_it_out(served, demo_conversations):
+    import json
+
+    import httpx
+
+    _, url, tokens = served
+    client = httpx.Client(headers={"Authorization": f"Bearer {tokens['alice']}"}, timeout=60)
+    new = demo_conversations[4]
+    line = (
+        json.dumps(
+            {
+                "id": new.id,
+                "timestamp": new.timestamp,
+                "messages": [{"role": m.role, "content": m.content} for m in new.messages],
+            }
+        )
+        + "\n"
+    )
+    accepted = client.post(f"{url}/memory/conversations", content=line.encode())
+    assert accepted.status_code == 202 and accepted.json()["total"] == 1
+    done = wait_for(client, url, accepted.json()["job"])
+    assert done["state"] == "done" and done["done"] == 1, done
+    ids = [c["id"] for c in client.get(f"{url}/memory").json()["conversations"]]
+    assert ids == [demo_conversations[0].id, new.id]
+
+    gone = client.delete(f"{url}/memory/conversations/{new.id}")
+    assert gone.status_code == 200 and gone.json()["how"] == "retrained"
+    view = client.get(f"{url}/memory").json()
+    assert [c["id"] for c in view["conversations"]] == [demo_conversations[0].id]
+    assert [f["id"] for f in view["forgotten"]] == [new.id]
+    assert client.delete(f"{url}/memory/conversations/nope").status_code == 404
+
+
+def test_bad_uploads_store_nothing_and_say_why(served):
+    import httpx
+
+    server, url, tokens = served
+    client = httpx.Client(headers={"Authorization": f"Bearer {tokens['bob']}"}, timeout=60)
+    before = UserMemory("bob").learned()
+    bad = client.post(f"{url}/memory/conversations", content=b'{"id": "x", "messages": [}\n')
+    assert bad.status_code == 400 and "upload:1" in bad.json()["error"]["message"]
+    empty = client.post(f"{url}/memory/conversations", content=b'{"id": "x", "messages": []}\n')
+    assert empty.status_code == 400
+    server.config.max_upload_bytes = 10
+    assert client.post(f"{url}/memory/conversations", content=b"x" * 11).status_code == 413
+    assert UserMemory("bob").learned() == before and not list((UserMemory("bob").root / "jobs").glob("*.jsonl"))
+
+
+def test_a_job_left_running_by_a_killed_server_is_resumed(served, demo_conversations):
+    import json
+
+    import httpx
+
+    server, url, tokens = served
+    folder = UserMemory("bob").root / "jobs"
+    folder.mkdir(parents=True, exist_ok=True)
+    new = demo_conversations[5]
+    line = json.dumps({"id": new.id, "messages": [{"role": m.role, "content": m.content} for m in new.messages]})
+    (folder / "abc.jsonl").write_text(line + "\n")
+    (folder / "abc.json").write_text(
+        json.dumps({"job": "abc", "user": "bob", "state": "running", "done": 0, "total": 1})
+    )
+    assert server.jobs.resume() == ["abc"]
+    client = httpx.Client(headers={"Authorization": f"Bearer {tokens['bob']}"}, timeout=60)
+    assert wait_for(client, url, "abc")["state"] == "done"
+    assert new.id in [r.id for r in UserMemory("bob").learned()]

@@ -435,7 +435,7 @@ def token_command(user: str = typer.Option(..., "--user", "-u"), home: Path | No
     server keeps only its hash."""
     from paramem.store import UserMemory
 
-    memory = UserMemory(user, home).require()
+    memory = UserMemory(user, home)  # a new user may get a token and upload their first conversations
     with memory:
         token = memory.new_token()
     console.print(token, markup=False, highlight=False)
@@ -460,7 +460,10 @@ def serve_command(
 
     config = ServeConfig(base_model or DEFAULT_MODEL, home, cache, max_tokens, _dtype(dtype))
     check_serve_config(config)
-    uvicorn.run(create_app(MemoryServer(config)), host=host, port=port)
+    server = MemoryServer(config)
+    for job in server.jobs.resume():  # learning jobs a stopped server left unfinished
+        console.print(f"resuming learning job {job}", markup=False, highlight=False)
+    uvicorn.run(create_app(server), host=host, port=port)
 
 
 @app.command("eval")

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fastapi import FastAPI, Header, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 
 from paramem.errors import InputError
 from paramem.store import UserMemory, users
@@ -44,6 +44,8 @@ class ServeConfig:
     cache_size: int = 8  # memories kept loaded
     max_new_tokens: int = 256  # the most a reply may ask for
     dtype: str | None = None
+    max_upload_bytes: int = 10_000_000  # an uploaded conversation file, at most
+    teacher: str = "extractive"  # the teacher of uploaded conversations
 
 
 @dataclass
@@ -60,12 +62,13 @@ class ApiError(Exception):
 
 
 class MemoryServer:
-    """The base model, the memories loaded into it, and replies from either."""
+    """The base model, the memories loaded into it, and replies from either; learning jobs for uploads."""
 
     def __init__(self, config: ServeConfig):
         from paramem.models import load_model
 
         self.config = config
+        self.jobs = LearningJobs(config)
         self.base, self.tokenizer = load_model(config.base_model, config.dtype)
         self.base.eval()
         self.peft = None  # the PeftModel, once a sequential memory is loaded
@@ -204,6 +207,102 @@ class MemoryServer:
                 raise failure[0]
 
 
+class LearningJobs:
+    """Uploaded conversations learned in the background, one job at a time per user (the store's
+    lock). An upload and its job record are written to the user's folder before learning starts, and
+    each conversation is committed as it is learned, so a server killed mid-job loses nothing learned:
+    at the next start, `resume()` runs the unfinished jobs again, which skip what was committed."""
+
+    def __init__(self, config: ServeConfig):
+        self.config = config
+        self.lock = threading.Lock()
+
+    def _folder(self, user: str) -> Path:
+        return UserMemory(user, self.config.home).root / "jobs"
+
+    def _record(self, user: str, job: str) -> dict:
+        path = self._folder(user) / f"{job}.json"
+        if not path.exists():
+            raise ApiError(404, f"no job {job!r}", "not_found_error")
+        return json.loads(path.read_text(encoding="utf-8"))
+
+    def _save(self, user: str, job: str, **fields) -> None:
+        from paramem.files import write_atomic
+
+        path = self._folder(user) / f"{job}.json"
+        with self.lock:
+            record = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+            write_atomic(path, json.dumps({**record, **fields, "job": job, "user": user}))
+
+    def submit(self, user: str, data: bytes) -> dict:
+        """Check an upload, keep it, and start learning it; bad input is a 400 and stores nothing."""
+        import tempfile
+
+        from paramem.conversations import load_conversations
+
+        if len(data) > self.config.max_upload_bytes:
+            raise ApiError(413, f"the upload is {len(data)} bytes; the limit is {self.config.max_upload_bytes}")
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "upload.jsonl"
+            path.write_bytes(data)
+            try:
+                conversations = load_conversations(path)
+            except InputError as error:
+                raise ApiError(400, str(error).replace(str(path), "upload")) from None
+        if not conversations:
+            raise ApiError(400, "the upload holds no conversation")
+        job = uuid.uuid4().hex[:12]
+        folder = self._folder(user)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{job}.jsonl").write_bytes(data)
+        self._save(user, job, state="running", done=0, total=len(conversations), message="")
+        self._start(user, job)
+        return self._record(user, job)
+
+    def _start(self, user: str, job: str) -> None:
+        threading.Thread(target=self._run, args=(user, job), daemon=True).start()
+
+    def _run(self, user: str, job: str) -> None:
+        from paramem.augment.teachers import make_teacher
+        from paramem.config import RememberConfig
+        from paramem.conversations import load_conversations
+        from paramem.forget import stored_train_config
+        from paramem.remember import Callbacks, remember
+
+        memory = UserMemory(user, self.config.home)
+        try:
+            conversations = load_conversations(self._folder(user) / f"{job}.jsonl")
+            settings = memory.settings()
+            train = stored_train_config(settings)
+            config = RememberConfig(base_model=self.config.base_model, dtype=self.config.dtype, train=train)
+            known = len(memory.learned())
+            callbacks = Callbacks(
+                on_learned=lambda _: self._save(user, job, done=len(memory.learned()) - known),
+            )
+            learned = remember(
+                user, conversations, make_teacher(self.config.teacher), config, self.config.home, callbacks
+            )
+            self._save(user, job, state="done", done=len(learned), message=f"learned {len(learned)} conversations")
+        except InputError as error:
+            self._save(user, job, state="failed", message=str(error))
+        except Exception as error:  # reported to the page, never lost in a thread
+            self._save(user, job, state="failed", message=f"{type(error).__name__}: {error}")
+
+    def status(self, user: str, job: str) -> dict:
+        return self._record(user, job)
+
+    def resume(self) -> list[str]:
+        """Start again every job a stopped server left running; returns their ids."""
+        resumed = []
+        for user in users(self.config.home):
+            for path in sorted(self._folder(user).glob("*.json")):
+                record = json.loads(path.read_text(encoding="utf-8"))
+                if record.get("state") == "running":
+                    self._start(user, record["job"])
+                    resumed.append(record["job"])
+        return resumed
+
+
 def _messages(body: dict) -> list[dict]:
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
@@ -293,6 +392,75 @@ def create_app(server: MemoryServer) -> FastAPI:
                 "total_tokens": prompt_tokens + len(server.tokenizer(text, add_special_tokens=False)["input_ids"]),
             },
         }
+
+    @app.get("/v1/memory")
+    def memory_view(authorization: str | None = Header(None)):
+        """What the caller's memory holds: the conversations learned, and what was forgotten."""
+        caller = server.caller(authorization)
+        memory = UserMemory(caller, server.config.home)
+        learned = memory.learned()
+        return {
+            "user": caller,
+            "form": memory.settings().get("form", "sequential"),
+            "conversations": [
+                {
+                    "id": r.id,
+                    "timestamp": r.timestamp,
+                    "qa_pairs": r.qa_pairs,
+                    "final_loss": r.final_loss,
+                    "learned_at": r.learned_at,
+                }
+                for r in learned
+            ],
+            "forgotten": [{"id": i, "at": at} for i, at in memory.forgotten()],
+        }
+
+    @app.get("/v1/memory/recollections")
+    def recollections(authorization: str | None = Header(None)):
+        """What the memory recalls of each conversation, generated from it (sequential memories)."""
+        from paramem.recall import recall_cues, recollect
+
+        caller = server.caller(authorization)
+        memory = UserMemory(caller, server.config.home)
+        if memory.settings().get("form") == "cartridge":
+            raise ApiError(400, "recollections are generated from sequential memories; cartridges answer questions")
+        cues = recall_cues(memory.notes())
+        with server.lock:
+            model, context = server._model_for(caller)
+            with context:
+                texts = recollect(model, server.tokenizer, cues)
+        return {"recollections": [{"id": n.conversation_id, "text": t} for n, t in zip(memory.notes(), texts)]}
+
+    @app.post("/v1/memory/conversations", status_code=202)
+    async def upload(request: Request, authorization: str | None = Header(None)):
+        """A conversation file (any format `paramem remember` reads) as the body; learned in the background."""
+        caller = server.caller(authorization)
+        data = await request.body()
+        return server.jobs.submit(caller, data)
+
+    @app.get("/v1/memory/jobs/{job}")
+    def job_status(job: str, authorization: str | None = Header(None)):
+        return server.jobs.status(server.caller(authorization), job)
+
+    @app.delete("/v1/memory/conversations/{conversation}")
+    def forget_conversation(conversation: str, authorization: str | None = Header(None)):
+        from dataclasses import asdict
+
+        from paramem.forget import forget
+        from paramem.store import UserLocked
+
+        caller = server.caller(authorization)
+        try:
+            result = forget(caller, conversation, server.config.home)
+        except UserLocked as error:
+            raise ApiError(409, str(error)) from None
+        except InputError as error:
+            raise ApiError(404, str(error), "not_found_error") from None
+        return asdict(result)
+
+    @app.get("/", response_class=HTMLResponse)
+    def page():
+        return (Path(__file__).parent / "web" / "index.html").read_text(encoding="utf-8")
 
     return app
 

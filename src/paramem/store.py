@@ -380,6 +380,7 @@ class UserMemory:
         import secrets
 
         token = f"pm-{secrets.token_urlsafe(32)}"
+        self._db().close()  # a user with a token exists, even before anything is learned (uploads)
         write_atomic_bytes(self._token_file, hashlib.sha256(token.encode()).hexdigest().encode())
         return token
 
