@@ -1,0 +1,108 @@
+"""What serving costs: adapter switch time, request latency with and without memory, and how much
+answers slow down while a learning job runs on the same machine.
+
+    .venv/bin/python benchmarks/serve_latency.py [--base-model qwen2.5-0.5b] [--tokens 32] [--repeats 5]
+
+Makes three users in a scratch home (one conversation each, one epoch: the content does not matter
+here), serves them in-process through FastAPI's test client, and times:
+  load     a memory read from disk into the server (first request, or after LRU eviction)
+  switch   a request for another user whose memory is loaded (peft set_adapter, no reload)
+  latency  a chat completion of --tokens tokens: base model, memory (cached), and memory while a
+           learning job (an upload) runs in the background
+Prints the figures and writes benchmarks/results/serve_latency-<model>.json, naming the CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results"
+DEMO = Path(__file__).resolve().parents[1] / "src" / "paramem" / "demo_data" / "conversations.jsonl"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--base-model", default=None)
+    parser.add_argument("--tokens", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+
+    from fastapi.testclient import TestClient
+
+    from paramem.augment.teachers import ExtractiveTeacher
+    from paramem.config import DEFAULT_MODEL, PairConfig, RememberConfig, TrainConfig
+    from paramem.conversations import load_conversations
+    from paramem.evaluate.run import run_meta
+    from paramem.remember import remember
+    from paramem.serve import MemoryServer, ServeConfig, create_app
+    from paramem.store import UserMemory
+
+    base = args.base_model or DEFAULT_MODEL
+    home = Path(tempfile.mkdtemp(prefix="paramem-serve-"))
+    conversations = load_conversations(DEMO)
+    quick = RememberConfig(base_model=base, train=TrainConfig(epochs=1, pairs=PairConfig(max_pairs=8)))
+    tokens = {}
+    for name, conversation in zip(("ann", "ben", "cat"), conversations):
+        remember(name, [conversation], ExtractiveTeacher(), quick, home)
+        with UserMemory(name, home) as memory:
+            tokens[name] = memory.new_token()
+    server = MemoryServer(ServeConfig(base, home, cache_size=8, max_new_tokens=args.tokens))
+    client = TestClient(create_app(server))
+    question = [{"role": "user", "content": "What did we talk about last time?"}]
+
+    def ask(user: str, model: str) -> float:
+        start = time.perf_counter()
+        response = client.post(
+            "/v1/chat/completions",
+            headers={"Authorization": f"Bearer {tokens[user]}"},
+            json={"model": model, "messages": question, "max_tokens": args.tokens},
+        )
+        response.raise_for_status()
+        return time.perf_counter() - start
+
+    figures: dict[str, list[float]] = {"load": [], "switch": [], "base": [], "memory": [], "memory_while_learning": []}
+    for user in tokens:  # first requests: each memory read from disk
+        start = time.perf_counter()
+        server._load(user)
+        figures["load"].append(time.perf_counter() - start)
+    for _ in range(args.repeats):
+        for user in tokens:
+            start = time.perf_counter()
+            server._model_for(user)  # switching to a loaded memory
+            figures["switch"].append(time.perf_counter() - start)
+        figures["base"].append(ask("ann", base))
+        figures["memory"].append(ask("ann", "paramem:ann"))
+    upload = "".join(
+        json.dumps(
+            {
+                "id": c.id,
+                "timestamp": c.timestamp,
+                "messages": [{"role": m.role, "content": m.content} for m in c.messages],
+            }
+        )
+        + "\n"
+        for c in conversations[3:6]
+    )
+    job = server.jobs.submit("ben", upload.encode())
+    while server.jobs.status("ben", job["job"])["state"] == "running":
+        figures["memory_while_learning"].append(ask("ann", "paramem:ann"))
+        if len(figures["memory_while_learning"]) >= args.repeats:
+            break
+    summary = {k: {"median_s": round(statistics.median(v), 4), "n": len(v)} for k, v in figures.items() if v}
+    for name, row in summary.items():
+        print(f"{name:22s} {row['median_s']:8.3f} s (median of {row['n']})")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / f"serve_latency-{base}.json"
+    meta = run_meta(sys.argv, base, {"conversations": str(DEMO)}, server.base.dtype.__repr__().removeprefix("torch."))
+    out.write_text(json.dumps({**meta, "tokens": args.tokens, "figures": summary}, indent=1), encoding="utf-8")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
