@@ -215,3 +215,16 @@ def test_a_job_left_running_by_a_killed_server_is_resumed(served, demo_conversat
     client = httpx.Client(headers={"Authorization": f"Bearer {tokens['bob']}"}, timeout=60)
     assert wait_for(client, url, "abc")["state"] == "done"
     assert new.id in [r.id for r in UserMemory("bob").learned()]
+
+
+def test_an_lru_of_one_switching_between_forms_serves_each_user_right(served):
+    server, url, tokens = served
+    server.config.cache_size = 1  # every switch evicts: peft keeps its last adapter, which is reused
+    answers = {name: expected(name) for name in tokens}
+    for name in ("alice", "carol", "alice", "bob", "carol", "alice"):
+        client = OpenAI(base_url=url, api_key=tokens[name])
+        reply = client.chat.completions.create(
+            model=f"paramem:{name}", messages=[{"role": "user", "content": QUESTION}], max_tokens=16
+        )
+        assert reply.choices[0].message.content == answers[name], name
+        assert len(server.loaded) == 1

@@ -128,13 +128,17 @@ class MemoryServer:
         if cached is not None:
             self._evict(user)
         form = settings.get("form", "sequential")
-        name = "u" + hashlib.sha256(user.encode()).hexdigest()[:16]  # a valid module name for any user name
+        # A valid module name for any user name, per version: an adapter peft could not delete (the
+        # last one it holds) never collides with the same user's next load.
+        name = f"u{hashlib.sha256(user.encode()).hexdigest()[:16]}v{version}"
         with memory.reading(version) as folder:
             if form == "cartridge":
                 handle = CartridgeModel.from_pretrained(self.base, self.tokenizer, folder)
             elif self.peft is None:
                 self.peft = PeftModel.from_pretrained(self.base, str(folder), adapter_name=name)
                 self.peft.eval()
+                handle = name
+            elif name in self.peft.peft_config:  # kept in peft after its eviction (it was the last one)
                 handle = name
             else:
                 self.peft.load_adapter(str(folder), adapter_name=name)
