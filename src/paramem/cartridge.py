@@ -289,18 +289,11 @@ class _PrefixedDecoder(torch.nn.Module):
         **kwargs,
     ):
         owner = self.owner
-        if not owner.active:
-            return self.decoder(
-                input_ids=input_ids,
-                attention_mask=attention_mask,
-                position_ids=position_ids,
-                past_key_values=past_key_values,
-                use_cache=use_cache,
-                **kwargs,
-            )
-        h, p = len(owner.head), owner.prefix_tokens
+        h, p = len(owner.head), owner.prefix_tokens  # p is 0 with the cartridges off
         batch, length = input_ids.shape
-        if past_key_values is not None:  # a cache this decoder filled: it holds the head and the cartridges
+        # Off: the base decoder as it is. With a cache this decoder filled, which holds the head and
+        # the cartridges already: only positions move and the mask widens.
+        if not owner.active or past_key_values is not None:
             if position_ids is not None:
                 position_ids = position_ids + p
             if attention_mask is not None:

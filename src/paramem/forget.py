@@ -127,15 +127,5 @@ def _retrained(
         if on_conversation:
             on_conversation(position, len(kept), record.id)
         result = trainer.learn(conversation_notes, notes[: position - 1], position, len(kept))
-        records.append(
-            replace(
-                record,
-                qa_pairs=result.qa_pairs,
-                epochs=result.epochs,
-                final_loss=result.final_loss,
-                heldout_accuracy=result.heldout_accuracy,
-                seconds=result.seconds,
-                learning_rate=result.learning_rate,
-            )
-        )
+        records.append(replace(record, **result.record_fields()))
     return model, records

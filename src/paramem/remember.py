@@ -117,15 +117,10 @@ def remember(
                 id=conversation.id,
                 content_hash=conversation.content_hash,
                 timestamp=conversation.timestamp,
-                qa_pairs=result.qa_pairs,
-                epochs=result.epochs,
-                final_loss=result.final_loss,
-                heldout_accuracy=result.heldout_accuracy,
-                seconds=result.seconds,
                 adapter_version=version,
                 learned_at=now_iso(),
-                learning_rate=result.learning_rate,
                 teacher_seconds=teacher_seconds,
+                **result.record_fields(),
             )
             memory.commit(model, record, conversation_notes, conversation.text if config.keep_conversations else None)
             earlier.append(conversation_notes)

@@ -384,6 +384,7 @@ def create_app(server: MemoryServer) -> FastAPI:
             return StreamingResponse(events(), media_type="text/event-stream")
         text = "".join(server.reply(user, messages, max_tokens)).strip()
         prompt_tokens = len(server.tokenizer.apply_chat_template(messages, add_generation_prompt=True))
+        completion_tokens = len(server.tokenizer(text, add_special_tokens=False)["input_ids"])
         return {
             "id": completion,
             "object": "chat.completion",
@@ -392,8 +393,8 @@ def create_app(server: MemoryServer) -> FastAPI:
             "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
             "usage": {
                 "prompt_tokens": prompt_tokens,
-                "completion_tokens": len(server.tokenizer(text, add_special_tokens=False)["input_ids"]),
-                "total_tokens": prompt_tokens + len(server.tokenizer(text, add_special_tokens=False)["input_ids"]),
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
             },
         }
 

@@ -139,6 +139,17 @@ class LearnResult:
     seconds: float
     learning_rate: float  # the kept run's (the best held-out one when several were tried)
 
+    def record_fields(self) -> dict:
+        """What the store's LearnedConversation keeps of this result."""
+        return {
+            "qa_pairs": self.qa_pairs,
+            "epochs": self.epochs,
+            "final_loss": self.final_loss,
+            "heldout_accuracy": self.heldout_accuracy,
+            "seconds": self.seconds,
+            "learning_rate": self.learning_rate,
+        }
+
 
 @dataclass
 class _Run:
