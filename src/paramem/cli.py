@@ -330,6 +330,9 @@ def ask_command(
 @_exits_cleanly
 def chat_command(
     user: str = typer.Option(..., "--user", "-u"),
+    memory: str = typer.Option(
+        "plum", "--memory", help="plum: the memory `remember` learned; milp: the one `search` chose and learned"
+    ),
     home: Path | None = HomeOption,
     max_new_tokens: int = typer.Option(200, help="longest reply in tokens"),
     dtype: str | None = DtypeOption,
@@ -339,9 +342,21 @@ def chat_command(
 
     if max_new_tokens < 1:
         raise InputError(f"--max-new-tokens must be at least 1, not {max_new_tokens}")
-    model, tokenizer, _ = load_memory(user, home, _dtype(dtype))
+    if memory not in ("plum", "milp"):
+        raise InputError(f"--memory must be plum or milp, not {memory!r}")
+    if memory == "milp":
+        from paramem.milp import REPLY_SYSTEM
+        from paramem.search import load_milp_memory
+
+        model, tokenizer, _ = load_milp_memory(user, home, _dtype(dtype))
+        system = REPLY_SYSTEM  # the prompt its replies were tuned under
+    else:
+        from paramem.prompts import SYSTEM_PROMPT
+
+        model, tokenizer, _ = load_memory(user, home, _dtype(dtype))
+        system = SYSTEM_PROMPT
     history: list[dict[str, str]] = []
-    console.print(f"chatting with {user!r}'s memory; an empty line ends the chat")
+    console.print(f"chatting with {user!r}'s {memory} memory; an empty line ends the chat")
     while True:
         try:
             line = console.input("[bold]you> [/bold]").strip()
@@ -350,9 +365,85 @@ def chat_command(
         if not line:
             break
         history.append({"role": "user", "content": line})
-        reply = generate(model, tokenizer, history, max_new_tokens)
+        reply = generate(model, tokenizer, history, max_new_tokens, system)
         history.append({"role": "assistant", "content": reply})
         console.print(f"[bold]memory>[/bold] {reply}")
+
+
+def _ints(text: str, name: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise InputError(f"{name} must be whole numbers separated by commas, not {text!r}") from None
+
+
+@app.command("search")
+@_exits_cleanly
+def search_command(
+    file: Path = typer.Argument(..., help="USER's conversations (any supported format); at least 2"),
+    user: str = typer.Option(..., "--user", "-u", help="whose MiLP memory to search for and store"),
+    format: str | None = typer.Option(None, "--format", help="file format (default: detected)"),
+    base_model: str | None = BaseModelOption,
+    initial: int = typer.Option(8, "--initial", help="random configurations after the base model (paper: 100)"),
+    bo: int = typer.Option(8, "--bo", help="configurations proposed by Bayesian optimisation after those"),
+    factors: str = typer.Option("loras,layers,rank", "--factors", help="what is searched (the rest fixed)"),
+    ranks: str = typer.Option("8,16,32,64,96", "--ranks", help="the ranks r to choose from"),
+    layers: str | None = typer.Option(None, "--layers", help="the layers a mask may choose (default: all)"),
+    block_size: int = typer.Option(4, "--block-size", help="consecutive layers switched on and off together"),
+    max_loras: int | None = typer.Option(None, "--max-loras", help="the largest n (default: the model's depth)"),
+    replies: int = typer.Option(3, "--replies", help="replies generated per trial for ROUGE-L"),
+    restart: bool = typer.Option(False, "--restart", help="forget the saved trials and search again"),
+    seed: int = typer.Option(0, "--seed"),
+    dtype: str | None = DtypeOption,
+    home: Path | None = HomeOption,
+):
+    """MiLP: search the LoRA configuration for USER by Bayesian optimisation, then learn and store it."""
+    from rich.progress import Progress
+
+    from paramem.config import MiLPTrainConfig
+    from paramem.conversations import load_conversations
+    from paramem.models import DEFAULT_MODEL
+    from paramem.search import SearchConfig, search_user, trials_to_run
+    from paramem.store import UserMemory
+
+    conversations = load_conversations(file, format)
+    if replies < 1:
+        raise InputError(f"--replies must be at least 1, not {replies}")
+    config = SearchConfig(initial_trials=initial, bo_trials=bo, seed=seed)
+    space_options = {
+        "factors": [f.strip() for f in factors.split(",") if f.strip()],
+        "ranks": _ints(ranks, "--ranks"),
+        "candidate_layers": _ints(layers, "--layers") if layers is not None else None,
+        "block_size": block_size,
+        "max_loras": max_loras,
+    }
+    stored_model = UserMemory(user, home).settings().get("base_model")
+    with Progress(console=console) as progress:
+        task = progress.add_task("trials", total=trials_to_run(config))
+
+        def on_trial(trial):
+            progress.console.print(
+                f"trial {trial.number} ({trial.kind}): n={trial.config['loras']} r={trial.config['rank']} "
+                f"loss {trial.loss:.3f} ROUGE-L {trial.rouge_l:.3f} hypervolume {trial.hypervolume:.4f} "
+                f"({trial.seconds:.0f}s)"
+            )
+            progress.update(task, completed=trial.number + 1)
+
+        trials, record = search_user(
+            user,
+            conversations,
+            base_model or stored_model or DEFAULT_MODEL,
+            space_options,
+            MiLPTrainConfig(seed=seed),
+            config,
+            replies,
+            home,
+            _dtype(dtype),
+            restart,
+            on_trial,
+        )
+    console.print(f"{len(trials)} trials; chosen: {record['described']}")
+    console.print(f"stored in {UserMemory(user, home).milp_root} (chat with it: paramem chat --memory milp)")
 
 
 @app.command("forget")

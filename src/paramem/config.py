@@ -250,3 +250,66 @@ class RecallConfig:
         check_option(self.batch_size >= 1, "batch_size", "at least 1", self.batch_size)
         check_option(self.branches >= 1, "branches", "at least 1", self.branches)
         check_option(self.no_repeat_ngram_size >= 0, "no_repeat_ngram_size", "0 or more", self.no_repeat_ngram_size)
+
+
+# MiLP's rank choices (the paper's Table 6)
+MILP_RANKS = (8, 16, 32, 64, 96)
+
+
+@dataclass
+class MultiLoraConfig:
+    """MiLP's memory: n LoRAs of rank r on the feed-forward blocks of chosen layers (milp.py maps it to
+    one peft LoRA). The three searched quantities of the paper: n, the layer mask and r."""
+
+    loras: int = setting(8, "n: how many rank-r LoRAs, spread evenly over the chosen layers (0: no memory)")
+    layers: list[int] | None = setting(None, "the layer mask as the chosen layer indices (None: every layer)")
+    rank: int = setting(16, "r of each LoRA (the paper searched 8, 16, 32, 64, 96)")
+    scale: float = setting(2.0, "alpha / r of each LoRA: how strongly its update adds to the layer")
+
+    def __post_init__(self):
+        check_option(self.loras >= 0, "loras (n)", "0 or more", self.loras)
+        check_option(self.rank >= 1, "rank (r)", "at least 1", self.rank)
+        check_option(self.scale > 0, "scale", "above 0", self.scale)
+        if self.layers is not None:
+            self.layers = sorted(set(self.layers))
+            check_option(bool(self.layers), "layers", "at least one layer (an empty mask holds no memory)", [])
+            check_option(min(self.layers) >= 0, "layers", "layer indices of 0 or more", self.layers)
+
+    def check_depth(self, depth: int) -> None:
+        """A layer index past the model's depth is bad input, found before any training."""
+        if self.layers is not None:
+            check_option(max(self.layers) < depth, "layers", f"below the model's depth {depth}", self.layers)
+
+
+@dataclass
+class MiLPTrainConfig:
+    """How a MiLP memory is learned from a user's history: memory injection, then instruction tuning.
+
+    The optimizer follows the paper (AdamW, 5e-4, linear warm-up over 10% of the steps, weight decay
+    1e-4); epochs and batch size are smaller, for a CPU."""
+
+    memory_injection: bool = setting(True, "stage 1: learn the history's text (every token) into the LoRAs")
+    instruction_tuning: bool = setting(
+        True, "stage 2: learn to reply as the assistant did, given the dialogue so far (reply tokens only)"
+    )
+    memory_epochs: int = setting(2, "epochs of stage 1")
+    instruction_epochs: int = setting(3, "epochs of stage 2")
+    learning_rate: float = setting(5e-4, "AdamW learning rate (MiLP: 5e-4)")
+    warmup_share: float = setting(0.1, "share of the steps with a linearly rising learning rate (MiLP: 10%)")
+    weight_decay: float = setting(1e-4, "AdamW weight decay (MiLP: 1e-4)")
+    batch_size: int = setting(4, "examples per optimizer step")
+    max_length: int = setting(384, "longest training example in tokens (the dialogue so far is cut from the left)")
+    context_turns: int = setting(6, "turns of the current dialogue shown before each reply")
+    max_new_tokens: int = setting(40, "longest generated reply, in tokens")
+    seed: int = setting(0, "seed of LoRA initialisation and batching")
+
+    def __post_init__(self):
+        check_option(self.memory_epochs >= 0, "memory_epochs", "0 or more", self.memory_epochs)
+        check_option(self.instruction_epochs >= 0, "instruction_epochs", "0 or more", self.instruction_epochs)
+        check_option(self.learning_rate > 0, "learning_rate", "above 0", self.learning_rate)
+        check_option(0 <= self.warmup_share < 1, "warmup_share", "in [0, 1)", self.warmup_share)
+        check_option(self.weight_decay >= 0, "weight_decay", "0 or more", self.weight_decay)
+        check_option(self.batch_size >= 1, "batch_size", "at least 1", self.batch_size)
+        check_option(self.max_length >= 32, "max_length", "at least 32 tokens", self.max_length)
+        check_option(self.context_turns >= 1, "context_turns", "at least 1", self.context_turns)
+        check_option(self.max_new_tokens >= 1, "max_new_tokens", "at least 1", self.max_new_tokens)

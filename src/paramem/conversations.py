@@ -414,33 +414,52 @@ def load_locomo(path: Path) -> list[Conversation]:
     return _finish(conversations, path, lines, sort_by_time=False)
 
 
+# MSC's two people, by their place in each session: the one who opens it is "Speaker 1" (persona 0 of
+# the episode), the one who replies "Speaker 2" (persona 1), as ParlAI's MSC teacher aligns them. The
+# files name them "Speaker 1"/"Speaker 2" (session 3), "bot_0"/"bot_1" (session 4), a worker number,
+# or nothing (previous sessions); the place is what they share. paramem's user is Speaker 1, the
+# assistant, whose replies a memory learns to give, Speaker 2.
+MSC_SPEAKERS = (("user", "Speaker 1"), ("assistant", "Speaker 2"))
+
+
 def _msc_dialog(turns: Any, where: str, path: Path, line: int) -> list[Message]:
     _require(isinstance(turns, list), f"{where}'dialog' must be a list", path, line)
     messages = []
-    for turn in turns:
+    for place, turn in enumerate(turns):
         _require(
             isinstance(turn, dict) and isinstance(turn.get("text"), str),
-            f"{where}each turn needs 'id' and 'text'",
+            f"{where}each turn needs a 'text'",
             path,
             line,
         )
-        speaker = str(turn.get("id", ""))
-        role = "user" if speaker == "Speaker 1" else "assistant"
-        messages.append(Message(role=role, content=turn["text"], name=speaker or None))
+        role, name = MSC_SPEAKERS[place % 2]
+        messages.append(Message(role=role, content=turn["text"], name=name))
     return messages
 
 
+def msc_episode_id(episode: dict) -> str | None:
+    """The id shared by an episode's lines across the MSC files (session 3 nests it in 'metadata')."""
+    found = (episode.get("metadata") or {}).get("initial_data_id") or episode.get("initial_data_id")
+    return str(found) if found is not None else None
+
+
 def load_msc(path: Path) -> list[Conversation]:
+    """MSC's `msc_dialogue` files (previous sessions, then the current one) and its `msc_personasummary`
+    files (the current session only). Sessions are numbered so the current one is N when the file lies
+    in a `session_N` folder, as in the release; from 1 otherwise."""
     conversations, lines = [], []
+    folder_session = path.parent.name.removeprefix("session_")
+    current = int(folder_session) if folder_session.isdigit() else None
     for line, episode in _json_lines(path):
         _require(isinstance(episode, dict) and "dialog" in episode, "missing 'dialog'", path, line)
-        episode_id = str((episode.get("metadata") or {}).get("initial_data_id") or f"episode_{line}")
+        episode_id = msc_episode_id(episode) or f"episode_{line}"
         sessions = [
             previous.get("dialog") if isinstance(previous, dict) else None
             for previous in episode.get("previous_dialogs") or []
         ]
         sessions.append(episode["dialog"])
-        for number, turns in enumerate(sessions, start=1):
+        first = (current or len(sessions)) - len(sessions) + 1
+        for number, turns in enumerate(sessions, start=max(first, 1)):
             messages = _msc_dialog(turns, f"session {number}: ", path, line)
             if messages:
                 conversations.append(

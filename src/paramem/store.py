@@ -4,6 +4,10 @@
         adapter/            -> versions/<n>: `PeftModel.from_pretrained(base, "adapter")` loads it as is
         versions/<n>/       adapter_config.json + adapter_model.safetensors, one per learned conversation
         manifest.sqlite     what was learned: conversations, teacher notes (for replay), settings
+        milp/               the MiLP memory, beside it (`paramem search`):
+            current.json    the version in use, its configuration, base model, dtype and search summary
+            <n>/            its peft adapter (none for a configuration of 0 LoRAs)
+            search/         trials.jsonl (one line per finished trial), pareto.json, pareto.png
         .lock               held by the one process allowed to change this user
 
 A conversation is committed in this order: adapter written to a new version folder and flushed to
@@ -392,6 +396,42 @@ class UserMemory:
         expected = self._token_file.read_bytes().decode().strip()
         return hmac.compare_digest(expected, hashlib.sha256(token.encode()).hexdigest())
 
+    # -- the MiLP memory ----------------------------------------------------------------------
+
+    @property
+    def milp_root(self) -> Path:
+        return self.root / "milp"
+
+    def milp_record(self) -> dict[str, Any] | None:
+        """What current.json says of the MiLP memory in use, None when there is none."""
+        path = self.milp_root / "current.json"
+        if not path.exists():
+            return None
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+            return {**record, "adapter": str(self.milp_root / str(record["version"]))}
+        except (ValueError, KeyError, TypeError) as error:
+            raise self.damaged(path, error) from None
+
+    def commit_milp(self, model, record: dict[str, Any]) -> None:
+        """Write a MiLP memory as a new version (flushed to disk), then switch current.json to it in
+        one atomic rename. The version before stays until the next commit, so a reader still loading it
+        (a commit takes a whole search) finds it whole; older ones go."""
+        assert self._lock_file is not None, "commit_milp() needs the user's lock"
+        from paramem.milp import save
+
+        previous = self.milp_record()
+        version = (previous["version"] + 1) if previous else 1
+        folder = self.milp_root / str(version)
+        shutil.rmtree(folder, ignore_errors=True)  # an uncommitted leftover of a crash
+        folder.mkdir(parents=True)
+        save(model, folder)
+        fsync_tree(folder)
+        write_atomic_bytes(self.milp_root / "current.json", json.dumps({**record, "version": version}).encode())
+        for entry in self.milp_root.iterdir():
+            if entry.is_dir() and entry.name.isdigit() and int(entry.name) < version - 1:
+                shutil.rmtree(entry, ignore_errors=True)
+
     def delete(self) -> None:
         """Remove every file of this user (the caller removes their teacher-notes cache entries first)."""
         assert self._lock_file is not None, "delete() needs the user's lock"
@@ -440,7 +480,9 @@ def users(home: Path | None = None) -> list[str]:
     folder = (home or paramem_home()) / "users"
     if not folder.is_dir():
         return []
-    return sorted(p.name for p in folder.iterdir() if (p / "manifest.sqlite").exists())
+    return sorted(
+        p.name for p in folder.iterdir() if (p / "manifest.sqlite").exists() or (p / "milp" / "current.json").exists()
+    )
 
 
 def now_iso() -> str:
