@@ -695,6 +695,63 @@ def locomo_command(
     console.print(f"report: {out / 'report.md'}")
 
 
+@app.command("replies")
+@_exits_cleanly
+def replies_command(
+    out: Path = typer.Option(..., "--out", help="results folder (rerun with the same folder to resume)"),
+    dataset: str = typer.Option("msc", "--dataset", help="msc or malp"),
+    data: Path | None = typer.Option(None, "--data", help="datasets root (default: $PARAMEM_DATA or ../shared/data)"),
+    episodes: int = typer.Option(20, "--episodes", help="report episodes compared"),
+    dev_users: int = typer.Option(2, "--dev-users", help="development episodes each search trial learns"),
+    replies: int = typer.Option(3, "--replies", help="replies scored per episode"),
+    methods: str = typer.Option(
+        "base,tplp,rag,uelp,milp", "--methods", help="of base,tplp,rag,uelp,plum,milp,milp-instruction,milp-memory"
+    ),
+    factor_sets: str = typer.Option(
+        "loras,layers,rank",
+        "--factor-sets",
+        help="searched factor sets separated by ';' (the last is MiLP's; the others give the search-space "
+        "ablation), or 'ablation' for the paper's seven",
+    ),
+    initial: int = typer.Option(8, "--initial", help="random trials of each search"),
+    bo: int = typer.Option(8, "--bo", help="Bayesian-optimisation trials of each search"),
+    judge_url: str | None = typer.Option(None, "--judge-url", help="OpenAI-compatible judge (default: local model)"),
+    judge_model: str = typer.Option("default", "--judge-model"),
+    base_model: str | None = typer.Option(None, "--base-model", help="default: the embedded default model"),
+    dtype: str | None = DtypeOption,
+):
+    """MiLP's evaluation: personalised replies by MiLP, TpLP, RAG, UeLP and PLUM, on one base model."""
+    import os
+
+    from paramem.evaluate.personalised import FACTOR_SETS, RepliesConfig, run
+    from paramem.models import DEFAULT_MODEL
+    from paramem.search import SearchConfig
+
+    root = data or Path(os.environ.get("PARAMEM_DATA", Path.cwd().parent / "shared" / "data"))
+    if not root.is_dir():
+        raise InputError(f"no datasets at {root} (pass --data or set PARAMEM_DATA)")
+    sets = list(FACTOR_SETS) if factor_sets == "ablation" else [f.strip() for f in factor_sets.split(";") if f.strip()]
+    config = RepliesConfig(
+        dataset=dataset,
+        episodes=episodes,
+        dev_users=dev_users,
+        replies=replies,
+        methods=_methods_list(methods),
+        factor_sets=sets,
+        search=SearchConfig(initial_trials=initial, bo_trials=bo),
+        judge_url=judge_url,
+        judge_model=judge_model,
+    )
+    with StepLog("replies") as log:
+        results = run(config, root, out, base_model or DEFAULT_MODEL, _dtype(dtype), log)
+    console.print(f"report: {out / 'report.md'}  ({results['seconds'] / 60:.0f} min)")
+    console.print((out / "report.md").read_text(encoding="utf-8"), markup=False, highlight=False)
+
+
+def _methods_list(text: str) -> list[str]:
+    return [m.strip() for m in text.split(",") if m.strip()]
+
+
 @app.command("demo")
 @_exits_cleanly
 def demo_command(

@@ -39,11 +39,13 @@ class Episode:
     split: str = "report"  # "dev" or "report"
 
 
-def _split(index: int) -> str:
-    return "dev" if index < DEV_EPISODES else "report"
+def _split(index: int, dev: int) -> str:
+    return "dev" if index < dev else "report"
 
 
-def msc_episodes(session_3: Path, session_4: Path, max_targets: int | None = None) -> list[Episode]:
+def msc_episodes(
+    session_3: Path, session_4: Path, max_targets: int | None = None, dev: int = DEV_EPISODES
+) -> list[Episode]:
     """MSC episodes in file order: sessions 1-3 from `session_3`, session 4 from `session_4`."""
     histories: dict[str, list[Conversation]] = {}
     for conversation in load_msc(session_3):
@@ -71,13 +73,13 @@ def msc_episodes(session_3: Path, session_4: Path, max_targets: int | None = Non
                 targets=targets[:max_targets] if max_targets else targets,
                 facts=tuple(personas[episode_id][1]),
                 partner_facts=tuple(personas[episode_id][0]),
-                split=_split(index),
+                split=_split(index, dev),
             )
         )
     return episodes
 
 
-def malp_episodes(path: Path) -> list[Episode]:
+def malp_episodes(path: Path, dev: int = DEV_EPISODES) -> list[Episode]:
     """MaLP dialogues ending in a doctor's reply to the patient: all but that last exchange is history."""
     episodes = []
     for index, dialogue in enumerate(load_malp(path)):
@@ -89,7 +91,7 @@ def malp_episodes(path: Path) -> list[Episode]:
         history = Conversation(id=dialogue.id, messages=messages[: last - 1])
         test = Conversation(id=dialogue.id, messages=messages[: last + 1])
         facts = tuple(m.content for m in history.messages if m.role == "user")
-        episodes.append(Episode(dialogue.id, (history,), test, (last,), facts, split=_split(index)))
+        episodes.append(Episode(dialogue.id, (history,), test, (last,), facts, split=_split(index, dev)))
     return episodes
 
 

@@ -1,0 +1,123 @@
+"""Pairwise judging of two replies (MiLP's win rate), each pair asked in both orders to cancel the
+judge's position bias: a method wins when the judge prefers it in both orders, loses when it prefers
+the other reply in both, and ties when the two orders disagree. How often they agree is reported: it
+says what the judge is worth (a judge that always answers "A" agrees with itself never).
+
+The judge is an OpenAI-compatible endpoint when one is given, else a local model: the largest packaged
+one that fits (qwen2.5-0.5b here), read as the log-odds of "A" against "B" at its answer.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+
+from paramem.errors import InputError
+
+JUDGE_PROMPT = """Here is a conversation, then two candidate next replies by the assistant.
+
+{context}
+
+Reply A: {a}
+Reply B: {b}
+
+Which reply is the better next turn: natural, consistent with the conversation, and specific to these people? Answer with one letter, A or B."""
+
+
+def render_context(context: list) -> str:
+    return "\n".join(f"{m.name or m.role}: {m.content}" for m in context[-6:])
+
+
+class LocalJudge:
+    """A local causal LM's preference: log P("A") - log P("B") at the start of its answer."""
+
+    def __init__(self, model, tokenizer):
+        from paramem.answer import first_token_ids
+
+        self.model, self.tokenizer = model, tokenizer
+        self.a, self.b = first_token_ids(tokenizer, ["A"])[0], first_token_ids(tokenizer, ["B"])[0]
+        self.name = "local"
+
+    @torch.inference_mode()
+    def prefers_a(self, context: list, a: str, b: str) -> float:
+        prompt = JUDGE_PROMPT.format(context=render_context(context), a=a, b=b)
+        ids = self.tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}], add_generation_prompt=True, return_tensors="pt", return_dict=True
+        )
+        logits = self.model(**ids).logits[0, -1].float()
+        return float(logits[self.a] - logits[self.b])
+
+
+class EndpointJudge:
+    """An OpenAI-compatible chat endpoint, asked for one token at temperature 0; +1 for A, -1 for B,
+    0 when it answers neither."""
+
+    def __init__(self, url: str, model: str = "default", api_key_env: str = "OPENAI_API_KEY", timeout_s: float = 60):
+        self.url, self.model, self.timeout_s = url.rstrip("/"), model, timeout_s
+        self.key = os.environ.get(api_key_env)
+        self.name = f"{url} {model}"
+
+    def prefers_a(self, context: list, a: str, b: str) -> float:
+        import httpx
+
+        body = {
+            "model": self.model,
+            "messages": [{"role": "user", "content": JUDGE_PROMPT.format(context=render_context(context), a=a, b=b)}],
+            "max_tokens": 2,
+            "temperature": 0,
+        }
+        headers = {"Authorization": f"Bearer {self.key}"} if self.key else {}
+        try:
+            response = httpx.post(f"{self.url}/chat/completions", json=body, headers=headers, timeout=self.timeout_s)
+            response.raise_for_status()
+            answer = response.json()["choices"][0]["message"]["content"].strip().upper()
+        except (httpx.HTTPError, KeyError, IndexError, ValueError) as error:
+            raise InputError(f"the judge at {self.url} failed: {error}") from None
+        return 1.0 if answer.startswith("A") else -1.0 if answer.startswith("B") else 0.0
+
+
+@dataclass
+class Verdict:
+    wins: int = 0
+    ties: int = 0
+    losses: int = 0
+
+    @property
+    def pairs(self) -> int:
+        return self.wins + self.ties + self.losses
+
+    @property
+    def win_rate(self) -> float | None:
+        """Wins over pairs, ties counting half (MiLP's win rate against the text-prompt baseline)."""
+        return (self.wins + 0.5 * self.ties) / self.pairs if self.pairs else None
+
+    @property
+    def agreement(self) -> float | None:
+        """Share of pairs the judge decided the same way in both orders."""
+        return (self.wins + self.losses) / self.pairs if self.pairs else None
+
+    def as_dict(self) -> dict:
+        return {
+            "wins": self.wins,
+            "ties": self.ties,
+            "losses": self.losses,
+            "win_rate": self.win_rate,
+            "agreement": self.agreement,
+        }
+
+
+def judge_pair(judge, context: list, reply: str, baseline: str) -> str:
+    """ "win", "tie" or "loss" of `reply` against `baseline`, asked in both orders."""
+    first = judge.prefers_a(context, reply, baseline) > 0
+    second = judge.prefers_a(context, baseline, reply) < 0
+    if first and second:
+        return "win"
+    if not first and not second:
+        return "loss"
+    return "tie"
+
+
+def tally(outcomes: list[str]) -> Verdict:
+    return Verdict(outcomes.count("win"), outcomes.count("tie"), outcomes.count("loss"))

@@ -1,0 +1,377 @@
+"""Personalised reply generation, side by side on one base model (MiLP's evaluation, `paramem replies`):
+
+    base              no memory: the dialogue so far only
+    tplp              TpLP: the whole history pasted into the prompt
+    rag               MaLP-style retrieval memory: the history's turns most like the last message (BM25)
+    uelp              UeLP: a user embedding, a soft prompt (peft prompt tuning) learned from the history
+    plum              PLUM's adapter of the history (teacher notes, yes/no pairs)
+    milp              MiLP: the searched LoRAs, memory injection then instruction tuning
+    milp-instruction  ablation: the same LoRAs, instruction tuning only
+    milp-memory       ablation: the same LoRAs, memory injection only
+
+The search runs on development episodes (their sessions 1-2 learned, session 3's replies scored; MaLP:
+a dialogue's last history reply scored), once per searched factor set; the comparison runs on report
+episodes, never looked at while searching. Every episode's replies are saved as it finishes, so an
+interrupted run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from paramem.config import MiLPTrainConfig, MultiLoraConfig, setting
+from paramem.conversations import Conversation
+from paramem.errors import InputError, check_option
+from paramem.evaluate.episodes import Episode, malp_episodes, msc_episodes, select
+from paramem.evaluate.replies import ReplyScores, mean_scores, score_reply
+from paramem.files import write_atomic
+from paramem.search import SearchConfig
+
+METHODS = ("base", "tplp", "rag", "uelp", "plum", "milp", "milp-instruction", "milp-memory")
+MILP_METHODS = ("milp", "milp-instruction", "milp-memory")
+# The paper's search-space ablation: each factor alone, each pair, all three.
+FACTOR_SETS = ("loras", "rank", "layers", "loras,rank", "loras,layers", "rank,layers", "loras,layers,rank")
+BASELINE = "tplp"  # what win rates are measured against, as in the paper
+
+
+@dataclass
+class RepliesConfig:
+    dataset: str = setting("msc", "msc (sessions 1-3 learned, session 4 replied) or malp (last exchange held out)")
+    episodes: int = setting(20, "report episodes compared")
+    dev_users: int = setting(2, "development episodes the search learns and scores in each trial")
+    dev_episodes: int = setting(10, "the first this many episodes of the dataset are development, the rest report")
+    replies: int = setting(3, "replies generated and scored per episode (the first assistant turns)")
+    methods: list[str] = setting(list(METHODS[:4]) + ["milp"], "methods compared")
+    factor_sets: list[str] = setting(["loras,layers,rank"], "searched factor sets (ablation: see FACTOR_SETS)")
+    search: SearchConfig = field(default_factory=SearchConfig)
+    train: MiLPTrainConfig = field(default_factory=MiLPTrainConfig)
+    retrieved: int = setting(5, "rag: history turns pasted into the prompt")
+    soft_prompt_tokens: int = setting(16, "uelp: virtual tokens of the user embedding")
+    soft_prompt_learning_rate: float = setting(1e-2, "uelp: learning rate of the soft prompt")
+    judge_url: str | None = setting(None, "an OpenAI-compatible judge endpoint (else the local base model)")
+    judge_model: str = setting("default", "the endpoint's model name")
+    teacher: str = setting("local", "plum: the teacher that writes the history's notes")
+
+    def __post_init__(self):
+        check_option(self.dataset in ("msc", "malp"), "dataset", "msc or malp", self.dataset)
+        check_option(self.episodes >= 1, "episodes", "at least 1", self.episodes)
+        check_option(self.dev_users >= 1, "dev_users", "at least 1", self.dev_users)
+        check_option(self.replies >= 1, "replies", "at least 1", self.replies)
+        check_option(
+            bool(self.methods) and set(self.methods) <= set(METHODS), "methods", ", ".join(METHODS), self.methods
+        )
+        check_option(bool(self.factor_sets), "factor_sets", "at least one", self.factor_sets)
+        check_option(self.retrieved >= 1, "retrieved", "at least 1", self.retrieved)
+        check_option(self.soft_prompt_tokens >= 1, "soft_prompt_tokens", "at least 1", self.soft_prompt_tokens)
+
+
+def load_episodes(config: RepliesConfig, data: Path) -> list[Episode]:
+    if config.dataset == "msc":
+        return msc_episodes(
+            data / "msc" / "msc_dialogue" / "session_3" / "test.txt",
+            data / "msc" / "msc_personasummary" / "session_4" / "test.txt",
+            max_targets=config.replies,
+            dev=config.dev_episodes,
+        )
+    return malp_episodes(data / "malp" / "dialogues2_cleaned.json", dev=config.dev_episodes)
+
+
+def dev_user(episode: Episode):
+    """A development episode as the search sees it: the last history conversation's replies scored,
+    learned from what precedes them (MSC: sessions 1-2 then session 3; MaLP: the dialogue without
+    its last history exchange)."""
+    from paramem.search import DevUser
+
+    if len(episode.history) >= 2:
+        return DevUser(episode.id, list(episode.history[:-1]), episode.history[-1])
+    messages = episode.history[0].messages
+    return DevUser(episode.id, [Conversation(episode.id, messages[:-2])], episode.history[0])
+
+
+# ---------------------------------------------------------------------------------------------
+# The methods
+
+
+def history_prompt(history: tuple[Conversation, ...]) -> str:
+    from paramem.milp import REPLY_SYSTEM
+
+    sessions = "\n\n".join(f"[conversation {i}]\n{c.text}" for i, c in enumerate(history, start=1))
+    return f"{REPLY_SYSTEM}\n\nYour past conversations with this user:\n{sessions}"
+
+
+def retrieval_system(history: tuple[Conversation, ...], query: str, k: int) -> str:
+    from paramem.evaluate.retrieval import make_retriever, passages
+    from paramem.milp import REPLY_SYSTEM
+
+    found = make_retriever("bm25", passages(list(history)))
+    excerpts = "\n".join(f"- {p.text}" for p in found.search([query], k)[0])
+    return f"{REPLY_SYSTEM}\n\nExcerpts of past conversations with this user that may be relevant:\n{excerpts}"
+
+
+def learn_soft_prompt(model, tokenizer, history: list[Conversation], config: RepliesConfig):
+    """UeLP's user embedding: a soft prompt before every input, learned on the history's replies
+    (the base model frozen)."""
+    import random
+
+    from peft import PromptTuningConfig, get_peft_model
+
+    from paramem.milp import reply_examples
+    from paramem.train import batches, weighted_cross_entropy
+
+    torch.manual_seed(config.train.seed)
+    prompted = get_peft_model(
+        model, PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=config.soft_prompt_tokens)
+    )
+    examples = reply_examples(tokenizer, history, config.train)
+    trainable = [p for p in prompted.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=config.soft_prompt_learning_rate)
+    rng = random.Random(config.train.seed)
+    prompted.train()
+    epochs = config.train.memory_epochs + config.train.instruction_epochs
+    for _ in range(epochs):
+        for batch in batches(examples, config.train.batch_size, tokenizer.pad_token_id, config.train.max_length, rng):
+            logits = prompted(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            loss = weighted_cross_entropy(logits[:, config.soft_prompt_tokens :], batch["input_ids"], batch["weights"])
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+    prompted.eval()
+    return prompted
+
+
+def learn_plum(model_name: str, history: tuple[Conversation, ...], config: RepliesConfig, home: Path, dtype):
+    """PLUM's adapter of the history, learned by `remember` into a store of the run's own."""
+    from paramem.answer import load_memory
+    from paramem.augment.teachers import make_teacher
+    from paramem.config import RememberConfig
+    from paramem.remember import remember
+
+    user = "episode"
+    remember(
+        user, list(history), make_teacher(config.teacher), RememberConfig(base_model=model_name, dtype=dtype), home
+    )
+    model, tokenizer, _ = load_memory(user, home, dtype)
+    return model, tokenizer
+
+
+class Replier:
+    """Every method's replies for one episode, on one loaded base model."""
+
+    def __init__(self, model, tokenizer, config: RepliesConfig, chosen: dict[str, MultiLoraConfig], work: Path):
+        self.model, self.tokenizer, self.config, self.chosen, self.work = model, tokenizer, config, chosen, work
+        self.model_name, self.dtype = None, None
+
+    def _replies(self, model, episode: Episode, system_of=None, train=None) -> list[str]:
+        from paramem.milp import REPLY_SYSTEM, reply
+
+        train = train or self.config.train
+        out = []
+        for target in episode.targets:
+            context = list(episode.test.messages[:target])
+            system = system_of(context) if system_of else REPLY_SYSTEM
+            out.append(reply(model, self.tokenizer, context, train, system))
+        return out
+
+    def replies(self, method: str, episode: Episode) -> list[str]:
+        from peft import PeftModel
+
+        from paramem.milp import learn
+
+        history = list(episode.history)
+        if method == "base":
+            return self._replies(self.model, episode)
+        if method == "tplp":
+            wide = MiLPTrainConfig(**{**asdict(self.config.train), "max_length": 8192})  # the history must fit
+            return self._replies(self.model, episode, lambda _: history_prompt(episode.history), wide)
+        if method == "rag":
+            k = self.config.retrieved
+            return self._replies(self.model, episode, lambda c: retrieval_system(episode.history, c[-1].content, k))
+        if method == "uelp":
+            prompted = learn_soft_prompt(self.model, self.tokenizer, history, self.config)
+            try:
+                return self._replies(prompted, episode)
+            finally:
+                self.model = prompted.get_base_model()
+        if method == "plum":
+            from paramem.prompts import SYSTEM_PROMPT
+
+            home = self.work / "plum" / episode.id
+            model, _ = learn_plum(self.model_name, episode.history, self.config, home, self.dtype)
+            return self._replies(model, episode, lambda _: SYSTEM_PROMPT)
+        stages = {"milp": (True, True), "milp-instruction": (False, True), "milp-memory": (True, False)}[
+            method.split("@")[0]
+        ]
+        train = MiLPTrainConfig(
+            **{**asdict(self.config.train), "memory_injection": stages[0], "instruction_tuning": stages[1]}
+        )
+        factors = method.split("@")[1] if "@" in method else self.config.factor_sets[-1]
+        learned = learn(self.model, self.tokenizer, history, self.chosen[factors], train)
+        try:
+            return self._replies(learned, episode)
+        finally:
+            if isinstance(learned, PeftModel):
+                learned.unload()
+
+
+# ---------------------------------------------------------------------------------------------
+# The run
+
+
+def run_searches(model, tokenizer, episodes: list[Episode], config: RepliesConfig, out: Path, on_trial=None):
+    """One search per factor set on the development episodes; {factor set: chosen config}, and the
+    trials of each."""
+    from paramem.milp import model_depth
+    from paramem.search import MemoryObjective, SearchSpace, choose, search
+
+    users = [dev_user(e) for e in select(episodes, "dev", config.dev_users)]
+    if not users:
+        raise InputError(f"no development episodes in the {config.dataset} data")
+    objective = MemoryObjective(model, tokenizer, users, config.train, replies=config.replies)
+    chosen, trials = {}, {}
+    for factors in config.factor_sets:
+        space = SearchSpace(depth=model_depth(model), factors=factors.split(","))
+        folder = out / "search" / factors.replace(",", "+")
+        found = search(space, objective, folder, config.search, on_trial)
+        chosen[factors], trials[factors] = choose(found).memory, found
+    return chosen, trials
+
+
+def run(config: RepliesConfig, data: Path, out: Path, model_name: str, dtype: str | None = None, log=None):
+    """Search, then reply with every method on the report episodes, judge, and write results.json and
+    report.md under `out`. Returns the results."""
+    from paramem.evaluate.judge import EndpointJudge, LocalJudge, judge_pair, tally
+    from paramem.evaluate.run import run_meta
+    from paramem.models import dtype_of, load_model
+
+    started = time.perf_counter()
+    out.mkdir(parents=True, exist_ok=True)
+    episodes = load_episodes(config, data)
+    report = select(episodes, "report", config.episodes)
+    model, tokenizer = load_model(model_name, dtype)
+    milp_methods = [m for m in config.methods if m in MILP_METHODS]
+
+    def on_trial(trial) -> None:
+        if log is not None:
+            log.status(f"search trial {trial.number} ({trial.kind}): loss {trial.loss:.3f} ROUGE-L {trial.rouge_l:.3f}")
+
+    chosen, trials = run_searches(model, tokenizer, episodes, config, out, on_trial) if milp_methods else ({}, {})
+    # the search-space ablation: MiLP with each further factor set's choice
+    methods = list(config.methods) + [f"milp@{f}" for f in config.factor_sets[:-1] if "milp" in config.methods]
+    replier = Replier(model, tokenizer, config, chosen, out)
+    replier.model_name, replier.dtype = model_name, dtype_of(model)
+    folder = out / "episodes"
+    folder.mkdir(exist_ok=True)
+    if log is not None:
+        log.status(f"replying in {len(report)} episodes", total=len(report))
+    for episode in report:
+        path = folder / f"{episode.id}.json"
+        saved = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+        for method in methods:
+            if method not in saved:
+                start = time.perf_counter()
+                saved[method] = {"replies": replier.replies(method, episode), "seconds": time.perf_counter() - start}
+                write_atomic(path, json.dumps(saved, indent=1))
+        if log is not None:
+            log.advance(f"episode {episode.id} done")
+    judge = (
+        EndpointJudge(config.judge_url, config.judge_model)
+        if config.judge_url
+        else LocalJudge(replier.model, tokenizer)
+    )
+    from paramem.milp import model_depth
+
+    results = {"methods": {}, "config": asdict(config), "base_model": model_name, "dtype": dtype_of(model)}
+    results["depth"] = model_depth(model)
+    per_episode = [(e, json.loads((folder / f"{e.id}.json").read_text(encoding="utf-8"))) for e in report]
+    for method in methods:
+        scores: list[ReplyScores] = []
+        outcomes = []
+        for episode, saved in per_episode:
+            for target, text in zip(episode.targets, saved[method]["replies"]):
+                gold = episode.test.messages[target].content
+                scores.append(score_reply(text, gold, list(episode.facts), list(episode.partner_facts) or None))
+                if method != BASELINE and BASELINE in saved:
+                    context = list(episode.test.messages[:target])
+                    baseline = saved[BASELINE]["replies"][episode.targets.index(target)]
+                    outcomes.append(judge_pair(judge, context, text, baseline))
+        results["methods"][method] = {
+            **mean_scores(scores),
+            "replies": len(scores),
+            "seconds_per_episode": statistics.fmean(s[method]["seconds"] for _, s in per_episode),
+            "win_vs_tplp": tally(outcomes).as_dict() if outcomes else None,
+        }
+    results["search"] = {
+        factors: {
+            "chosen": asdict(chosen[factors]),
+            "trials": [asdict(t) for t in found],
+            "hypervolume": [t.hypervolume for t in found],
+        }
+        for factors, found in trials.items()
+    }
+    results["gold"] = gold_scores(per_episode)
+    results["episodes"] = {"dataset": config.dataset, "split": "report", "ids": [e.id for e in report]}
+    results["dev_episodes"] = [e.id for e in select(episodes, "dev", config.dev_users)]
+    results["judge"] = judge.name
+    results["seconds"] = time.perf_counter() - started
+    results["meta"] = run_meta(sys.argv, model_name, {"dataset": config.dataset, "root": str(data)}, dtype_of(model))
+    write_atomic(out / "results.json", json.dumps(results, indent=2))
+    write_atomic(out / "report.md", render(results))
+    return results
+
+
+def gold_scores(per_episode) -> dict:
+    """Persona-F1 of the gold replies themselves: the scale the methods' figures sit on."""
+    scores = [
+        score_reply(
+            e.test.messages[t].content, e.test.messages[t].content, list(e.facts), list(e.partner_facts) or None
+        )
+        for e, _ in per_episode
+        for t in e.targets
+    ]
+    means = mean_scores(scores)
+    return {"persona_f1": means["persona_f1"], "partner_persona_f1": means["partner_persona_f1"]}
+
+
+def _figure(value) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def render(results: dict) -> str:
+    from paramem.config import MultiLoraConfig
+    from paramem.search import describe
+
+    config = results["config"]
+    lines = [
+        f"# Personalised replies: {config['dataset']}, {len(results['episodes']['ids'])} report episodes",
+        "",
+        f"Base model {results['base_model']} ({results['dtype']}); search on development episodes "
+        f"{', '.join(results['dev_episodes'])}; judge: {results['judge']} (each pair in both orders).",
+        "",
+        "| method | ROUGE-1 | ROUGE-L | Persona-F1 | partner P-F1 | win / tie / loss vs TpLP | judge agreement | s/episode |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for method, m in results["methods"].items():
+        win = m["win_vs_tplp"]
+        verdict = f"{win['win_rate']:.2f} ({win['wins']}/{win['ties']}/{win['losses']})" if win else "-"
+        agreement = _figure(win["agreement"]) if win else "-"
+        lines.append(
+            f"| {method} | {_figure(m['rouge1'])} | {_figure(m['rouge_l'])} | {_figure(m['persona_f1'])} | "
+            f"{_figure(m['partner_persona_f1'])} | {verdict} | {agreement} | {m['seconds_per_episode']:.0f} |"
+        )
+    gold = results["gold"]
+    lines += [
+        "",
+        f"Gold replies: Persona-F1 {_figure(gold['persona_f1'])}, partner {_figure(gold['partner_persona_f1'])}.",
+    ]
+    for factors, found in results["search"].items():
+        chosen = describe(MultiLoraConfig(**found["chosen"]), results["depth"])
+        volumes = ", ".join(f"{v:.4f}" for v in found["hypervolume"])
+        lines += ["", f"Search over {factors}: chosen {chosen}.", f"Hypervolume after each trial: {volumes}."]
+    return "\n".join(lines) + "\n"
