@@ -23,7 +23,8 @@ JUDGE_PROMPT = """Here is a conversation, then two candidate next replies by the
 Reply A: {a}
 Reply B: {b}
 
-Which reply is the better next turn: natural, consistent with the conversation, and specific to these people? Answer with one letter, A or B."""
+Which reply is the better next turn: natural, consistent with the conversation, and specific to
+these people? Answer with one letter, A or B."""
 
 
 def render_context(context: list) -> str:

@@ -354,7 +354,8 @@ def render(results: dict) -> str:
         f"Base model {results['base_model']} ({results['dtype']}); search on development episodes "
         f"{', '.join(results['dev_episodes'])}; judge: {results['judge']} (each pair in both orders).",
         "",
-        "| method | ROUGE-1 | ROUGE-L | Persona-F1 | partner P-F1 | win / tie / loss vs TpLP | judge agreement | s/episode |",
+        "| method | ROUGE-1 | ROUGE-L | Persona-F1 | partner P-F1 | win / tie / loss vs TpLP | judge agreement "
+        "| s/episode |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for method, m in results["methods"].items():
