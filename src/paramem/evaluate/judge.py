@@ -110,12 +110,13 @@ class Verdict:
 
 
 def judge_pair(judge, context: list, reply: str, baseline: str) -> str:
-    """ "win", "tie" or "loss" of `reply` against `baseline`, asked in both orders."""
-    first = judge.prefers_a(context, reply, baseline) > 0
-    second = judge.prefers_a(context, baseline, reply) < 0
-    if first and second:
+    """ "win", "tie" or "loss" of `reply` against `baseline`, asked in both orders: a win or a loss
+    needs the same answer both ways; no preference (0) either way is a tie."""
+    first = judge.prefers_a(context, reply, baseline)  # > 0: reply preferred
+    second = -judge.prefers_a(context, baseline, reply)  # > 0: reply preferred
+    if first > 0 and second > 0:
         return "win"
-    if not first and not second:
+    if first < 0 and second < 0:
         return "loss"
     return "tie"
 

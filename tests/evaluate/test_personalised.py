@@ -1,0 +1,103 @@
+import json
+
+import pytest
+from conftest import FIXTURES
+
+from paramem.config import MiLPTrainConfig
+from paramem.evaluate import personalised
+from paramem.evaluate.episodes import msc_episodes
+from paramem.evaluate.judge import judge_pair, tally
+from paramem.evaluate.personalised import RepliesConfig, dev_user, history_prompt, learn_soft_prompt, run
+from paramem.models import tiny_model
+from paramem.search import SearchConfig
+
+MSC = FIXTURES / "msc"
+TINY_TRAIN = MiLPTrainConfig(memory_epochs=1, instruction_epochs=1, max_new_tokens=4)
+
+
+def episodes():
+    return msc_episodes(
+        MSC / "msc_dialogue" / "session_3" / "test.txt", MSC / "msc_personasummary" / "session_4" / "test.txt", dev=1
+    )
+
+
+def test_dev_user_scores_the_last_history_session_learned_from_the_ones_before():
+    user = dev_user(episodes()[0])
+    assert [c.id for c in user.train] == ["test_0/session_1", "test_0/session_2"]
+    assert user.validation.id == "test_0/session_3"
+
+
+def test_text_prompt_holds_the_whole_history():
+    prompt = history_prompt(episodes()[0].history)
+    assert all(m.content in prompt for c in episodes()[0].history for m in c.messages)
+
+
+def test_user_embedding_learns_a_soft_prompt_and_leaves_the_base_model_alone():
+    model, tokenizer = tiny_model()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    config = RepliesConfig(soft_prompt_tokens=4, train=TINY_TRAIN)
+    prompted = learn_soft_prompt(model, tokenizer, list(episodes()[0].history), config)
+    embedding = prompted.prompt_encoder["default"].embedding.weight
+    assert embedding.shape[0] == 4
+    assert all(p.equal(before[n]) for n, p in prompted.get_base_model().named_parameters())
+
+
+class Fixed:
+    """A judge with a fixed preference for reply A, or for the longer reply."""
+
+    name = "fixed"
+
+    def __init__(self, rule):
+        self.rule = rule
+
+    def prefers_a(self, context, a, b):
+        return self.rule(a, b)
+
+
+def test_pairs_are_judged_in_both_orders():
+    always_a = Fixed(lambda a, b: 1.0)  # pure position bias: every pair a tie, agreement 0
+    verdict = tally([judge_pair(always_a, [], "x", "yy") for _ in range(4)])
+    assert (verdict.ties, verdict.win_rate, verdict.agreement) == (4, 0.5, 0.0)
+    longer = Fixed(lambda a, b: len(a) - len(b))
+    assert judge_pair(longer, [], "long reply", "short") == "win"
+    assert judge_pair(longer, [], "short", "long reply") == "loss"
+    assert judge_pair(longer, [], "same", "same") == "tie"
+
+
+def test_run_compares_every_method_and_resumes_without_replying_again(tmp_path, monkeypatch):
+    config = RepliesConfig(
+        episodes=1,
+        dev_users=1,
+        dev_episodes=1,
+        replies=2,
+        methods=["base", "tplp", "rag", "uelp", "milp", "milp-instruction", "milp-memory"],
+        factor_sets=["rank", "loras,layers,rank"],
+        search=SearchConfig(initial_trials=2, bo_trials=0),
+        train=TINY_TRAIN,
+    )
+    results = run(config, FIXTURES, tmp_path, "tiny")
+    methods = results["methods"]
+    assert list(methods) == [*config.methods, "milp@rank"]  # the search-space ablation's extra row
+    for name, figures in methods.items():
+        assert figures["replies"] == 1 and 0 <= figures["rouge_l"] <= 1  # the report episode has one reply
+        if name != "tplp":
+            verdict = figures["win_vs_tplp"]
+            assert verdict["wins"] + verdict["ties"] + verdict["losses"] == 1
+    assert set(results["search"]) == {"rank", "loras,layers,rank"}
+    assert len(results["search"]["rank"]["hypervolume"]) == 3
+    assert results["episodes"]["ids"] == ["test_1"] and results["dev_episodes"] == ["test_0"]
+    assert (tmp_path / "report.md").read_text().count("| milp") == 4
+
+    def no_more_replies(*args):
+        raise AssertionError("a saved episode was replied again")
+
+    monkeypatch.setattr(personalised.Replier, "replies", no_more_replies)
+    again = run(config, FIXTURES, tmp_path, "tiny")
+    assert json.dumps(again["methods"], sort_keys=True) == json.dumps(methods, sort_keys=True)
+
+
+def test_bad_method_is_refused():
+    from paramem.errors import InputError
+
+    with pytest.raises(InputError, match="methods"):
+        RepliesConfig(methods=["milp", "magic"])
