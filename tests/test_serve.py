@@ -228,3 +228,27 @@ def test_an_lru_of_one_switching_between_forms_serves_each_user_right(served):
         )
         assert reply.choices[0].message.content == answers[name], name
         assert len(server.loaded) == 1
+
+
+def test_milp_memory_is_served_beside_the_plum_one(served, demo_conversations):
+    from paramem.config import MiLPTrainConfig, MultiLoraConfig
+    from paramem.milp import REPLY_SYSTEM, learn
+    from paramem.models import tiny_model
+    from paramem.search import load_milp_memory
+
+    server, url, tokens = served
+    model, tokenizer = tiny_model()
+    config = MiLPTrainConfig(memory_epochs=1, instruction_epochs=2, learning_rate=5e-3)
+    learned = learn(model, tokenizer, demo_conversations[:2], MultiLoraConfig(loras=2, rank=4), config)
+    with UserMemory("alice") as memory:
+        memory.commit_milp(learned, {"base_model": "tiny", "dtype": "float32", "memory": {}})
+    alice = OpenAI(base_url=url, api_key=tokens["alice"])
+    assert [m.id for m in alice.models.list()] == ["tiny", "paramem:alice", "paramem-milp:alice"]
+    chat = [{"role": "user", "content": QUESTION}]
+    milp = alice.chat.completions.create(model="paramem-milp:alice", messages=chat, max_tokens=16)
+    plum = alice.chat.completions.create(model="paramem:alice", messages=chat, max_tokens=16)
+    local, local_tokenizer, _ = load_milp_memory("alice")
+    assert milp.choices[0].message.content == generate(local, local_tokenizer, chat, 16, REPLY_SYSTEM)
+    assert plum.choices[0].message.content == expected("alice")  # the two memories never mix
+    with pytest.raises(PermissionDeniedError):
+        alice.chat.completions.create(model="paramem-milp:bob", messages=chat, max_tokens=4)

@@ -1,8 +1,11 @@
 """An OpenAI-compatible server over the store (`paramem serve`).
 
-  GET  /v1/models             the models the caller may use: the base model, and paramem:<caller>
-  POST /v1/chat/completions   `model` is paramem:<user> (that user's memory) or the base model's name
-                              (no memory); with `stream: true` the reply comes as server-sent events
+  GET  /v1/models             the models the caller may use: the base model, paramem:<caller> and
+                              paramem-milp:<caller> (each where that memory exists)
+  POST /v1/chat/completions   `model` is paramem:<user> (that user's memory: PLUM's, distilled or
+                              cartridges), paramem-milp:<user> (the MiLP memory `paramem search`
+                              stored) or the base model's name (no memory); with `stream: true` the
+                              reply comes as server-sent events
 
 Auth: each user has a bearer token (`paramem token --user U`, run by the operator); the server keeps
 only its SHA-256, in the user's folder. A token opens its own user's memory and the base model: any
@@ -35,6 +38,8 @@ from paramem.errors import InputError
 from paramem.store import UserMemory, users
 
 PREFIX = "paramem:"
+MILP_PREFIX = "paramem-milp:"
+Memory = tuple[str, str]  # (kind: "plum" or "milp", user): a memory the server can load
 
 
 @dataclass
@@ -72,7 +77,7 @@ class MemoryServer:
         self.base, self.tokenizer = load_model(config.base_model, config.dtype)
         self.base.eval()
         self.peft = None  # the PeftModel, once a sequential memory is loaded
-        self.loaded: OrderedDict[str, _Loaded] = OrderedDict()
+        self.loaded: OrderedDict[Memory, _Loaded] = OrderedDict()
         self.lock = threading.Lock()  # one generation at a time: the active adapter is global
         self.loads = 0  # memories read from disk (an LRU hit reads none)
 
@@ -89,68 +94,84 @@ class MemoryServer:
         raise ApiError(401, "unknown token", "authentication_error")
 
     def models(self, caller: str) -> list[str]:
-        mine = [f"{PREFIX}{caller}"] if UserMemory(caller, self.config.home).current_version() else []
+        memory = UserMemory(caller, self.config.home)
+        mine = [f"{PREFIX}{caller}"] if memory.current_version() else []
+        mine += [f"{MILP_PREFIX}{caller}"] if memory.milp_record() else []
         return [self.config.base_model, *mine]
 
-    def user_of(self, model: str, caller: str) -> str | None:
-        """The user whose memory `model` names (None for the base model); 403 for another user's."""
+    def memory_of(self, model: str, caller: str) -> Memory | None:
+        """The memory `model` names (None for the base model); 403 for another user's."""
         if model == self.config.base_model:
             return None
-        if not model.startswith(PREFIX):
-            raise ApiError(404, f"no model {model!r} (available: {', '.join(self.models(caller))})", "not_found_error")
-        user = model.removeprefix(PREFIX)
-        if user != caller:
-            raise ApiError(403, f"this token does not open {model!r}", "permission_error")
-        return user
+        for prefix, kind in ((MILP_PREFIX, "milp"), (PREFIX, "plum")):
+            if model.startswith(prefix):
+                user = model.removeprefix(prefix)
+                if user != caller:
+                    raise ApiError(403, f"this token does not open {model!r}", "permission_error")
+                return kind, user
+        raise ApiError(404, f"no model {model!r} (available: {', '.join(self.models(caller))})", "not_found_error")
 
     # -- memories --------------------------------------------------------------------------
 
-    def _load(self, user: str) -> _Loaded:
-        """The user's current memory, from the LRU when that version is loaded already."""
-        from peft import PeftModel
+    def _load(self, key: Memory) -> _Loaded:
+        """The memory's current version, from the LRU when that version is loaded already."""
+        from contextlib import nullcontext
 
         from paramem.cartridge import CartridgeModel
 
+        kind, user = key
         memory = UserMemory(user, self.config.home)
-        version = memory.current_version()
-        if version is None:
-            raise ApiError(404, f"user {user!r} has learned nothing yet", "not_found_error")
-        settings = memory.settings()
-        if settings.get("base_model") != self.config.base_model:
-            raise ApiError(
-                409,
-                f"{user!r} learned on {settings.get('base_model')!r}; this server serves {self.config.base_model!r}",
-            )
-        cached = self.loaded.get(user)
+        if kind == "milp":
+            record = memory.milp_record()
+            if record is None:
+                raise ApiError(404, f"user {user!r} has no MiLP memory (paramem search)", "not_found_error")
+            version, base_model = record["version"], record.get("base_model")
+            adapter = Path(record["adapter"])
+            form = "sequential" if (adapter / "adapter_config.json").exists() else "base"  # n = 0: no LoRA
+        else:
+            version = memory.current_version()
+            if version is None:
+                raise ApiError(404, f"user {user!r} has learned nothing yet", "not_found_error")
+            settings = memory.settings()
+            base_model, form = settings.get("base_model"), settings.get("form", "sequential")
+        if base_model != self.config.base_model:
+            raise ApiError(409, f"{user!r} learned on {base_model!r}; this server serves {self.config.base_model!r}")
+        cached = self.loaded.get(key)
         if cached is not None and cached.version == version:
-            self.loaded.move_to_end(user)
+            self.loaded.move_to_end(key)
             return cached
         if cached is not None:
-            self._evict(user)
-        form = settings.get("form", "sequential")
-        # A valid module name for any user name, per version: an adapter peft could not delete (the
-        # last one it holds) never collides with the same user's next load.
-        name = f"u{hashlib.sha256(user.encode()).hexdigest()[:16]}v{version}"
-        with memory.reading(version) as folder:
+            self._evict(key)
+        # A valid module name for any user name, per kind and version: an adapter peft could not delete
+        # (the last one it holds) never collides with the same memory's next load.
+        name = f"{kind[0]}{hashlib.sha256(user.encode()).hexdigest()[:16]}v{version}"
+        reading = memory.reading(version) if kind == "plum" else nullcontext(adapter)
+        with reading as folder:
             if form == "cartridge":
                 handle = CartridgeModel.from_pretrained(self.base, self.tokenizer, folder)
-            elif self.peft is None:
-                self.peft = PeftModel.from_pretrained(self.base, str(folder), adapter_name=name)
-                self.peft.eval()
-                handle = name
-            elif name in self.peft.peft_config:  # kept in peft after its eviction (it was the last one)
-                handle = name
+            elif form == "base":
+                handle = None
             else:
-                self.peft.load_adapter(str(folder), adapter_name=name)
-                handle = name
+                handle = self._add_adapter(folder, name)
         self.loads += 1
-        self.loaded[user] = _Loaded(version, form, handle)
+        self.loaded[key] = _Loaded(version, form, handle)
         while len(self.loaded) > self.config.cache_size:
             self._evict(next(iter(self.loaded)))
-        return self.loaded[user]
+        return self.loaded[key]
 
-    def _evict(self, user: str) -> None:
-        gone = self.loaded.pop(user)
+    def _add_adapter(self, folder: Path, name: str) -> str:
+        """Load an adapter folder into the one PeftModel under `name`."""
+        from peft import PeftModel
+
+        if self.peft is None:
+            self.peft = PeftModel.from_pretrained(self.base, str(folder), adapter_name=name)
+            self.peft.eval()
+        elif name not in self.peft.peft_config:  # else kept in peft after its eviction (it was the last one)
+            self.peft.load_adapter(str(folder), adapter_name=name)
+        return name
+
+    def _evict(self, key: Memory) -> None:
+        gone = self.loaded.pop(key)
         if gone.form == "sequential" and self.peft is not None:
             if self.peft.active_adapter == gone.handle:
                 others = [v.handle for v in self.loaded.values() if v.form == "sequential"]
@@ -159,13 +180,13 @@ class MemoryServer:
             if len(self.peft.peft_config) > 1:
                 self.peft.delete_adapter(gone.handle)
 
-    def _model_for(self, user: str | None):
-        """(model to generate with, a context manager around the generation) for a user or none."""
+    def _model_for(self, key: Memory | None):
+        """(model to generate with, a context manager around the generation) for a memory or none."""
         from contextlib import nullcontext
 
-        if user is None:
+        loaded = self._load(key) if key is not None else None
+        if loaded is None or loaded.form == "base":
             return self.base, (self.peft.disable_adapter() if self.peft is not None else nullcontext())
-        loaded = self._load(user)
         if loaded.form == "cartridge":  # the base model with any adapter switched off, then the cartridges
             return loaded.handle, (self.peft.disable_adapter() if self.peft is not None else nullcontext())
         self.peft.set_adapter(loaded.handle)
@@ -173,19 +194,21 @@ class MemoryServer:
 
     # -- replies ---------------------------------------------------------------------------
 
-    def reply(self, user: str | None, messages: list[dict], max_tokens: int):
+    def reply(self, key: Memory | None, messages: list[dict], max_tokens: int):
         """Yield the reply's text in pieces, as it is generated; the lock is held throughout."""
         from transformers import TextIteratorStreamer
 
+        from paramem.milp import REPLY_SYSTEM
         from paramem.prompts import SYSTEM_PROMPT
 
         chat = [m for m in messages if m["role"] != "system"]
-        chat = [{"role": "system", "content": SYSTEM_PROMPT}, *chat]
+        system = REPLY_SYSTEM if key is not None and key[0] == "milp" else SYSTEM_PROMPT  # what each was tuned under
+        chat = [{"role": "system", "content": system}, *chat]
         inputs = self.tokenizer.apply_chat_template(
             chat, add_generation_prompt=True, return_tensors="pt", return_dict=True
         )
         with self.lock:
-            model, context = self._model_for(user)
+            model, context = self._model_for(key)
             streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
             failure: list[BaseException] = []
 
@@ -353,13 +376,13 @@ def create_app(server: MemoryServer) -> FastAPI:
             raise ApiError(400, "the body is not JSON") from None
         if not isinstance(body, dict) or not isinstance(body.get("model"), str):
             raise ApiError(400, "'model' is required")
-        user = server.user_of(body["model"], caller)
+        memory = server.memory_of(body["model"], caller)
         messages = _messages(body)
         max_tokens = body.get("max_tokens") or body.get("max_completion_tokens") or server.config.max_new_tokens
         if not isinstance(max_tokens, int) or not 1 <= max_tokens <= server.config.max_new_tokens:
             raise ApiError(400, f"max_tokens must be from 1 to {server.config.max_new_tokens}")
-        if user is not None:
-            server._load(user)  # a missing or mismatched memory is an error before any stream starts
+        if memory is not None:
+            server._load(memory)  # a missing or mismatched memory is an error before any stream starts
         completion = f"chatcmpl-{uuid.uuid4().hex}"
         created = int(time.time())
         if body.get("stream"):
@@ -376,13 +399,13 @@ def create_app(server: MemoryServer) -> FastAPI:
                     return f"data: {json.dumps(payload)}\n\n"
 
                 yield chunk({"role": "assistant", "content": ""}, None)
-                for piece in server.reply(user, messages, max_tokens):
+                for piece in server.reply(memory, messages, max_tokens):
                     yield chunk({"content": piece}, None)
                 yield chunk({}, "stop")
                 yield "data: [DONE]\n\n"
 
             return StreamingResponse(events(), media_type="text/event-stream")
-        text = "".join(server.reply(user, messages, max_tokens)).strip()
+        text = "".join(server.reply(memory, messages, max_tokens)).strip()
         prompt_tokens = len(server.tokenizer.apply_chat_template(messages, add_generation_prompt=True))
         completion_tokens = len(server.tokenizer(text, add_special_tokens=False)["input_ids"])
         return {
