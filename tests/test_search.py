@@ -150,3 +150,29 @@ def test_cli_search_stores_the_chosen_memory_and_chat_uses_it(tmp_path):
     bad = runner.invoke(app, [*args, "--layers", "0,7"])
     assert bad.exit_code == 2 and "depth is 2" in bad.output
     assert runner.invoke(app, ["chat", "-u", "nobody", "--memory", "milp"]).exit_code == 2
+    listed = runner.invoke(app, ["users"])
+    assert "bob  0 conversations  milp: n=" in listed.output and "(3 conversations)" in listed.output
+
+
+def test_forgetting_a_conversation_the_milp_memory_learned_removes_it():
+    from conftest import FIXTURES
+
+    from paramem.conversations import load_conversations
+    from paramem.forget import forget
+    from paramem.milp import learn
+    from paramem.store import UserMemory
+
+    model, tokenizer = tiny_model()
+    conversations = load_conversations(FIXTURES / "msc.txt")
+    learned = learn(
+        model, tokenizer, conversations, MultiLoraConfig(loras=1, rank=2), MiLPTrainConfig(max_new_tokens=4)
+    )
+    with UserMemory("dora") as memory:
+        ids = [c.id for c in conversations]
+        memory.commit_milp(learned, {"base_model": "tiny", "memory": {}, "conversations": ids})
+    with pytest.raises(InputError, match="no learned conversation"):
+        forget("dora", "not-there")
+    assert UserMemory("dora").milp_record() is not None
+    result = forget("dora", ids[1])
+    assert result.how == "milp dropped" and "search again" in result.note
+    assert UserMemory("dora").milp_record() is None and not UserMemory("dora").milp_root.exists()

@@ -476,8 +476,13 @@ def users_command(home: Path | None = HomeOption):
 
     for name in users(home):
         memory = UserMemory(name, home)
-        form = memory.settings().get("form", "sequential")
-        console.print(f"{name}  {len(memory.learned())} conversations  {form}", markup=False, highlight=False)
+        line = f"{name}  {len(memory.learned())} conversations"
+        if memory.exists:
+            line += f"  {memory.settings().get('form', 'sequential')}"
+        milp = memory.milp_record()
+        if milp is not None:
+            line += f"  milp: {milp.get('described', '')} ({len(milp.get('conversations', []))} conversations)"
+        console.print(line, markup=False, highlight=False)
 
 
 @app.command("delete")

@@ -14,6 +14,10 @@ Either way the conversation's manifest row (its notes with it), its teacher targ
 cache entry and every cached recollection (`recall.json` of old versions) go, and the manifest records
 that a conversation was forgotten: its id and the date, never its content. The old memory stays in use
 until the new one is committed, so an interrupted retraining forgets nothing and can be run again.
+
+  MiLP memory        dropped whole when it learned the conversation (`paramem search` learned all its
+                     conversations at once and keeps none of their text, so it cannot learn the others
+                     again by itself): run `paramem search` again without it.
 """
 
 from __future__ import annotations
@@ -48,8 +52,20 @@ def forget(
     from paramem.models import cache_home
 
     start = time.perf_counter()
-    memory = UserMemory(user, home).require()
+    memory = UserMemory(user, home)
+    milp = memory.milp_record()
+    in_milp = milp is not None and conversation_id in milp.get("conversations", [])
+    if in_milp and conversation_id not in {r.id for r in memory.learned()}:
+        with memory:
+            memory.drop_milp()
+        note = "the MiLP memory that learned it was removed; run paramem search again without it"
+        return Forgotten(conversation_id, "milp dropped", True, 0, time.perf_counter() - start, note)
+    if not memory.exists and milp is not None:
+        raise InputError(f"user {user!r} has no learned conversation {conversation_id!r}")
+    memory.require()
     with memory:
+        if in_milp:
+            memory.drop_milp()
         learned = memory.learned()
         gone = next((r for r in learned if r.id == conversation_id), None)
         if gone is None:
@@ -68,6 +84,8 @@ def forget(
             note = "negatives of other conversations' notes that its text contradicted when it was learned stay dropped"
             result = Forgotten(conversation_id, "retrained", False, len(kept), 0.0, note)
         NotesCache(cache_home() / "teacher").remove(gone.content_hash)
+    if in_milp:
+        result = replace(result, note=result.note + "; the MiLP memory that learned it too was removed")
     return replace(result, seconds=time.perf_counter() - start)
 
 

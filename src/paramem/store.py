@@ -432,6 +432,13 @@ class UserMemory:
             if entry.is_dir() and entry.name.isdigit() and int(entry.name) < version - 1:
                 shutil.rmtree(entry, ignore_errors=True)
 
+    def drop_milp(self) -> None:
+        """Remove the MiLP memory and its search (after `forget` of a conversation it learned)."""
+        assert self._lock_file is not None, "drop_milp() needs the user's lock"
+        (self.milp_root / "current.json").unlink(missing_ok=True)  # first: no reader finds it from now on
+        shutil.rmtree(self.milp_root, ignore_errors=True)
+        fsync_dir(self.root)
+
     def delete(self) -> None:
         """Remove every file of this user (the caller removes their teacher-notes cache entries first)."""
         assert self._lock_file is not None, "delete() needs the user's lock"
