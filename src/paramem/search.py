@@ -342,6 +342,12 @@ class DevUser:
     name: str
     train: list  # Conversations the trial's memory learns
     validation: object  # the Conversation whose assistant turns are scored
+    scored_from: int = 0  # only the assistant turns from this place on are scored (the rest are context)
+
+    def scored_turns(self) -> list:
+        from paramem.milp import assistant_turns
+
+        return [(c, r) for c, r in assistant_turns(self.validation) if len(c) >= self.scored_from]
 
 
 class MemoryObjective:
@@ -356,20 +362,25 @@ class MemoryObjective:
         from peft import PeftModel
 
         from paramem.evaluate.replies import rouge
-        from paramem.milp import assistant_turns, learn, mean_loss, reply, reply_examples
+        from paramem.milp import learn, mean_loss, reply, reply_example
 
         losses, rouges = [], []
         for user in self.users:
             learned = learn(self.model, self.tokenizer, user.train, memory, self.train_config, self.on_epoch)
             try:
-                examples = reply_examples(self.tokenizer, [user.validation], self.train_config)
+                scored = user.scored_turns()
+                if not scored:
+                    continue
+                examples = [reply_example(self.tokenizer, c, r, self.train_config) for c, r in scored]
                 losses.append(mean_loss(learned, self.tokenizer, examples))
-                for context, gold in assistant_turns(user.validation)[: self.replies]:
+                for context, gold in scored[: self.replies]:
                     rouges.append(rouge(reply(learned, self.tokenizer, context, self.train_config), gold)[1])
             finally:
                 if isinstance(learned, PeftModel):
                     learned.unload()  # the base model back, without the trial's LoRAs
-        return Objectives(sum(losses) / len(losses), sum(rouges) / max(len(rouges), 1))
+        if not losses:
+            raise InputError("no development user has an assistant reply to score")
+        return Objectives(sum(losses) / len(losses), sum(rouges) / len(rouges))
 
 
 def search_user(

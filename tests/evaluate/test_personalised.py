@@ -27,6 +27,16 @@ def test_dev_user_scores_the_last_history_session_learned_from_the_ones_before()
     assert user.validation.id == "test_0/session_3"
 
 
+def test_malp_dev_user_scores_only_the_reply_it_did_not_learn():
+    from paramem.evaluate.episodes import malp_episodes
+
+    episode = malp_episodes(FIXTURES / "malp.json", dev=1)[0]
+    user = dev_user(episode)
+    ((context, gold),) = user.scored_turns()
+    assert gold == episode.history[0].messages[-1].content
+    assert user.train[0].messages == episode.history[0].messages[:-2] == tuple(context[:-1])
+
+
 def test_text_prompt_holds_the_whole_history():
     prompt = history_prompt(episodes()[0].history)
     assert all(m.content in prompt for c in episodes()[0].history for m in c.messages)

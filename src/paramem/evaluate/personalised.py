@@ -92,7 +92,7 @@ def dev_user(episode: Episode):
     if len(episode.history) >= 2:
         return DevUser(episode.id, list(episode.history[:-1]), episode.history[-1])
     messages = episode.history[0].messages
-    return DevUser(episode.id, [Conversation(episode.id, messages[:-2])], episode.history[0])
+    return DevUser(episode.id, [Conversation(episode.id, messages[:-2])], episode.history[0], len(messages) - 1)
 
 
 # ---------------------------------------------------------------------------------------------
