@@ -34,9 +34,15 @@ def test_encoding_round_trips_and_never_gives_an_empty_mask():
     rng = random.Random(0)
     for _ in range(200):
         config = space.random_config(rng)
-        assert config.layers and 0 <= config.loras <= 12 and config.rank in (8, 16, 32)
+        assert (config.layers or config.loras == 0) and 0 <= config.loras <= 12 and config.rank in (8, 16, 32)
         assert space.decode(space.encode(config)) == config
     assert space.decode([0.5, 0.5, 0.1, 0.2, 0.3]).layers == [8, 9, 10, 11]  # all off: the likeliest block
+
+
+def test_every_configuration_without_loras_is_the_one_base_model():
+    space = SearchSpace(depth=12, block_size=4, ranks=[8, 16, 32])
+    assert space.decode([0.0, 0.9, 1.0, 0.0, 0.0]) == space.decode([0.01, 0.1, 0.0, 1.0, 1.0]) == space.no_memory
+    # so a search never spends a trial on the base model again (BO once proposed n=0 with another mask)
 
 
 def test_unsearched_factors_stay_fixed():

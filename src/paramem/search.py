@@ -96,7 +96,14 @@ class SearchSpace:
             if not any(s >= 0.5 for s in switches):  # an empty mask holds nothing: keep the likeliest block
                 switches = [1.0 if i == switches.index(max(switches)) else 0.0 for i in range(len(switches))]
             layers = [layer for s, block in zip(switches, self.blocks) if s >= 0.5 for layer in block]
+        if loras == 0:  # no LoRA: every mask and rank is the same base model, one configuration
+            return self.no_memory
         return MultiLoraConfig(loras=loras, layers=layers, rank=rank, scale=self.fixed.scale)
+
+    @property
+    def no_memory(self) -> MultiLoraConfig:
+        """The base model as a configuration (trial 0, the reference point)."""
+        return MultiLoraConfig(loras=0, layers=None, rank=self.ranks[0], scale=self.fixed.scale)
 
     def encode(self, config: MultiLoraConfig) -> list[float]:
         """The canonical point of a configuration (what the surrogate is trained on)."""
@@ -259,7 +266,7 @@ def search(
     while len(trials) < total:
         number = len(trials)
         if number == 0:
-            kind, memory = "base", MultiLoraConfig(loras=0, layers=None, rank=space.ranks[0])
+            kind, memory = "base", space.no_memory
         elif number <= config.initial_trials:
             kind, memory = "random", randoms[number - 1]
         else:
