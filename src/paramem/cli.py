@@ -120,11 +120,16 @@ def _readout(text: str | None, memory=None) -> str | None:
     return text
 
 
+def _comma_list(text: str) -> list[str]:
+    """The non-empty items of a comma-separated option, stripped."""
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
 def _methods(text: str) -> list[str]:
     """A comma-separated list of evaluation methods, each one known."""
     from paramem.evaluate.run import METHODS
 
-    chosen = [m.strip() for m in text.split(",") if m.strip()]
+    chosen = _comma_list(text)
     unknown = [m for m in chosen if m not in METHODS]
     if unknown or not chosen:
         raise InputError(f"unknown method(s) {', '.join(unknown) or '(none given)'}; available: {', '.join(METHODS)}")
@@ -411,7 +416,7 @@ def search_command(
         raise InputError(f"--replies must be at least 1, not {replies}")
     config = SearchConfig(initial_trials=initial, bo_trials=bo, seed=seed)
     space_options = {
-        "factors": [f.strip() for f in factors.split(",") if f.strip()],
+        "factors": _comma_list(factors),
         "ranks": _ints(ranks, "--ranks"),
         "candidate_layers": _ints(layers, "--layers") if layers is not None else None,
         "block_size": block_size,
@@ -741,7 +746,7 @@ def replies_command(
         episodes=episodes,
         dev_users=dev_users,
         replies=replies,
-        methods=_methods_list(methods),
+        methods=_comma_list(methods),
         factor_sets=sets,
         search=SearchConfig(initial_trials=initial, bo_trials=bo),
         judge_url=judge_url,
@@ -751,10 +756,6 @@ def replies_command(
         results = run(config, root, out, base_model or DEFAULT_MODEL, _dtype(dtype), log)
     console.print(f"report: {out / 'report.md'}  ({results['seconds'] / 60:.0f} min)")
     console.print((out / "report.md").read_text(encoding="utf-8"), markup=False, highlight=False)
-
-
-def _methods_list(text: str) -> list[str]:
-    return [m.strip() for m in text.split(",") if m.strip()]
 
 
 @app.command("demo")

@@ -29,6 +29,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_linear_sc
 
 from paramem.config import MiLPTrainConfig, MultiLoraConfig
 from paramem.conversations import Conversation, Message
+from paramem.models import unwrapped
 from paramem.prompts import Encoded
 from paramem.train import batches, training_loss
 
@@ -39,8 +40,7 @@ REPLY_SYSTEM = "You are talking with this user again. Reply in a sentence or two
 
 def model_depth(model: torch.nn.Module) -> int:
     """The number of transformer layers (through a peft wrapper)."""
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return inner.config.num_hidden_layers
+    return unwrapped(model).config.num_hidden_layers
 
 
 def placement(config: MultiLoraConfig, depth: int) -> dict[int, int]:
@@ -75,8 +75,7 @@ def lora_config(config: MultiLoraConfig, depth: int) -> LoraConfig | None:
 
 def parameter_count(config: MultiLoraConfig, model: torch.nn.Module) -> int:
     """Weights of the memory: r (in + out) per LoRA and projection, summed over the n LoRAs."""
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-    c = inner.config
+    c = unwrapped(model).config
     per_lora = config.rank * 3 * (c.hidden_size + c.intermediate_size)  # gate, up: d -> f; down: f -> d
     return per_lora * config.loras
 

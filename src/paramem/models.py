@@ -245,11 +245,15 @@ def tiny_model(seed: int = 0) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]
     return model, tokenizer
 
 
+def unwrapped(model: torch.nn.Module) -> torch.nn.Module:
+    """The transformers model inside a peft wrapper (the model itself when there is none)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
 def decoder_and_head(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module]:
     """(the transformer stack that returns hidden states, the vocabulary head) of a causal LM, through
     a peft wrapper if there is one; LoRA layers inside the stack still apply. A memory that is read
     as part of the prompt (cartridge.CartridgeModel) gives its own decoder, which reads it."""
     if hasattr(model, "decoder_and_head"):
         return model.decoder_and_head()
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return inner.base_model, model.get_output_embeddings()
+    return unwrapped(model).base_model, model.get_output_embeddings()

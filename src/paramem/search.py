@@ -262,8 +262,7 @@ def search(
     trials = read_trials(path)
     rng = random.Random(config.seed)
     randoms = [space.random_config(rng) for _ in range(config.initial_trials)]  # the same on every rerun
-    total = 1 + config.initial_trials + config.bo_trials
-    while len(trials) < total:
+    while len(trials) < trials_to_run(config):
         number = len(trials)
         if number == 0:
             kind, memory = "base", space.no_memory

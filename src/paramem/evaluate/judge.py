@@ -10,7 +10,7 @@ one that fits (qwen2.5-0.5b here), read as the log-odds of "A" against "B" at it
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import torch
 
@@ -100,13 +100,7 @@ class Verdict:
         return (self.wins + self.losses) / self.pairs if self.pairs else None
 
     def as_dict(self) -> dict:
-        return {
-            "wins": self.wins,
-            "ties": self.ties,
-            "losses": self.losses,
-            "win_rate": self.win_rate,
-            "agreement": self.agreement,
-        }
+        return {**asdict(self), "win_rate": self.win_rate, "agreement": self.agreement}
 
 
 def judge_pair(judge, context: list, reply: str, baseline: str) -> str:

@@ -21,7 +21,7 @@ import json
 import statistics
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -164,9 +164,18 @@ def learn_plum(model_name: str, history: tuple[Conversation, ...], config: Repli
 class Replier:
     """Every method's replies for one episode, on one loaded base model."""
 
-    def __init__(self, model, tokenizer, config: RepliesConfig, chosen: dict[str, MultiLoraConfig], work: Path):
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        config: RepliesConfig,
+        chosen: dict[str, MultiLoraConfig],
+        work: Path,
+        model_name: str,
+        dtype: str,
+    ):
         self.model, self.tokenizer, self.config, self.chosen, self.work = model, tokenizer, config, chosen, work
-        self.model_name, self.dtype = None, None
+        self.model_name, self.dtype = model_name, dtype  # PLUM loads its own copy of the base model
 
     def _replies(self, model, episode: Episode, system_of=None, train=None) -> list[str]:
         from paramem.milp import REPLY_SYSTEM, reply
@@ -188,7 +197,7 @@ class Replier:
         if method == "base":
             return self._replies(self.model, episode)
         if method == "tplp":
-            wide = MiLPTrainConfig(**{**asdict(self.config.train), "max_length": 8192})  # the history must fit
+            wide = replace(self.config.train, max_length=8192)  # the history must fit
             return self._replies(self.model, episode, lambda _: history_prompt(episode.history), wide)
         if method == "rag":
             k = self.config.retrieved
@@ -208,9 +217,7 @@ class Replier:
         stages = {"milp": (True, True), "milp-instruction": (False, True), "milp-memory": (True, False)}[
             method.split("@")[0]
         ]
-        train = MiLPTrainConfig(
-            **{**asdict(self.config.train), "memory_injection": stages[0], "instruction_tuning": stages[1]}
-        )
+        train = replace(self.config.train, memory_injection=stages[0], instruction_tuning=stages[1])
         factors = method.split("@")[1] if "@" in method else self.config.factor_sets[-1]
         learned = learn(self.model, self.tokenizer, history, self.chosen[factors], train)
         try:
@@ -255,6 +262,7 @@ def run(config: RepliesConfig, data: Path, out: Path, model_name: str, dtype: st
     episodes = load_episodes(config, data)
     report = select(episodes, "report", config.episodes)
     model, tokenizer = load_model(model_name, dtype)
+    dtype = dtype_of(model)
     milp_methods = [m for m in config.methods if m in MILP_METHODS]
 
     def on_trial(trial) -> None:
@@ -264,8 +272,7 @@ def run(config: RepliesConfig, data: Path, out: Path, model_name: str, dtype: st
     chosen, trials = run_searches(model, tokenizer, episodes, config, out, on_trial) if milp_methods else ({}, {})
     # the search-space ablation: MiLP with each further factor set's choice
     methods = list(config.methods) + [f"milp@{f}" for f in config.factor_sets[:-1] if "milp" in config.methods]
-    replier = Replier(model, tokenizer, config, chosen, out)
-    replier.model_name, replier.dtype = model_name, dtype_of(model)
+    replier = Replier(model, tokenizer, config, chosen, out, model_name, dtype)
     folder = out / "episodes"
     folder.mkdir(exist_ok=True)
     if log is not None:
@@ -287,7 +294,7 @@ def run(config: RepliesConfig, data: Path, out: Path, model_name: str, dtype: st
     )
     from paramem.milp import model_depth
 
-    results = {"methods": {}, "config": asdict(config), "base_model": model_name, "dtype": dtype_of(model)}
+    results = {"methods": {}, "config": asdict(config), "base_model": model_name, "dtype": dtype}
     results["depth"] = model_depth(model)
     per_episode = [(e, json.loads((folder / f"{e.id}.json").read_text(encoding="utf-8"))) for e in report]
     for method in methods:
@@ -320,7 +327,7 @@ def run(config: RepliesConfig, data: Path, out: Path, model_name: str, dtype: st
     results["dev_episodes"] = [e.id for e in select(episodes, "dev", config.dev_users)]
     results["judge"] = judge.name
     results["seconds"] = time.perf_counter() - started
-    results["meta"] = run_meta(sys.argv, model_name, {"dataset": config.dataset, "root": str(data)}, dtype_of(model))
+    results["meta"] = run_meta(sys.argv, model_name, {"dataset": config.dataset, "root": str(data)}, dtype)
     write_atomic(out / "results.json", json.dumps(results, indent=2))
     write_atomic(out / "report.md", render(results))
     return results
