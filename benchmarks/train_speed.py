@@ -30,7 +30,8 @@ of the dtype the variant computed in (each row names it).
 Answering: yes/no probes per second with the adapter, paramem's scorer (batched, shared-prefix KV
 cache, yes/no logits only) against one full forward pass per question.
 
-Writes benchmarks/results/train_speed-<model>[-pairs<N>].json and .md.
+Writes benchmarks/results/train_speed-<model>[-pairs<N>]-<cpu>.json and .md, where <cpu> says how
+this CPU computes bf16: amx, avx512bf16, or nobf16 (AVX2 and the like: float32 is chosen there).
 """
 
 from __future__ import annotations
@@ -322,6 +323,16 @@ def run_child(args, variant: str, adapter_out: str) -> dict:
     return json.loads(lines[-1][len("RESULT ") :])
 
 
+def cpu_kind() -> str:
+    """How this CPU computes bf16, for the results file's name: figures differ by far between kinds."""
+    from paramem.compute import cpu_info
+
+    flags = cpu_info()["bf16_flags"]
+    if flags["amx_bf16"]:
+        return "amx"
+    return "avx512bf16" if flags["avx512_bf16"] else "nobf16"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--base-model", default="smollm2-135m")
@@ -414,7 +425,7 @@ def main() -> None:
             f"adapter {serving['adapter_bytes'] / 1e6:.1f} MB"
         )
     RESULTS.mkdir(exist_ok=True)
-    name = f"train_speed-{args.base_model}" + (f"-pairs{args.pairs}" if args.pairs else "")
+    name = f"train_speed-{args.base_model}" + (f"-pairs{args.pairs}" if args.pairs else "") + f"-{cpu_kind()}"
     (RESULTS / f"{name}.md").write_text(markdown(rows, serving, peak), encoding="utf-8")
     out = RESULTS / f"{name}.json"
     meta = run_meta(sys.argv, args.base_model, {"conversation": args.conversation, "notes": "shipped demo notes"})

@@ -30,3 +30,17 @@ def demo_conversations():
 def write_jsonl(path: Path, records) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
     return path
+
+
+def sentences_left(conversation, *folders) -> list[str]:
+    """Files under the folders that still hold a sentence (8 words or more) of the conversation."""
+    import re
+
+    sentences = [s for m in conversation.messages for s in re.split(r"(?<=[.!?])\s+", m.content) if len(s.split()) >= 8]
+    found = []
+    for folder in folders:
+        for path in folder.rglob("*"):
+            if path.is_file():
+                data = path.read_bytes()
+                found += [f"{path}: {s}" for s in sentences if s.encode() in data]
+    return found

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from conftest import sentences_left
 from typer.testing import CliRunner
 
 from paramem.answer import YesNoScorer, load_memory
@@ -25,20 +26,6 @@ QUESTIONS = ["Did we talk about tomatoes?", "Did we discuss the marathon?"]
 @pytest.fixture(autouse=True)
 def own_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("PARAMEM_CACHE", str(tmp_path / "cache"))
-
-
-def sentences_left(conversation, *folders) -> list[str]:
-    """Files under the folders that still hold a sentence (8 words or more) of the conversation."""
-    import re
-
-    sentences = [s for m in conversation.messages for s in re.split(r"(?<=[.!?])\s+", m.content) if len(s.split()) >= 8]
-    found = []
-    for folder in folders:
-        for path in folder.rglob("*"):
-            if path.is_file():
-                data = path.read_bytes()
-                found += [f"{path}: {s}" for s in sentences if s.encode() in data]
-    return found
 
 
 def test_forgetting_a_cartridge_is_exact_and_leaves_no_sentence_of_it(demo_conversations):

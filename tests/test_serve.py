@@ -6,14 +6,16 @@ import time
 
 import pytest
 import uvicorn
+from conftest import sentences_left
 from openai import OpenAI, PermissionDeniedError
 
 from paramem.answer import generate, load_memory
 from paramem.augment.teachers import ExtractiveTeacher
 from paramem.config import RememberConfig, TrainConfig
+from paramem.models import cache_home
 from paramem.remember import remember
 from paramem.serve import MemoryServer, ServeConfig, create_app
-from paramem.store import UserMemory
+from paramem.store import UserMemory, paramem_home
 
 QUESTION = "What do you remember about my garden?"
 
@@ -171,6 +173,7 @@ def test_upload_learns_in_the_background_and_forget_takes_it_out(served, demo_co
     assert accepted.status_code == 202 and accepted.json()["total"] == 1
     done = wait_for(client, url, accepted.json()["job"])
     assert done["state"] == "done" and done["done"] == 1, done
+    assert not list((UserMemory("alice").root / "jobs").glob("*.jsonl"))  # the upload is deleted once learned
     ids = [c["id"] for c in client.get(f"{url}/memory").json()["conversations"]]
     assert ids == [demo_conversations[0].id, new.id]
 
@@ -179,6 +182,7 @@ def test_upload_learns_in_the_background_and_forget_takes_it_out(served, demo_co
     view = client.get(f"{url}/memory").json()
     assert [c["id"] for c in view["conversations"]] == [demo_conversations[0].id]
     assert [f["id"] for f in view["forgotten"]] == [new.id]
+    assert not sentences_left(new, paramem_home(), cache_home() / "teacher")  # nor the upload, nor its notes
     assert client.delete(f"{url}/memory/conversations/nope").status_code == 404
 
 
@@ -215,6 +219,7 @@ def test_a_job_left_running_by_a_killed_server_is_resumed(served, demo_conversat
     client = httpx.Client(headers={"Authorization": f"Bearer {tokens['bob']}"}, timeout=60)
     assert wait_for(client, url, "abc")["state"] == "done"
     assert new.id in [r.id for r in UserMemory("bob").learned()]
+    assert not (folder / "abc.jsonl").exists()
 
 
 def test_an_lru_of_one_switching_between_forms_serves_each_user_right(served):

@@ -1,4 +1,5 @@
-"""On the real embedded model: learning one conversation makes probes it never saw come out better."""
+"""On the real embedded model: learning one conversation makes probes it never saw come out better, and
+forgetting it takes that back without losing the others."""
 
 import pytest
 from conftest import DEMO
@@ -46,6 +47,44 @@ def test_memory_recalls_its_conversation_and_separates_probes_it_never_saw(demo_
     memory_scores = SentenceMatcher(recalled).scores(questions)
     none_scores = SentenceMatcher(base).scores(questions)
     assert separation(memory_scores, labels) > max(separation(none_scores, labels), 0)
+
+
+@pytest.mark.slow
+def test_forgetting_moves_its_probes_to_no_and_keeps_the_others(demo_conversations):
+    from paramem.forget import forget
+    from paramem.readers import ask
+
+    garden, marathon = demo_conversations[0], demo_conversations[2]
+    config = RememberConfig(train=TrainConfig(epochs=3, early_stopping=False, pairs=PairConfig(max_pairs=20)))
+    remember("forgetful", [garden, marathon], ExtractiveTeacher(), config)
+    probes = {
+        c.id: [p for p in load_probes(DEMO / "probes.jsonl") if p.conversation == c.id] for c in (garden, marathon)
+    }
+
+    def answers() -> dict:
+        """Each conversation's probes as `paramem ask` answers them: (gold, answer, margin)."""
+        model, tokenizer, memory = load_memory("forgetful")
+        return {
+            cid: [
+                (p.answer, a.answer, a.margin)
+                for p, a in zip(ps, ask(model, tokenizer, memory, [p.question for p in ps]))
+            ]
+            for cid, ps in probes.items()
+        }
+
+    def accuracy(rows) -> float:
+        return sum(gold == answer for gold, answer, _ in rows) / len(rows)
+
+    before = answers()
+    assert forget("forgetful", garden.id).relearned == 1
+    after = answers()
+    # the forgotten conversation's facts move toward "no": every yes probe's margin falls, below 0 on average
+    garden_yes = [(b[2], a[2]) for b, a in zip(before[garden.id], after[garden.id]) if b[0] == "yes"]
+    assert all(a < b for b, a in garden_yes)
+    assert sum(a for _, a in garden_yes) < 0 < sum(b for b, _ in garden_yes)
+    # the kept one is learned again from its own notes, not restored: its accuracy holds to within a probe
+    assert accuracy(after[marathon.id]) >= accuracy(before[marathon.id]) - 1 / len(probes[marathon.id])
+    assert all(answer == "yes" for gold, answer, _ in after[marathon.id] if gold == "yes")
 
 
 @pytest.mark.slow

@@ -550,6 +550,9 @@ def serve_command(
     port: int = typer.Option(8000, "--port"),
     cache: int = typer.Option(8, "--cache", help="memories kept loaded (least recently used goes first)"),
     max_tokens: int = typer.Option(256, "--max-tokens", help="the longest reply a request may ask for"),
+    keep_conversations: bool = typer.Option(
+        False, "--keep-conversations", help="keep uploaded conversations' text in the manifest"
+    ),
     dtype: str | None = DtypeOption,
     home: Path | None = HomeOption,
 ):
@@ -559,7 +562,9 @@ def serve_command(
     from paramem.models import DEFAULT_MODEL
     from paramem.serve import MemoryServer, ServeConfig, check_serve_config, create_app
 
-    config = ServeConfig(base_model or DEFAULT_MODEL, home, cache, max_tokens, _dtype(dtype))
+    config = ServeConfig(
+        base_model or DEFAULT_MODEL, home, cache, max_tokens, _dtype(dtype), keep_conversations=keep_conversations
+    )
     check_serve_config(config)
     server = MemoryServer(config)
     for job in server.jobs.resume():  # learning jobs a stopped server left unfinished
@@ -727,6 +732,9 @@ def replies_command(
     bo: int = typer.Option(8, "--bo", help="Bayesian-optimisation trials of each search"),
     judge_url: str | None = typer.Option(None, "--judge-url", help="OpenAI-compatible judge (default: local model)"),
     judge_model: str = typer.Option("default", "--judge-model"),
+    teacher: str = typer.Option(
+        "local", "--teacher", help="plum: the teacher of the history's notes (local, extractive)"
+    ),
     base_model: str | None = typer.Option(None, "--base-model", help="default: the embedded default model"),
     dtype: str | None = DtypeOption,
 ):
@@ -751,6 +759,7 @@ def replies_command(
         search=SearchConfig(initial_trials=initial, bo_trials=bo),
         judge_url=judge_url,
         judge_model=judge_model,
+        teacher=teacher,
     )
     with StepLog("replies") as log:
         results = run(config, root, out, base_model or DEFAULT_MODEL, _dtype(dtype), log)

@@ -51,6 +51,7 @@ class ServeConfig:
     dtype: str | None = None
     max_upload_bytes: int = 10_000_000  # an uploaded conversation file, at most
     teacher: str = "extractive"  # the teacher of uploaded conversations
+    keep_conversations: bool = False  # keep uploaded text in the manifest (the upload file goes either way)
 
 
 @dataclass
@@ -236,9 +237,10 @@ class MemoryServer:
 
 class LearningJobs:
     """Uploaded conversations learned in the background, one job at a time per user (the store's
-    lock). An upload and its job record are written to the user's folder before learning starts, and
-    each conversation is committed as it is learned, so a server killed mid-job loses nothing learned:
-    at the next start, `resume()` runs the unfinished jobs again, which skip what was committed."""
+    lock). An upload waits in `users/<user>/jobs/<job>.jsonl`, beside its job record, until its job
+    ends, learned or failed, and is then deleted. Each conversation is committed as it is learned, so a
+    server killed mid-job loses nothing learned: at the next start, `resume()` runs the unfinished jobs
+    again, which skip what was committed."""
 
     def __init__(self, config: ServeConfig):
         self.config = config
@@ -301,7 +303,12 @@ class LearningJobs:
             conversations = load_conversations(self._folder(user) / f"{job}.jsonl")
             settings = memory.settings()
             train = stored_train_config(settings)
-            config = RememberConfig(base_model=self.config.base_model, dtype=self.config.dtype, train=train)
+            config = RememberConfig(
+                base_model=self.config.base_model,
+                dtype=self.config.dtype,
+                train=train,
+                keep_conversations=self.config.keep_conversations,
+            )
             known = len(memory.learned())
             callbacks = Callbacks(
                 on_learned=lambda _: self._save(user, job, done=len(memory.learned()) - known),
@@ -314,6 +321,9 @@ class LearningJobs:
             self._save(user, job, state="failed", message=str(error))
         except Exception as error:  # reported to the page, never lost in a thread
             self._save(user, job, state="failed", message=f"{type(error).__name__}: {error}")
+        # The upload waited here only to survive a restart; learned or failed, its text goes (what is
+        # learned is in the manifest, and the raw text too with keep_conversations).
+        (self._folder(user) / f"{job}.jsonl").unlink(missing_ok=True)
 
     def status(self, user: str, job: str) -> dict:
         return self._record(user, job)

@@ -106,8 +106,19 @@ def test_run_compares_every_method_and_resumes_without_replying_again(tmp_path, 
     assert json.dumps(again["methods"], sort_keys=True) == json.dumps(methods, sort_keys=True)
 
 
-def test_bad_method_is_refused():
+def test_plum_row_learns_each_history_into_its_own_store(tmp_path):
+    config = RepliesConfig(episodes=1, dev_episodes=1, replies=1, methods=["tplp", "plum"], teacher="extractive")
+    results = run(config, FIXTURES, tmp_path, "tiny")
+    assert results["methods"]["plum"]["replies"] == 1 and results["search"] == {}
+    stores = list((tmp_path / "plum").iterdir())
+    assert [s.name for s in stores] == ["test_1"] and (stores[0] / "users" / "episode").is_dir()
+    assert "extractive teacher" in (tmp_path / "report.md").read_text()
+
+
+def test_bad_method_or_teacher_is_refused():
     from paramem.errors import InputError
 
     with pytest.raises(InputError, match="methods"):
         RepliesConfig(methods=["milp", "magic"])
+    with pytest.raises(InputError, match="teacher"):
+        RepliesConfig(teacher="openai")

@@ -57,7 +57,7 @@ class RepliesConfig:
     soft_prompt_learning_rate: float = setting(1e-2, "uelp: learning rate of the soft prompt")
     judge_url: str | None = setting(None, "an OpenAI-compatible judge endpoint (else the local base model)")
     judge_model: str = setting("default", "the endpoint's model name")
-    teacher: str = setting("local", "plum: the teacher that writes the history's notes")
+    teacher: str = setting("local", "plum: the teacher that writes the history's notes (local or extractive)")
 
     def __post_init__(self):
         check_option(self.dataset in ("msc", "malp"), "dataset", "msc or malp", self.dataset)
@@ -68,6 +68,7 @@ class RepliesConfig:
             bool(self.methods) and set(self.methods) <= set(METHODS), "methods", ", ".join(METHODS), self.methods
         )
         check_option(bool(self.factor_sets), "factor_sets", "at least one", self.factor_sets)
+        check_option(self.teacher in ("local", "extractive"), "teacher", "local or extractive", self.teacher)
         check_option(self.retrieved >= 1, "retrieved", "at least 1", self.retrieved)
         check_option(self.soft_prompt_tokens >= 1, "soft_prompt_tokens", "at least 1", self.soft_prompt_tokens)
 
@@ -378,6 +379,8 @@ def render(results: dict) -> str:
         "",
         f"Gold replies: Persona-F1 {_figure(gold['persona_f1'])}, partner {_figure(gold['partner_persona_f1'])}.",
     ]
+    if "plum" in results["methods"]:
+        lines += ["", f"PLUM learned each history from the {config['teacher']} teacher's notes."]
     for factors, found in results["search"].items():
         chosen = describe(MultiLoraConfig(**found["chosen"]), results["depth"])
         volumes = ", ".join(f"{v:.4f}" for v in found["hypervolume"])
