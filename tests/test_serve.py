@@ -66,6 +66,21 @@ def test_each_user_gets_their_own_memory_and_no_one_elses(served):
     assert base.choices[0].message.content != reply.choices[0].message.content  # the memory changed the answer
 
 
+def test_recollections_come_from_the_callers_memory(served):
+    import httpx
+
+    from paramem.recall import recall_cues, recollect
+
+    _, url, tokens = served
+    found = httpx.get(f"{url}/memory/recollections", headers={"Authorization": f"Bearer {tokens['alice']}"}, timeout=60)
+    assert found.status_code == 200, found.text
+    model, tokenizer, memory = load_memory("alice")
+    texts = recollect(model, tokenizer, recall_cues(memory.notes()))
+    assert found.json()["recollections"] == [{"id": memory.notes()[0].conversation_id, "text": texts[0]}]
+    cartridge = httpx.get(f"{url}/memory/recollections", headers={"Authorization": f"Bearer {tokens['carol']}"})
+    assert cartridge.status_code == 400
+
+
 def test_streaming_gives_the_same_reply_in_pieces(served):
     _, url, tokens = served
     bob = OpenAI(base_url=url, api_key=tokens["bob"])

@@ -49,6 +49,8 @@ def test_sign_in_ask_upload_and_forget_in_the_page(served, browser, demo_convers
     browser.find_element(By.CSS_SELECTOR, "#ask button").click()
     wait.until(lambda b: "…" not in b.find_element(By.ID, "chat").text)
     assert "assistant:" in browser.find_element(By.ID, "chat").text
+    browser.find_element(By.ID, "recall").click()  # what the memory recalls of each conversation
+    wait.until(seen.text_to_be_present_in_element((By.ID, "recollections"), f"{demo_conversations[0].id}: "))
 
     new = demo_conversations[4]
     upload = tmp_path / "new.jsonl"

@@ -464,7 +464,7 @@ def create_app(server: MemoryServer) -> FastAPI:
             raise ApiError(400, "recollections are generated from sequential memories; cartridges answer questions")
         cues = recall_cues(memory.notes())
         with server.lock:
-            model, context = server._model_for(caller)
+            model, context = server._model_for(("plum", caller))
             with context:
                 texts = recollect(model, server.tokenizer, cues)
         return {"recollections": [{"id": n.conversation_id, "text": t} for n, t in zip(memory.notes(), texts)]}
