@@ -237,6 +237,38 @@ def test_a_job_left_running_by_a_killed_server_is_resumed(served, demo_conversat
     assert not (folder / "abc.jsonl").exists()
 
 
+def test_a_learning_process_that_dies_fails_its_job_and_the_server_goes_on(served, demo_conversations):
+    import json
+    import os
+    import signal
+
+    import httpx
+
+    server, url, tokens = served
+    client = httpx.Client(headers={"Authorization": f"Bearer {tokens['bob']}"}, timeout=60)
+    new = demo_conversations[6]
+    line = json.dumps({"id": new.id, "messages": [{"role": m.role, "content": m.content} for m in new.messages]})
+    job = client.post(f"{url}/memory/conversations", content=(line + "\n").encode()).json()["job"]
+    os.kill(server.jobs.status("bob", job)["pid"], signal.SIGKILL)  # as the kernel's OOM killer would
+    failed = wait_for(client, url, job)
+    assert failed["state"] == "failed" and "learning process stopped" in failed["message"]
+    assert not list((UserMemory("bob").root / "jobs").glob(f"{job}.*l*"))  # upload and log deleted
+    assert new.id not in [r.id for r in UserMemory("bob").learned()]
+    assert client.get(f"{url}/models").status_code == 200
+
+
+def test_a_job_whose_process_outlived_the_server_is_left_to_finish(served):
+    import json
+    import os
+
+    server, _, _ = served
+    folder = UserMemory("bob").root / "jobs"
+    folder.mkdir(parents=True, exist_ok=True)
+    record = {"job": "live", "user": "bob", "state": "running", "done": 0, "total": 1, "pid": os.getpid()}
+    (folder / "live.json").write_text(json.dumps(record))
+    assert server.jobs.resume() == []
+
+
 def test_an_lru_of_one_switching_between_forms_serves_each_user_right(served):
     server, url, tokens = served
     server.config.cache_size = 1  # every switch evicts: peft keeps its last adapter, which is reused

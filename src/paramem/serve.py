@@ -28,7 +28,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from fastapi import FastAPI, Header, Request
@@ -237,10 +237,13 @@ class MemoryServer:
 
 class LearningJobs:
     """Uploaded conversations learned in the background, one job at a time per user (the store's
-    lock). An upload waits in `users/<user>/jobs/<job>.jsonl`, beside its job record, until its job
-    ends, learned or failed, and is then deleted. Each conversation is committed as it is learned, so a
-    server killed mid-job loses nothing learned: at the next start, `resume()` runs the unfinished jobs
-    again, which skip what was committed."""
+    lock). Each job is a child process (`python -m paramem.serve`) with its own copy of the base
+    model: the model serving is never trained, and a crash or out-of-memory while learning ends that
+    job, not the server. An upload waits in `users/<user>/jobs/<job>.jsonl`, beside its job record,
+    until its job ends, learned or failed, and is then deleted. Each conversation is committed as it
+    is learned. The child runs in its own session, so it outlives a server stopped mid-job and ends the
+    job itself; a job whose child is gone too is run again by `resume()` at the next start, skipping
+    what was committed."""
 
     def __init__(self, config: ServeConfig):
         self.config = config
@@ -262,6 +265,14 @@ class LearningJobs:
         with self.lock:
             record = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
             write_atomic(path, json.dumps({**record, **fields, "job": job, "user": user}))
+
+    def _end(self, user: str, job: str, **fields) -> None:
+        """Delete the job's upload and log, then record how it ended: what was learned is in the
+        manifest (with keep_conversations, the raw text too). In that order, a job seen ended has
+        left no text behind."""
+        for suffix in (".jsonl", ".log"):
+            (self._folder(user) / f"{job}{suffix}").unlink(missing_ok=True)
+        self._save(user, job, **fields)
 
     def submit(self, user: str, data: bytes) -> dict:
         """Check an upload, keep it, and start learning it; bad input is a 400 and stores nothing."""
@@ -289,9 +300,34 @@ class LearningJobs:
         return self._record(user, job)
 
     def _start(self, user: str, job: str) -> None:
-        threading.Thread(target=self._run, args=(user, job), daemon=True).start()
+        """Start the job's child process, and a thread that waits for it."""
+        import subprocess
+        import sys
 
-    def _run(self, user: str, job: str) -> None:
+        settings = {**asdict(self.config), "home": None if self.config.home is None else str(self.config.home)}
+        with open(self._folder(user) / f"{job}.log", "wb") as log:  # the child's stderr: why it failed
+            child = subprocess.Popen(
+                [sys.executable, "-m", "paramem.serve", json.dumps(settings), user, job],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+                start_new_session=True,  # a Ctrl-C or a kill of the server does not end the learning
+            )
+        self._save(user, job, pid=child.pid)
+        threading.Thread(target=self._wait, args=(user, job, child), daemon=True).start()
+
+    def _wait(self, user: str, job: str, child) -> None:
+        """A child that exits without having ended its job (killed, out of memory) fails the job."""
+        code = child.wait()
+        if self._record(user, job).get("state") == "running":
+            log = self._folder(user) / f"{job}.log"
+            lines = log.read_text(encoding="utf-8", errors="replace").strip().splitlines() if log.exists() else []
+            last = lines[-1] if lines else "no message"
+            self._end(user, job, state="failed", message=f"the learning process stopped (exit {code}): {last}")
+
+    def learn(self, user: str, job: str) -> None:
+        """The child's work: learn the upload into the user's memory with the memory's own settings,
+        recording progress as each conversation is committed."""
         from paramem.augment.teachers import make_teacher
         from paramem.config import RememberConfig
         from paramem.conversations import load_conversations
@@ -299,45 +335,55 @@ class LearningJobs:
         from paramem.remember import Callbacks, remember
 
         memory = UserMemory(user, self.config.home)
+        upload = self._folder(user) / f"{job}.jsonl"
+        if not upload.exists():  # stopped between deleting it and recording the end: nothing left to learn
+            self._end(user, job, state="failed", message="the upload is gone; what was learned of it is kept")
+            return
         try:
-            conversations = load_conversations(self._folder(user) / f"{job}.jsonl")
-            settings = memory.settings()
-            train = stored_train_config(settings)
+            conversations = load_conversations(upload)
             config = RememberConfig(
                 base_model=self.config.base_model,
                 dtype=self.config.dtype,
-                train=train,
+                train=stored_train_config(memory.settings()),
                 keep_conversations=self.config.keep_conversations,
             )
             known = len(memory.learned())
-            callbacks = Callbacks(
-                on_learned=lambda _: self._save(user, job, done=len(memory.learned()) - known),
-            )
+            callbacks = Callbacks(on_learned=lambda _: self._save(user, job, done=len(memory.learned()) - known))
             learned = remember(
                 user, conversations, make_teacher(self.config.teacher), config, self.config.home, callbacks
             )
-            self._save(user, job, state="done", done=len(learned), message=f"learned {len(learned)} conversations")
+            self._end(user, job, state="done", done=len(learned), message=f"learned {len(learned)} conversations")
         except InputError as error:
-            self._save(user, job, state="failed", message=str(error))
-        except Exception as error:  # reported to the page, never lost in a thread
-            self._save(user, job, state="failed", message=f"{type(error).__name__}: {error}")
-        # The upload waited here only to survive a restart; learned or failed, its text goes (what is
-        # learned is in the manifest, and the raw text too with keep_conversations).
-        (self._folder(user) / f"{job}.jsonl").unlink(missing_ok=True)
+            self._end(user, job, state="failed", message=str(error))
 
     def status(self, user: str, job: str) -> dict:
         return self._record(user, job)
 
     def resume(self) -> list[str]:
-        """Start again every job a stopped server left running; returns their ids."""
+        """Start again every job a stopped server left running whose child is gone too (one still
+        running ends its job itself); returns the ids started."""
         resumed = []
         for user in users(self.config.home):
             for path in sorted(self._folder(user).glob("*.json")):
                 record = json.loads(path.read_text(encoding="utf-8"))
-                if record.get("state") == "running":
+                if record.get("state") == "running" and not _alive(record.get("pid")):
                     self._start(user, record["job"])
                     resumed.append(record["job"])
         return resumed
+
+
+def _alive(pid: int | None) -> bool:
+    import os
+
+    if pid is None:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process has that id now
+        return False
+    return True
 
 
 def _messages(body: dict) -> list[dict]:
@@ -508,3 +554,16 @@ def check_serve_config(config: ServeConfig) -> None:
         raise InputError(f"--cache must be at least 1, not {config.cache_size}")
     if config.max_new_tokens < 1:
         raise InputError(f"--max-tokens must be at least 1, not {config.max_new_tokens}")
+
+
+def _learn_upload(settings: str, user: str, job: str) -> None:
+    """A learning job's child process: `python -m paramem.serve SETTINGS USER JOB`."""
+    config = json.loads(settings)
+    home = config.pop("home")
+    LearningJobs(ServeConfig(**config, home=None if home is None else Path(home))).learn(user, job)
+
+
+if __name__ == "__main__":
+    import sys
+
+    _learn_upload(*sys.argv[1:])
