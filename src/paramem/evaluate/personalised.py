@@ -58,6 +58,9 @@ class RepliesConfig:
     judge_url: str | None = setting(None, "an OpenAI-compatible judge endpoint (else the local base model)")
     judge_model: str = setting("default", "the endpoint's model name")
     teacher: str = setting("local", "plum: the teacher that writes the history's notes (local or extractive)")
+    plum_pairs: int = setting(
+        20, "plum: pairs learned per session and epoch (PLUM's workload; all the notes give is ~5x)"
+    )
 
     def __post_init__(self):
         check_option(self.dataset in ("msc", "malp"), "dataset", "msc or malp", self.dataset)
@@ -69,6 +72,7 @@ class RepliesConfig:
         )
         check_option(bool(self.factor_sets), "factor_sets", "at least one", self.factor_sets)
         check_option(self.teacher in ("local", "extractive"), "teacher", "local or extractive", self.teacher)
+        check_option(self.plum_pairs >= 1, "plum_pairs", "at least 1", self.plum_pairs)
         check_option(self.retrieved >= 1, "retrieved", "at least 1", self.retrieved)
         check_option(self.soft_prompt_tokens >= 1, "soft_prompt_tokens", "at least 1", self.soft_prompt_tokens)
 
@@ -151,12 +155,17 @@ def learn_plum(model_name: str, history: tuple[Conversation, ...], config: Repli
     """PLUM's adapter of the history, learned by `remember` into a store of the run's own."""
     from paramem.answer import load_memory
     from paramem.augment.teachers import make_teacher
-    from paramem.config import RememberConfig
+    from paramem.config import PairConfig, RememberConfig, TrainConfig
     from paramem.remember import remember
 
     user = "episode"
+    train = TrainConfig(pairs=PairConfig(max_pairs=config.plum_pairs))
     remember(
-        user, list(history), make_teacher(config.teacher), RememberConfig(base_model=model_name, dtype=dtype), home
+        user,
+        list(history),
+        make_teacher(config.teacher),
+        RememberConfig(base_model=model_name, dtype=dtype, train=train),
+        home,
     )
     model, tokenizer, _ = load_memory(user, home, dtype)
     return model, tokenizer
@@ -352,7 +361,7 @@ def _figure(value) -> str:
 
 
 def render(results: dict) -> str:
-    from paramem.config import MultiLoraConfig
+    from paramem.config import MultiLoraConfig, TrainConfig
     from paramem.search import describe
 
     config = results["config"]
@@ -380,7 +389,11 @@ def render(results: dict) -> str:
         f"Gold replies: Persona-F1 {_figure(gold['persona_f1'])}, partner {_figure(gold['partner_persona_f1'])}.",
     ]
     if "plum" in results["methods"]:
-        lines += ["", f"PLUM learned each history from the {config['teacher']} teacher's notes."]
+        lines += [
+            "",
+            f"PLUM learned each history session from the {config['teacher']} teacher's notes, "
+            f"{config['plum_pairs']} pairs an epoch, up to {TrainConfig().epochs} epochs (the best held-out one kept).",
+        ]
     for factors, found in results["search"].items():
         chosen = describe(MultiLoraConfig(**found["chosen"]), results["depth"])
         volumes = ", ".join(f"{v:.4f}" for v in found["hypervolume"])
