@@ -373,15 +373,14 @@ class LearningJobs:
 
 
 def _alive(pid: int | None) -> bool:
+    """Whether our process `pid` still runs (signal 0 checks without sending anything)."""
     import os
 
     if pid is None:
         return False
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process has that id now
+    except (ProcessLookupError, PermissionError):  # gone, or the id now belongs to another user
         return False
     return True
 
