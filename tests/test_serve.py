@@ -13,6 +13,7 @@ from paramem.answer import generate, load_memory
 from paramem.augment.teachers import ExtractiveTeacher
 from paramem.config import RememberConfig, TrainConfig
 from paramem.models import cache_home
+from paramem.prompts import SYSTEM_PROMPT
 from paramem.remember import remember
 from paramem.serve import MemoryServer, ServeConfig, create_app
 from paramem.store import UserMemory, paramem_home
@@ -58,6 +59,14 @@ def test_each_user_gets_their_own_memory_and_no_one_elses(served):
         model="paramem:alice", messages=[{"role": "user", "content": QUESTION}], max_tokens=16
     )
     assert reply.choices[0].message.content == expected("alice")
+    # usage counts the chat the model read (system prompt included); 16 tokens without an end: "length"
+    read = server.tokenizer.apply_chat_template(
+        [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": QUESTION}],
+        add_generation_prompt=True,
+        return_dict=True,
+    )
+    assert reply.usage.prompt_tokens == len(read["input_ids"])
+    assert (reply.usage.completion_tokens, reply.choices[0].finish_reason) == (16, "length")
     with pytest.raises(PermissionDeniedError):
         alice.chat.completions.create(
             model="paramem:bob", messages=[{"role": "user", "content": QUESTION}], max_tokens=4
@@ -87,8 +96,10 @@ def test_streaming_gives_the_same_reply_in_pieces(served):
     stream = bob.chat.completions.create(
         model="paramem:bob", messages=[{"role": "user", "content": QUESTION}], max_tokens=16, stream=True
     )
-    pieces = [c.choices[0].delta.content or "" for c in stream]
+    chunks = list(stream)
+    pieces = [c.choices[0].delta.content or "" for c in chunks]
     assert len(pieces) > 2 and "".join(pieces).strip() == expected("bob")
+    assert chunks[-1].choices[0].finish_reason == "length"  # 16 tokens, no end of reply
 
 
 def test_interleaved_requests_of_three_users_never_mix_memories(served):

@@ -195,8 +195,10 @@ class MemoryServer:
 
     # -- replies ---------------------------------------------------------------------------
 
-    def reply(self, key: Memory | None, messages: list[dict], max_tokens: int):
-        """Yield the reply's text in pieces, as it is generated; the lock is held throughout."""
+    def reply(self, key: Memory | None, messages: list[dict], max_tokens: int, usage: dict | None = None):
+        """Yield the reply's text in pieces, as it is generated; the lock is held throughout. `usage`,
+        if given, is filled with the prompt's and the reply's token counts and the finish reason
+        ("length" when the reply ran to `max_tokens`, as OpenAI says it)."""
         from transformers import TextIteratorStreamer
 
         from paramem.milp import REPLY_SYSTEM
@@ -216,13 +218,18 @@ class MemoryServer:
             def run() -> None:
                 try:
                     with context:
-                        model.generate(
+                        out = model.generate(
                             **inputs,
                             max_new_tokens=max_tokens,
                             do_sample=False,
                             pad_token_id=self.tokenizer.pad_token_id,
                             streamer=streamer,
                         )
+                    if usage is not None:
+                        prompt, new = inputs["input_ids"].shape[1], out.shape[1] - inputs["input_ids"].shape[1]
+                        ended = new > 0 and out[0, -1].item() == self.tokenizer.eos_token_id
+                        finish = "length" if new >= max_tokens and not ended else "stop"
+                        usage.update(prompt_tokens=prompt, completion_tokens=new, finish_reason=finish)
                 except BaseException as error:  # reported after the stream ends
                     failure.append(error)
                     streamer.end()
@@ -454,23 +461,25 @@ def create_app(server: MemoryServer) -> FastAPI:
                     return f"data: {json.dumps(payload)}\n\n"
 
                 yield chunk({"role": "assistant", "content": ""}, None)
-                for piece in server.reply(memory, messages, max_tokens):
+                usage: dict = {}
+                for piece in server.reply(memory, messages, max_tokens, usage):
                     yield chunk({"content": piece}, None)
-                yield chunk({}, "stop")
+                yield chunk({}, usage.get("finish_reason", "stop"))
                 yield "data: [DONE]\n\n"
 
             return StreamingResponse(events(), media_type="text/event-stream")
-        text = "".join(server.reply(memory, messages, max_tokens)).strip()
-        prompt_tokens = len(server.tokenizer.apply_chat_template(messages, add_generation_prompt=True))
-        completion_tokens = len(server.tokenizer(text, add_special_tokens=False)["input_ids"])
+        usage: dict = {}
+        text = "".join(server.reply(memory, messages, max_tokens, usage)).strip()
+        message = {"role": "assistant", "content": text}
+        prompt_tokens, completion_tokens = usage["prompt_tokens"], usage["completion_tokens"]
         return {
             "id": completion,
             "object": "chat.completion",
             "created": created,
             "model": body["model"],
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+            "choices": [{"index": 0, "message": message, "finish_reason": usage["finish_reason"]}],
             "usage": {
-                "prompt_tokens": prompt_tokens,
+                "prompt_tokens": prompt_tokens,  # the chat as the model reads it, system prompt included
                 "completion_tokens": completion_tokens,
                 "total_tokens": prompt_tokens + completion_tokens,
             },
