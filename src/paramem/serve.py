@@ -227,7 +227,9 @@ class MemoryServer:
                         )
                     if usage is not None:
                         prompt, new = inputs["input_ids"].shape[1], out.shape[1] - inputs["input_ids"].shape[1]
-                        ended = new > 0 and out[0, -1].item() == self.tokenizer.eos_token_id
+                        stops = self.base.generation_config.eos_token_id or self.tokenizer.eos_token_id
+                        stops = stops if isinstance(stops, list) else [stops]  # Qwen stops on two tokens
+                        ended = new > 0 and out[0, -1].item() in stops
                         finish = "length" if new >= max_tokens and not ended else "stop"
                         usage.update(prompt_tokens=prompt, completion_tokens=new, finish_reason=finish)
                 except BaseException as error:  # reported after the stream ends
