@@ -259,7 +259,7 @@ def markdown(rows: dict, serving: dict | None, peak: dict) -> str:
     lines = [
         "| variant | dtype | seconds | epochs run | tokens/s | padding computed | fraction of peak | held-out acc (n) "
         "| peak RSS | speed-up |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in rows.items():
         q = r["quality"]["heldout"]
@@ -271,7 +271,7 @@ def markdown(rows: dict, serving: dict | None, peak: dict) -> str:
             f"{speedup} |"
         )
     lines.append(
-        f"\nmatrix-multiply peaks measured in the same run: bfloat16 {peak['bfloat16'] / 1e9:.0f} GFLOP/s, "
+        f"\nmatrix-multiply peaks measured in the same run: bfloat16 {peak['bfloat16'] / 1e9:.1f} GFLOP/s, "
         f"float32 {peak['float32'] / 1e9:.0f} GFLOP/s."
     )
     if serving:
@@ -365,7 +365,7 @@ def main() -> None:
         for name, dtype in DTYPES.items()
     }
     console.print(
-        f"matrix-multiply peak on this machine ({cpu_info()['model']}): bfloat16 {peak['bfloat16'] / 1e9:.0f} "
+        f"matrix-multiply peak on this machine ({cpu_info()['model']}): bfloat16 {peak['bfloat16'] / 1e9:.1f} "
         f"GFLOP/s, float32 {peak['float32'] / 1e9:.0f} GFLOP/s ({torch.get_num_threads()} threads)"
     )
     rows = {}

@@ -54,6 +54,7 @@ def test_empty_conversation_and_unknown_format_exit_2(tmp_path):
         ("--replay", "1.0", "replay_share (--replay) must be in [0, 1), not 1.0"),
         ("--replay", "1.5", "replay_share (--replay) must be in [0, 1)"),
         ("--replay", "-0.1", "replay_share (--replay) must be in [0, 1)"),
+        ("--replayed-cues", "-1", "replayed_cues (--replayed-cues) must be 0 or more, not -1"),
         ("--negative-ratio", "-1", "negative_ratio (--negative-ratio) must be 0 or more"),
         ("--lambda", "0", "qa_weight (--lambda) must be above 0, not 0.0"),
         ("--lambda", "-3", "qa_weight (--lambda) must be above 0"),
@@ -65,6 +66,31 @@ def test_bad_options_exit_2_with_one_line_before_anything_is_stored(isolated_hom
     result = run("remember", DEMO / "conversations.jsonl", "--user", "u", "--base-model", "tiny", option, value)
     assert result.exit_code == 2 and reason in one_line_error(result)
     assert not (isolated_home / "users" / "u").exists()
+
+
+def test_learning_options_reach_the_stored_settings(tmp_path, isolated_home):
+    from paramem.store import UserMemory
+
+    one = write_jsonl(tmp_path / "c.jsonl", [json.loads((DEMO / "conversations.jsonl").read_text().splitlines()[0])])
+    result = run(
+        "remember",
+        one,
+        "--user",
+        "u",
+        "--base-model",
+        "tiny",
+        "--epochs",
+        "1",
+        "--replay",
+        "0.2",
+        "--replayed-cues",
+        "3",
+        "--distill-queries",
+        "5",
+    )
+    assert result.exit_code == 0, result.output
+    train = UserMemory("u", isolated_home).settings()["train"]
+    assert (train["epochs"], train["replay_share"], train["replayed_cues"], train["distill_queries"]) == (1, 0.2, 3, 5)
 
 
 def test_unknown_user_exits_2():
@@ -212,6 +238,8 @@ def test_a_damaged_adapter_or_recall_cache_is_one_line_and_exit_2(tmp_path, isol
         (["locomo", "--out", "x", "--data", FIXTURES, "--probes-per-session", "3"], "an even number, 2 or more"),
         (["locomo", "--out", "x", "--data", FIXTURES, "--sample", "-1"], "sample (--sample) must be 0 or more"),
         (["locomo", "--out", "x", "--data", FIXTURES, "--epochs", "0"], "epochs (--epochs) must be at least 1"),
+        (["locomo", "--out", "x", "--data", FIXTURES, "--distill-queries", "0"], "distill_queries (--distill-queries)"),
+        (["locomo", "--out", "x", "--data", FIXTURES, "--self-study-queries", "-1"], "(--self-study-queries) must"),
         (["chat", "--user", "u", "--max-new-tokens", "0"], "--max-new-tokens must be at least 1"),
         (["remember-many", DEMO, "--cpus-per-user", "0"], "--cpus-per-user must be at least 1"),
     ],

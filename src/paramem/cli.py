@@ -88,6 +88,9 @@ LearningRateOption = typer.Option(
 )
 LambdaOption = _setting(TrainConfig, "qa_weight", "--lambda")
 ReplayOption = _setting(TrainConfig, "replay_share", "--replay")
+ReplayedCuesOption = _setting(TrainConfig, "replayed_cues", "--replayed-cues")
+DistillQueriesOption = _setting(TrainConfig, "distill_queries", "--distill-queries")
+SelfStudyQueriesOption = _setting(TrainConfig, "self_study_queries", "--self-study-queries")
 NegativeRatioOption = _setting(PairConfig, "negative_ratio", "--negative-ratio")
 ObjectiveOption = _setting(TrainConfig, "objective", "--objective")
 FormOption = _setting(TrainConfig, "form", "--form")
@@ -147,19 +150,15 @@ def _learning_rates(text: str) -> list[float]:
     return rates
 
 
-def _train_config(
-    epochs: int, lr: str, qa_weight: float, replay: float, negative_ratio: float, objective: str, form: str
-):
+def _train_config(epochs: int, lr: str, negative_ratio: float, **fields) -> TrainConfig:
+    """The learning options as a TrainConfig; `fields` are its own fields, passed as given."""
     rates = _learning_rates(lr)
     return TrainConfig(
         epochs=epochs,
         learning_rate=rates[0],
         learning_rates=rates if len(rates) > 1 else None,
-        qa_weight=qa_weight,
-        replay_share=replay,
-        objective=objective,
-        form=form,
         pairs=PairConfig(negative_ratio=negative_ratio),
+        **fields,
     )
 
 
@@ -178,9 +177,11 @@ def remember_command(
     lr: str = LearningRateOption,
     qa_weight: float = LambdaOption,
     replay: float = ReplayOption,
+    replayed_cues: int = ReplayedCuesOption,
     negative_ratio: float = NegativeRatioOption,
     objective: str = ObjectiveOption,
     form: str = FormOption,
+    distill_queries: int = DistillQueriesOption,
     keep_conversations: bool = KeepConversationsOption,
     regenerate_notes: bool = RegenerateNotesOption,
     notes_cache: bool = NotesCacheOption,
@@ -201,7 +202,17 @@ def remember_command(
         regenerate_notes=regenerate_notes,
         notes_cache=notes_cache,
         dtype=_dtype(dtype),
-        train=_train_config(epochs, lr, qa_weight, replay, negative_ratio, objective, form),
+        train=_train_config(
+            epochs,
+            lr,
+            negative_ratio,
+            qa_weight=qa_weight,
+            replay_share=replay,
+            replayed_cues=replayed_cues,
+            objective=objective,
+            form=form,
+            distill_queries=distill_queries,
+        ),
     )
     learned = learn_with_progress(
         user, conversations, _teacher(teacher, teacher_model, teacher_url, teacher_key_env), config, home
@@ -238,9 +249,11 @@ def remember_many_command(
     lr: str = LearningRateOption,
     qa_weight: float = LambdaOption,
     replay: float = ReplayOption,
+    replayed_cues: int = ReplayedCuesOption,
     negative_ratio: float = NegativeRatioOption,
     objective: str = ObjectiveOption,
     form: str = FormOption,
+    distill_queries: int = DistillQueriesOption,
     dtype: str | None = DtypeOption,
     home: Path | None = typer.Option(
         None, "--home", help="the shared store (default: $PARAMEM_HOME); on a cluster, a path every node sees"
@@ -261,7 +274,17 @@ def remember_many_command(
     config = RememberConfig(
         base_model=base_model or DEFAULT_MODEL,
         dtype=_dtype(dtype),
-        train=_train_config(epochs, lr, qa_weight, replay, negative_ratio, objective, form),
+        train=_train_config(
+            epochs,
+            lr,
+            negative_ratio,
+            qa_weight=qa_weight,
+            replay_share=replay,
+            replayed_cues=replayed_cues,
+            objective=objective,
+            form=form,
+            distill_queries=distill_queries,
+        ),
     )
     with StepLog("users") as log:
         log.status(f"{len(jobs)} to learn", total=len(jobs))
@@ -661,6 +684,8 @@ def locomo_command(
     full: bool = typer.Option(False, "--full", help="all sessions, all open questions, full MMLU and ARC"),
     objective: str = ObjectiveOption,
     form: str = FormOption,
+    distill_queries: int = DistillQueriesOption,
+    self_study_queries: int = SelfStudyQueriesOption,
 ):
     """PLUM's LoCoMo experiment: learn sessions in order, then every method side by side, with a report."""
     from paramem.evaluate.experiment import ExperimentConfig, closed_only, run_experiment
@@ -688,6 +713,8 @@ def locomo_command(
                 qa_weight=qa_weight,
                 objective=objective,
                 form=form,
+                distill_queries=distill_queries,
+                self_study_queries=self_study_queries,
                 pairs=PairConfig(negative_ratio=negative_ratio, statements=statements),
             ),
         ),

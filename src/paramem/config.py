@@ -146,14 +146,21 @@ class TrainConfig:
         check_option(self.batch_size >= 1, "batch_size", "at least 1", self.batch_size)
         # replay r of an epoch means r / (1 - r) earlier pairs per new one: r = 1 is all replay
         check_option(0 <= self.replay_share < 1, "replay_share (--replay)", "in [0, 1)", self.replay_share)
-        check_option(self.replayed_cues >= 0, "replayed_cues", "0 or more", self.replayed_cues)
+        check_option(self.replayed_cues >= 0, "replayed_cues (--replayed-cues)", "0 or more", self.replayed_cues)
         check_option(self.max_length >= 16, "max_length", "at least 16 tokens", self.max_length)
         check_option(self.attention in ("eager", "sdpa"), "attention", "eager or sdpa", self.attention)
         check_option(
             self.objective in ("plum", "distill"), "objective (--objective)", "plum or distill", self.objective
         )
-        check_option(self.distill_queries >= 1, "distill_queries", "at least 1", self.distill_queries)
-        check_option(self.self_study_queries >= 0, "self_study_queries", "0 or more", self.self_study_queries)
+        check_option(
+            self.distill_queries >= 1, "distill_queries (--distill-queries)", "at least 1", self.distill_queries
+        )
+        check_option(
+            self.self_study_queries >= 0,
+            "self_study_queries (--self-study-queries)",
+            "0 or more",
+            self.self_study_queries,
+        )
         check_option(self.distill_top_k >= 1, "distill_top_k", "at least 1", self.distill_top_k)
         check_option(self.distill_answer_tokens >= 1, "distill_answer_tokens", "at least 1", self.distill_answer_tokens)
         check_option(self.form in ("sequential", "cartridge"), "form (--form)", "sequential or cartridge", self.form)
