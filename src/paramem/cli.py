@@ -150,15 +150,30 @@ def _learning_rates(text: str) -> list[float]:
     return rates
 
 
-def _train_config(epochs: int, lr: str, negative_ratio: float, **fields) -> TrainConfig:
-    """The learning options as a TrainConfig; `fields` are its own fields, passed as given."""
+def _train_config(
+    epochs: int,
+    lr: str,
+    qa_weight: float,
+    replay: float,
+    replayed_cues: int,
+    negative_ratio: float,
+    objective: str,
+    form: str,
+    distill_queries: int,
+) -> TrainConfig:
+    """The learning options `remember` and `remember-many` share, as a TrainConfig."""
     rates = _learning_rates(lr)
     return TrainConfig(
         epochs=epochs,
         learning_rate=rates[0],
         learning_rates=rates if len(rates) > 1 else None,
+        qa_weight=qa_weight,
+        replay_share=replay,
+        replayed_cues=replayed_cues,
+        objective=objective,
+        form=form,
+        distill_queries=distill_queries,
         pairs=PairConfig(negative_ratio=negative_ratio),
-        **fields,
     )
 
 
@@ -203,15 +218,7 @@ def remember_command(
         notes_cache=notes_cache,
         dtype=_dtype(dtype),
         train=_train_config(
-            epochs,
-            lr,
-            negative_ratio,
-            qa_weight=qa_weight,
-            replay_share=replay,
-            replayed_cues=replayed_cues,
-            objective=objective,
-            form=form,
-            distill_queries=distill_queries,
+            epochs, lr, qa_weight, replay, replayed_cues, negative_ratio, objective, form, distill_queries
         ),
     )
     learned = learn_with_progress(
@@ -275,15 +282,7 @@ def remember_many_command(
         base_model=base_model or DEFAULT_MODEL,
         dtype=_dtype(dtype),
         train=_train_config(
-            epochs,
-            lr,
-            negative_ratio,
-            qa_weight=qa_weight,
-            replay_share=replay,
-            replayed_cues=replayed_cues,
-            objective=objective,
-            form=form,
-            distill_queries=distill_queries,
+            epochs, lr, qa_weight, replay, replayed_cues, negative_ratio, objective, form, distill_queries
         ),
     )
     with StepLog("users") as log:
