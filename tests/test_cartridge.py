@@ -108,7 +108,7 @@ def test_the_scorer_the_loss_and_generation_read_the_cartridge(demo_conversation
 
     config = TrainConfig(objective="distill", distill_queries=2, distill_top_k=5, distill_answer_tokens=3)
     notes = ExtractiveTeacher().notes(demo_conversations[0])
-    targets = teacher_targets(model, tokenizer, demo_conversations[0], notes, config)
+    targets, _ = teacher_targets(model, tokenizer, demo_conversations[0], notes, config)
     [batch] = distill_batches(
         [encode_target(tokenizer, t) for t in targets], 8, tokenizer.pad_token_id, __import__("random").Random(0)
     )

@@ -45,9 +45,11 @@ def test_teacher_targets_read_the_conversation_once_and_match_a_full_forward(dem
     model, tokenizer = tiny_model()
     garden = demo_conversations[0]
     notes = ExtractiveTeacher().notes(garden)
-    targets = teacher_targets(model, tokenizer, garden, notes, CONFIG)
+    targets, cost = teacher_targets(model, tokenizer, garden, notes, CONFIG)
     reading = TeacherReading(model, tokenizer, garden, notes.date)
     assert [t.question for t in targets] == distill_queries(notes, CONFIG, reading) and len(targets) == 3
+    assert cost.queries == 3 and cost.prefill_seconds > 0 and cost.writing_seconds > 0  # self-study wrote some
+    assert cost.seconds == cost.prefill_seconds + cost.writing_seconds + cost.answering_seconds
     assert "What did we talk about" in targets[0].question  # the recall cue is always asked
     for target in targets:
         prompt = slot_prompt(
@@ -68,7 +70,7 @@ def test_teacher_targets_read_the_conversation_once_and_match_a_full_forward(dem
 def test_the_training_loss_is_the_kl_at_the_answer_positions_of_the_full_logits(demo_conversations):
     model, tokenizer = tiny_model()
     notes = ExtractiveTeacher().notes(demo_conversations[0])
-    targets = teacher_targets(model, tokenizer, demo_conversations[0], notes, CONFIG)
+    targets, _ = teacher_targets(model, tokenizer, demo_conversations[0], notes, CONFIG)
     examples = [encode_target(tokenizer, t) for t in targets]
     [batch] = distill_batches(examples, 8, tokenizer.pad_token_id, random.Random(0))
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
@@ -80,7 +82,7 @@ def test_the_training_loss_is_the_kl_at_the_answer_positions_of_the_full_logits(
 def test_the_student_learns_the_teachers_answers_without_the_conversation(demo_conversations):
     model, tokenizer = tiny_model()
     notes = ExtractiveTeacher().notes(demo_conversations[0])
-    targets = teacher_targets(model, tokenizer, demo_conversations[0], notes, CONFIG)
+    targets, _ = teacher_targets(model, tokenizer, demo_conversations[0], notes, CONFIG)
     student = attach_lora(model, TrainConfig())
     [batch] = distill_batches(
         [encode_target(tokenizer, t) for t in targets], 8, tokenizer.pad_token_id, random.Random(0)
@@ -116,7 +118,9 @@ def test_remember_with_distill_stores_targets_and_replays_them(demo_conversation
     memory = UserMemory("d")
     stored = load_targets(memory.targets(demo_conversations[0].id))
     assert len(stored) == 2 and all(t.answer_ids for t in stored)
-    assert memory.learned()[0].teacher_seconds > 0  # the teacher's stage is timed apart from the epochs
+    record = memory.learned()[0]  # the teacher's stages are timed apart from the epochs, and stored
+    assert record.teacher_queries == 2 and 0 < record.teacher_prefill_seconds < record.teacher_seconds
+    assert record.teacher_writing_seconds is not None
     learned = remember("d", demo_conversations[:2], ExtractiveTeacher(), config)
     assert [r.id for r in learned] == [demo_conversations[1].id]
     assert memory.targets(demo_conversations[1].id) is not None

@@ -22,6 +22,7 @@ import gzip
 import hashlib
 import json
 import random
+import time
 from dataclasses import asdict, dataclass
 
 import torch
@@ -45,6 +46,20 @@ class DistillTarget:
     answer_ids: list[int]  # the teacher's greedy answer, ending with its end-of-turn token when it ended
     top_ids: list[list[int]]  # per answer position: the teacher's k likeliest tokens
     top_logprobs: list[list[float]]  # their log-probabilities under the teacher's full softmax
+
+
+@dataclass(frozen=True)
+class TeacherCost:
+    """Where the teacher's time on one conversation went: the query budget is the main cost of learning."""
+
+    prefill_seconds: float  # reading the conversation once (its keys and values)
+    writing_seconds: float  # writing its own self-study queries
+    answering_seconds: float  # answering every query, keeping the top-k log-probabilities
+    queries: int  # queries answered
+
+    @property
+    def seconds(self) -> float:
+        return self.prefill_seconds + self.writing_seconds + self.answering_seconds
 
 
 @dataclass(frozen=True)
@@ -164,12 +179,18 @@ def distill_queries(notes: Notes, config: TrainConfig, reading: TeacherReading |
 
 def teacher_targets(
     model, tokenizer: PreTrainedTokenizerBase, conversation: Conversation, notes: Notes, config: TrainConfig
-) -> list[DistillTarget]:
-    """The teacher's targets for every query about one conversation. `model` is read as it is: call
-    it with the adapter off (`with model.disable_adapter():`) so the teacher is the base model."""
+) -> tuple[list[DistillTarget], TeacherCost]:
+    """The teacher's targets for every query about one conversation, and what each stage cost.
+    `model` is read as it is: call it with the adapter off (`with model.disable_adapter():`) so the
+    teacher is the base model."""
+    started = time.perf_counter()
     reading = TeacherReading(model, tokenizer, conversation, notes.date)
+    read = time.perf_counter()
     queries = distill_queries(notes, config, reading if config.self_study_queries else None)
-    return [reading.answer(q, config.distill_answer_tokens, config.distill_top_k) for q in queries]
+    written = time.perf_counter()
+    targets = [reading.answer(q, config.distill_answer_tokens, config.distill_top_k) for q in queries]
+    cost = TeacherCost(read - started, written - read, time.perf_counter() - written, len(targets))
+    return targets, cost
 
 
 def encode_target(tokenizer: PreTrainedTokenizerBase, target: DistillTarget) -> DistillExample:

@@ -6,7 +6,6 @@ at most the conversation in progress, and the next run resumes after the last co
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -97,14 +96,18 @@ def remember(
         for position, (conversation, conversation_notes) in enumerate(zip(todo, notes), start=1):
             if callbacks.on_conversation:
                 callbacks.on_conversation(position, len(todo), conversation.id)
-            teacher_seconds = None
+            teacher = {}
             if distill:  # the base model reading the conversation is the teacher: the adapter is off
-                started = time.perf_counter()
                 with model.disable_adapter():
-                    targets = teacher_targets(model, tokenizer, conversation, conversation_notes, config.train)
+                    targets, cost = teacher_targets(model, tokenizer, conversation, conversation_notes, config.train)
                 trainer.targets[conversation.id] = targets
                 memory.save_targets(conversation.id, dump_targets(targets))
-                teacher_seconds = time.perf_counter() - started
+                teacher = {
+                    "teacher_seconds": cost.seconds,
+                    "teacher_prefill_seconds": cost.prefill_seconds,
+                    "teacher_writing_seconds": cost.writing_seconds,
+                    "teacher_queries": cost.queries,
+                }
             if cartridges:
                 new = initial_cartridge(model, tokenizer, conversation, conversation_notes, config.train)
                 model.cartridges = torch.nn.ModuleList([new.learnable()])
@@ -119,7 +122,7 @@ def remember(
                 timestamp=conversation.timestamp,
                 adapter_version=version,
                 learned_at=now_iso(),
-                teacher_seconds=teacher_seconds,
+                **teacher,
                 **result.record_fields(),
             )
             memory.commit(model, record, conversation_notes, conversation.text if config.keep_conversations else None)

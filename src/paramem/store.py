@@ -63,12 +63,21 @@ CREATE TABLE IF NOT EXISTS conversations (
     notes TEXT NOT NULL,               -- the teacher's notes as JSON, replayed later
     text TEXT,                         -- raw conversation, only with --keep-conversations
     learning_rate REAL,                -- the rate kept (chosen on held-out pairs when several were tried)
-    teacher_seconds REAL               -- objective distill: the teacher's reading, queries and answers
+    teacher_seconds REAL,              -- objective distill: the teacher's reading, queries and answers
+    teacher_prefill_seconds REAL,      -- of which reading the conversation once (its keys and values)
+    teacher_writing_seconds REAL,      -- of which writing its own self-study queries
+    teacher_queries INTEGER            -- queries the teacher answered (the query budget spent)
 );
 CREATE TABLE IF NOT EXISTS forgotten (id TEXT NOT NULL, forgotten_at TEXT NOT NULL);  -- never the content
 """
 # Columns added after the first release, for manifests written before them.
-ADDED_COLUMNS = {"learning_rate": "REAL", "teacher_seconds": "REAL"}
+ADDED_COLUMNS = {
+    "learning_rate": "REAL",
+    "teacher_seconds": "REAL",
+    "teacher_prefill_seconds": "REAL",
+    "teacher_writing_seconds": "REAL",
+    "teacher_queries": "INTEGER",
+}
 
 
 def paramem_home() -> Path:
@@ -90,7 +99,10 @@ class LearnedConversation:
     adapter_version: int
     learned_at: str
     learning_rate: float | None = None  # None in manifests written before it was recorded
-    teacher_seconds: float | None = None  # objective distill: computing the teacher's targets
+    teacher_seconds: float | None = None  # objective distill: computing the teacher's targets, of which
+    teacher_prefill_seconds: float | None = None  # reading the conversation once,
+    teacher_writing_seconds: float | None = None  # writing self-study queries (the rest is answering)
+    teacher_queries: int | None = None  # queries answered: the query budget spent on this conversation
 
 
 class UserLocked(InputError):
@@ -218,7 +230,8 @@ class UserMemory:
             return []
         rows = self._rows(
             "SELECT id, content_hash, timestamp, qa_pairs, epochs, final_loss, heldout_accuracy,"
-            " seconds, adapter_version, learned_at, learning_rate, teacher_seconds FROM conversations"
+            " seconds, adapter_version, learned_at, learning_rate, teacher_seconds, teacher_prefill_seconds,"
+            " teacher_writing_seconds, teacher_queries FROM conversations"
             " ORDER BY position"
         )
         return [LearnedConversation(*row) for row in rows]
@@ -318,7 +331,8 @@ class UserMemory:
             db.execute(
                 "INSERT INTO conversations (id, content_hash, timestamp, qa_pairs, epochs, final_loss,"
                 " heldout_accuracy, seconds, adapter_version, learned_at, notes, text, learning_rate,"
-                " teacher_seconds) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " teacher_seconds, teacher_prefill_seconds, teacher_writing_seconds, teacher_queries)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     record.id,
                     record.content_hash,
@@ -334,6 +348,9 @@ class UserMemory:
                     text,
                     record.learning_rate,
                     record.teacher_seconds,
+                    record.teacher_prefill_seconds,
+                    record.teacher_writing_seconds,
+                    record.teacher_queries,
                 ),
             )
         self._point_adapter_link(target)

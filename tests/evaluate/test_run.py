@@ -57,6 +57,8 @@ def test_the_balanced_rule_says_yes_to_half_the_held_out_pairs():
     assert result.thresholds["balanced"] == statistics.median(scores)
     assert sum(s > result.thresholds["balanced"] for s in scores) == len(scores) // 2
     assert set(result.metrics) == {"prior", "heldout", "balanced", "raw"}
+    # reading the held-out pairs for the thresholds is timed apart from answering the probes
+    assert result.threshold_seconds > 0 and result.to_dict()["threshold_seconds"] is not None
 
 
 def test_every_results_file_names_the_cpu_its_bf16_flags_and_the_dtype():

@@ -285,7 +285,10 @@ def run_experiment(config: ExperimentConfig, out: Path, on_step: Callable[[str],
         {
             "id": r.id,
             "seconds": round(r.seconds, 1),  # the student's epochs
-            "teacher_seconds": None if r.teacher_seconds is None else round(r.teacher_seconds, 1),
+            "teacher_seconds": _rounded(r.teacher_seconds),  # of which:
+            "teacher_prefill_seconds": _rounded(r.teacher_prefill_seconds),  # reading the session once
+            "teacher_writing_seconds": _rounded(r.teacher_writing_seconds),  # writing self-study queries
+            "teacher_queries": r.teacher_queries,  # the query budget spent
             "epochs": r.epochs,
             "learning_rate": r.learning_rate,
             "heldout_accuracy": r.heldout_accuracy,
@@ -298,6 +301,10 @@ def run_experiment(config: ExperimentConfig, out: Path, on_step: Callable[[str],
 
     write_report(results, out)
     return results
+
+
+def _rounded(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds, 1)
 
 
 def _plain(config: ExperimentConfig) -> dict:

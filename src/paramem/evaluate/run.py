@@ -64,6 +64,7 @@ class MethodResult:
     predictions: list[dict]
     readout: str = "log-odds"
     recollections: list[str] | None = None  # what the model recalled (recall readout, none and memory)
+    threshold_seconds: float | None = None  # fitting the rules' thresholds (the held-out pairs read too)
 
     @cached_property  # a thousand bootstrap resamples: computed once, for the JSON and the printed table
     def auc(self) -> tuple[float, tuple[float, float]]:
@@ -82,6 +83,7 @@ class MethodResult:
             "auc_interval": [round(v, 4) for v in interval],
             "thresholds": {rule: round(t, 4) for rule, t in self.thresholds.items()},
             "seconds": round(self.seconds, 2),
+            "threshold_seconds": None if self.threshold_seconds is None else round(self.threshold_seconds, 2),
             "prompt_tokens": self.prompt_tokens,
             "predictions": self.predictions,
             **({"recollections": self.recollections} if self.recollections is not None else {}),
@@ -99,6 +101,7 @@ class MethodResult:
             saved["predictions"],
             saved.get("readout", "log-odds"),
             saved.get("recollections"),
+            saved.get("threshold_seconds"),
         )
 
 
@@ -170,6 +173,7 @@ def evaluate_yes_no(
             scores = reader.score(questions)
             seconds = time.perf_counter() - start
             thresholds = rule_thresholds(reader.score, heldout or None)
+            threshold_seconds = time.perf_counter() - start - seconds
             prompt_tokens = reader.prompt_tokens(questions)
         metrics = {
             rule: yes_no_metrics(gold, ["yes" if s > t else "no" for s in scores]) for rule, t in thresholds.items()
@@ -180,7 +184,9 @@ def evaluate_yes_no(
         ]
         recalled = getattr(reader, "recollections", None)
         results.append(
-            MethodResult(method, metrics, thresholds, seconds, prompt_tokens, predictions, readout, recalled)
+            MethodResult(
+                method, metrics, thresholds, seconds, prompt_tokens, predictions, readout, recalled, threshold_seconds
+            )
         )
     return results
 
