@@ -21,6 +21,7 @@ import statistics
 import sys
 from pathlib import Path
 
+from paramem.evaluate.locomo import NOT_MENTIONED
 from paramem.evaluate.metrics import ranking_auc, ranking_auc_interval, yes_no_metrics
 from paramem.evaluate.run import run_meta
 from paramem.readers import MAIN_RULE
@@ -57,6 +58,7 @@ def pooled_rows(runs: list[dict]) -> dict[str, dict]:
 
 def summarise(name: str, parts: list[tuple[dict, dict]]) -> dict:
     gold, scores, decided, prompt_tokens, seconds, open_scores = [], [], [], [], [], {}
+    abstained: dict[bool, list[bool]] = {True: [], False: []}  # by whether the question was ever discussed
     for results, saved in parts:
         rule = MAIN_RULE.get(saved.get("readout", "log-odds"), "prior")
         threshold = saved["thresholds"][rule]
@@ -69,6 +71,7 @@ def summarise(name: str, parts: list[tuple[dict, dict]]) -> dict:
         method = name.split("-")[0]
         for row in results.get("open", {}).get(method, {}).get("answers", []):
             open_scores.setdefault(str(row["category"]), []).append(row["score"])
+            abstained[row["category"] != 5].append(bool(NOT_MENTIONED.search(row["answer"])))
     metrics = yes_no_metrics(gold, decided)
     answerable = [s for c, v in open_scores.items() if c != "5" for s in v]
     # learning a session: the student's epochs and, for distilled memories, the teacher's targets
@@ -88,6 +91,9 @@ def summarise(name: str, parts: list[tuple[dict, dict]]) -> dict:
         "n": metrics.n,
         "open_f1": statistics.mean(answerable) if answerable else None,
         "open_f1_by_category": {c: statistics.mean(v) for c, v in sorted(open_scores.items())},
+        # Says it does not know: on LoCoMo's category 5 (never discussed) it should, on the others not.
+        "does_not_know_unanswerable": _rate(abstained[False]),
+        "does_not_know_answerable": _rate(abstained[True]),
         "prompt_tokens": statistics.mean(prompt_tokens),
         "seconds_per_answer": statistics.mean(seconds),
         "seconds_per_session": statistics.mean(learned) if memory and learned else None,
@@ -97,13 +103,24 @@ def summarise(name: str, parts: list[tuple[dict, dict]]) -> dict:
     }
 
 
+def _rate(flags: list[bool]) -> float | None:
+    return sum(flags) / len(flags) if flags else None
+
+
+def _share(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
 def markdown(rows: list[dict], splits: set[str]) -> str:
     lines = [
         f"Split: {', '.join(sorted(splits))}. Probes pooled over samples; accuracy under each readout's main rule.",
         "",
-        "| method | accuracy [95%] | yes / no | AUC [95%] | open F1 | prompt tokens | s/answer | s/session "
-        "| bytes/user |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "\"Does not know\": how often an open answer says it was not mentioned, on questions never discussed "
+        "(LoCoMo category 5: it should) and on the others (it should not).",
+        "",
+        "| method | accuracy [95%] | yes / no | AUC [95%] | open F1 | does not know: never discussed / discussed "
+        "| prompt tokens | s/answer | s/session | bytes/user |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         low, high = r["accuracy_interval"] or (float("nan"), float("nan"))
@@ -113,6 +130,7 @@ def markdown(rows: list[dict], splits: set[str]) -> str:
         lines.append(
             f"| {r['method']} | {r['accuracy']:.3f} [{low:.2f}, {high:.2f}] | {r['yes_accuracy']:.2f} / "
             f"{r['no_accuracy']:.2f} | {r['auc']:.3f} [{auc_low:.2f}, {auc_high:.2f}] | {f1} | "
+            f"{_share(r['does_not_know_unanswerable'])} / {_share(r['does_not_know_answerable'])} | "
             f"{r['prompt_tokens']:.0f} | {r['seconds_per_answer']:.2f} | {learn} | {r['bytes_per_user'] / 1e6:.2f} MB |"
         )
     return "\n".join(lines)
