@@ -115,7 +115,7 @@ def markdown(rows: list[dict], splits: set[str]) -> str:
     lines = [
         f"Split: {', '.join(sorted(splits))}. Probes pooled over samples; accuracy under each readout's main rule.",
         "",
-        "\"Does not know\": how often an open answer says it was not mentioned, on questions never discussed "
+        '"Does not know": how often an open answer says it was not mentioned, on questions never discussed '
         "(LoCoMo category 5: it should) and on the others (it should not).",
         "",
         "| method | accuracy [95%] | yes / no | AUC [95%] | open F1 | does not know: never discussed / discussed "

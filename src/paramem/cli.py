@@ -685,6 +685,10 @@ def locomo_command(
     form: str = FormOption,
     distill_queries: int = DistillQueriesOption,
     self_study_queries: int = SelfStudyQueriesOption,
+    curve_methods: str = typer.Option(
+        "", "--curve-methods", help="scale curve: context, bm25, dense scored on the sessions so far, comma-separated"
+    ),
+    curve_every: int = typer.Option(5, "--curve-every", help="scale curve: after every N sessions (and the last)"),
 ):
     """PLUM's LoCoMo experiment: learn sessions in order, then every method side by side, with a report."""
     from paramem.evaluate.experiment import ExperimentConfig, closed_only, run_experiment
@@ -705,6 +709,8 @@ def locomo_command(
         open_methods=chosen if open_questions or full else [],
         open_questions=None if full else open_questions,
         retrieval=RetrievalConfig(unit, k),
+        curve_methods=_comma_list(curve_methods),
+        curve_every=curve_every,
         remember=RememberConfig(
             base_model=base_model or DEFAULT_MODEL,
             train=TrainConfig(

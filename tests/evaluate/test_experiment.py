@@ -95,3 +95,47 @@ def test_changing_the_probes_changes_no_threshold_and_no_epoch_choice(tmp_path):
     assert chosen == [(r["epochs"], r["learning_rate"], r["heldout_accuracy"]) for r in two["learned"]]
     for method in one["methods"]:
         assert one["methods"][method]["thresholds"] == two["methods"][method]["thresholds"], method
+
+
+def test_the_scale_curve_reads_only_the_sessions_so_far_and_resumes(tmp_path):
+    common = dict(methods=["none", "memory"], open_methods=[], mmlu=None, arc=None, sessions=3)
+    config = tiny_config(curve_methods=["context", "bm25"], curve_every=2, **common)
+    results = run_experiment(config, tmp_path / "run")
+
+    points = results["text_curve"]
+    assert [p["learned"] for p in points] == [2, 3]  # every 2 sessions, and the last
+    for point in points:
+        sessions = set(results["benchmark"]["sessions"][: point["learned"]])
+        for scored in point["methods"].values():
+            assert set(scored["accuracy"]) == sessions and scored["seconds_per_answer"] > 0
+        assert 1 <= point["methods"]["context"]["sessions_read"] <= point["learned"]
+    # context reads more tokens as sessions are added (until its budget cuts the oldest)
+    assert points[0]["methods"]["context"]["prompt_tokens"] < points[1]["methods"]["context"]["prompt_tokens"]
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert "## Scale" in report and "| 3 |" in report
+    assert run_experiment(config, tmp_path / "run")["text_curve"] == points  # nothing scored again
+
+
+def test_a_run_saved_before_a_setting_existed_resumes_with_its_default(tmp_path):
+    import pytest
+
+    common = dict(methods=["none", "memory"], open_methods=[], mmlu=None, arc=None)
+    run_experiment(tiny_config(**common), tmp_path / "run")
+    saved = json.loads((tmp_path / "run" / "results.json").read_text())
+    del saved["config"]["curve_methods"], saved["config"]["remember"]["train"]["distill_queries"]
+    (tmp_path / "run" / "results.json").write_text(json.dumps(saved))
+
+    assert run_experiment(tiny_config(**common), tmp_path / "run")["methods"]  # the defaults it ran with
+    with pytest.raises(ValueError, match="other settings"):  # but not what it never did
+        run_experiment(tiny_config(curve_methods=["dense"], **common), tmp_path / "run")
+
+
+def test_the_scale_curve_scores_only_methods_that_read_no_memory():
+    import pytest
+
+    from paramem.errors import InputError
+
+    with pytest.raises(InputError, match="--curve-methods"):
+        tiny_config(curve_methods=["hybrid"])
+    with pytest.raises(InputError, match="--curve-every"):
+        tiny_config(curve_every=0)

@@ -1,7 +1,9 @@
 """The LoCoMo experiment of PLUM, end to end, into one output folder.
 
   1. learn the chosen sessions one by one into a fresh memory (in `OUT/home`), and after each one
-     score the memory on the probes of every session learned so far (the forgetting curve);
+     score the memory on the probes of every session learned so far (the forgetting curve); with
+     `curve_methods`, the methods that read the text (context, dense, ...) are scored the same way
+     every `curve_every` sessions, reading only the sessions so far (the scale curve);
   2. score every method side by side on all yes/no probes (same base model, same probes, same rules);
   3. answer LoCoMo's open questions with each method and score them with LoCoMo's token F1;
   4. MMLU and ARC-Challenge with and without the adapter (capability retention);
@@ -23,10 +25,11 @@ from pathlib import Path
 from paramem.config import RememberConfig, TrainConfig
 from paramem.errors import check_option
 from paramem.evaluate.locomo import LocomoBenchmark, OpenQuestion, build_locomo, open_score, split_of
-from paramem.evaluate.run import ADAPTER_METHODS, METHODS, RetrievalConfig, run_meta
+from paramem.evaluate.run import ADAPTER_METHODS, METHODS, RetrievalConfig, fitting_conversations, run_meta
 from paramem.files import write_atomic
 
 USER = "locomo"
+CURVE_METHODS = ("context", "bm25", "dense")  # what the scale curve can score beside the memory: no adapter
 
 
 @dataclass
@@ -48,6 +51,10 @@ class ExperimentConfig:
     # open pairs and statements are PLUM's ablations. Closed only means no open answers of any kind,
     # the recall cue's included (`closed_only`).
     remember: RememberConfig = field(default_factory=lambda: RememberConfig(train=TrainConfig(epochs=3)))
+    # The scale curve: these methods, after every `curve_every` sessions (and the last), on the probes
+    # of the sessions so far, reading only those sessions (the memory's curve is after every session).
+    curve_methods: list[str] = field(default_factory=list)
+    curve_every: int = 5
 
     def __post_init__(self):
         check_option(self.sample >= 0, "sample (--sample)", "0 or more", self.sample)
@@ -64,6 +71,13 @@ class ExperimentConfig:
             "0 or more",
             self.open_questions,
         )
+        check_option(
+            set(self.curve_methods) <= set(CURVE_METHODS),
+            "curve_methods (--curve-methods)",
+            f"some of {', '.join(CURVE_METHODS)} (the memory's curve is always there)",
+            ",".join(self.curve_methods),
+        )
+        check_option(self.curve_every >= 1, "curve_every (--curve-every)", "at least 1", self.curve_every)
 
     @property
     def base_model(self) -> str:
@@ -113,6 +127,49 @@ def learn_with_curve(
             decisions = scorer.decide([p.question for p in probes])
             point[learned.id] = sum(d == p.answer for (d, _), p in zip(decisions, probes)) / len(probes)
         curve.append(point)
+        save()
+
+
+def text_curve(
+    bench: LocomoBenchmark,
+    config: ExperimentConfig,
+    home: Path,
+    results: dict,
+    save: Callable[[], None],
+    on_step: Callable[[str], None],
+) -> None:
+    """The scale curve of the methods that read the text: after every `curve_every` sessions (and
+    the last), each session's accuracy (prior rule) when only the sessions so far can be read, with
+    the prompt's length, the seconds per answer and, for context, how many sessions still fit."""
+    from paramem.answer import load_memory
+    from paramem.evaluate.run import evaluate_yes_no
+
+    if not config.curve_methods:
+        return
+    model, tokenizer, _ = load_memory(USER, home)
+    points = results.setdefault("text_curve", [])
+    total = len(bench.conversations)
+    for learned in sorted({*range(config.curve_every, total + 1, config.curve_every), total}):
+        if any(point["learned"] == learned for point in points):
+            continue
+        on_step(f"scale curve: {', '.join(config.curve_methods)} over {learned} sessions")
+        sessions = bench.conversations[:learned]
+        probes = [p for p in bench.probes if p.conversation in {c.id for c in sessions}]
+        scored = evaluate_yes_no(model, tokenizer, probes, config.curve_methods, sessions, retrieval=config.retrieval)
+        point = {"learned": learned, "methods": {}}
+        for method in scored:
+            right: dict[str, list[bool]] = {}
+            for p in method.predictions:
+                said = "yes" if p["score"] > method.thresholds["prior"] else "no"
+                right.setdefault(p["conversation"], []).append(said == p["answer"])
+            point["methods"][method.method] = {
+                "accuracy": {session: sum(r) / len(r) for session, r in right.items()},
+                "prompt_tokens": method.prompt_tokens,
+                "seconds_per_answer": method.seconds / len(probes),
+            }
+        if "context" in point["methods"]:
+            point["methods"]["context"]["sessions_read"] = len(fitting_conversations(tokenizer, sessions))
+        points.append(point)
         save()
 
 
@@ -245,7 +302,7 @@ def run_experiment(config: ExperimentConfig, out: Path, on_step: Callable[[str],
     out.mkdir(parents=True, exist_ok=True)
     home = out / "home"
     previous = json.loads((out / "results.json").read_text(encoding="utf-8")) if (out / "results.json").exists() else {}
-    if previous and previous.get("config") != _plain(config):
+    if previous and not same_settings(previous.get("config"), config):
         raise ValueError(f"{out} holds a run with other settings; use another folder")
     results = previous or {"config": _plain(config)}
     results.update(
@@ -268,6 +325,7 @@ def run_experiment(config: ExperimentConfig, out: Path, on_step: Callable[[str],
         _save(results, out)
 
     learn_with_curve(bench, config, home, results, save, on_step)
+    text_curve(bench, config, home, results, save, on_step)
     steps = [("methods", lambda: compare_methods(bench, config, home))]
     if config.open_methods:
         steps.append(("open", lambda: answer_open_questions(bench, config, home)))
@@ -305,6 +363,20 @@ def run_experiment(config: ExperimentConfig, out: Path, on_step: Callable[[str],
 
 def _rounded(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds, 1)
+
+
+def same_settings(saved: dict | None, config: ExperimentConfig) -> bool:
+    """Whether a saved run's config is `config`. A setting added since the run was saved counts as
+    its default, so a run resumes with newer code unless it asks for something the run did not do."""
+
+    def filled(saved, defaults):  # saved, with the defaults of the keys it lacks (nested)
+        if not isinstance(saved, dict) or not isinstance(defaults, dict):
+            return saved
+        return {key: filled(saved[key], value) if key in saved else value for key, value in defaults.items()} | {
+            key: value for key, value in saved.items() if key not in defaults
+        }
+
+    return saved is not None and filled(saved, _plain(ExperimentConfig(locomo=config.locomo))) == _plain(config)
 
 
 def _plain(config: ExperimentConfig) -> dict:

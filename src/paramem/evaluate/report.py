@@ -48,6 +48,22 @@ def curve_rows(results: dict) -> tuple[list[str], list[float], list[float], list
     return sessions, right_after, at_end, growing
 
 
+def scale_rows(results: dict) -> list[dict]:
+    """Per point of the scale curve: sessions learned, each method's mean accuracy over the sessions so
+    far (the memory's from its own curve), and the text methods' prompt tokens and seconds per answer."""
+    memory = results.get("curve", [])
+    rows = []
+    for point in results.get("text_curve", []):
+        learned = point["learned"]
+        row = {"learned": learned, "methods": {}}
+        if len(memory) >= learned:
+            row["methods"]["memory"] = {"mean": sum(memory[learned - 1].values()) / len(memory[learned - 1])}
+        for method, scored in point["methods"].items():
+            row["methods"][method] = {"mean": sum(scored["accuracy"].values()) / len(scored["accuracy"]), **scored}
+        rows.append(row)
+    return rows
+
+
 def plot(results: dict, out: Path) -> list[str]:
     import matplotlib
 
@@ -66,7 +82,13 @@ def plot(results: dict, out: Path) -> list[str]:
         )
         left.axhline(0.5, color="grey", lw=0.5)
         left.legend()
-        right.plot(x, growing, "o-")
+        right.plot(x, growing, "o-", label="memory")
+        for method in results.get("config", {}).get("curve_methods", []):
+            points = [(r["learned"], r["methods"][method]["mean"]) for r in scale_rows(results)]
+            if points:
+                right.plot(*zip(*points), "s--", label=method)
+        if len(right.get_lines()) > 1:
+            right.legend()
         right.set(
             xlabel="sessions learned",
             ylabel="accuracy on all learned sessions",
@@ -175,6 +197,26 @@ def write_report(results: dict, out: Path) -> Path:
         lines += [
             f"| {s} | {a:.2f} | {e:.2f} | {g:.2f} |" for s, a, e, g in zip(sessions, right_after, at_end, growing)
         ]
+        lines.append("")
+    scale = scale_rows(results)
+    if scale:
+        methods = list(scale[-1]["methods"])
+        lines += [
+            "## Scale: accuracy on every session learned so far (prior rule)",
+            "",
+            "The methods that read the text read only the sessions so far; context keeps what fits its prompt.",
+            "",
+            "| sessions learned | " + " | ".join(methods) + " | context: sessions read, prompt tokens | "
+            "s / answer (" + ", ".join(m for m in methods if m != "memory") + ") |",
+            "|---|" + "---|" * len(methods) + "---|---|",
+        ]
+        for row in scale:
+            scored = row["methods"]
+            context = scored.get("context")
+            read = f"{context['sessions_read']}, {context['prompt_tokens']}" if context else "-"
+            speed = ", ".join(f"{v['seconds_per_answer']:.2f}" for m, v in scored.items() if m != "memory")
+            means = " | ".join(f"{scored[m]['mean']:.2f}" if m in scored else "-" for m in methods)
+            lines.append(f"| {row['learned']} | {means} | {read} | {speed} |")
         lines.append("")
     if results.get("retention"):
         lines += [

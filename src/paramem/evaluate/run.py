@@ -105,8 +105,9 @@ class MethodResult:
         )
 
 
-def context_prompt(tokenizer, conversations: list[Conversation], budget: int = CONTEXT_TOKENS) -> str:
-    """As many conversations as fit `budget` tokens, most recent first."""
+def fitting_conversations(tokenizer, conversations: list[Conversation], budget: int = CONTEXT_TOKENS) -> list[str]:
+    """The texts of as many conversations as fit `budget` tokens, most recent first: what the context
+    method can read (the older ones are cut)."""
     parts, used = [], 0
     for conversation in reversed(conversations):
         text = conversation.text
@@ -115,6 +116,12 @@ def context_prompt(tokenizer, conversations: list[Conversation], budget: int = C
             break
         parts.append(text)
         used += cost
+    return parts
+
+
+def context_prompt(tokenizer, conversations: list[Conversation], budget: int = CONTEXT_TOKENS) -> str:
+    """As many conversations as fit `budget` tokens, most recent first."""
+    parts = fitting_conversations(tokenizer, conversations, budget)
     return f"{SYSTEM_PROMPT}\n\nPast conversations with this user, most recent first:\n\n" + "\n\n".join(parts)
 
 
