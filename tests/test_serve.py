@@ -294,6 +294,8 @@ def test_an_lru_of_one_switching_between_forms_serves_each_user_right(served):
 
 
 def test_milp_memory_is_served_beside_the_plum_one(served, demo_conversations):
+    import httpx
+
     from paramem.config import MiLPTrainConfig, MultiLoraConfig
     from paramem.milp import REPLY_SYSTEM, learn
     from paramem.models import tiny_model
@@ -304,8 +306,19 @@ def test_milp_memory_is_served_beside_the_plum_one(served, demo_conversations):
     config = MiLPTrainConfig(memory_epochs=1, instruction_epochs=2, learning_rate=5e-3)
     learned = learn(model, tokenizer, demo_conversations[:2], MultiLoraConfig(loras=2, rank=4), config)
     with UserMemory("alice") as memory:
-        memory.commit_milp(learned, {"base_model": "tiny", "dtype": "float32", "memory": {}})
+        memory.commit_milp(
+            learned,
+            {
+                "base_model": "tiny",
+                "dtype": "float32",
+                "memory": {},
+                "described": "n=2 r=4",
+                "conversations": [c.id for c in demo_conversations[:2]],
+            },
+        )
     alice = OpenAI(base_url=url, api_key=tokens["alice"])
+    view = httpx.get(f"{url}/memory", headers={"Authorization": f"Bearer {tokens['alice']}"})  # the page's view
+    assert view.json()["milp"] == {"memory": "n=2 r=4", "conversations": [c.id for c in demo_conversations[:2]]}
     assert [m.id for m in alice.models.list()] == ["tiny", "paramem:alice", "paramem-milp:alice"]
     chat = [{"role": "user", "content": QUESTION}]
     milp = alice.chat.completions.create(model="paramem-milp:alice", messages=chat, max_tokens=16)

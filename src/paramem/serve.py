@@ -489,10 +489,12 @@ def create_app(server: MemoryServer) -> FastAPI:
 
     @app.get("/v1/memory")
     def memory_view(authorization: str | None = Header(None)):
-        """What the caller's memory holds: the conversations learned, and what was forgotten."""
+        """What the caller's memory holds: the conversations learned, what was forgotten, and the MiLP
+        memory beside it when `paramem search` stored one (its configuration and what it learned)."""
         caller = server.caller(authorization)
         memory = UserMemory(caller, server.config.home)
         learned = memory.learned()
+        milp = memory.milp_record()
         return {
             "user": caller,
             "form": memory.settings().get("form", "sequential"),
@@ -507,6 +509,9 @@ def create_app(server: MemoryServer) -> FastAPI:
                 for r in learned
             ],
             "forgotten": [{"id": i, "at": at} for i, at in memory.forgotten()],
+            "milp": None
+            if milp is None
+            else {"memory": milp.get("described"), "conversations": milp.get("conversations", [])},
         }
 
     @app.get("/v1/memory/recollections")

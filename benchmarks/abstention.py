@@ -1,0 +1,79 @@
+"""Does the base model say "not mentioned" when it reads the sessions and is asked about what they
+never said? The distilled memory learns the base model's answers with the sessions in its prompt, so
+it can say it does not know only if that teacher does.
+
+    .venv/bin/python benchmarks/abstention.py [--sample 0] [--questions 8]
+
+On a LoCoMo development sample (0-3; the prompt wording is a design choice): its category-5
+(adversarial: never said, or said by the other speaker) questions and as many answerable single- and
+multi-hop ones, answered greedily by the context method's prompt, as it is and with an instruction to
+say when the sessions do not say. Prints how often each abstains and the answerable F1, and writes
+benchmarks/results/abstention-sS.json with every reply.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from paramem.answer import answer_many
+from paramem.evaluate.locomo import NOT_MENTIONED, build_locomo, open_score
+from paramem.evaluate.run import context_prompt, run_meta
+from paramem.models import DEFAULT_MODEL, dtype_of, load_model
+from paramem.prompts import SYSTEM_PROMPT
+
+INSTRUCTION = " If the conversations do not say, answer that it was not mentioned."
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sample", type=int, default=0)
+    parser.add_argument("--questions", type=int, default=8, help="of each kind: never said, answerable")
+    parser.add_argument("--data", type=Path, default=Path("../shared/data"))
+    parser.add_argument("--base-model", default=DEFAULT_MODEL)
+    args = parser.parse_args()
+    bench = build_locomo(str(args.data / "locomo" / "locomo8.json"), args.sample, 6, 8)
+    never = [q for q in bench.open_questions if q.category == 5][: args.questions]
+    answerable = [q for q in bench.open_questions if q.category in (1, 4)][: args.questions]
+    questions = never + answerable
+    model, tokenizer = load_model(args.base_model)
+    plain = context_prompt(tokenizer, bench.conversations)
+    prompts = {"as is": plain, "instructed": plain.replace(SYSTEM_PROMPT, SYSTEM_PROMPT + INSTRUCTION, 1)}
+    variants = {}
+    for name, system in prompts.items():
+        started = time.perf_counter()
+        replies = answer_many(model, tokenizer, [q.question for q in questions], [system] * len(questions), 32)
+        rows = [
+            {
+                "category": q.category,
+                "question": q.question,
+                "gold": q.answer,
+                "reply": reply,
+                "abstains": bool(NOT_MENTIONED.search(reply)),
+                "score": open_score(q, reply),
+            }
+            for q, reply in zip(questions, replies)
+        ]
+        variants[name] = {
+            "abstains_never_said": sum(r["abstains"] for r in rows if r["category"] == 5) / len(never),
+            "abstains_answerable": sum(r["abstains"] for r in rows if r["category"] != 5) / len(answerable),
+            "answerable_f1": sum(r["score"] for r in rows if r["category"] != 5) / len(answerable),
+            "seconds": round(time.perf_counter() - started, 1),
+            "replies": rows,
+        }
+        v = variants[name]
+        print(
+            f"{name}: says not mentioned on {v['abstains_never_said']:.2f} of never-said questions, "
+            f"{v['abstains_answerable']:.2f} of answerable ones; answerable F1 {v['answerable_f1']:.3f}"
+        )
+    meta = run_meta(sys.argv, args.base_model, {"locomo": str(args.data / "locomo")}, dtype_of(model))
+    payload = {**meta, "sample": bench.sample_id, "instruction": INSTRUCTION.strip(), "variants": variants}
+    out = Path(__file__).parent / "results" / f"abstention-s{args.sample}.json"
+    out.write_text(json.dumps(payload, indent=1), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
