@@ -68,3 +68,20 @@ def test_token_f1_and_adversarial_scoring():
     adversarial = OpenQuestion("s", "What did Caroline realize after her charity race?", "", 5)
     assert open_score(adversarial, "That was not mentioned in our conversations.") == 1.0
     assert open_score(adversarial, "Self-care is important.") == 0.0
+    assert open_score(adversarial, "We never talked about a charity race.") == 1.0
+
+
+def test_never_discussed_questions_name_this_samples_speakers_and_ask_what_it_never_said():
+    from paramem.evaluate.locomo import never_discussed_questions
+
+    path = FIXTURES / "locomo" / "locomo8.json"
+    bench = build_locomo(path, 0, None, 2)
+    questions = never_discussed_questions(path, bench, 10)
+    assert questions, "the other sample's single-hop questions give some"
+    learned = content_words(" ".join(c.text for c in bench.conversations))
+    for q in questions:
+        assert q.category == 5 and q.answer == ""  # scored as adversarial: right when it says not mentioned
+        assert not re.search(r"\b(Ivo|Maren)\b", q.question) and re.search(r"\b(Nora|Felix)\b", q.question)
+        words = content_words(q.question) - {"nora", "felix"}
+        assert len(words & learned) <= len(words) / 3
+    assert open_score(questions[0], "That was never mentioned.") == 1.0

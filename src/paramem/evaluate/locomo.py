@@ -33,6 +33,7 @@ from paramem.evaluate.probes import Probe
 YES_TEMPLATE = "Did we talk about the fact that {fact}?"
 NOT_MENTIONED = re.compile(
     r"\b(not (been )?mentioned|no (information|mention)|not (discussed|talked about)|"
+    r"never (been )?(mentioned|discussed|talked about|said)|"
     r"did not (say|mention|talk)|didn't (say|mention|talk)|don't know|do not know|"
     r"not sure|cannot (tell|say)|can't (tell|say))\b",
     re.IGNORECASE,
@@ -173,6 +174,32 @@ def build_locomo(
         answer = "" if category == 5 else str(item.get("answer", ""))
         open_questions.append(OpenQuestion(by_session[max(evidence)], item["question"], answer, category))
     return LocomoBenchmark(sample_id, speakers, conversations, probes, open_questions)
+
+
+def never_discussed_questions(path: str | Path, bench: LocomoBenchmark, count: int, seed: int = 0) -> list[OpenQuestion]:
+    """Open questions about something the learned sessions never mention, for "says it does not know":
+    other samples' single-hop questions (category 4), renamed to this sample's speakers as the "no"
+    probes are, kept only when their pronouns still fit and at most a third of their content words
+    (the speakers' names aside) occur in the learned sessions. Scored as LoCoMo scores category 5:
+    right when the answer says it was not mentioned."""
+    samples = json.loads(Path(path).read_text(encoding="utf-8"))
+    chosen = next(s for s in samples if str(s.get("sample_id")) == bench.sample_id)
+    pronouns = speaker_pronouns(chosen)
+    learned_words = content_words(" ".join(c.text for c in bench.conversations))
+    questions = []
+    for other in samples:
+        if other is chosen:
+            continue
+        names = (other["conversation"]["speaker_a"], other["conversation"]["speaker_b"])
+        theirs = speaker_pronouns(other)
+        for item in other.get("qa", []):
+            if int(item.get("category", 0)) != 4 or not keeps_pronouns(item["question"], theirs, pronouns):
+                continue
+            if is_absent(_rename(item["question"], names, ("", "")), learned_words):
+                renamed = _rename(item["question"], names, tuple(bench.speakers))
+                questions.append(OpenQuestion(bench.conversations[-1].id, renamed, "", 5))
+    random.Random(seed).shuffle(questions)
+    return questions[:count]
 
 
 def _normalize(text: str) -> list[str]:
