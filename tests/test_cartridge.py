@@ -8,7 +8,7 @@ from paramem.augment.teachers import ExtractiveTeacher
 from paramem.cartridge import Cartridge, CartridgeModel, memory_head, rotate_keys, slot_cache, slot_prompt
 from paramem.distill import conversation_slot
 from paramem.models import decoder_and_head, tiny_model
-from paramem.prompts import SYSTEM_PROMPT, encode_prompt
+from paramem.prompts import SYSTEM_PROMPT, _template_parts, encode_prompt
 
 QUESTIONS = ["Did we talk about tomatoes?", "What did I say about the balcony?", "Did we discuss taxes?"]
 
@@ -138,6 +138,42 @@ def test_the_scorer_the_loss_and_generation_read_the_cartridge(demo_conversation
         generate(reader, tokenizer, [{"role": "user", "content": QUESTIONS[1]}], 6)
         == tokenizer.decode(teacher, skip_special_tokens=True).strip()
     )
+
+
+def test_retrieved_passages_after_the_system_prompt_are_read_with_the_cartridges(demo_conversations):
+    """The hybrid method: a cartridge memory with passages in the system prompt after SYSTEM_PROMPT.
+    The prompt's text after the head is tokenized apart (`slot`), so the head is intact even where a
+    tokenizer merges across it; scoring and generation both read head, cartridge, passages."""
+    from paramem.answer import answer_many
+
+    model, tokenizer = tiny_model()
+    cartridge, slot = full_cartridge(model, tokenizer, demo_conversations[0], 8)
+    memory = CartridgeModel(model, tokenizer, [cartridge])
+    head = memory_head(tokenizer)
+    system = SYSTEM_PROMPT + ".\n\nExcerpts of past conversations with this user that may be relevant:\n- tomatoes"
+    prompt = encode_prompt(tokenizer, QUESTIONS[0], system, slot=True)
+    before, _, _ = _template_parts(tokenizer, system)
+    assert prompt[: len(head)] == head and tokenizer.decode(prompt).startswith(before)
+    teacher = last_logits(model, slot_prompt(head, slot, prompt))
+    torch.testing.assert_close(last_logits(memory, prompt), teacher, atol=1e-4, rtol=1e-4)
+    scorer = YesNoScorer(memory, tokenizer)
+    [score] = scorer.log_odds([QUESTIONS[0]], [system])
+    by_hand = teacher.log_softmax(-1)
+    assert score == pytest.approx(
+        (by_hand[scorer.yes_ids].logsumexp(-1) - by_hand[scorer.no_ids].logsumexp(-1)).item(), abs=1e-3
+    )
+    [reply] = answer_many(memory, tokenizer, [QUESTIONS[0]], [system], 4)
+    ids = torch.tensor([slot_prompt(head, slot, prompt)])
+    expected = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=4, do_sample=False)
+    assert reply == tokenizer.decode(expected[0, ids.shape[1] :], skip_special_tokens=True).strip()
+
+
+def test_without_a_slot_the_prompt_is_the_chat_templates_token_for_token():
+    _, tokenizer = tiny_model()
+    system = SYSTEM_PROMPT + "\n\nExcerpts: tomatoes"
+    chat = [{"role": "system", "content": system}, {"role": "user", "content": QUESTIONS[1]}]
+    templated = tokenizer.apply_chat_template(chat, add_generation_prompt=True, return_dict=True)["input_ids"]
+    assert encode_prompt(tokenizer, QUESTIONS[1], system) == templated
 
 
 def test_a_prompt_without_paramems_system_prompt_is_refused_not_read_without_memory(demo_conversations):

@@ -99,3 +99,25 @@ def test_a_gguf_file_given_by_path_loads_like_its_preset():
     ids = torch.tensor([tokenizer("Did we talk about tomatoes?")["input_ids"]])
     with torch.inference_mode():
         torch.testing.assert_close(by_path(input_ids=ids).logits, by_preset(input_ids=ids).logits)
+
+
+@pytest.mark.slow
+def test_qwen_merges_across_the_memory_head_and_hybrid_prompts_keep_it_for_cartridges():
+    """Qwen2.5 tokenizes "user.\n\n" with ".\n\n" as one token, so a retrieval prompt tokenized whole
+    does not start with the memory head; split at the slot it does, and a cartridge memory reads it."""
+    from paramem.answer import YesNoScorer, answer_many
+    from paramem.cartridge import Cartridge, CartridgeModel, memory_head, slot_cache
+    from paramem.evaluate.retrieval import Passage, retrieval_prompt
+    from paramem.models import load_model
+    from paramem.prompts import encode_prompt
+
+    model, tokenizer = load_model("qwen2.5-0.5b")
+    head = memory_head(tokenizer)
+    system = retrieval_prompt([Passage("s1", "Tim: I planted tomatoes on the balcony.")])
+    question = "Did we talk about tomatoes?"
+    assert encode_prompt(tokenizer, question, system)[: len(head)] != head  # the trap
+    assert encode_prompt(tokenizer, question, system, slot=True)[: len(head)] == head
+    slot = tokenizer("\n\nOur conversation:\nTim: tomatoes.", add_special_tokens=False)["input_ids"]
+    memory = CartridgeModel(model, tokenizer, [Cartridge("s1", *slot_cache(model, head, slot))])
+    assert len(YesNoScorer(memory, tokenizer).log_odds([question], [system])) == 1
+    assert len(answer_many(memory, tokenizer, [question], [system], 2)) == 1

@@ -14,7 +14,7 @@ from safetensors import SafetensorError
 from transformers import PreTrainedTokenizerBase
 
 from paramem.augment.pairs import QAPair
-from paramem.cartridge import INDEX, CartridgeModel
+from paramem.cartridge import INDEX, CartridgeModel, reads_cartridges
 from paramem.models import decoder_and_head, load_model
 from paramem.prompts import SYSTEM_PROMPT, encode_prompt
 from paramem.store import UserMemory
@@ -117,7 +117,8 @@ class YesNoScorer:
         if not questions:
             return []
         systems = systems or [self.system] * len(questions)
-        prompts = [encode_prompt(self.tokenizer, q, s) for q, s in zip(questions, systems)]
+        slot = reads_cartridges(self.model)
+        prompts = [encode_prompt(self.tokenizer, q, s, slot) for q, s in zip(questions, systems)]
         last = last_hidden_states(self._decoder, prompts, self.tokenizer.pad_token_id, self.batch_size)
         # Only the yes and no logits, in float32: bf16 logits move in steps of 0.125 at this
         # size, too coarse to calibrate; the softmax normaliser cancels in log P(yes) - log P(no).
@@ -191,22 +192,16 @@ def answer_many(
     questions with the same system prompt (a pasted context of thousands of tokens) is read once and
     its keys and values reused, instead of being read again for every question."""
     replies: list[str] = []
+    cartridges = reads_cartridges(model)
     start = 0
     while start < len(questions):
         end = start
         while end < len(questions) and systems[end] == systems[start]:
             end += 1
-        prompts = [
-            tokenizer.apply_chat_template(
-                [{"role": "system", "content": systems[start]}, {"role": "user", "content": q}],
-                add_generation_prompt=True,
-                return_dict=True,
-            )["input_ids"]
-            for q in questions[start:end]
-        ]
+        prompts = [encode_prompt(tokenizer, q, systems[start], cartridges) for q in questions[start:end]]
         shared = common_prefix_length(prompts) - 1
         prefix = None
-        if shared > 0 and end - start > 1 and not getattr(model, "active", False):  # cartridges fill their own cache
+        if shared > 0 and end - start > 1 and not cartridges:  # cartridges fill their own cache
             prefix = model(input_ids=torch.tensor([prompts[0][:shared]]), use_cache=True).past_key_values
         for prompt in prompts:
             cache = copy.deepcopy(prefix) if prefix is not None else None

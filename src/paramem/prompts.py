@@ -42,10 +42,18 @@ def _ids(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
     return tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
 
 
-def encode_prompt(tokenizer: PreTrainedTokenizerBase, question: str, system: str = SYSTEM_PROMPT) -> list[int]:
-    """Token ids of the prompt up to where the answer starts."""
+def encode_prompt(
+    tokenizer: PreTrainedTokenizerBase, question: str, system: str = SYSTEM_PROMPT, slot: bool = False
+) -> list[int]:
+    """Token ids of the prompt up to where the answer starts (the chat template's, token for token).
+
+    `slot`: a system prompt that goes on after SYSTEM_PROMPT (retrieved passages) is tokenized apart
+    from it, so that the prompt starts with exactly the memory head's tokens and a cartridge memory can
+    sit between (cartridge.py). Some tokenizers merge across that point: Qwen2.5's ".\n\n" is one token."""
     before, middle, _ = _template_parts(tokenizer, system)
-    return _ids(tokenizer, before) + _ids(tokenizer, question) + _ids(tokenizer, middle)
+    cut = before.index(SYSTEM_PROMPT) + len(SYSTEM_PROMPT) if slot and SYSTEM_PROMPT in before else len(before)
+    first = _ids(tokenizer, before[:cut]) + _ids(tokenizer, before[cut:])
+    return first + _ids(tokenizer, question) + _ids(tokenizer, middle)
 
 
 def encode_example(

@@ -176,7 +176,9 @@ def build_locomo(
     return LocomoBenchmark(sample_id, speakers, conversations, probes, open_questions)
 
 
-def never_discussed_questions(path: str | Path, bench: LocomoBenchmark, count: int, seed: int = 0) -> list[OpenQuestion]:
+def never_discussed_questions(
+    path: str | Path, bench: LocomoBenchmark, count: int, seed: int = 0
+) -> list[OpenQuestion]:
     """Open questions about something the learned sessions never mention, for "says it does not know":
     other samples' single-hop questions (category 4), renamed to this sample's speakers as the "no"
     probes are, kept only when their pronouns still fit and at most a third of their content words
