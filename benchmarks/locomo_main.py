@@ -91,9 +91,9 @@ def summarise(name: str, parts: list[tuple[dict, dict]]) -> dict:
         "n": metrics.n,
         "open_f1": statistics.mean(answerable) if answerable else None,
         "open_f1_by_category": {c: statistics.mean(v) for c, v in sorted(open_scores.items())},
-        # Says it does not know: on LoCoMo's category 5 (never discussed) it should, on the others not.
-        "does_not_know_unanswerable": _rate(abstained[False]),
-        "does_not_know_answerable": _rate(abstained[True]),
+        # Says it was not mentioned: on LoCoMo's category 5 (adversarial) it should, on the others not.
+        "not_mentioned_category_5": _rate(abstained[False]),
+        "not_mentioned_others": _rate(abstained[True]),
         "prompt_tokens": statistics.mean(prompt_tokens),
         "seconds_per_answer": statistics.mean(seconds),
         "seconds_per_session": statistics.mean(learned) if memory and learned else None,
@@ -115,10 +115,10 @@ def markdown(rows: list[dict], splits: set[str]) -> str:
     lines = [
         f"Split: {', '.join(sorted(splits))}. Probes pooled over samples; accuracy under each readout's main rule.",
         "",
-        '"Does not know": how often an open answer says it was not mentioned, on questions never discussed '
-        "(LoCoMo category 5: it should) and on the others (it should not).",
+        '"Not mentioned": how often an open answer says so, on LoCoMo\'s category-5 questions (adversarial: '
+        "what the sessions never said of that speaker; it should) and on the others (it should not).",
         "",
-        "| method | accuracy [95%] | yes / no | AUC [95%] | open F1 | does not know: never discussed / discussed "
+        "| method | accuracy [95%] | yes / no | AUC [95%] | open F1 | says not mentioned: cat. 5 / others "
         "| prompt tokens | s/answer | s/session | bytes/user |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -130,7 +130,7 @@ def markdown(rows: list[dict], splits: set[str]) -> str:
         lines.append(
             f"| {r['method']} | {r['accuracy']:.3f} [{low:.2f}, {high:.2f}] | {r['yes_accuracy']:.2f} / "
             f"{r['no_accuracy']:.2f} | {r['auc']:.3f} [{auc_low:.2f}, {auc_high:.2f}] | {f1} | "
-            f"{_share(r['does_not_know_unanswerable'])} / {_share(r['does_not_know_answerable'])} | "
+            f"{_share(r['not_mentioned_category_5'])} / {_share(r['not_mentioned_others'])} | "
             f"{r['prompt_tokens']:.0f} | {r['seconds_per_answer']:.2f} | {learn} | {r['bytes_per_user'] / 1e6:.2f} MB |"
         )
     return "\n".join(lines)
