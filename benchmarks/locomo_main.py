@@ -58,7 +58,7 @@ def pooled_rows(runs: list[dict]) -> dict[str, dict]:
 
 def summarise(name: str, parts: list[tuple[dict, dict]]) -> dict:
     gold, scores, decided, prompt_tokens, seconds, open_scores = [], [], [], [], [], {}
-    abstained: dict[bool, list[bool]] = {True: [], False: []}  # by whether the question was ever discussed
+    not_mentioned_5, not_mentioned_others = [], []  # per open answer: did it say "not mentioned"?
     for results, saved in parts:
         rule = MAIN_RULE.get(saved.get("readout", "log-odds"), "prior")
         threshold = saved["thresholds"][rule]
@@ -71,7 +71,8 @@ def summarise(name: str, parts: list[tuple[dict, dict]]) -> dict:
         method = name.split("-")[0]
         for row in results.get("open", {}).get(method, {}).get("answers", []):
             open_scores.setdefault(str(row["category"]), []).append(row["score"])
-            abstained[row["category"] != 5].append(bool(NOT_MENTIONED.search(row["answer"])))
+            said = bool(NOT_MENTIONED.search(row["answer"]))
+            (not_mentioned_5 if row["category"] == 5 else not_mentioned_others).append(said)
     metrics = yes_no_metrics(gold, decided)
     answerable = [s for c, v in open_scores.items() if c != "5" for s in v]
     # learning a session: the student's epochs and, for distilled memories, the teacher's targets
@@ -92,8 +93,8 @@ def summarise(name: str, parts: list[tuple[dict, dict]]) -> dict:
         "open_f1": statistics.mean(answerable) if answerable else None,
         "open_f1_by_category": {c: statistics.mean(v) for c, v in sorted(open_scores.items())},
         # Says it was not mentioned: on LoCoMo's category 5 (adversarial) it should, on the others not.
-        "not_mentioned_category_5": _rate(abstained[False]),
-        "not_mentioned_others": _rate(abstained[True]),
+        "not_mentioned_category_5": _rate(not_mentioned_5),
+        "not_mentioned_others": _rate(not_mentioned_others),
         "prompt_tokens": statistics.mean(prompt_tokens),
         "seconds_per_answer": statistics.mean(seconds),
         "seconds_per_session": statistics.mean(learned) if memory and learned else None,

@@ -83,8 +83,9 @@ def plot(results: dict, out: Path) -> list[str]:
         left.axhline(0.5, color="grey", lw=0.5)
         left.legend()
         right.plot(x, growing, "o-", label="memory")
+        scale = scale_rows(results)
         for method in results.get("config", {}).get("curve_methods", []):
-            points = [(r["learned"], r["methods"][method]["mean"]) for r in scale_rows(results)]
+            points = [(r["learned"], r["methods"][method]["mean"]) for r in scale]
             if points:
                 right.plot(*zip(*points), "s--", label=method)
         if len(right.get_lines()) > 1:
