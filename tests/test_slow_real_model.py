@@ -110,6 +110,7 @@ def test_qwen_merges_across_the_memory_head_and_hybrid_prompts_keep_it_for_cartr
     from paramem.evaluate.retrieval import Passage, retrieval_prompt
     from paramem.models import load_model
     from paramem.prompts import encode_prompt
+    from paramem.readers import LogOddsReader
 
     model, tokenizer = load_model("qwen2.5-0.5b")
     head = memory_head(tokenizer)
@@ -121,3 +122,5 @@ def test_qwen_merges_across_the_memory_head_and_hybrid_prompts_keep_it_for_cartr
     memory = CartridgeModel(model, tokenizer, [Cartridge("s1", *slot_cache(model, head, slot))])
     assert len(YesNoScorer(memory, tokenizer).log_odds([question], [system])) == 1
     assert len(answer_many(memory, tokenizer, [question], [system], 2)) == 1
+    read = len(encode_prompt(tokenizer, question, system, slot=True)) + memory.prefix_tokens
+    assert LogOddsReader(memory, tokenizer, lambda qs: [system] * len(qs)).prompt_tokens([question]) == read
