@@ -17,6 +17,7 @@ from paramem.milp import (
     reply,
     reply_example,
     reply_examples,
+    reply_prompt_ids,
     save,
 )
 from paramem.models import tiny_model
@@ -139,3 +140,24 @@ def test_no_loras_is_the_base_model(tmp_path):
     assert learned is model
     save(learned, tmp_path / "none")
     assert load(model, tmp_path / "none") is model
+
+
+def test_the_repetition_penalty_reaches_the_reply():
+    """Greedy decoding under transformers' penalty on every token already seen (positive logits
+    divided by it, negative ones multiplied), done here by hand, gives the reply's tokens."""
+    model, tokenizer = tiny_model()
+    context = list(chat(1).messages[:3])
+    prompt = reply_prompt_ids(tokenizer, context, FAST)
+    expected = {}
+    for penalty in (1.0, 50.0):
+        ids = list(prompt)
+        with torch.no_grad():
+            for _ in range(4):
+                logits = model(input_ids=torch.tensor([ids])).logits[0, -1]
+                seen = torch.tensor(sorted(set(ids)))
+                logits[seen] = torch.where(logits[seen] > 0, logits[seen] / penalty, logits[seen] * penalty)
+                ids.append(int(logits.argmax()))
+        expected[penalty] = tokenizer.decode(ids[len(prompt) :], skip_special_tokens=True).strip()
+        config = MiLPTrainConfig(max_new_tokens=4, repetition_penalty=penalty)
+        assert reply(model, tokenizer, context, config) == expected[penalty]
+    assert expected[1.0] != expected[50.0]  # the random model repeats itself unless kept from it

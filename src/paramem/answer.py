@@ -15,6 +15,7 @@ from transformers import PreTrainedTokenizerBase
 
 from paramem.augment.pairs import QAPair
 from paramem.cartridge import INDEX, CartridgeModel, reads_cartridges
+from paramem.config import REPLY_REPETITION_PENALTY
 from paramem.models import decoder_and_head, load_model
 from paramem.prompts import SYSTEM_PROMPT, encode_prompt
 from paramem.store import UserMemory
@@ -179,7 +180,11 @@ def generate(
     chat = [{"role": "system", "content": system}, *messages]
     inputs = tokenizer.apply_chat_template(chat, add_generation_prompt=True, return_tensors="pt", return_dict=True)
     output = model.generate(
-        **inputs, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id
+        **inputs,
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        repetition_penalty=REPLY_REPETITION_PENALTY,
+        pad_token_id=tokenizer.pad_token_id,
     )
     return tokenizer.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True).strip()
 

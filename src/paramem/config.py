@@ -23,6 +23,10 @@ from paramem.errors import check_option
 # never on the report samples (4-7: 0.750 there, yes 0.59 / no 0.91) nor on the demo set.
 RECALL_THRESHOLD = 0.525
 DEFAULT_MODEL = "qwen2.5-0.5b"  # the embedded default (README, "Choosing the default base model")
+# Greedy replies of a small model loop ("I'm not sure what you mean by ..." to the token limit).
+# transformers' repetition penalty divides the logits of tokens already in the prompt or reply;
+# chosen on MSC development episodes (benchmarks/reply_decoding.py).
+REPLY_REPETITION_PENALTY = 1.0
 
 
 def setting(default: Any, help: str, **kwargs) -> Any:
@@ -310,6 +314,9 @@ class MiLPTrainConfig:
     max_length: int = setting(384, "longest training example in tokens (the dialogue so far is cut from the left)")
     context_turns: int = setting(4, "turns of the current dialogue shown before each reply")
     max_new_tokens: int = setting(40, "longest generated reply, in tokens")
+    repetition_penalty: float = setting(
+        REPLY_REPETITION_PENALTY, "penalty on tokens already in the prompt or the reply (1 = none)"
+    )
     seed: int = setting(0, "seed of LoRA initialisation and batching")
 
     def __post_init__(self):
@@ -322,3 +329,4 @@ class MiLPTrainConfig:
         check_option(self.max_length >= 32, "max_length", "at least 32 tokens", self.max_length)
         check_option(self.context_turns >= 1, "context_turns", "at least 1", self.context_turns)
         check_option(self.max_new_tokens >= 1, "max_new_tokens", "at least 1", self.max_new_tokens)
+        check_option(self.repetition_penalty > 0, "repetition_penalty", "above 0", self.repetition_penalty)

@@ -254,6 +254,7 @@ def reply(
         attention_mask=torch.ones_like(ids),
         max_new_tokens=config.max_new_tokens,
         do_sample=False,
+        repetition_penalty=config.repetition_penalty,
         pad_token_id=tokenizer.pad_token_id,
     )
     return tokenizer.decode(output[0, ids.shape[1] :], skip_special_tokens=True).strip()

@@ -34,6 +34,7 @@ from pathlib import Path
 from fastapi import FastAPI, Header, Request
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 
+from paramem.config import REPLY_REPETITION_PENALTY
 from paramem.errors import InputError
 from paramem.store import UserMemory, users
 
@@ -222,6 +223,7 @@ class MemoryServer:
                             **inputs,
                             max_new_tokens=max_tokens,
                             do_sample=False,
+                            repetition_penalty=REPLY_REPETITION_PENALTY,
                             pad_token_id=self.tokenizer.pad_token_id,
                             streamer=streamer,
                         )

@@ -6,7 +6,7 @@ from conftest import FIXTURES
 from paramem.config import MiLPTrainConfig
 from paramem.evaluate import personalised
 from paramem.evaluate.episodes import msc_episodes
-from paramem.evaluate.judge import judge_pair, tally
+from paramem.evaluate.judge import both_orders, calibrated, judge_check, judge_pair, strict, tally
 from paramem.evaluate.personalised import RepliesConfig, dev_user, history_prompt, learn_soft_prompt, run
 from paramem.models import tiny_model
 from paramem.search import SearchConfig
@@ -74,6 +74,25 @@ def test_pairs_are_judged_in_both_orders():
     assert judge_pair(longer, [], "same", "same") == "tie"
 
 
+def test_the_calibrated_rule_cancels_a_position_bias_the_strict_rule_cannot_see_past():
+    # leans hard towards "A", and a little towards the longer reply
+    biased = Fixed(lambda a, b: 5.0 + 0.1 * (len(a) - len(b)))
+    first, second = both_orders(biased, [], "a long reply", "short")
+    assert (first, second) == (5.0 + 0.7, -(5.0 - 0.7))
+    assert strict(first, second) == "tie" and calibrated(first, second) == "win"
+    assert calibrated(*both_orders(biased, [], "short", "a long reply")) == "loss"
+    assert calibrated(*both_orders(biased, [], "same", "same")) == "tie"
+
+
+def test_the_judge_check_counts_the_gold_reply_picked_under_both_rules():
+    biased = Fixed(lambda a, b: 5.0 + 0.1 * (len(a) - len(b)))
+    cases = [([], "the longer gold reply", "other"), ([], "gold", "a longer other reply")]
+    check = judge_check(biased, cases)
+    assert check["cases"] == 2
+    assert (check["strict"]["wins"], check["strict"]["ties"], check["strict"]["losses"]) == (0, 2, 0)
+    assert (check["calibrated"]["wins"], check["calibrated"]["losses"]) == (1, 1)
+
+
 def test_run_compares_every_method_and_resumes_without_replying_again(tmp_path, monkeypatch):
     config = RepliesConfig(
         episodes=1,
@@ -93,6 +112,9 @@ def test_run_compares_every_method_and_resumes_without_replying_again(tmp_path, 
         if name != "tplp":
             verdict = figures["win_vs_tplp"]
             assert verdict["wins"] + verdict["ties"] + verdict["losses"] == 1
+            balanced = figures["calibrated_win_vs_tplp"]
+            assert balanced["wins"] + balanced["ties"] + balanced["losses"] == 1
+    assert results["judge_check"]["cases"] == 0  # one report episode: no other episode's reply to pit
     assert set(results["search"]) == {"rank", "loras,layers,rank"}
     assert len(results["search"]["rank"]["hypervolume"]) == 3
     assert results["episodes"]["ids"] == ["test_1"] and results["dev_episodes"] == ["test_0"]
@@ -122,3 +144,21 @@ def test_bad_method_or_teacher_is_refused():
         RepliesConfig(methods=["milp", "magic"])
     with pytest.raises(InputError, match="teacher"):
         RepliesConfig(teacher="openai")
+
+
+def test_the_judge_check_pits_each_gold_reply_against_the_next_episodes():
+    from paramem.conversations import Conversation, Message
+    from paramem.evaluate.episodes import Episode
+    from paramem.evaluate.personalised import mismatched_cases
+
+    def episode(name):
+        turns = tuple(Message("user" if i % 2 == 0 else "assistant", f"{name} turn {i}") for i in range(4))
+        return Episode(name, (), Conversation(name, turns), (1, 3), ())
+
+    cases = mismatched_cases([(episode("e1"), {}), (episode("e2"), {})])
+    assert [(len(c), gold, other) for c, gold, other in cases] == [
+        (1, "e1 turn 1", "e2 turn 1"),
+        (3, "e1 turn 3", "e2 turn 3"),
+        (1, "e2 turn 1", "e1 turn 1"),
+        (3, "e2 turn 3", "e1 turn 3"),
+    ]

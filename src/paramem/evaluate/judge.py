@@ -1,7 +1,16 @@
 """Pairwise judging of two replies (MiLP's win rate), each pair asked in both orders to cancel the
-judge's position bias: a method wins when the judge prefers it in both orders, loses when it prefers
-the other reply in both, and ties when the two orders disagree. How often they agree is reported: it
-says what the judge is worth (a judge that always answers "A" agrees with itself never).
+judge's position bias. Two rules turn the two answers into a win, tie or loss:
+
+  strict      a method wins when the judge prefers it in both orders, loses when it prefers the other
+              reply in both, and ties when the orders disagree. How often they agree says what the
+              judge is worth (a judge that always answers "A" agrees with itself never).
+  calibrated  the sign of the two preferences summed (balanced position calibration, Wang et al. 2023,
+              "Large Language Models are not Fair Evaluators"): a constant lean towards one position
+              cancels, what is left is the judge's view of the replies. For an endpoint's +1/-1 answers
+              it is the strict rule; a local judge's log-odds give it a margin either way.
+
+What either is worth is measured, not assumed: `judge_check` asks the judge to pick each gold reply
+against another episode's gold reply, where the right answer is known.
 
 The judge is an OpenAI-compatible endpoint when one is given, else a local model: the largest packaged
 one that fits (qwen2.5-0.5b here), read as the log-odds of "A" against "B" at its answer.
@@ -103,11 +112,14 @@ class Verdict:
         return {**asdict(self), "win_rate": self.win_rate, "agreement": self.agreement}
 
 
-def judge_pair(judge, context: list, reply: str, baseline: str) -> str:
-    """ "win", "tie" or "loss" of `reply` against `baseline`, asked in both orders: a win or a loss
-    needs the same answer both ways; no preference (0) either way is a tie."""
-    first = judge.prefers_a(context, reply, baseline)  # > 0: reply preferred
-    second = -judge.prefers_a(context, baseline, reply)  # > 0: reply preferred
+def both_orders(judge, context: list, reply: str, other: str) -> tuple[float, float]:
+    """The judge's preference for `reply` over `other`, asked with `reply` first, then second
+    (each > 0 when `reply` is preferred)."""
+    return judge.prefers_a(context, reply, other), -judge.prefers_a(context, other, reply)
+
+
+def strict(first: float, second: float) -> str:
+    """ "win" or "loss" when both orders agree, else "tie"."""
     if first > 0 and second > 0:
         return "win"
     if first < 0 and second < 0:
@@ -115,5 +127,27 @@ def judge_pair(judge, context: list, reply: str, baseline: str) -> str:
     return "tie"
 
 
+def calibrated(first: float, second: float) -> str:
+    """The sign of the summed preferences: a position bias common to both orders cancels."""
+    total = first + second
+    return "win" if total > 0 else "loss" if total < 0 else "tie"
+
+
+def judge_pair(judge, context: list, reply: str, baseline: str) -> str:
+    """ "win", "tie" or "loss" of `reply` against `baseline` under the strict rule."""
+    return strict(*both_orders(judge, context, reply, baseline))
+
+
 def tally(outcomes: list[str]) -> Verdict:
     return Verdict(outcomes.count("win"), outcomes.count("tie"), outcomes.count("loss"))
+
+
+def judge_check(judge, cases: list[tuple[list, str, str]]) -> dict:
+    """What the judge is worth: each case is (context, gold reply, another episode's gold reply);
+    a "win" is the gold reply picked. The verdicts under both rules."""
+    pairs = [both_orders(judge, context, gold, other) for context, gold, other in cases]
+    return {
+        "cases": len(cases),
+        "strict": tally([strict(*p) for p in pairs]).as_dict(),
+        "calibrated": tally([calibrated(*p) for p in pairs]).as_dict(),
+    }

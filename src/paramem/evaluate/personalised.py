@@ -263,7 +263,7 @@ def run_searches(model, tokenizer, episodes: list[Episode], config: RepliesConfi
 def run(config: RepliesConfig, data: Path, out: Path, model_name: str, dtype: str | None = None, log=None):
     """Search, then reply with every method on the report episodes, judge, and write results.json and
     report.md under `out`. Returns the results."""
-    from paramem.evaluate.judge import EndpointJudge, LocalJudge, judge_pair, tally
+    from paramem.evaluate.judge import EndpointJudge, LocalJudge, both_orders, calibrated, judge_check, strict, tally
     from paramem.evaluate.run import run_meta
     from paramem.models import dtype_of, load_model
 
@@ -309,7 +309,7 @@ def run(config: RepliesConfig, data: Path, out: Path, model_name: str, dtype: st
     per_episode = [(e, json.loads((folder / f"{e.id}.json").read_text(encoding="utf-8"))) for e in report]
     for method in methods:
         scores: list[ReplyScores] = []
-        outcomes = []
+        pairs = []  # the judge's preference for the method's reply over TpLP's, in both orders
         for episode, saved in per_episode:
             for target, text in zip(episode.targets, saved[method]["replies"]):
                 gold = episode.test.messages[target].content
@@ -317,13 +317,15 @@ def run(config: RepliesConfig, data: Path, out: Path, model_name: str, dtype: st
                 if method != BASELINE and BASELINE in saved:
                     context = list(episode.test.messages[:target])
                     baseline = saved[BASELINE]["replies"][episode.targets.index(target)]
-                    outcomes.append(judge_pair(judge, context, text, baseline))
+                    pairs.append(both_orders(judge, context, text, baseline))
         results["methods"][method] = {
             **mean_scores(scores),
             "replies": len(scores),
             "seconds_per_episode": statistics.fmean(s[method]["seconds"] for _, s in per_episode),
-            "win_vs_tplp": tally(outcomes).as_dict() if outcomes else None,
+            "win_vs_tplp": tally([strict(*p) for p in pairs]).as_dict() if pairs else None,
+            "calibrated_win_vs_tplp": tally([calibrated(*p) for p in pairs]).as_dict() if pairs else None,
         }
+    results["judge_check"] = judge_check(judge, mismatched_cases(per_episode))
     results["search"] = {
         factors: {
             "chosen": asdict(chosen[factors]),
@@ -341,6 +343,19 @@ def run(config: RepliesConfig, data: Path, out: Path, model_name: str, dtype: st
     write_atomic(out / "results.json", json.dumps(results, indent=2))
     write_atomic(out / "report.md", render(results))
     return results
+
+
+def mismatched_cases(per_episode) -> list[tuple[list, str, str]]:
+    """The judge's check: each scored turn's gold reply against the next episode's gold reply in
+    the same place (the better reply is known)."""
+    golds = [[e.test.messages[t].content for t in e.targets] for e, _ in per_episode]
+    cases = []
+    for i, (episode, _) in enumerate(per_episode):
+        other = golds[(i + 1) % len(golds)]
+        for j, target in enumerate(episode.targets):
+            if len(per_episode) > 1 and other:
+                cases.append((list(episode.test.messages[:target]), golds[i][j], other[j % len(other)]))
+    return cases
 
 
 def gold_scores(per_episode) -> dict:
@@ -372,22 +387,35 @@ def render(results: dict) -> str:
         f"{', '.join(results['dev_episodes'])}; judge: {results['judge']} (each pair in both orders).",
         "",
         "| method | ROUGE-1 | ROUGE-L | Persona-F1 | partner P-F1 | win / tie / loss vs TpLP | judge agreement "
-        "| s/episode |",
-        "|---|---|---|---|---|---|---|---|",
+        "| calibrated win rate | s/episode |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for method, m in results["methods"].items():
         win = m["win_vs_tplp"]
         verdict = f"{win['win_rate']:.2f} ({win['wins']}/{win['ties']}/{win['losses']})" if win else "-"
         agreement = _figure(win["agreement"]) if win else "-"
+        balanced = m.get("calibrated_win_vs_tplp")  # absent from runs judged before it existed
+        balanced = f"{balanced['win_rate']:.2f} ({balanced['wins']}/{balanced['losses']})" if balanced else "-"
         lines.append(
             f"| {method} | {_figure(m['rouge1'])} | {_figure(m['rouge_l'])} | {_figure(m['persona_f1'])} | "
-            f"{_figure(m['partner_persona_f1'])} | {verdict} | {agreement} | {m['seconds_per_episode']:.0f} |"
+            f"{_figure(m['partner_persona_f1'])} | {verdict} | {agreement} | {balanced} | "
+            f"{m['seconds_per_episode']:.0f} |"
         )
     gold = results["gold"]
     lines += [
         "",
         f"Gold replies: Persona-F1 {_figure(gold['persona_f1'])}, partner {_figure(gold['partner_persona_f1'])}.",
     ]
+    check = results.get("judge_check")
+    if check and check["cases"]:
+        sure, balanced = check["strict"], check["calibrated"]
+        lines += [
+            "",
+            f"What the judge is worth: asked to pick the gold reply against another episode's gold reply "
+            f"({check['cases']} pairs, both orders), it picked it {sure['wins']} times, the other "
+            f"{sure['losses']}, and disagreed with itself {sure['ties']} times (strict rule); by the "
+            f"calibrated rule it picked the gold reply {balanced['wins']} of {check['cases']} times.",
+        ]
     if "plum" in results["methods"]:
         lines += [
             "",
