@@ -42,8 +42,13 @@ class BM25Retriever:
     name = "bm25"
 
     def __init__(self, corpus: list[Passage]):
+        import logging
+
         import bm25s
 
+        # bm25s logs every index build at DEBUG, and rouge-score (absl) gives the root logger a handler
+        # that prints it: one line per episode in `paramem replies`.
+        logging.getLogger("bm25s").setLevel(logging.WARNING)
         self.corpus = corpus
         self.index = bm25s.BM25()
         self.index.index(
