@@ -1,9 +1,11 @@
 import json
+from dataclasses import replace
 
 import pytest
 from conftest import FIXTURES
 
 from paramem.config import MiLPTrainConfig
+from paramem.errors import InputError
 from paramem.evaluate import personalised
 from paramem.evaluate.episodes import msc_episodes
 from paramem.evaluate.judge import both_orders, calibrated, judge_check, judge_pair, strict, tally
@@ -126,6 +128,10 @@ def test_run_compares_every_method_and_resumes_without_replying_again(tmp_path, 
     monkeypatch.setattr(personalised.Replier, "replies", no_more_replies)
     again = run(config, FIXTURES, tmp_path, "tiny")
     assert json.dumps(again["methods"], sort_keys=True) == json.dumps(methods, sort_keys=True)
+    # replies made under other settings are never mixed in: the saved episode is named
+    other = replace(config, train=replace(TINY_TRAIN, repetition_penalty=1.3))
+    with pytest.raises(InputError, match="test_1.json: the saved base replies were made with other settings"):
+        run(other, FIXTURES, tmp_path, "tiny")
 
 
 def test_plum_row_learns_each_history_into_its_own_store(tmp_path):
@@ -138,8 +144,6 @@ def test_plum_row_learns_each_history_into_its_own_store(tmp_path):
 
 
 def test_bad_method_or_teacher_is_refused():
-    from paramem.errors import InputError
-
     with pytest.raises(InputError, match="methods"):
         RepliesConfig(methods=["milp", "magic"])
     with pytest.raises(InputError, match="teacher"):

@@ -260,6 +260,31 @@ def run_searches(model, tokenizer, episodes: list[Episode], config: RepliesConfi
     return chosen, trials
 
 
+def reply_settings(method: str, config: RepliesConfig, chosen: dict, model_name: str, dtype: str) -> str:
+    """A digest of everything a method's saved replies depend on, so that a rerun into the same folder
+    never mixes replies made under other settings (a longer search can choose another memory). Replies
+    saved before digests were kept carry none and are taken as they are."""
+    import hashlib
+
+    depends = asdict(config)
+    for name in (
+        "episodes",
+        "dev_users",
+        "dev_episodes",
+        "methods",
+        "factor_sets",
+        "search",
+        "judge_url",
+        "judge_model",
+    ):
+        depends.pop(name)  # which episodes are compared and how they are judged, not how a reply is made
+    depends |= {"base_model": model_name, "dtype": dtype, "method": method}
+    if method in MILP_METHODS or method.startswith("milp@"):
+        factors = method.split("@")[1] if "@" in method else config.factor_sets[-1]
+        depends["memory"] = asdict(chosen[factors])
+    return hashlib.sha256(json.dumps(depends, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def run(config: RepliesConfig, data: Path, out: Path, model_name: str, dtype: str | None = None, log=None):
     """Search, then reply with every method on the report episodes, judge, and write results.json and
     report.md under `out`. Returns the results."""
@@ -287,13 +312,22 @@ def run(config: RepliesConfig, data: Path, out: Path, model_name: str, dtype: st
     folder.mkdir(exist_ok=True)
     if log is not None:
         log.status(f"replying in {len(report)} episodes", total=len(report))
+    made_with = {method: reply_settings(method, config, chosen, model_name, dtype) for method in methods}
     for episode in report:
         path = folder / f"{episode.id}.json"
         saved = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
         for method in methods:
+            if method in saved and saved[method].get("settings", made_with[method]) != made_with[method]:
+                raise InputError(
+                    f"the saved {method} replies were made with other settings (base model, decoding, "
+                    "training or the searched memory); pass another --out",
+                    path=path,
+                )
             if method not in saved:
                 start = time.perf_counter()
-                saved[method] = {"replies": replier.replies(method, episode), "seconds": time.perf_counter() - start}
+                replies = replier.replies(method, episode)
+                seconds = time.perf_counter() - start
+                saved[method] = {"replies": replies, "seconds": seconds, "settings": made_with[method]}
                 write_atomic(path, json.dumps(saved, indent=1))
         if log is not None:
             log.advance(f"episode {episode.id} done")
