@@ -8,7 +8,7 @@ from paramem.config import MiLPTrainConfig
 from paramem.errors import InputError
 from paramem.evaluate import personalised
 from paramem.evaluate.episodes import msc_episodes
-from paramem.evaluate.judge import both_orders, calibrated, judge_check, judge_pair, strict, tally
+from paramem.evaluate.judge import both_orders, calibrated, judge_check, strict, tally
 from paramem.evaluate.personalised import RepliesConfig, dev_user, history_prompt, learn_soft_prompt, run
 from paramem.models import tiny_model
 from paramem.search import SearchConfig
@@ -68,12 +68,12 @@ class Fixed:
 
 def test_pairs_are_judged_in_both_orders():
     always_a = Fixed(lambda a, b: 1.0)  # pure position bias: every pair a tie, agreement 0
-    verdict = tally([judge_pair(always_a, [], "x", "yy") for _ in range(4)])
+    verdict = tally([strict(*both_orders(always_a, [], "x", "yy")) for _ in range(4)])
     assert (verdict.ties, verdict.win_rate, verdict.agreement) == (4, 0.5, 0.0)
     longer = Fixed(lambda a, b: len(a) - len(b))
-    assert judge_pair(longer, [], "long reply", "short") == "win"
-    assert judge_pair(longer, [], "short", "long reply") == "loss"
-    assert judge_pair(longer, [], "same", "same") == "tie"
+    assert strict(*both_orders(longer, [], "long reply", "short")) == "win"
+    assert strict(*both_orders(longer, [], "short", "long reply")) == "loss"
+    assert strict(*both_orders(longer, [], "same", "same")) == "tie"
 
 
 def test_the_calibrated_rule_cancels_a_position_bias_the_strict_rule_cannot_see_past():

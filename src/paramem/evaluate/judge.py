@@ -133,11 +133,6 @@ def calibrated(first: float, second: float) -> str:
     return "win" if total > 0 else "loss" if total < 0 else "tie"
 
 
-def judge_pair(judge, context: list, reply: str, baseline: str) -> str:
-    """ "win", "tie" or "loss" of `reply` against `baseline` under the strict rule."""
-    return strict(*both_orders(judge, context, reply, baseline))
-
-
 def tally(outcomes: list[str]) -> Verdict:
     return Verdict(outcomes.count("win"), outcomes.count("tie"), outcomes.count("loss"))
 

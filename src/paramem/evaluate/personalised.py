@@ -39,6 +39,18 @@ MILP_METHODS = ("milp", "milp-instruction", "milp-memory")
 # The paper's search-space ablation: each factor alone, each pair, all three.
 FACTOR_SETS = ("loras", "rank", "layers", "loras,rank", "loras,layers", "rank,layers", "loras,layers,rank")
 BASELINE = "tplp"  # what win rates are measured against, as in the paper
+# Which episodes are compared and how they are judged, not how a reply is made (the search's settings
+# matter through the memory it chose, which a MiLP reply's settings name).
+NOT_REPLY_SETTINGS = (
+    "episodes",
+    "dev_users",
+    "dev_episodes",
+    "methods",
+    "factor_sets",
+    "search",
+    "judge_url",
+    "judge_model",
+)
 
 
 @dataclass
@@ -266,18 +278,7 @@ def reply_settings(method: str, config: RepliesConfig, chosen: dict, model_name:
     saved before digests were kept carry none and are taken as they are."""
     import hashlib
 
-    depends = asdict(config)
-    for name in (
-        "episodes",
-        "dev_users",
-        "dev_episodes",
-        "methods",
-        "factor_sets",
-        "search",
-        "judge_url",
-        "judge_model",
-    ):
-        depends.pop(name)  # which episodes are compared and how they are judged, not how a reply is made
+    depends = {k: v for k, v in asdict(config).items() if k not in NOT_REPLY_SETTINGS}
     depends |= {"base_model": model_name, "dtype": dtype, "method": method}
     if method in MILP_METHODS or method.startswith("milp@"):
         factors = method.split("@")[1] if "@" in method else config.factor_sets[-1]
@@ -382,13 +383,14 @@ def run(config: RepliesConfig, data: Path, out: Path, model_name: str, dtype: st
 def mismatched_cases(per_episode) -> list[tuple[list, str, str]]:
     """The judge's check: each scored turn's gold reply against the next episode's gold reply in
     the same place (the better reply is known)."""
+    if len(per_episode) < 2:
+        return []  # no other episode's reply to pit against
     golds = [[e.test.messages[t].content for t in e.targets] for e, _ in per_episode]
     cases = []
     for i, (episode, _) in enumerate(per_episode):
         other = golds[(i + 1) % len(golds)]
         for j, target in enumerate(episode.targets):
-            if len(per_episode) > 1 and other:
-                cases.append((list(episode.test.messages[:target]), golds[i][j], other[j % len(other)]))
+            cases.append((list(episode.test.messages[:target]), golds[i][j], other[j % len(other)]))
     return cases
 
 
