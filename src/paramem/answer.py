@@ -112,14 +112,18 @@ class YesNoScorer:
         self._yes_weight, self._yes_bias = head_rows(self.model, self.yes_ids)
         self._no_weight, self._no_bias = head_rows(self.model, self.no_ids)
 
+    def prompts(self, questions: list[str], systems: list[str] | None = None) -> list[list[int]]:
+        """Each question's prompt as the scorer reads it (split at the memory's slot for cartridges)."""
+        systems = systems or [self.system] * len(questions)
+        slot = reads_cartridges(self.model)
+        return [encode_prompt(self.tokenizer, q, s, slot) for q, s in zip(questions, systems)]
+
     @torch.inference_mode()
     def log_odds(self, questions: list[str], systems: list[str] | None = None) -> list[float]:
         """log P(yes) - log P(no) per question; `systems` gives each question its own system prompt."""
         if not questions:
             return []
-        systems = systems or [self.system] * len(questions)
-        slot = reads_cartridges(self.model)
-        prompts = [encode_prompt(self.tokenizer, q, s, slot) for q, s in zip(questions, systems)]
+        prompts = self.prompts(questions, systems)
         last = last_hidden_states(self._decoder, prompts, self.tokenizer.pad_token_id, self.batch_size)
         # Only the yes and no logits, in float32: bf16 logits move in steps of 0.125 at this
         # size, too coarse to calibrate; the softmax normaliser cancels in log P(yes) - log P(no).

@@ -25,9 +25,7 @@ from transformers import PreTrainedTokenizerBase
 
 from paramem.answer import YesNoScorer, rule_thresholds
 from paramem.augment.pairs import heldout_pairs
-from paramem.cartridge import reads_cartridges
 from paramem.errors import InputError
-from paramem.prompts import encode_prompt
 from paramem.recall import RECALL_THRESHOLD, RecallConfig, SentenceMatcher, recollections
 from paramem.store import UserMemory
 
@@ -64,9 +62,7 @@ class LogOddsReader:
     def prompt_tokens(self, questions: list[str]) -> int:
         """Mean prompt tokens per question, a memory read in the prompt (cartridges) included:
         attention reads every one of them."""
-        slot = reads_cartridges(self.model)  # the scorer's own tokenization, split at the memory's slot
-        systems = self.systems(questions)
-        lengths = [len(encode_prompt(self.tokenizer, q, s, slot)) for q, s in zip(questions, systems)]
+        lengths = [len(prompt) for prompt in self.scorer.prompts(questions, self.systems(questions))]
         return sum(lengths) // max(len(lengths), 1) + getattr(self.model, "prefix_tokens", 0)
 
 
