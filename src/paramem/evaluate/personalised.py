@@ -240,7 +240,7 @@ class Replier:
             method.split("@")[0]
         ]
         train = replace(self.config.train, memory_injection=stages[0], instruction_tuning=stages[1])
-        factors = method.split("@")[1] if "@" in method else self.config.factor_sets[-1]
+        factors = searched_factors(method, self.config)
         learned = learn(self.model, self.tokenizer, history, self.chosen[factors], train)
         try:
             return self._replies(learned, episode)
@@ -272,6 +272,12 @@ def run_searches(model, tokenizer, episodes: list[Episode], config: RepliesConfi
     return chosen, trials
 
 
+def searched_factors(method: str, config: RepliesConfig) -> str:
+    """The factor set whose chosen memory a MiLP method replies with: "milp@rank" names its own,
+    the others use MiLP's (the last searched)."""
+    return method.split("@")[1] if "@" in method else config.factor_sets[-1]
+
+
 def reply_settings(method: str, config: RepliesConfig, chosen: dict, model_name: str, dtype: str) -> str:
     """A digest of everything a method's saved replies depend on, so that a rerun into the same folder
     never mixes replies made under other settings (a longer search can choose another memory). Replies
@@ -280,9 +286,8 @@ def reply_settings(method: str, config: RepliesConfig, chosen: dict, model_name:
 
     depends = {k: v for k, v in asdict(config).items() if k not in NOT_REPLY_SETTINGS}
     depends |= {"base_model": model_name, "dtype": dtype, "method": method}
-    if method in MILP_METHODS or method.startswith("milp@"):
-        factors = method.split("@")[1] if "@" in method else config.factor_sets[-1]
-        depends["memory"] = asdict(chosen[factors])
+    if method.split("@")[0] in MILP_METHODS:
+        depends["memory"] = asdict(chosen[searched_factors(method, config)])
     return hashlib.sha256(json.dumps(depends, sort_keys=True).encode()).hexdigest()[:16]
 
 
