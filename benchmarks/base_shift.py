@@ -11,25 +11,23 @@ shift's AUC and its accuracy at 0 with yes and no apart, and the Spearman correl
 scores with the base model's and with the context method's (the teacher's). A memory run without its
 own `none` method is paired with the `none` and `context` of the plum run of the same sample
 (same base model, same probes).
-Writes `benchmarks/results/base_shift.json`.
+Writes `benchmarks/results/base_shift.json` (`--out` for another file).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 from pathlib import Path
 
 from scipy.stats import spearmanr
 
 from paramem.evaluate.metrics import ranking_auc, yes_no_metrics
 
-OUT = Path("benchmarks/results/base_shift.json")
-
 
 def log_odds(run: dict, method: str) -> dict[str, tuple[float, str]] | None:
     """question -> (log-odds, gold answer), or None when the run has no such method read by log-odds."""
-    entry = run["methods"].get(method)
+    entry = run.get("methods", {}).get(method)  # a run still learning has none yet
     if entry is None or entry.get("readout") != "log-odds":
         return None
     return {p["question"]: (p["score"], p["answer"]) for p in entry["predictions"]}
@@ -44,7 +42,7 @@ def companion(path: Path) -> dict | None:
 def check(path: Path) -> dict | None:
     run = json.loads(path.read_text(encoding="utf-8"))
     memory = log_odds(run, "memory")
-    others = run if "none" in run["methods"] else companion(path)
+    others = run if "none" in run.get("methods", {}) else companion(path)
     if memory is None or others is None:
         return None
     base, context = log_odds(others, "none"), log_odds(others, "context")
@@ -73,7 +71,11 @@ def check(path: Path) -> dict | None:
 
 
 def main() -> None:
-    rows = [row for row in (check(Path(p)) for p in sys.argv[1:]) if row is not None]
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("results", nargs="+", type=Path, help="results.json files of LoCoMo runs")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/base_shift.json"))
+    args = parser.parse_args()
+    rows = [row for row in map(check, args.results) if row is not None]
     print("| run | memory | memory AUC | shift AUC | shift accuracy (yes / no) | rho with base | rho with context |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
@@ -83,8 +85,8 @@ def main() -> None:
             f"| {r['run']} | {r['memory']} | {r['memory_auc']:.3f} | {r['shift_auc']:.3f}"
             f" | {r['shift_accuracy']:.3f} ({yes:.2f} / {no:.2f}) | {r['rho_base']:.2f} | {context} |"
         )
-    OUT.write_text(json.dumps({"command": " ".join(sys.argv), "rows": rows}, indent=2) + "\n", encoding="utf-8")
-    print(f"wrote {OUT}")
+    args.out.write_text(json.dumps({"results": [str(p) for p in args.results], "rows": rows}, indent=2) + "\n")
+    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":
