@@ -9,8 +9,8 @@ chance. The candidate readout is the shift the memory makes: memory log-odds min
 the same question, yes above 0, so nothing is fitted. For each run, its memory's AUC as read today, the
 shift's AUC and its accuracy at 0 with yes and no apart, and the Spearman correlation of the memory's
 scores with the base model's and with the context method's (the teacher's). A memory run without its
-own `none` method is paired with the `none` and `context` of the plum run of the same sample
-(same base model, same probes).
+own `none` method is paired with the `none` and `context` of a given run of the same sample that has
+them (same base model, same probes), as `locomo_main.py` takes them from each sample's first run.
 Writes `benchmarks/results/base_shift.json` (`--out` for another file).
 """
 
@@ -33,16 +33,9 @@ def log_odds(run: dict, method: str) -> dict[str, tuple[float, str]] | None:
     return {p["question"]: (p["score"], p["answer"]) for p in entry["predictions"]}
 
 
-def companion(path: Path) -> dict | None:
-    """The plum run of the same sample, which answered the same probes with no memory and in context."""
-    sibling = path.parent.parent / (path.parent.name.rsplit("-", 1)[0] + "-plum") / "results.json"
-    return json.loads(sibling.read_text(encoding="utf-8")) if sibling.exists() else None
-
-
-def check(path: Path) -> dict | None:
-    run = json.loads(path.read_text(encoding="utf-8"))
+def check(path: Path, run: dict, plain_runs: dict[str, dict]) -> dict | None:
     memory = log_odds(run, "memory")
-    others = run if "none" in run.get("methods", {}) else companion(path)
+    others = run if "none" in run.get("methods", {}) else plain_runs.get(run["benchmark"]["sample_id"])
     if memory is None or others is None:
         return None
     base, context = log_odds(others, "none"), log_odds(others, "context")
@@ -75,7 +68,12 @@ def main() -> None:
     parser.add_argument("results", nargs="+", type=Path, help="results.json files of LoCoMo runs")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/base_shift.json"))
     args = parser.parse_args()
-    rows = [row for row in map(check, args.results) if row is not None]
+    runs = {path: json.loads(path.read_text(encoding="utf-8")) for path in args.results}
+    plain_runs: dict[str, dict] = {}  # per sample, the first given run that answered with no memory
+    for run in runs.values():
+        if "none" in run.get("methods", {}):
+            plain_runs.setdefault(run["benchmark"]["sample_id"], run)
+    rows = [row for row in (check(path, run, plain_runs) for path, run in runs.items()) if row is not None]
     print("| run | memory | memory AUC | shift AUC | shift accuracy (yes / no) | rho with base | rho with context |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
