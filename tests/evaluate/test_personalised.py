@@ -120,7 +120,13 @@ def test_run_compares_every_method_and_resumes_without_replying_again(tmp_path, 
     assert set(results["search"]) == {"rank", "loras,layers,rank"}
     assert len(results["search"]["rank"]["hypervolume"]) == 3
     assert results["episodes"]["ids"] == ["test_1"] and results["dev_episodes"] == ["test_0"]
-    assert (tmp_path / "report.md").read_text().count("| milp") == 4
+    report = (tmp_path / "report.md").read_text()
+    assert report.count("| milp") == 4
+    # the ablation table: one row per factor set, each with the report figures of its own memory
+    rows = [line for line in report.splitlines() if line.startswith(("| rank |", "| loras,layers,rank |"))]
+    assert len(rows) == 2
+    assert rows[0].endswith(f"| {methods['milp@rank']['persona_f1']:.3f} |")
+    assert rows[1].endswith(f"| {methods['milp']['persona_f1']:.3f} |")
 
     def no_more_replies(*args):
         raise AssertionError("a saved episode was replied again")
