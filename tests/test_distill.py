@@ -7,9 +7,12 @@ from paramem.augment.teachers import ExtractiveTeacher
 from paramem.cartridge import memory_head, slot_prompt
 from paramem.config import TrainConfig
 from paramem.distill import (
+    CHECK_PROMPTS,
+    CHECK_QUESTIONS,
     SELF_STUDY_SEEDS,
     TeacherReading,
     _first_line,
+    as_clause,
     conversation_slot,
     distill_batches,
     distill_queries,
@@ -39,6 +42,16 @@ def test_the_loss_is_the_kl_from_the_teachers_top_k_computed_by_hand():
     by_hand = 0.75 * math.log(0.75 / q[0]) + 0.25 * math.log(0.25 / q[3])
     assert abs(kl_to_top_k(student, top_ids, top_logprobs).item() - by_hand) < 1e-6
     assert kl_to_top_k(torch.log(torch.tensor([[0.75, 0.0001, 0.0001, 0.25]])), top_ids, top_logprobs) < 1e-3
+
+
+def test_weighted_positions_count_as_many_times_their_weight():
+    student = torch.tensor([[2.0, 0.0, -1.0, 0.5], [0.0, 1.0, 0.0, 0.0]])
+    top_ids = torch.tensor([[0, 3], [1, 2]])
+    top_logprobs = torch.log(torch.tensor([[0.6, 0.2], [0.5, 0.5]]))
+    each = [kl_to_top_k(student[i : i + 1], top_ids[i : i + 1], top_logprobs[i : i + 1]).item() for i in range(2)]
+    weighted = kl_to_top_k(student, top_ids, top_logprobs, torch.tensor([1.0, 3.0]))
+    assert abs(weighted.item() - (each[0] + 3 * each[1]) / 4) < 1e-6
+    assert abs(kl_to_top_k(student, top_ids, top_logprobs, torch.ones(2)).item() - sum(each) / 2) < 1e-6
 
 
 def test_teacher_targets_read_the_conversation_once_and_match_a_full_forward(demo_conversations):
@@ -212,6 +225,61 @@ def test_self_study_queries_are_what_the_teacher_writes_from_its_seed_prompts(de
         queries[5 - len(study) :] == study
         and queries[: 5 - len(study)] == notes_queries(notes, config)[: 5 - len(study)]
     )
+
+
+def test_checks_ask_the_facts_and_near_misses_the_teacher_writes_from_single_turns(demo_conversations):
+    model, tokenizer = tiny_model()
+    garden = demo_conversations[0]
+    reading = TeacherReading(model, tokenizer, garden, None)
+    turns = reading.turns
+    picked = [turns[i * len(turns) // 2] for i in range(2)]  # 4 checks: 2 turns spread over the conversation
+    expected = []
+    for i, (speaker, text) in enumerate(picked):
+        for j, prompt in enumerate(CHECK_PROMPTS):
+            written = reading.answer(prompt.format(speaker=speaker, text=text[:400]), 48, 1)
+            fact = _first_line(tokenizer.decode(written.answer_ids, skip_special_tokens=True))
+            question = CHECK_QUESTIONS[(i + j) % len(CHECK_QUESTIONS)].format(fact=as_clause(fact))
+            if fact and question not in expected:
+                expected.append(question)
+    assert reading.checks(4) == expected[:4]
+    assert reading.checks(0) == []
+
+
+def test_a_check_keeps_only_the_teachers_first_answer_token_and_weighs_it(demo_conversations, monkeypatch):
+    model, tokenizer = tiny_model()
+    garden = demo_conversations[0]
+    notes = ExtractiveTeacher().notes(garden)
+    checks = ["Is it true that the garden has tomatoes?", "Did we discuss that I own a boat?"]
+    monkeypatch.setattr(TeacherReading, "checks", lambda self, count: checks[:count])
+    config = TrainConfig(
+        objective="distill", distill_queries=2, self_study_queries=0, distill_top_k=5, distill_checks=2
+    )
+    targets, cost = teacher_targets(model, tokenizer, garden, notes, config)
+    assert cost.queries == 4 and [t.kind for t in targets] == ["answer", "answer", "check", "check"]
+    for target, question in zip(targets[2:], checks):
+        assert target.question == question and len(target.answer_ids) == len(target.top_ids) == 1
+        prompt = slot_prompt(
+            memory_head(tokenizer),
+            conversation_slot(tokenizer, garden, notes.date),
+            encode_prompt(tokenizer, question),
+        )
+        with torch.inference_mode():
+            first = model(torch.tensor([prompt])).logits[0, -1].float().log_softmax(-1).topk(5)
+        assert target.top_ids[0] == first.indices.tolist()
+    assert load_targets(dump_targets(targets)) == targets
+    # in a batch, a check's one position carries its weight; an answer's positions weigh 1
+    examples = [encode_target(tokenizer, t, 8.0 if t.kind == "check" else 1.0) for t in targets]
+    [batch] = distill_batches(examples, 8, tokenizer.pad_token_id, random.Random(0))
+    assert sorted(batch["weights"].tolist()).count(8.0) == 2
+    assert len(batch["weights"]) == int(batch["predict"].sum()) == sum(len(t.answer_ids) for t in targets)
+
+
+def test_a_stated_fact_becomes_the_clause_of_a_question():
+    assert (
+        as_clause("The support group made Caroline feel accepted.") == "the support group made Caroline feel accepted"
+    )
+    assert as_clause("Caroline paints sunsets!") == "Caroline paints sunsets"
+    assert as_clause("She adopted a dog") == "she adopted a dog"
 
 
 def test_a_written_query_is_its_first_real_line():

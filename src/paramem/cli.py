@@ -91,6 +91,7 @@ ReplayOption = _setting(TrainConfig, "replay_share", "--replay")
 ReplayedCuesOption = _setting(TrainConfig, "replayed_cues", "--replayed-cues")
 DistillQueriesOption = _setting(TrainConfig, "distill_queries", "--distill-queries")
 SelfStudyQueriesOption = _setting(TrainConfig, "self_study_queries", "--self-study-queries")
+DistillChecksOption = _setting(TrainConfig, "distill_checks", "--distill-checks")
 NegativeRatioOption = _setting(PairConfig, "negative_ratio", "--negative-ratio")
 ObjectiveOption = _setting(TrainConfig, "objective", "--objective")
 FormOption = _setting(TrainConfig, "form", "--form")
@@ -685,6 +686,7 @@ def locomo_command(
     form: str = FormOption,
     distill_queries: int = DistillQueriesOption,
     self_study_queries: int = SelfStudyQueriesOption,
+    distill_checks: int = DistillChecksOption,
     curve_methods: str = typer.Option(
         "", "--curve-methods", help="scale curve: context, bm25, dense scored on the sessions so far, comma-separated"
     ),
@@ -720,6 +722,7 @@ def locomo_command(
                 form=form,
                 distill_queries=distill_queries,
                 self_study_queries=self_study_queries,
+                distill_checks=distill_checks,
                 pairs=PairConfig(negative_ratio=negative_ratio, statements=statements),
             ),
         ),

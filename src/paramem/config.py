@@ -119,6 +119,12 @@ class TrainConfig:
     self_study_queries: int = setting(
         8, "distill: of those queries, up to how many the teacher writes itself from seed prompts (self-study)"
     )
+    distill_checks: int = setting(
+        0,
+        "distill: yes/no checks per conversation beside the queries: facts and near misses the teacher "
+        "writes from single turns, its first answer token kept (distill.py; 0: none)",
+    )
+    distill_check_weight: float = setting(8.0, "distill: a check's one answer token counts as this many")
     distill_top_k: int = setting(20, "distill: teacher log-probabilities kept per answer token")
     distill_answer_tokens: int = setting(32, "distill: longest teacher answer, in tokens")
     form: str = setting(
@@ -165,6 +171,8 @@ class TrainConfig:
             "0 or more",
             self.self_study_queries,
         )
+        check_option(self.distill_checks >= 0, "distill_checks (--distill-checks)", "0 or more", self.distill_checks)
+        check_option(self.distill_check_weight > 0, "distill_check_weight", "above 0", self.distill_check_weight)
         check_option(self.distill_top_k >= 1, "distill_top_k", "at least 1", self.distill_top_k)
         check_option(self.distill_answer_tokens >= 1, "distill_answer_tokens", "at least 1", self.distill_answer_tokens)
         check_option(self.form in ("sequential", "cartridge"), "form (--form)", "sequential or cartridge", self.form)

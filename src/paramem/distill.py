@@ -46,6 +46,7 @@ class DistillTarget:
     answer_ids: list[int]  # the teacher's greedy answer, ending with its end-of-turn token when it ended
     top_ids: list[list[int]]  # per answer position: the teacher's k likeliest tokens
     top_logprobs: list[list[float]]  # their log-probabilities under the teacher's full softmax
+    kind: str = "answer"  # "answer" (to a query) or "check" (a yes/no check: the first answer token only)
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,7 @@ class DistillExample:
     answer_start: int  # index of the first answer token in input_ids
     top_ids: list[list[int]]
     top_logprobs: list[list[float]]
+    weight: float = 1.0  # how much each of its answer positions counts in the loss
 
 
 def conversation_slot(tokenizer: PreTrainedTokenizerBase, conversation: Conversation, date: str | None) -> list[int]:
@@ -89,6 +91,30 @@ SELF_STUDY_SEEDS = (
     "Write only the question.",
 )
 
+# Yes/no checks (`TrainConfig.distill_checks`): from single turns of the conversation the teacher
+# states a fact and writes a near miss beside it, and each is asked as a yes/no question. Only the
+# teacher's first answer token is kept, so a check costs one step after its question where an answer
+# costs dozens: many facts are covered for the price of a few answers. The teacher labels every check
+# itself (a near miss it still believes is learned as believed); nothing is labelled by construction.
+CHECK_PROMPTS = (
+    'Here is a message {speaker} wrote in the conversation above: "{text}"\n'
+    "State one fact this message tells, in one sentence that names who it is about. Write only the sentence.",
+    'Here is a message {speaker} wrote in the conversation above: "{text}"\n'
+    "Write one sentence about {speaker} that sounds like this message but says something that was never "
+    "said in the conversation. Write only the sentence.",
+)
+# Several question forms, so that the memory learns the facts rather than one wording of the question
+CHECK_QUESTIONS = ("Is it true that {fact}?", "Did we discuss that {fact}?", "Was it mentioned that {fact}?")
+_LOWERED = {"the", "a", "an", "he", "she", "they", "it", "his", "her", "their", "this", "that", "we", "our"}
+
+
+def as_clause(sentence: str) -> str:
+    """A stated fact as the clause of a question: no end mark, a sentence-initial article or pronoun
+    lowered ("The group ..." -> "the group ..."), names kept."""
+    sentence = sentence.strip().rstrip(".!?").strip()
+    first, _, rest = sentence.partition(" ")
+    return f"{first.lower()} {rest}".strip() if first.lower() in _LOWERED else sentence
+
 
 class TeacherReading:
     """The base model with one conversation in its prompt, in the slot where a cartridge sits: the
@@ -98,11 +124,12 @@ class TeacherReading:
         self.model, self.tokenizer = model, tokenizer
         self.head, self.slot = memory_head(tokenizer), conversation_slot(tokenizer, conversation, date)
         # who the "{speaker}" seeds ask about: the names LoCoMo-like logs give, else "I" and "you"
-        self.speakers = list(
-            dict.fromkeys(
-                m.name or {"user": "I", "assistant": "you"}.get(m.role, m.role) for m in conversation.messages
-            )
-        )
+        self.turns = [
+            (m.name or {"user": "I", "assistant": "you"}.get(m.role, m.role), m.content.strip())
+            for m in conversation.messages
+            if m.content.strip()
+        ]
+        self.speakers = list(dict.fromkeys(speaker for speaker, _ in self.turns))
         with torch.inference_mode():
             self.cache = model(input_ids=torch.tensor([self.head + self.slot]), use_cache=True).past_key_values
         end = (tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|im_end|>"))
@@ -110,7 +137,7 @@ class TeacherReading:
 
     @torch.inference_mode()
     def answer(
-        self, question: str, max_tokens: int, top_k: int, sampler: torch.Generator | None = None
+        self, question: str, max_tokens: int, top_k: int, sampler: torch.Generator | None = None, kind: str = "answer"
     ) -> DistillTarget:
         """The teacher's answer, greedy (or sampled at temperature 1 with `sampler`), with its top-k
         log-probabilities at every answer position."""
@@ -131,7 +158,25 @@ class TeacherReading:
             if token in self.end_ids:
                 break
             out = self.model(input_ids=torch.tensor([[token]]), past_key_values=out.past_key_values, use_cache=True)
-        return DistillTarget(question, answer, top_ids, top_logprobs)
+        return DistillTarget(question, answer, top_ids, top_logprobs, kind)
+
+    def checks(self, count: int) -> list[str]:
+        """Up to `count` yes/no check questions: turns spread evenly over the conversation, each giving a
+        stated fact and a near miss (greedy, so the same conversation gives the same checks)."""
+        turns = self.turns
+        if not turns or count < 1:
+            return []
+        needed = min(len(turns), -(-count // len(CHECK_PROMPTS)))  # turns, each giving one check per prompt
+        picked = [turns[i * len(turns) // needed] for i in range(needed)]
+        questions: list[str] = []
+        for i, (speaker, text) in enumerate(picked):
+            for j, prompt in enumerate(CHECK_PROMPTS):
+                written = self.answer(prompt.format(speaker=speaker, text=text[:400]), 48, 1)
+                fact = _first_line(self.tokenizer.decode(written.answer_ids, skip_special_tokens=True))
+                question = CHECK_QUESTIONS[(i + j) % len(CHECK_QUESTIONS)].format(fact=as_clause(fact))
+                if fact and question not in questions:
+                    questions.append(question)
+        return questions[:count]
 
     def self_study(self, count: int, seed: str) -> list[str]:
         """`count` queries the teacher writes itself: each seed prompt (per speaker where it names
@@ -187,16 +232,18 @@ def teacher_targets(
     reading = TeacherReading(model, tokenizer, conversation, notes.date)
     read = time.perf_counter()
     queries = distill_queries(notes, config, reading if config.self_study_queries else None)
+    checks = reading.checks(config.distill_checks)
     written = time.perf_counter()
     targets = [reading.answer(q, config.distill_answer_tokens, config.distill_top_k) for q in queries]
+    targets += [reading.answer(q, 1, config.distill_top_k, kind="check") for q in checks]
     cost = TeacherCost(read - started, written - read, time.perf_counter() - written, len(targets))
     return targets, cost
 
 
-def encode_target(tokenizer: PreTrainedTokenizerBase, target: DistillTarget) -> DistillExample:
+def encode_target(tokenizer: PreTrainedTokenizerBase, target: DistillTarget, weight: float = 1.0) -> DistillExample:
     """The student's view of a target: the question asked without the conversation, then the answer."""
     prompt = encode_prompt(tokenizer, target.question)
-    return DistillExample(prompt + target.answer_ids, len(prompt), target.top_ids, target.top_logprobs)
+    return DistillExample(prompt + target.answer_ids, len(prompt), target.top_ids, target.top_logprobs, weight)
 
 
 def distill_batches(
@@ -211,7 +258,7 @@ def distill_batches(
         ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
         mask = torch.zeros((len(rows), width), dtype=torch.long)
         predict = torch.zeros((len(rows), width), dtype=torch.bool)
-        top_ids, top_logprobs = [], []
+        top_ids, top_logprobs, weights = [], [], []
         for row, example in enumerate(rows):
             n = len(example.input_ids)
             ids[row, :n] = torch.tensor(example.input_ids)
@@ -219,6 +266,7 @@ def distill_batches(
             predict[row, example.answer_start - 1 : n - 1] = True
             top_ids += example.top_ids
             top_logprobs += example.top_logprobs
+            weights += [example.weight] * len(example.top_ids)
         out.append(
             {
                 "input_ids": ids,
@@ -226,24 +274,34 @@ def distill_batches(
                 "predict": predict,
                 "top_ids": torch.tensor(top_ids),
                 "top_logprobs": torch.tensor(top_logprobs),
+                "weights": torch.tensor(weights),
             }
         )
     return out
 
 
-def kl_to_top_k(student_logits: torch.Tensor, top_ids: torch.Tensor, top_logprobs: torch.Tensor) -> torch.Tensor:
-    """Mean over positions of KL(p || q): p the teacher's distribution over its top-k tokens
-    (renormalised over them), q the student's full softmax read at those tokens."""
+def kl_to_top_k(
+    student_logits: torch.Tensor,
+    top_ids: torch.Tensor,
+    top_logprobs: torch.Tensor,
+    weights: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Mean over positions (weighted by `weights`, when given) of KL(p || q): p the teacher's
+    distribution over its top-k tokens (renormalised over them), q the student's full softmax read at
+    those tokens."""
     teacher = top_logprobs.float().log_softmax(-1)
     student = student_logits.float().log_softmax(-1).gather(-1, top_ids)
-    return (teacher.exp() * (teacher - student)).sum(-1).mean()
+    per_position = (teacher.exp() * (teacher - student)).sum(-1)
+    if weights is None:
+        return per_position.mean()
+    return (per_position * weights).sum() / weights.sum()
 
 
 def distillation_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """`kl_to_top_k` of a batch, the vocabulary head run only at answer positions."""
     decoder, head = decoder_and_head(model)
     hidden = decoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
-    return kl_to_top_k(head(hidden[batch["predict"]]), batch["top_ids"], batch["top_logprobs"])
+    return kl_to_top_k(head(hidden[batch["predict"]]), batch["top_ids"], batch["top_logprobs"], batch.get("weights"))
 
 
 def dump_targets(targets: list[DistillTarget]) -> bytes:

@@ -222,7 +222,8 @@ class SequentialTrainer:
         pool = [t for old in earlier for t in self.targets.get(old.conversation_id, [])] if shared else []
         want = round(len(own) * self.config.replay_share / (1 - self.config.replay_share)) if pool else 0
         chosen = own + rng.sample(pool, min(want, len(pool)))
-        return [encode_target(self.tokenizer, t) for t in chosen], len(own)
+        check = self.config.distill_check_weight
+        return [encode_target(self.tokenizer, t, check if t.kind == "check" else 1.0) for t in chosen], len(own)
 
     def heldout_accuracy(self, pairs: list[QAPair]) -> float | None:
         """Accuracy on the held-out pairs under the balanced rule: the better-scored half is called
