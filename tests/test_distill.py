@@ -4,6 +4,7 @@ import random
 import torch
 
 from paramem.augment.teachers import ExtractiveTeacher
+from paramem.augment.templates import fact_clause
 from paramem.cartridge import memory_head, slot_prompt
 from paramem.config import TrainConfig
 from paramem.distill import (
@@ -12,7 +13,6 @@ from paramem.distill import (
     SELF_STUDY_SEEDS,
     TeacherReading,
     _first_line,
-    as_clause,
     conversation_slot,
     distill_batches,
     distill_queries,
@@ -238,7 +238,7 @@ def test_checks_ask_the_facts_and_near_misses_the_teacher_writes_from_single_tur
         for j, prompt in enumerate(CHECK_PROMPTS):
             written = reading.answer(prompt.format(speaker=speaker, text=text[:400]), 48, 1)
             fact = _first_line(tokenizer.decode(written.answer_ids, skip_special_tokens=True))
-            question = CHECK_QUESTIONS[(i + j) % len(CHECK_QUESTIONS)].format(fact=as_clause(fact))
+            question = CHECK_QUESTIONS[(i + j) % len(CHECK_QUESTIONS)].format(fact=fact_clause(fact.rstrip("!?")))
             if fact and question not in expected:
                 expected.append(question)
     assert reading.checks(4) == expected[:4]
@@ -272,14 +272,6 @@ def test_a_check_keeps_only_the_teachers_first_answer_token_and_weighs_it(demo_c
     [batch] = distill_batches(examples, 8, tokenizer.pad_token_id, random.Random(0))
     assert sorted(batch["weights"].tolist()).count(8.0) == 2
     assert len(batch["weights"]) == int(batch["predict"].sum()) == sum(len(t.answer_ids) for t in targets)
-
-
-def test_a_stated_fact_becomes_the_clause_of_a_question():
-    assert (
-        as_clause("The support group made Caroline feel accepted.") == "the support group made Caroline feel accepted"
-    )
-    assert as_clause("Caroline paints sunsets!") == "Caroline paints sunsets"
-    assert as_clause("She adopted a dog") == "she adopted a dog"
 
 
 def test_a_written_query_is_its_first_real_line():

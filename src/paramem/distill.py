@@ -30,6 +30,7 @@ from transformers import PreTrainedTokenizerBase
 
 from paramem.augment.notes import Notes
 from paramem.augment.pairs import training_pairs
+from paramem.augment.templates import fact_clause
 from paramem.cartridge import memory_head, slot_prompt
 from paramem.config import TrainConfig
 from paramem.conversations import Conversation
@@ -105,15 +106,6 @@ CHECK_PROMPTS = (
 )
 # Several question forms, so that the memory learns the facts rather than one wording of the question
 CHECK_QUESTIONS = ("Is it true that {fact}?", "Did we discuss that {fact}?", "Was it mentioned that {fact}?")
-_LOWERED = {"the", "a", "an", "he", "she", "they", "it", "his", "her", "their", "this", "that", "we", "our"}
-
-
-def as_clause(sentence: str) -> str:
-    """A stated fact as the clause of a question: no end mark, a sentence-initial article or pronoun
-    lowered ("The group ..." -> "the group ..."), names kept."""
-    sentence = sentence.strip().rstrip(".!?").strip()
-    first, _, rest = sentence.partition(" ")
-    return f"{first.lower()} {rest}".strip() if first.lower() in _LOWERED else sentence
 
 
 class TeacherReading:
@@ -173,7 +165,7 @@ class TeacherReading:
             for j, prompt in enumerate(CHECK_PROMPTS):
                 written = self.answer(prompt.format(speaker=speaker, text=text[:400]), 48, 1)
                 fact = _first_line(self.tokenizer.decode(written.answer_ids, skip_special_tokens=True))
-                question = CHECK_QUESTIONS[(i + j) % len(CHECK_QUESTIONS)].format(fact=as_clause(fact))
+                question = CHECK_QUESTIONS[(i + j) % len(CHECK_QUESTIONS)].format(fact=fact_clause(fact.rstrip("!?")))
                 if fact and question not in questions:
                     questions.append(question)
         return questions[:count]

@@ -82,3 +82,15 @@ YES_ANSWERS = ["Yes, we talked about {t}.", "Yes, {t} came up.", "Yes, you told 
 NO_ANSWERS = ["No, we never talked about {t}.", "No, {t} never came up.", "No, you never told me about {t}."]
 YES_FACT_ANSWERS = ["Yes. {F}", "Yes, that's right. {F}"]
 NO_FACT_ANSWERS = ["No, you never told me that.", "No, that is not something we discussed."]
+
+
+# A sentence-initial article or pronoun, lowered when a stated fact becomes a clause; names keep their capital
+_LOWER_STARTS = {"The", "A", "An", "Her", "His", "Their", "She", "He", "They", "It", "This", "There"}
+
+
+def fact_clause(fact: str) -> str:
+    """A stated fact as the clause of a question ("Did we talk about the fact that {clause}?"): no
+    final full stop, "The support group ..." -> "the support group ...", names kept."""
+    fact = fact.strip().rstrip(".")
+    first, _, rest = fact.partition(" ")
+    return f"{first.lower()} {rest}" if first in _LOWER_STARTS else fact

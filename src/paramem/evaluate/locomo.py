@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from paramem.augment.notes import content_words, is_absent
+from paramem.augment.templates import fact_clause
 from paramem.conversations import Conversation, load_locomo
 from paramem.errors import InputError
 from paramem.evaluate.probes import Probe
@@ -64,16 +65,6 @@ class LocomoBenchmark:
     conversations: list[Conversation]  # the learned sessions, in date order
     probes: list[Probe]  # yes/no, balanced per session
     open_questions: list[OpenQuestion]
-
-
-_LOWER_STARTS = {"The", "A", "An", "Her", "His", "Their", "She", "He", "They", "It", "This", "There"}
-
-
-def _clause(fact: str) -> str:
-    """An observation as a clause: names keep their capital, "The support group ..." loses it."""
-    fact = fact.strip().rstrip(".")
-    first, _, rest = fact.partition(" ")
-    return f"{first.lower()} {rest}" if first in _LOWER_STARTS else fact
 
 
 def _observations(sample: dict, session: int) -> list[str]:
@@ -159,10 +150,10 @@ def build_locomo(
     for conversation in conversations:
         facts = _observations(chosen, conversation.metadata["session"])
         for fact in rng.sample(facts, min(half, len(facts))):
-            probes.append(Probe(conversation.id, YES_TEMPLATE.format(fact=_clause(fact)), "yes"))
+            probes.append(Probe(conversation.id, YES_TEMPLATE.format(fact=fact_clause(fact)), "yes"))
         for _ in range(min(half, len(facts))):
             if others:
-                probes.append(Probe(conversation.id, YES_TEMPLATE.format(fact=_clause(others.pop())), "no"))
+                probes.append(Probe(conversation.id, YES_TEMPLATE.format(fact=fact_clause(others.pop())), "no"))
 
     by_session = {c.metadata["session"]: c.id for c in conversations}
     open_questions = []
