@@ -106,7 +106,9 @@ def test_the_scorer_the_loss_and_generation_read_the_cartridge(demo_conversation
             single = decoder(input_ids=torch.tensor([prompt])).last_hidden_state[0, -1].float()
             torch.testing.assert_close(batched[row], single, atol=1e-4, rtol=1e-4)
 
-    config = TrainConfig(objective="distill", distill_queries=2, distill_top_k=5, distill_answer_tokens=3)
+    config = TrainConfig(
+        objective="distill", distill_checks=0, distill_queries=2, distill_top_k=5, distill_answer_tokens=3
+    )
     notes = ExtractiveTeacher().notes(demo_conversations[0])
     targets, _ = teacher_targets(model, tokenizer, demo_conversations[0], notes, config)
     [batch] = distill_batches(
@@ -195,7 +197,13 @@ def test_remember_learns_a_cartridge_per_conversation_and_answers_from_them(demo
     from paramem.store import UserMemory
 
     train = TrainConfig(
-        objective="distill", form="cartridge", epochs=2, min_epochs=1, distill_queries=2, distill_answer_tokens=3
+        objective="distill",
+        form="cartridge",
+        epochs=2,
+        min_epochs=1,
+        distill_queries=2,
+        distill_answer_tokens=3,
+        distill_checks=0,
     )
     config = RememberConfig(base_model="tiny", train=train)
     remember("k", demo_conversations[:1], ExtractiveTeacher(), config)

@@ -17,7 +17,9 @@ from paramem.store import UserMemory, paramem_home
 
 CARTRIDGE = RememberConfig(
     base_model="tiny",
-    train=TrainConfig(objective="distill", form="cartridge", epochs=1, distill_queries=2, distill_answer_tokens=3),
+    train=TrainConfig(
+        objective="distill", distill_checks=0, form="cartridge", epochs=1, distill_queries=2, distill_answer_tokens=3
+    ),
 )
 SEQUENTIAL = RememberConfig(base_model="tiny", train=TrainConfig(epochs=1, min_epochs=1))
 QUESTIONS = ["Did we talk about tomatoes?", "Did we discuss the marathon?"]

@@ -26,7 +26,9 @@ def served(demo_conversations, isolated_home):
     plain = RememberConfig(base_model="tiny", train=TrainConfig(epochs=2, min_epochs=2, learning_rate=5e-3))
     remember("alice", demo_conversations[:1], ExtractiveTeacher(), plain)
     remember("bob", demo_conversations[1:2], ExtractiveTeacher(), plain)
-    cartridge = TrainConfig(objective="distill", form="cartridge", epochs=1, distill_queries=2, distill_answer_tokens=3)
+    cartridge = TrainConfig(
+        objective="distill", distill_checks=0, form="cartridge", epochs=1, distill_queries=2, distill_answer_tokens=3
+    )
     remember("carol", demo_conversations[2:3], ExtractiveTeacher(), RememberConfig(base_model="tiny", train=cartridge))
     tokens = {}
     for name in ("alice", "bob", "carol"):

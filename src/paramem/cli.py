@@ -161,6 +161,7 @@ def _train_config(
     objective: str,
     form: str,
     distill_queries: int,
+    distill_checks: int,
 ) -> TrainConfig:
     """The learning options `remember` and `remember-many` share, as a TrainConfig."""
     rates = _learning_rates(lr)
@@ -174,6 +175,7 @@ def _train_config(
         objective=objective,
         form=form,
         distill_queries=distill_queries,
+        distill_checks=distill_checks,
         pairs=PairConfig(negative_ratio=negative_ratio),
     )
 
@@ -198,6 +200,7 @@ def remember_command(
     objective: str = ObjectiveOption,
     form: str = FormOption,
     distill_queries: int = DistillQueriesOption,
+    distill_checks: int = DistillChecksOption,
     keep_conversations: bool = KeepConversationsOption,
     regenerate_notes: bool = RegenerateNotesOption,
     notes_cache: bool = NotesCacheOption,
@@ -219,7 +222,16 @@ def remember_command(
         notes_cache=notes_cache,
         dtype=_dtype(dtype),
         train=_train_config(
-            epochs, lr, qa_weight, replay, replayed_cues, negative_ratio, objective, form, distill_queries
+            epochs,
+            lr,
+            qa_weight,
+            replay,
+            replayed_cues,
+            negative_ratio,
+            objective,
+            form,
+            distill_queries,
+            distill_checks,
         ),
     )
     learned = learn_with_progress(
@@ -262,6 +274,7 @@ def remember_many_command(
     objective: str = ObjectiveOption,
     form: str = FormOption,
     distill_queries: int = DistillQueriesOption,
+    distill_checks: int = DistillChecksOption,
     dtype: str | None = DtypeOption,
     home: Path | None = typer.Option(
         None, "--home", help="the shared store (default: $PARAMEM_HOME); on a cluster, a path every node sees"
@@ -283,7 +296,16 @@ def remember_many_command(
         base_model=base_model or DEFAULT_MODEL,
         dtype=_dtype(dtype),
         train=_train_config(
-            epochs, lr, qa_weight, replay, replayed_cues, negative_ratio, objective, form, distill_queries
+            epochs,
+            lr,
+            qa_weight,
+            replay,
+            replayed_cues,
+            negative_ratio,
+            objective,
+            form,
+            distill_queries,
+            distill_checks,
         ),
     )
     with StepLog("users") as log:
