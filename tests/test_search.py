@@ -96,6 +96,23 @@ def test_search_runs_base_random_then_bayesian_trials_and_writes_the_front(tmp_p
     assert tried[-1] not in tried[:-1]  # BO proposes an untried configuration
 
 
+def test_no_trial_repeats_another_and_a_small_space_ends_the_search_early(tmp_path):
+    # the rank alone: five ranks, n fixed at 8; the base model (n = 0) does not make r = 8 tried
+    space = SearchSpace(depth=2, factors=["rank"])
+    evaluated = []
+
+    def evaluate(memory):
+        evaluated.append(memory)
+        return Objectives(loss=3.0 - 0.001 * memory.rank, rouge_l=0.1 + 0.001 * memory.loras * memory.rank)
+
+    trials = search(space, evaluate, tmp_path, SearchConfig(initial_trials=4, bo_trials=4))
+    ranks = [t.config["rank"] for t in trials[1:]]
+    assert sorted(ranks) == space.ranks  # every rank once, then nothing left to try
+    assert len(trials) == 1 + len(space.ranks) and len(evaluated) == len(trials)
+    assert [t.kind for t in trials][-1] == "bo"
+    assert search(space, evaluate, tmp_path, SearchConfig(initial_trials=4, bo_trials=4)) == trials  # resumes
+
+
 def test_interrupted_search_resumes_without_redoing_trials(tmp_path):
     space = SearchSpace(depth=2, block_size=1, ranks=[2, 4])
     seen = []

@@ -196,8 +196,16 @@ def choose(trials: list[Trial]) -> Trial:
     return max(pareto_front(trials), key=lambda t: (t.rouge_l, -t.loss))
 
 
-def propose(space: SearchSpace, trials: list[Trial], seed: int, candidates: int = 512) -> MultiLoraConfig:
-    """The next configuration by qLogNEHVI on SAAS GPs of the trials so far."""
+def _tried(space: SearchSpace, trials: list[Trial]) -> list[Trial]:
+    """The trials that are points of the searched space. With n fixed, the base model (n = 0) would sit
+    at the same point as the configurations it differs from only in n (r = 8 in a rank search): it
+    stays the reference point but is no data for the surrogate and does not make that point tried."""
+    return [t for t in trials if t.kind != "base" or "loras" in space.factors]
+
+
+def propose(space: SearchSpace, trials: list[Trial], seed: int, candidates: int = 512) -> MultiLoraConfig | None:
+    """The next configuration by qLogNEHVI on SAAS GPs of the trials so far, among configurations not
+    tried yet; None when random draws find none left (a small space, such as the rank alone)."""
     from botorch.acquisition.multi_objective.logei import qLogNoisyExpectedHypervolumeImprovement
     from botorch.fit import fit_fully_bayesian_model_nuts
     from botorch.models import ModelListGP
@@ -205,10 +213,20 @@ def propose(space: SearchSpace, trials: list[Trial], seed: int, candidates: int 
     from botorch.models.transforms.outcome import Standardize
     from botorch.optim import optimize_acqf_discrete
 
+    fitted = _tried(space, trials)
+    tried = {json.dumps(space.encode(t.memory)) for t in fitted}
+    rng = random.Random(seed * 7919 + len(trials))
+    pool: dict[str, list[float]] = {}
+    for _ in range(candidates * 4):
+        point = space.encode(space.random_config(rng))
+        key = json.dumps(point)
+        if key not in tried:
+            pool[key] = point
+        if len(pool) >= candidates:
+            break
+    if not pool:  # every configuration has been tried: another trial would only repeat one
+        return None
     torch.manual_seed(seed + len(trials))
-    # With n fixed, the base model (n = 0) would sit at the same point as the configurations it differs
-    # from only in n: it stays the reference point but is no data for the surrogate.
-    fitted = [t for t in trials if t.kind != "base" or "loras" in space.factors]
     X = torch.tensor([space.encode(t.memory) for t in fitted], dtype=torch.double)
     Y = _objectives(fitted)
     models = []
@@ -219,18 +237,6 @@ def propose(space: SearchSpace, trials: list[Trial], seed: int, candidates: int 
     acquisition = qLogNoisyExpectedHypervolumeImprovement(
         model=ModelListGP(*models), ref_point=reference_point(trials).tolist(), X_baseline=X, prune_baseline=True
     )
-    tried = {json.dumps(space.encode(t.memory)) for t in trials}
-    rng = random.Random(seed * 7919 + len(trials))
-    pool: dict[str, list[float]] = {}
-    for _ in range(candidates * 4):
-        point = space.encode(space.random_config(rng))
-        key = json.dumps(point)
-        if key not in tried:
-            pool[key] = point
-        if len(pool) >= candidates:
-            break
-    if not pool:  # every configuration has been tried
-        return space.random_config(rng)
     choices = torch.tensor(list(pool.values()), dtype=torch.double)
     best, _ = optimize_acqf_discrete(acquisition, q=1, choices=choices)
     return space.decode(best[0].tolist())
@@ -260,16 +266,17 @@ def search(
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "trials.jsonl"
     trials = read_trials(path)
-    rng = random.Random(config.seed)
-    randoms = [space.random_config(rng) for _ in range(config.initial_trials)]  # the same on every rerun
+    randoms = initial_configs(space, config)  # the same on every rerun
     while len(trials) < trials_to_run(config):
         number = len(trials)
         if number == 0:
             kind, memory = "base", space.no_memory
-        elif number <= config.initial_trials:
+        elif number <= len(randoms):
             kind, memory = "random", randoms[number - 1]
         else:
             kind, memory = "bo", propose(space, trials, config.seed)
+            if memory is None:  # the budget is larger than the space
+                break
         start = time.perf_counter()
         scores = evaluate(memory)
         trial = Trial(number, kind, asdict(memory), scores.loss, scores.rouge_l, time.perf_counter() - start)
@@ -282,6 +289,23 @@ def search(
             on_trial(trial)
     write_front(trials, folder)
     return trials
+
+
+def initial_configs(space: SearchSpace, config: SearchConfig) -> list[MultiLoraConfig]:
+    """The random configurations, drawn from `config.seed`: distinct from each other and from the base
+    model, so that no trial repeats another (fewer when the space holds fewer)."""
+    rng = random.Random(config.seed)
+    seen = {json.dumps(space.encode(space.no_memory))} if "loras" in space.factors else set()
+    configs: list[MultiLoraConfig] = []
+    for _ in range(50 * config.initial_trials):  # a bound: a small space runs out of new points
+        if len(configs) == config.initial_trials:
+            break
+        memory = space.random_config(rng)
+        key = json.dumps(space.encode(memory))
+        if key not in seen:
+            seen.add(key)
+            configs.append(memory)
+    return configs
 
 
 def write_front(trials: list[Trial], folder: Path) -> None:
