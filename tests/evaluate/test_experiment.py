@@ -130,6 +130,26 @@ def test_a_run_saved_before_a_setting_existed_resumes_with_its_default(tmp_path)
         run_experiment(tiny_config(curve_methods=["dense"], **common), tmp_path / "run")
 
 
+def test_a_distilled_run_saved_before_checks_existed_is_not_taken_for_one_with_checks():
+    from dataclasses import asdict, replace
+
+    from paramem.evaluate.experiment import same_settings
+
+    def distill(checks):
+        config = tiny_config()
+        config.remember = replace(config.remember, train=TrainConfig(objective="distill", distill_checks=checks))
+        return config
+
+    saved = json.loads(json.dumps(asdict(distill(0))))
+    del saved["remember"]["train"]["distill_checks"]  # as runs saved before session 14
+    assert not same_settings(saved, distill(32))  # the default now, not what that run did
+    assert same_settings(saved, distill(0))
+    # a plum run reads no distill setting: saved with checks 0, it resumes under the new default
+    plum = json.loads(json.dumps(asdict(tiny_config())))
+    plum["remember"]["train"]["distill_checks"] = 0
+    assert same_settings(plum, tiny_config())
+
+
 def test_the_scale_curve_scores_only_methods_that_read_no_memory():
     import pytest
 

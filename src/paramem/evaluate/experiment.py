@@ -365,9 +365,15 @@ def _rounded(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds, 1)
 
 
+# Settings added with a default that differs from what runs saved before them did: such a run is
+# read with this value, so that it is never taken for a run of the new default.
+BEFORE_THE_SETTING = {("remember", "train", "distill_checks"): 0}
+
+
 def same_settings(saved: dict | None, config: ExperimentConfig) -> bool:
     """Whether a saved run's config is `config`. A setting added since the run was saved counts as
-    its default, so a run resumes with newer code unless it asks for something the run did not do."""
+    its default (or as what the run did, `BEFORE_THE_SETTING`), so a run resumes with newer code unless
+    it asks for something the run did not do."""
 
     def filled(saved, defaults):  # saved, with the defaults of the keys it lacks (nested)
         if not isinstance(saved, dict) or not isinstance(defaults, dict):
@@ -376,7 +382,25 @@ def same_settings(saved: dict | None, config: ExperimentConfig) -> bool:
             key: value for key, value in saved.items() if key not in defaults
         }
 
-    return saved is not None and filled(saved, _plain(ExperimentConfig(locomo=config.locomo))) == _plain(config)
+    if saved is None:
+        return False
+    saved = json.loads(json.dumps(saved))
+    for *parents, key in BEFORE_THE_SETTING:
+        holder = saved
+        for parent in parents:
+            holder = holder.get(parent) if isinstance(holder, dict) else None
+        if isinstance(holder, dict) and key not in holder:
+            holder[key] = BEFORE_THE_SETTING[(*parents, key)]
+    return _effective(filled(saved, _plain(ExperimentConfig(locomo=config.locomo)))) == _effective(_plain(config))
+
+
+def _effective(plain: dict) -> dict:
+    """A config without the settings its objective never reads (a plum run reads no distill setting)."""
+    train = plain.get("remember", {}).get("train", {})
+    if train.get("objective") == "plum":
+        for key in [k for k in train if k.startswith("distill_") or k == "self_study_queries"]:
+            del train[key]
+    return plain
 
 
 def _plain(config: ExperimentConfig) -> dict:
