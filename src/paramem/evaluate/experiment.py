@@ -384,14 +384,13 @@ def same_settings(saved: dict | None, config: ExperimentConfig) -> bool:
 
     if saved is None:
         return False
-    saved = json.loads(json.dumps(saved))
-    for *parents, key in BEFORE_THE_SETTING:
-        holder = saved
+    defaults = _plain(ExperimentConfig(locomo=config.locomo))
+    for (*parents, key), value in BEFORE_THE_SETTING.items():
+        holder = defaults
         for parent in parents:
-            holder = holder.get(parent) if isinstance(holder, dict) else None
-        if isinstance(holder, dict) and key not in holder:
-            holder[key] = BEFORE_THE_SETTING[(*parents, key)]
-    return _effective(filled(saved, _plain(ExperimentConfig(locomo=config.locomo)))) == _effective(_plain(config))
+            holder = holder[parent]
+        holder[key] = value
+    return _effective(filled(saved, defaults)) == _effective(_plain(config))
 
 
 def _effective(plain: dict) -> dict:
