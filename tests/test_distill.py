@@ -79,6 +79,20 @@ def test_teacher_targets_read_the_conversation_once_and_match_a_full_forward(dem
     assert load_targets(dump_targets(targets)) == targets
 
 
+def test_questions_answered_in_one_batch_get_the_answers_each_gets_alone(demo_conversations):
+    model, tokenizer = tiny_model()
+    reading = TeacherReading(model, tokenizer, demo_conversations[0], None)
+    questions = ["Where?", "What did we say about the tomatoes in the garden last week?", "Did I sow beans?"]
+    together = reading.answer_many(questions, 6, 5)  # of different lengths: the shorter rows are padded
+    for question, target in zip(questions, together):
+        alone = reading.answer_many([question], 6, 5)[0]
+        assert target.question == question and target.answer_ids == alone.answer_ids
+        assert target.top_ids == alone.top_ids
+        torch.testing.assert_close(
+            torch.tensor(target.top_logprobs), torch.tensor(alone.top_logprobs), atol=1e-4, rtol=0
+        )
+
+
 def test_the_training_loss_is_the_kl_at_the_answer_positions_of_the_full_logits(demo_conversations):
     model, tokenizer = tiny_model()
     notes = ExtractiveTeacher().notes(demo_conversations[0])
@@ -236,12 +250,15 @@ def test_checks_ask_the_facts_and_near_misses_the_teacher_writes_from_single_tur
     # What the teacher writes is the model's; here it is fixed, to show how checks are made from it.
     asked = []
 
-    def writes(question, max_tokens, top_k, sampler=None, kind="answer"):
-        asked.append(question)
-        sentence = f"The message number {len(asked)} is about the garden."
-        return DistillTarget(question, tokenizer.encode(sentence), [], [], kind)
+    def writes(questions, max_tokens, top_k, sampler=None, kind="answer"):
+        written = []
+        for question in questions:
+            asked.append(question)
+            sentence = f"The message number {len(asked)} is about the garden."
+            written.append(DistillTarget(question, tokenizer.encode(sentence), [], [], kind))
+        return written
 
-    reading.answer = writes
+    reading.answer_many = writes
     turns = reading.turns
     assert reading.checks(4) == [
         "Is it true that the message number 1 is about the garden?",
