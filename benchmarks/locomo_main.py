@@ -5,7 +5,7 @@
 Each RUN_FOLDER is one `paramem locomo` run (one sample, one memory form; `benchmarks/locomo_main.sh`
 makes them). The methods that read no memory (none, context, bm25, dense) are the same in every run
 of a sample, so they are taken from the first run of each sample; `memory` and `hybrid` are named by
-the run's form (memory-plum, memory-distill, memory-cartridge, ...). Probes are pooled over samples:
+the run's form (memory-plum, memory-distill, memory-cartridge-checks, ...). Probes are pooled over samples:
 accuracy under each method's main rule (the prior for log-odds), yes and no apart, and ranking AUC,
 each with a 95% bootstrap interval over the pooled probes; open-question F1 per category; prompt
 tokens and seconds per answer; seconds to learn a session; bytes per user. The table says which
@@ -31,11 +31,13 @@ MEMORY_METHODS = ("memory", "hybrid")
 
 
 def form_name(results: dict) -> str:
-    """plum, distill or cartridge: how the run's memory was learned."""
+    """plum, distill or cartridge, with "-checks" when distilled with yes/no checks: how the run's
+    memory was learned."""
     train = results["config"].get("remember", {}).get("train", {})
-    if train.get("form") == "cartridge":
-        return "cartridge"
-    return train.get("objective", "plum")  # results written before the objective existed are plum
+    name = "cartridge" if train.get("form") == "cartridge" else train.get("objective", "plum")  # older: plum
+    if name != "plum" and train.get("distill_checks"):  # results written before checks existed have none
+        name += "-checks"
+    return name
 
 
 def pooled_rows(runs: list[dict]) -> dict[str, dict]:
