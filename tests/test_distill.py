@@ -223,12 +223,12 @@ def test_self_study_queries_are_what_the_teacher_writes_from_its_seed_prompts(de
     assert reading.speakers == ["I", "you"]  # roles without names
     written = reading.self_study(3, "s")
     assert len(written) <= 3 and len(set(written)) == len(written)
+    seeds = [
+        seed.format(speaker=who) for seed in SELF_STUDY_SEEDS for who in (reading.speakers if "{" in seed else [""])
+    ]
     greedy = [
-        _first_line(
-            tokenizer.decode(reading.answer(seed.format(speaker=who), 48, 1).answer_ids, skip_special_tokens=True)
-        )
-        for seed in SELF_STUDY_SEEDS
-        for who in (reading.speakers if "{" in seed else [""])
+        _first_line(tokenizer.decode(target.answer_ids, skip_special_tokens=True))
+        for target in reading.answer_many(seeds, 48, 1)
     ]
     usable = [q for q in dict.fromkeys(greedy) if q]  # the seeds answered greedily come first, in order
     assert written[: min(3, len(usable))] == usable[:3]

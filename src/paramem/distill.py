@@ -108,9 +108,9 @@ CHECK_PROMPTS = (
 CHECK_QUESTIONS = ("Is it true that {fact}?", "Did we discuss that {fact}?", "Was it mentioned that {fact}?")
 
 
-# Questions the teacher answers in one batch: on 2 AVX2 cores a decoding step of 16 rows costs a few
-# times one row's (benchmarks/teacher_batch.py), and the rows' copies of a LoCoMo session's keys and
-# values take about 20 MB each with the 0.5B model.
+# Questions the teacher answers in one batch: on 2 AVX2 cores its whole job on a LoCoMo session took
+# 1.8x less time than one question at a time (benchmarks/teacher_batch.py); each row's copy of a
+# session's keys and values takes about 12 MB with the 0.5B model.
 TEACHER_BATCH = 16
 
 
@@ -133,13 +133,6 @@ class TeacherReading:
         end = (tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|im_end|>"))
         self.end_ids = {i for i in end if i is not None}
 
-    def answer(
-        self, question: str, max_tokens: int, top_k: int, sampler: torch.Generator | None = None, kind: str = "answer"
-    ) -> DistillTarget:
-        """The teacher's answer, greedy (or sampled at temperature 1 with `sampler`), with its top-k
-        log-probabilities at every answer position."""
-        return self.answer_many([question], max_tokens, top_k, sampler, kind)[0]
-
     def answer_many(
         self,
         questions: list[str],
@@ -148,8 +141,10 @@ class TeacherReading:
         sampler: torch.Generator | None = None,
         kind: str = "answer",
     ) -> list[DistillTarget]:
-        """`answer` for each question, TEACHER_BATCH at a time: one decoding step serves a whole batch,
-        and on a CPU a step costs about the same for one row as for sixteen (the weights are read once)."""
+        """The teacher's answer to each question, greedy (or sampled at temperature 1 with `sampler`),
+        with its top-k log-probabilities at every answer position. TEACHER_BATCH questions at a time:
+        on a CPU a decoding step costs little more for sixteen rows than for one (the weights are read
+        once either way)."""
         targets = []
         for start in range(0, len(questions), TEACHER_BATCH):
             targets += self._answer_batch(questions[start : start + TEACHER_BATCH], max_tokens, top_k, sampler, kind)
