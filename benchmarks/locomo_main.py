@@ -6,7 +6,8 @@ Each RUN_FOLDER is one `paramem locomo` run (one sample, one memory form; `bench
 makes them). The methods that read no memory (none, context, bm25, dense) are the same in every run
 of a sample, so they are taken from the first run of each sample; `memory` and `hybrid` are named by
 the run's form (memory-plum, memory-distill, memory-cartridge-checks, ...). Probes are pooled over samples:
-accuracy under each method's main rule (the prior for log-odds), yes and no apart, and ranking AUC,
+accuracy under each method's main rule (the prior for log-odds; the balanced rule for cartridges
+read alone, chosen on development samples), yes and no apart, and ranking AUC,
 each with a 95% bootstrap interval over the pooled probes; open-question F1 per category; prompt
 tokens and seconds per answer; seconds to learn a session; bytes per user. The table says which
 split its samples are (dev: tuned on; report: never looked at while tuning). Printed as markdown and
@@ -24,7 +25,7 @@ from pathlib import Path
 from paramem.evaluate.locomo import NOT_MENTIONED
 from paramem.evaluate.metrics import ranking_auc, ranking_auc_interval, yes_no_metrics
 from paramem.evaluate.run import run_meta
-from paramem.readers import MAIN_RULE
+from paramem.readers import main_rule
 
 RESULTS = Path(__file__).parent / "results"
 MEMORY_METHODS = ("memory", "hybrid")
@@ -62,7 +63,8 @@ def summarise(name: str, parts: list[tuple[dict, dict]]) -> dict:
     gold, scores, decided, prompt_tokens, seconds, open_scores = [], [], [], [], [], {}
     not_mentioned_5, not_mentioned_others = [], []  # per open answer: did it say "not mentioned"?
     for results, saved in parts:
-        rule = MAIN_RULE.get(saved.get("readout", "log-odds"), "prior")
+        # a memory's main rule: cartridges read alone are read under their own (readers.CARTRIDGE_RULE)
+        rule = main_rule(saved.get("readout", "log-odds"), "cartridge" if name.startswith("memory-cartridge") else None)
         threshold = saved["thresholds"][rule]
         for p in saved["predictions"]:
             gold.append(p["answer"])
@@ -84,6 +86,7 @@ def summarise(name: str, parts: list[tuple[dict, dict]]) -> dict:
     memory = name.split("-")[0] in MEMORY_METHODS
     return {
         "method": name,
+        "rule": rule,
         "samples": [results["benchmark"]["sample_id"] for results, _ in parts],
         "accuracy": metrics.accuracy,
         "yes_accuracy": metrics.yes_accuracy,
@@ -116,7 +119,8 @@ def _share(value: float | None) -> str:
 
 def markdown(rows: list[dict], splits: set[str]) -> str:
     lines = [
-        f"Split: {', '.join(sorted(splits))}. Probes pooled over samples; accuracy under each readout's main rule.",
+        f"Split: {', '.join(sorted(splits))}. Probes pooled over samples; accuracy under each method's main rule "
+        "(the prior rule; cartridges read alone: the balanced rule).",
         "",
         '"Not mentioned": how often an open answer says so, on LoCoMo\'s category-5 questions (adversarial: '
         "what the sessions never said of that speaker; it should) and on the others (it should not).",

@@ -221,6 +221,8 @@ def test_remember_learns_a_cartridge_per_conversation_and_answers_from_them(demo
     assert torch.equal(only.keys, model.cartridges[0].keys) and torch.equal(only.values, model.cartridges[0].values)
     [answer] = ask(model, tokenizer, memory, ["Did we talk about tomatoes?"])
     assert answer.answer in ("yes", "no") and answer.evidence is None
+    [balanced] = ask(model, tokenizer, memory, ["Did we talk about tomatoes?"], rule="balanced")
+    assert answer.margin == balanced.margin  # cartridges read alone: the balanced rule by default
     with pytest.raises(Exception, match="recall readout reads sequential"):
         ask(model, tokenizer, memory, ["Did we talk about tomatoes?"], "recall")
 

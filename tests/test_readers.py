@@ -4,7 +4,7 @@ from paramem.answer import load_memory, rule_thresholds
 from paramem.augment.pairs import heldout_pairs
 from paramem.augment.teachers import ExtractiveTeacher
 from paramem.errors import InputError
-from paramem.readers import LogOddsReader, RecallReader, ask, memory_reader
+from paramem.readers import LogOddsReader, RecallReader, ask, main_rule, memory_reader
 from paramem.recall import RecallConfig
 from paramem.remember import RememberConfig, remember
 from paramem.train import TrainConfig
@@ -89,3 +89,9 @@ def test_recall_reader_scores_similarity_above_the_threshold():
     reader = RecallReader(["We talked about tomato seedlings on the balcony."], RecallConfig().threshold)
     near, far = reader.score(["Did we talk about tomato seedlings?", "Did we discuss tax returns?"])
     assert near > 0 > far and reader.prompt_tokens(["x"]) == 0
+
+
+def test_the_default_rule_follows_the_readout_and_the_memory_form():
+    assert main_rule("log-odds") == main_rule("log-odds", "sequential") == "prior"
+    assert main_rule("recall") == main_rule("recall", "sequential") == "balanced"
+    assert main_rule("log-odds", "cartridge") == "balanced"  # chosen on development samples only

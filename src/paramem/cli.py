@@ -348,8 +348,8 @@ def ask_command(
         None,
         help="yes/no rule: prior (content-free question), heldout "
         "(threshold fitted on the held-out reworded pairs), balanced "
-        "(their median score) or raw; default: balanced for recall, "
-        "prior for log-odds",
+        "(their median score) or raw; default: balanced for recall and for "
+        "cartridges, prior for a sequential memory read by log-odds",
     ),
     dtype: str | None = DtypeOption,
     home: Path | None = HomeOption,

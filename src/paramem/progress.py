@@ -127,7 +127,8 @@ def print_results(title: str, results) -> None:
         )
     console.print(table)
     console.print(
-        "accuracy (yes-accuracy/no-accuracy) under each rule; * the rule `ask` uses for that readout. "
+        "accuracy (yes-accuracy/no-accuracy) under each rule; * the rule `ask` uses for that readout "
+        "(cartridges read alone: balanced). "
         "prior: the score minus that of a content-free question; heldout: a threshold fitted on the teacher's "
         "held-out reworded pairs; balanced: their median score; raw: P(yes) > P(no), or similarity above the fixed "
         "recall threshold. "

@@ -33,6 +33,17 @@ READOUTS = ("log-odds", "recall")
 DECISION_RULES = ("prior", "heldout", "balanced", "raw")
 # The rule `paramem ask` uses for each readout, and the one figures are quoted under.
 MAIN_RULE = {"log-odds": "prior", "recall": "balanced"}
+# Cartridges read alone are the exception: through them the content-free question scores above most
+# true facts, so the prior rule says no to nearly everything. The balanced rule read them best on
+# LoCoMo development samples 0 and 1 (docs/experiments.md, session 15).
+CARTRIDGE_RULE = "balanced"
+
+
+def main_rule(readout: str, form: str | None = None) -> str:
+    """The rule a memory of `form` ("sequential" or "cartridge") is read under by default."""
+    if form == "cartridge" and readout == "log-odds":
+        return CARTRIDGE_RULE
+    return MAIN_RULE.get(readout, "prior")
 
 
 class Reader(Protocol):
@@ -119,10 +130,10 @@ def ask(
     rule: str | None = None,
 ) -> list[Answer]:
     """Yes/no answers from a user's memory: `readout` (default: the memory's, `default_readout`)
-    reads it, `rule` (default: the readout's main rule) sets the threshold from the teacher's held-out
-    pairs, never from the questions asked."""
+    reads it, `rule` (default: `main_rule` for the readout and the memory's form) sets the threshold
+    from the teacher's held-out pairs, never from the questions asked."""
     readout = readout or default_readout(memory)
-    rule = rule or MAIN_RULE.get(readout, "prior")
+    rule = rule or main_rule(readout, memory.settings().get("form"))
     if rule not in DECISION_RULES:
         raise InputError(f"unknown decision rule {rule!r} ({', '.join(DECISION_RULES)})")
     reader = memory_reader(model, tokenizer, memory, readout)
