@@ -25,6 +25,7 @@ import torch
 import paramem.distill as distill
 from paramem.augment.teachers import ExtractiveTeacher
 from paramem.config import DEFAULT_MODEL, TrainConfig
+from paramem.errors import InputError
 from paramem.evaluate.locomo import build_locomo
 from paramem.evaluate.run import run_meta
 from paramem.models import load_model
@@ -61,8 +62,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="benchmarks/results/teacher_batch.json")
     args = parser.parse_args(argv)
 
+    try:
+        sessions = build_locomo(args.data, args.sample, args.session).conversations
+    except (InputError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if not 1 <= args.session <= len(sessions):
+        print(f"error: sample {args.sample} has no session {args.session}", file=sys.stderr)
+        return 2
+    conversation = sessions[args.session - 1]
     model, tokenizer = load_model(args.base_model)
-    conversation = build_locomo(args.data, args.sample, args.session).conversations[args.session - 1]
     notes = ExtractiveTeacher().notes(conversation)
     config = TrainConfig(objective="distill")  # the default query budget, self-study and checks
     rows, reference = [], None

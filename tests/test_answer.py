@@ -33,14 +33,20 @@ def test_threshold_fit_on_heldout_pairs_separates_them():
     assert fit_threshold([1.0, 1.0], ["yes", "yes"]) == 0.0  # nothing to fit without both labels
 
 
-def test_answer_many_reads_a_shared_system_prompt_once_and_answers_as_generate_does():
-    from paramem.answer import answer_many, generate
-    from paramem.models import tiny_model
+def test_answer_many_reads_the_shared_start_once_and_answers_as_generate_does_alone(monkeypatch):
+    import paramem.answer
+    from paramem.answer import answer_many
 
     model, tokenizer = tiny_model()
     context = "You remember your past conversations with this user.\n\n" + "Past conversation text. " * 40
-    questions = ["What did I plant?", "Where do I live?", "Hi?"]
-    systems = [context, context, "You remember your past conversations with this user."]
-    replies = answer_many(model, tokenizer, questions, systems, 6)
-    expected = [generate(model, tokenizer, [{"role": "user", "content": q}], 6, s) for q, s in zip(questions, systems)]
-    assert replies == expected
+    questions = ["What did I plant?", "Where do I live?", "Hi?", "And what did I say about the long walk home?"]
+    systems = [context, context, "You remember your past conversations with this user.", context]
+    expected = []
+    for question, system in zip(questions, systems):
+        ids = torch.tensor([encode_prompt(tokenizer, question, system)])
+        out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=6, do_sample=False)
+        expected.append(tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True).strip())
+    assert answer_many(model, tokenizer, questions, systems, 6) == expected
+    monkeypatch.setattr(paramem.answer, "KV_COPY_BUDGET", 1)  # one row at a time
+    assert answer_many(model, tokenizer, questions, systems, 6) == expected
+    assert answer_many(model, tokenizer, [], [], 6) == []

@@ -235,3 +235,22 @@ def test_remember_learns_a_cartridge_per_conversation_and_answers_from_them(demo
         app, ["remember", str(path), "--user", "z", "--base-model", "tiny", "--form", "cartridge"]
     )
     assert result.exit_code == 2 and "distill for the cartridge form" in result.output
+
+
+def test_questions_answered_in_a_batch_read_the_cartridges_as_each_alone_does(demo_conversations):
+    """`answer_many` decodes questions together after their shared start: with the cartridges
+    alone (the prompts part right after the head) or with shared passages after them."""
+    from paramem.answer import answer_many
+
+    model, tokenizer = tiny_model()
+    cartridge, slot = full_cartridge(model, tokenizer, demo_conversations[0], 8)
+    memory = CartridgeModel(model, tokenizer, [cartridge])
+    head = memory_head(tokenizer)
+    passages = SYSTEM_PROMPT + ".\n\nExcerpts of past conversations with this user that may be relevant:\n- tomatoes"
+    for systems in ([SYSTEM_PROMPT, passages, SYSTEM_PROMPT], [passages] * 3):
+        expected = []
+        for question, system in zip(QUESTIONS, systems):
+            ids = torch.tensor([slot_prompt(head, slot, encode_prompt(tokenizer, question, system, slot=True))])
+            out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=5, do_sample=False)
+            expected.append(tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True).strip())
+        assert answer_many(memory, tokenizer, QUESTIONS, systems, 5) == expected

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import re
 import statistics
 from collections.abc import Callable
@@ -16,6 +15,7 @@ from transformers import PreTrainedTokenizerBase
 from paramem.augment.pairs import QAPair
 from paramem.cartridge import INDEX, CartridgeModel, reads_cartridges
 from paramem.config import REPLY_REPETITION_PENALTY
+from paramem.decode import KV_COPY_BUDGET, decode_after_prefix, end_token_ids, repeated, rows_that_fit
 from paramem.models import decoder_and_head, load_model
 from paramem.prompts import SYSTEM_PROMPT, encode_prompt
 from paramem.store import UserMemory
@@ -69,10 +69,7 @@ def last_hidden_states(
         ids = torch.tensor([r + [pad_id] * (width - len(r)) for r in rest])
         mask = torch.tensor([[1] * shared + [1] * len(r) + [0] * (width - len(r)) for r in rest])
         positions = torch.arange(shared, shared + width).expand(len(rest), -1)
-        cache = None
-        if prefix_cache is not None:
-            cache = copy.deepcopy(prefix_cache)
-            cache.batch_repeat_interleave(len(rest))
+        cache = repeated(prefix_cache, len(rest)) if prefix_cache is not None else None
         hidden = decoder(
             input_ids=ids,
             attention_mask=mask,
@@ -197,35 +194,28 @@ def generate(
 def answer_many(
     model, tokenizer: PreTrainedTokenizerBase, questions: list[str], systems: list[str], max_new_tokens: int = 48
 ) -> list[str]:
-    """`generate` for each question under its system prompt; the prompt start shared by consecutive
-    questions with the same system prompt (a pasted context of thousands of tokens) is read once and
-    its keys and values reused, instead of being read again for every question."""
-    replies: list[str] = []
+    """A greedy answer to each question under its system prompt, as `model.generate` gives it alone.
+    The start every prompt shares (the chat template and system prompt; for the `context` method,
+    thousands of pasted tokens) is read once, and the questions are decoded in batches after it
+    (decode.py), as many rows at a time as `KV_COPY_BUDGET` holds copies of that start."""
+    if not questions:
+        return []
     cartridges = reads_cartridges(model)
-    start = 0
-    while start < len(questions):
-        end = start
-        while end < len(questions) and systems[end] == systems[start]:
-            end += 1
-        prompts = [encode_prompt(tokenizer, q, systems[start], cartridges) for q in questions[start:end]]
-        shared = common_prefix_length(prompts) - 1
+    prompts = [encode_prompt(tokenizer, q, s, cartridges) for q, s in zip(questions, systems)]
+    shared = common_prefix_length(prompts) - 1  # every row keeps at least one token of its own
+    if cartridges and shared <= len(model.head):  # the composed cartridges alone: they are a cache already
+        shared, prefix = len(model.head), model.prefix_cache(1)
+    elif shared > 0:
+        prefix = model(input_ids=torch.tensor([prompts[0][:shared]]), use_cache=True, logits_to_keep=1).past_key_values
+    else:
         prefix = None
-        if shared > 0 and end - start > 1 and not cartridges:  # cartridges fill their own cache
-            prefix = model(input_ids=torch.tensor([prompts[0][:shared]]), use_cache=True).past_key_values
-        for prompt in prompts:
-            cache = copy.deepcopy(prefix) if prefix is not None else None
-            ids = torch.tensor([prompt])
-            extra = {"past_key_values": cache} if cache is not None else {}
-            output = model.generate(
-                input_ids=ids,
-                attention_mask=torch.ones_like(ids),
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
-                pad_token_id=tokenizer.pad_token_id,
-                **extra,
-            )
-            replies.append(tokenizer.decode(output[0, len(prompt) :], skip_special_tokens=True).strip())
-        start = end
+    rows = rows_that_fit(prefix, KV_COPY_BUDGET)
+    end_ids, pad = end_token_ids(tokenizer), tokenizer.pad_token_id or 0
+    replies = []
+    for start in range(0, len(prompts), rows):
+        rests = [p[shared:] for p in prompts[start : start + rows]]
+        for row in decode_after_prefix(model, prefix, shared, rests, max_new_tokens, end_ids, pad):
+            replies.append(tokenizer.decode(row.ids, skip_special_tokens=True).strip())
     return replies
 
 

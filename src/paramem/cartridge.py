@@ -174,10 +174,12 @@ class CartridgeModel(torch.nn.Module):
         """Tokens the composed cartridges add to every prompt (attention reads them all)."""
         return sum(c.tokens for c in self.cartridges) if self.active else 0
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs):
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, logits_to_keep: int = 0, **kwargs
+    ):
         decoder, head = self.decoder_and_head()
         out = decoder(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
-        out.logits = head(out.last_hidden_state)
+        out.logits = head(out.last_hidden_state[:, -logits_to_keep:])  # as transformers does: 0 keeps all
         return out
 
     @torch.inference_mode()

@@ -17,7 +17,6 @@ a measurement says otherwise.
 
 from __future__ import annotations
 
-import copy
 import gzip
 import hashlib
 import json
@@ -34,6 +33,7 @@ from paramem.augment.templates import fact_clause
 from paramem.cartridge import memory_head, slot_prompt
 from paramem.config import TrainConfig
 from paramem.conversations import Conversation
+from paramem.decode import decode_after_prefix, end_token_ids
 from paramem.models import decoder_and_head
 from paramem.prompts import encode_prompt
 from paramem.train import length_buckets
@@ -130,8 +130,7 @@ class TeacherReading:
         self.speakers = list(dict.fromkeys(speaker for speaker, _ in self.turns))
         with torch.inference_mode():
             self.cache = model(input_ids=torch.tensor([self.head + self.slot]), use_cache=True).past_key_values
-        end = (tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|im_end|>"))
-        self.end_ids = {i for i in end if i is not None}
+        self.end_ids = end_token_ids(tokenizer)
 
     def answer_many(
         self,
@@ -142,64 +141,21 @@ class TeacherReading:
         kind: str = "answer",
     ) -> list[DistillTarget]:
         """The teacher's answer to each question, greedy (or sampled at temperature 1 with `sampler`),
-        with its top-k log-probabilities at every answer position. TEACHER_BATCH questions at a time:
-        on a CPU a decoding step costs little more for sixteen rows than for one (the weights are read
-        once either way)."""
+        with its top-k log-probabilities at every answer position, TEACHER_BATCH questions at a time."""
         targets = []
         for start in range(0, len(questions), TEACHER_BATCH):
             targets += self._answer_batch(questions[start : start + TEACHER_BATCH], max_tokens, top_k, sampler, kind)
         return targets
 
-    @torch.inference_mode()
     def _answer_batch(
         self, questions: list[str], max_tokens: int, top_k: int, sampler: torch.Generator | None, kind: str
     ) -> list[DistillTarget]:
-        # Each row: the conversation's cached keys and values, then padding, then its own question. The
-        # padding is masked and the question's positions follow straight on from the conversation, so a
-        # row reads exactly as that question alone would.
+        # Each row: the conversation's cached keys and values, then its own question (decode.py).
         read = len(self.head) + len(self.slot)
         rests = [slot_prompt(self.head, self.slot, encode_prompt(self.tokenizer, q))[read:] for q in questions]
-        width, rows = max(len(r) for r in rests), len(rests)
         pad = self.tokenizer.pad_token_id or 0
-        ids = torch.tensor([[pad] * (width - len(r)) + r for r in rests])
-        mask = torch.tensor([[1] * read + [0] * (width - len(r)) + [1] * len(r) for r in rests])
-        positions = torch.tensor([[read] * (width - len(r)) + list(range(read, read + len(r))) for r in rests])
-        cache = copy.deepcopy(self.cache)
-        cache.batch_repeat_interleave(rows)
-        out = self.model(
-            input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, logits_to_keep=1
-        )
-        answers: list[list[int]] = [[] for _ in questions]
-        top_ids: list[list[list[int]]] = [[] for _ in questions]
-        top_logprobs: list[list[list[float]]] = [[] for _ in questions]
-        done = [False] * rows
-        for _ in range(max_tokens):
-            logprobs = out.logits[:, -1].float().log_softmax(-1)
-            top = logprobs.topk(top_k)
-            tokens = []
-            for row in range(rows):
-                if sampler is None:
-                    token = int(top.indices[row, 0])
-                else:
-                    token = int(torch.multinomial(logprobs[row].exp(), 1, generator=sampler))
-                tokens.append(token)
-                if not done[row]:  # a finished row goes on decoding in the batch; what it adds is dropped
-                    answers[row].append(token)
-                    top_ids[row].append(top.indices[row].tolist())
-                    top_logprobs[row].append([round(v, 5) for v in top.values[row].tolist()])
-                    done[row] = token in self.end_ids
-            if all(done):
-                break
-            mask = torch.cat([mask, torch.ones(rows, 1, dtype=mask.dtype)], dim=1)
-            positions = positions[:, -1:] + 1
-            out = self.model(
-                input_ids=torch.tensor(tokens)[:, None],
-                attention_mask=mask,
-                position_ids=positions,
-                past_key_values=out.past_key_values,
-                logits_to_keep=1,
-            )
-        return [DistillTarget(*row, kind) for row in zip(questions, answers, top_ids, top_logprobs)]
+        rows = decode_after_prefix(self.model, self.cache, read, rests, max_tokens, self.end_ids, pad, top_k, sampler)
+        return [DistillTarget(q, row.ids, row.top_ids, row.top_logprobs, kind) for q, row in zip(questions, rows)]
 
     def checks(self, count: int) -> list[str]:
         """Up to `count` yes/no check questions: turns spread evenly over the conversation, each giving a
