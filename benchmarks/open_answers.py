@@ -8,8 +8,9 @@ spread over the categories) under each method's system prompts, three ways, in o
   shared start of consecutive prompts with the same system prompt read once and copied;
 - `rows=1`: today's `answer_many` with one row at a time (its decoding loop, no batching);
 - `batched`: today's `answer_many` (decode.py).
-Printed and written to benchmarks/results/open_answers.json: seconds per answer for each, and how
-many answers equal `generate`'s, since batching must not change what is answered.
+Printed and written to benchmarks/results/open_answers.json (with every answer): seconds per answer
+for each, and how many answers equal `generate`'s, since batching must not change what is answered
+(in float32; bf16 rounds sums over a batch differently, and greedy decoding amplifies it).
 Development data by default (sample 0); the batch size is not a quality setting.
 """
 
@@ -72,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--methods", default="context,dense")
     parser.add_argument("--tokens", type=int, default=48, help="longest answer, as `paramem locomo` allows")
     parser.add_argument("--base-model", default=DEFAULT_MODEL)
+    parser.add_argument("--dtype", default=None, help="float32 or bfloat16 (default: the faster on this CPU)")
     parser.add_argument("--out", default="benchmarks/results/open_answers.json")
     args = parser.parse_args(argv)
     try:
@@ -80,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
 
-    model, tokenizer = load_model(args.base_model)
+    model, tokenizer = load_model(args.base_model, args.dtype)
     questions = [q.question for q in spread_over_categories(bench.open_questions, args.questions)]
     ways = {
         "generate": lambda q, s: one_by_one(model, tokenizer, q, s, args.tokens),
@@ -107,8 +109,8 @@ def main(argv: list[str] | None = None) -> int:
                     sum(len(encode_prompt(tokenizer, q, s)) for q, s in zip(questions, systems)) / len(questions)
                 ),
             }
-            rows.append(row)
             print(json.dumps(row), flush=True)
+            rows.append({**row, "answers": replies})
 
     result = {
         **run_meta(sys.argv, args.base_model, {"locomo": args.data}, str(next(model.parameters()).dtype)),
