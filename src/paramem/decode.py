@@ -1,12 +1,16 @@
 """Batched decoding of prompts that share their start.
 
 The teacher answers hundreds of questions after the same conversation, and the `context` method
-answers every open question after the same pasted sessions. On a CPU a decoding step costs little
-more for sixteen rows than for one (the weights are read once either way), and the shared start is
-the bulk of each prompt: so it is read once, its keys and values are copied into every row, and the
-rows decode together. Each row is its prompt's own tokens, left-padded up to the longest; the
-padding is masked and the row's positions follow straight on from the shared start, so a row reads
-exactly as its prompt alone would (tests/test_decode.py).
+answers every open question after the same pasted sessions. On a CPU a decoding step costs less
+for sixteen rows than sixteen steps for one (the weights are read once either way), and the shared
+start is the bulk of each prompt: so it is read once, its keys and values are copied into every row,
+and the rows decode together. The saving shrinks as the shared start grows, since each row attends
+over its own copy (docs/experiments.md, "Open questions in batches").
+
+Each row is its prompt's own tokens, left-padded up to the longest; the padding is masked and the
+row's positions follow straight on from the shared start, so a row reads exactly as its prompt alone
+would (tests/test_decode.py), up to float rounding: in bf16 a sum taken in another order can turn a
+greedy answer into another word.
 """
 
 from __future__ import annotations
