@@ -413,6 +413,19 @@ class MemoryObjective:
         return Objectives(sum(losses) / len(losses), sum(rouges) / len(rouges))
 
 
+def settle_spec(folder: Path, spec: dict, remedy: str) -> None:
+    """Write what a search's trials depend on to `folder/spec.json`, or refuse to resume a search
+    begun with other settings: trials made under another base model, dtype (a CPU with native bf16
+    picks it by default, one without picks float32) or data would be mixed silently otherwise."""
+    from paramem.files import write_atomic
+
+    path = folder / "spec.json"
+    if path.exists() and json.loads(path.read_text(encoding="utf-8")) != json.loads(json.dumps(spec)):
+        raise InputError(f"a search with other settings, dtype or data was started here; {remedy}", path=path)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, json.dumps(spec, indent=2))
+
+
 def search_user(
     user: str,
     conversations: list,
@@ -443,24 +456,16 @@ def search_user(
         space = SearchSpace(depth=model_depth(model), **space_options)  # bad entries fail before training
         spec = {
             "base_model": base_model,
+            "dtype": dtype_of(model),
             "conversations": [c.content_hash for c in conversations],
             "space": asdict(space),
             "train": asdict(train_config),
             "search": asdict(config),
             "replies": replies,
         }
-        spec_path = folder / "spec.json"
         if restart:
             shutil.rmtree(folder, ignore_errors=True)
-        if spec_path.exists() and json.loads(spec_path.read_text(encoding="utf-8")) != json.loads(json.dumps(spec)):
-            raise InputError(
-                "a search with other settings or conversations was started here; pass --restart to begin again",
-                path=spec_path,
-            )
-        folder.mkdir(parents=True, exist_ok=True)
-        from paramem.files import write_atomic
-
-        write_atomic(spec_path, json.dumps(spec, indent=2))
+        settle_spec(folder, spec, "pass --restart to begin again")
         users = [DevUser(user, list(conversations[:-1]), conversations[-1])]
         objective = MemoryObjective(model, tokenizer, users, train_config, replies)
         trials = search(space, objective, folder, config, on_trial)

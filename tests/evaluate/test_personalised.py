@@ -135,9 +135,18 @@ def test_run_compares_every_method_and_resumes_without_replying_again(tmp_path, 
     again = run(config, FIXTURES, tmp_path, "tiny")
     assert json.dumps(again["methods"], sort_keys=True) == json.dumps(methods, sort_keys=True)
     # replies made under other settings are never mixed in: the saved episode is named
-    other = replace(config, train=replace(TINY_TRAIN, repetition_penalty=1.3))
+    other = replace(config, retrieved=3)
     with pytest.raises(InputError, match="test_1.json: the saved base replies were made with other settings"):
         run(other, FIXTURES, tmp_path, "tiny")
+    # nor are trials: a search resumes only with the model, dtype and training it began with
+    trained_otherwise = replace(config, train=replace(TINY_TRAIN, repetition_penalty=1.3))
+    with pytest.raises(InputError, match="spec.json: a search with other settings, dtype or data"):
+        run(trained_otherwise, FIXTURES, tmp_path, "tiny")
+    spec = tmp_path / "search" / "rank" / "spec.json"
+    assert json.loads(spec.read_text())["dtype"] == "float32"
+    spec.write_text(spec.read_text().replace('"float32"', '"bfloat16"'))  # as if begun on a bf16 CPU
+    with pytest.raises(InputError, match="spec.json: a search with other settings, dtype or data"):
+        run(config, FIXTURES, tmp_path, "tiny")
 
 
 def test_plum_row_learns_each_history_into_its_own_store(tmp_path):

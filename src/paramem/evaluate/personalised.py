@@ -253,11 +253,14 @@ class Replier:
 # The run
 
 
-def run_searches(model, tokenizer, episodes: list[Episode], config: RepliesConfig, out: Path, on_trial=None):
+def run_searches(
+    model, tokenizer, model_name: str, episodes: list[Episode], config: RepliesConfig, out: Path, on_trial=None
+):
     """One search per factor set on the development episodes; {factor set: chosen config}, and the
-    trials of each."""
+    trials of each. A search resumes only under the settings it began with (`spec.json`)."""
     from paramem.milp import model_depth
-    from paramem.search import MemoryObjective, SearchSpace, choose, search
+    from paramem.models import dtype_of
+    from paramem.search import MemoryObjective, SearchSpace, choose, search, settle_spec
 
     users = [dev_user(e) for e in select(episodes, "dev", config.dev_users)]
     if not users:
@@ -267,6 +270,14 @@ def run_searches(model, tokenizer, episodes: list[Episode], config: RepliesConfi
     for factors in config.factor_sets:
         space = SearchSpace(depth=model_depth(model), factors=factors.split(","))
         folder = out / "search" / factors.replace(",", "+")
+        made_with = {
+            "base_model": model_name,
+            "dtype": dtype_of(model),
+            "dev_episodes": [u.name for u in users],
+            "train": asdict(config.train),
+            "replies": config.replies,
+        }
+        settle_spec(folder, made_with, "pass another --out")
         found = search(space, objective, folder, config.search, on_trial)
         chosen[factors], trials[factors] = choose(found).memory, found
     return chosen, trials
@@ -310,7 +321,9 @@ def run(config: RepliesConfig, data: Path, out: Path, model_name: str, dtype: st
         if log is not None:
             log.status(f"search trial {trial.number} ({trial.kind}): loss {trial.loss:.3f} ROUGE-L {trial.rouge_l:.3f}")
 
-    chosen, trials = run_searches(model, tokenizer, episodes, config, out, on_trial) if milp_methods else ({}, {})
+    chosen, trials = (
+        run_searches(model, tokenizer, model_name, episodes, config, out, on_trial) if milp_methods else ({}, {})
+    )
     # the search-space ablation: MiLP with each further factor set's choice
     methods = list(config.methods) + [f"milp@{f}" for f in config.factor_sets[:-1] if "milp" in config.methods]
     replier = Replier(model, tokenizer, config, chosen, out, model_name, dtype)
