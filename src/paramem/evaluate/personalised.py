@@ -266,17 +266,17 @@ def run_searches(
     if not users:
         raise InputError(f"no development episodes in the {config.dataset} data")
     objective = MemoryObjective(model, tokenizer, users, config.train, replies=config.replies)
+    made_with = {  # what every search's trials depend on, whatever its factors
+        "base_model": model_name,
+        "dtype": dtype_of(model),
+        "dev_episodes": [u.name for u in users],
+        "train": asdict(config.train),
+        "replies": config.replies,
+    }
     chosen, trials = {}, {}
     for factors in config.factor_sets:
         space = SearchSpace(depth=model_depth(model), factors=factors.split(","))
         folder = out / "search" / factors.replace(",", "+")
-        made_with = {
-            "base_model": model_name,
-            "dtype": dtype_of(model),
-            "dev_episodes": [u.name for u in users],
-            "train": asdict(config.train),
-            "replies": config.replies,
-        }
         settle_spec(folder, made_with, "pass another --out")
         found = search(space, objective, folder, config.search, on_trial)
         chosen[factors], trials[factors] = choose(found).memory, found
