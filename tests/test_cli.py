@@ -129,6 +129,24 @@ def test_remember_ask_eval_end_to_end_on_the_tiny_model(tmp_path):
     assert chat.exit_code == 0, chat.output
     assert chat.output.count("memory>") == 1  # one reply, then the empty line ends the chat
 
+    # Beside the turns retrieved from the user's file: the hybrid method, its best turn named
+    answer = run("ask", "--user", "amy", "--retrieve", conversations, "--k", "2", "Did we discuss tomatoes?")
+    assert answer.exit_code == 0 and 'best retrieved turn: "[2026-' in answer.output, answer.output
+    answer = run("ask", "--user", "amy", "--retrieve", conversations, "--readout", "recall", "Did we?")
+    assert answer.exit_code == 2 and "--retrieve reads the memory by log-odds" in one_line_error(answer)
+    answer = run("ask", "--user", "amy", "--retrieve", conversations, "--k", "0", "Did we?")
+    assert answer.exit_code == 2 and "k (--k) must be at least 1, not 0" in one_line_error(answer)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "a", "messages": [{"role": "user"}]}\n')
+    answer = run("ask", "--user", "amy", "--retrieve", bad, "Did we?")
+    assert answer.exit_code == 2 and one_line_error(answer) == f"error: {bad}:1: message 0: missing 'content'"
+    chat = runner.invoke(
+        app,
+        ["chat", "--user", "amy", "--retrieve", str(conversations), "--max-new-tokens", "4"],
+        input="Tomatoes?\n\n",
+    )
+    assert chat.exit_code == 0 and chat.output.count("memory>") == 1, chat.output
+
     probes = write_jsonl(
         tmp_path / "p.jsonl",
         [

@@ -107,10 +107,10 @@ def test_qwen_merges_across_the_memory_head_and_hybrid_prompts_keep_it_for_cartr
     does not start with the memory head; split at the slot it does, and a cartridge memory reads it."""
     from paramem.answer import YesNoScorer, answer_many
     from paramem.cartridge import Cartridge, CartridgeModel, memory_head, slot_cache
-    from paramem.evaluate.retrieval import Passage, retrieval_prompt
     from paramem.models import load_model
     from paramem.prompts import encode_prompt
     from paramem.readers import LogOddsReader
+    from paramem.retrieval import Passage, retrieval_prompt
 
     model, tokenizer = load_model("qwen2.5-0.5b")
     head = memory_head(tokenizer)

@@ -54,6 +54,13 @@ ReadoutOption = typer.Option(
     "or log-odds (P(yes) vs P(no) of the answer token); default: recall for a sequential memory, "
     "log-odds for cartridges",
 )
+RetrieveOption = typer.Option(
+    None,
+    "--retrieve",
+    help="the user's conversation file (any format remember reads): read the memory beside the turns "
+    "the dense retriever finds in it for each question (the hybrid method; yes/no by log-odds)",
+)
+PassagesOption = typer.Option(5, "--k", help="turns retrieved per question (with --retrieve)")
 
 
 def _setting(config: type, name: str, *flags: str, default=None):
@@ -338,6 +345,21 @@ def remember_many_command(
         raise typer.Exit(2)
 
 
+def _retrieving(file: Path | None, k: int):
+    """The conversations to retrieve from (loaded and checked before any model is), and how."""
+    from paramem.conversations import load_conversations
+    from paramem.retrieval import RetrievalConfig
+
+    retrieval = RetrievalConfig(k=k)  # checks k
+    return (load_conversations(file) if file is not None else None), retrieval
+
+
+def _hybrid_retriever(conversations, retrieval):
+    from paramem.retrieval import HYBRID_RETRIEVER, make_retriever, passages
+
+    return make_retriever(HYBRID_RETRIEVER, passages(conversations, retrieval.unit))
+
+
 @app.command("ask")
 @_exits_cleanly
 def ask_command(
@@ -349,28 +371,43 @@ def ask_command(
         help="yes/no rule: prior (content-free question), heldout "
         "(threshold fitted on the held-out reworded pairs), balanced "
         "(their median score) or raw; default: balanced for recall and for "
-        "cartridges, prior for a sequential memory read by log-odds",
+        "cartridges, prior for a sequential memory read by log-odds and with --retrieve",
     ),
+    retrieve: Path | None = RetrieveOption,
+    k: int = PassagesOption,
     dtype: str | None = DtypeOption,
     home: Path | None = HomeOption,
 ):
-    """Answer a question from USER's memory (yes/no questions by recall or by P(yes) vs P(no))."""
+    """Answer a question from USER's memory (yes/no questions by recall or by P(yes) vs P(no)), alone
+    or beside the turns retrieved from USER's conversations (--retrieve)."""
     from paramem.answer import generate, is_yes_no_question, load_memory
+    from paramem.prompts import SYSTEM_PROMPT
     from paramem.readers import DECISION_RULES, ask
+    from paramem.retrieval import retrieval_prompt
 
     if not question.strip():
         raise InputError("the question is empty")
     _readout(readout)
     if decision is not None and decision not in DECISION_RULES:
         raise InputError(f"unknown decision rule {decision!r} ({', '.join(DECISION_RULES)})")
+    if retrieve is not None and readout not in (None, "log-odds"):
+        raise InputError("--retrieve reads the memory by log-odds; drop --readout recall")
+    conversations, retrieval = _retrieving(retrieve, k)
     model, tokenizer, memory = load_memory(user, home, _dtype(dtype))
     if not is_yes_no_question(question):
-        console.print(generate(model, tokenizer, [{"role": "user", "content": question}]))
+        system = SYSTEM_PROMPT
+        if conversations is not None:
+            found = _hybrid_retriever(conversations, retrieval).search([question], retrieval.k)[0]
+            system = retrieval_prompt(found)
+        console.print(generate(model, tokenizer, [{"role": "user", "content": question}], system=system))
         return
-    readout = _readout(readout, memory)
-    [answer] = ask(model, tokenizer, memory, [question], readout, decision)
+    if conversations is None:
+        readout = _readout(readout, memory)
+    [answer] = ask(model, tokenizer, memory, [question], readout, decision, conversations, retrieval)
     if readout == "recall":
         detail = f"similarity {answer.margin:+.2f} from the threshold; closest recalled: {answer.evidence!r}"
+    elif conversations is not None:
+        detail = f"log-odds {answer.margin:+.2f} from the threshold; best retrieved turn: {answer.evidence!r}"
     else:
         detail = f"log-odds {answer.margin:+.2f} from the threshold"
     console.print(f"{answer.answer.capitalize()}  ({detail})", markup=False, highlight=False)
@@ -383,17 +420,22 @@ def chat_command(
     memory: str = typer.Option(
         "plum", "--memory", help="plum: the memory `remember` learned; milp: the one `search` chose and learned"
     ),
+    retrieve: Path | None = RetrieveOption,
+    k: int = PassagesOption,
     home: Path | None = HomeOption,
     max_new_tokens: int = typer.Option(200, help="longest reply in tokens"),
     dtype: str | None = DtypeOption,
 ):
-    """Chat with the model personalised by USER's memory (empty line or Ctrl-D ends)."""
+    """Chat with the model personalised by USER's memory (empty line or Ctrl-D ends); with --retrieve,
+    each reply also reads the turns of USER's conversations most like the last message."""
     from paramem.answer import generate, load_memory
+    from paramem.retrieval import retrieval_prompt
 
     if max_new_tokens < 1:
         raise InputError(f"--max-new-tokens must be at least 1, not {max_new_tokens}")
     if memory not in ("plum", "milp"):
         raise InputError(f"--memory must be plum or milp, not {memory!r}")
+    conversations, retrieval = _retrieving(retrieve, k)
     if memory == "milp":
         from paramem.milp import REPLY_SYSTEM
         from paramem.search import load_milp_memory
@@ -405,6 +447,7 @@ def chat_command(
 
         model, tokenizer, _ = load_memory(user, home, _dtype(dtype))
         system = SYSTEM_PROMPT
+    retriever = None if conversations is None else _hybrid_retriever(conversations, retrieval)
     history: list[dict[str, str]] = []
     console.print(f"chatting with {user!r}'s {memory} memory; an empty line ends the chat")
     while True:
@@ -415,7 +458,8 @@ def chat_command(
         if not line:
             break
         history.append({"role": "user", "content": line})
-        reply = generate(model, tokenizer, history, max_new_tokens, system)
+        turn_system = system if retriever is None else retrieval_prompt(retriever.search([line], k)[0], system)
+        reply = generate(model, tokenizer, history, max_new_tokens, turn_system)
         history.append({"role": "assistant", "content": reply})
         console.print(f"[bold]memory>[/bold] {reply}")
 

@@ -124,12 +124,11 @@ def history_prompt(history: tuple[Conversation, ...]) -> str:
 
 
 def retrieval_system(history: tuple[Conversation, ...], query: str, k: int) -> str:
-    from paramem.evaluate.retrieval import make_retriever, passages
     from paramem.milp import REPLY_SYSTEM
+    from paramem.retrieval import make_retriever, passages, retrieval_prompt
 
-    found = make_retriever("bm25", passages(list(history)))
-    excerpts = "\n".join(f"- {p.text}" for p in found.search([query], k)[0])
-    return f"{REPLY_SYSTEM}\n\nExcerpts of past conversations with this user that may be relevant:\n{excerpts}"
+    found = make_retriever("bm25", passages(list(history))).search([query], k)[0]
+    return retrieval_prompt(found, REPLY_SYSTEM)
 
 
 def learn_soft_prompt(model, tokenizer, history: list[Conversation], config: RepliesConfig):

@@ -15,14 +15,13 @@ from pathlib import Path
 from paramem.answer import rule_thresholds
 from paramem.augment.pairs import QAPair
 from paramem.conversations import Conversation
-from paramem.errors import check_option
 from paramem.evaluate.metrics import YesNoMetrics, ranking_auc, ranking_auc_interval, yes_no_metrics
 from paramem.evaluate.probes import Probe
-from paramem.evaluate.retrieval import make_retriever, passages, retrieval_prompt
 from paramem.files import write_atomic
 from paramem.prompts import SYSTEM_PROMPT
 from paramem.readers import READOUTS, LogOddsReader, Reader, RecallReader
 from paramem.recall import RecallConfig, recollect
+from paramem.retrieval import HYBRID_RETRIEVER, RetrievalConfig, retrieval_systems
 
 # none     the base model alone (the adapter switched off)
 # memory   the base model with the user's adapter, asked directly
@@ -30,26 +29,12 @@ from paramem.recall import RecallConfig, recollect
 #          (MiLP's text-prompt baseline)
 # bm25     the base model with the top-k BM25 passages of the conversations in the prompt (PLUM's RAG)
 # dense    the same with all-MiniLM-L6-v2 embeddings instead of BM25
-# hybrid   the user's memory and the passages of HYBRID_RETRIEVER together
+# hybrid   the user's memory and the passages of retrieval.HYBRID_RETRIEVER together
 # Every method but none and memory needs the conversations.
 METHODS = ("none", "memory", "context", "bm25", "dense", "hybrid")
 ADAPTER_METHODS = ("memory", "hybrid")
 TEXT_METHODS = ("context", "bm25", "dense", "hybrid")  # these read the conversations
 CONTEXT_TOKENS = 6000  # prompt budget of the context method, in tokens
-# The retriever the hybrid method pairs with the memory: the better one on the development samples
-# (LoCoMo sample 0, log-odds readout: dense 0.958, BM25 0.875).
-HYBRID_RETRIEVER = "dense"
-
-
-@dataclass
-class RetrievalConfig:
-    unit: str = "turn"  # what is searched and pasted: "turn" (one message) or "session" (a conversation)
-    k: int = 5  # passages pasted per question
-
-    def __post_init__(self):
-        check_option(self.unit in ("turn", "session"), "unit (--unit)", "turn or session", self.unit)
-        check_option(self.k >= 1, "k (--k)", "at least 1", self.k)
-
 
 RECALL_METHODS = ("none", "memory", "context")  # the methods the recall readout can read (readers.py)
 
@@ -136,10 +121,7 @@ def system_prompts(
     if method == "context":
         prompt = context_prompt(tokenizer, conversations)
         return lambda questions: [prompt] * len(questions)
-    retriever = make_retriever(
-        HYBRID_RETRIEVER if method == "hybrid" else method, passages(conversations, retrieval.unit)
-    )
-    return lambda questions: [retrieval_prompt(found) for found in retriever.search(questions, retrieval.k)]
+    return retrieval_systems(HYBRID_RETRIEVER if method == "hybrid" else method, conversations, retrieval)
 
 
 def evaluate_yes_no(

@@ -1,6 +1,6 @@
 import pytest
 
-from paramem.evaluate.retrieval import BM25Retriever, DenseRetriever, passages, retrieval_prompt
+from paramem.retrieval import BM25Retriever, DenseRetriever, passages, retrieval_prompt
 
 
 def test_turn_passages_are_dated_and_attributed(demo_conversations):
