@@ -354,12 +354,6 @@ def _retrieving(file: Path | None, k: int):
     return (load_conversations(file) if file is not None else None), retrieval
 
 
-def _hybrid_retriever(conversations, retrieval):
-    from paramem.retrieval import HYBRID_RETRIEVER, make_retriever, passages
-
-    return make_retriever(HYBRID_RETRIEVER, passages(conversations, retrieval.unit))
-
-
 @app.command("ask")
 @_exits_cleanly
 def ask_command(
@@ -383,7 +377,7 @@ def ask_command(
     from paramem.answer import generate, is_yes_no_question, load_memory
     from paramem.prompts import SYSTEM_PROMPT
     from paramem.readers import DECISION_RULES, ask
-    from paramem.retrieval import retrieval_prompt
+    from paramem.retrieval import hybrid_retriever, retrieval_prompt
 
     if not question.strip():
         raise InputError("the question is empty")
@@ -397,7 +391,7 @@ def ask_command(
     if not is_yes_no_question(question):
         system = SYSTEM_PROMPT
         if conversations is not None:
-            found = _hybrid_retriever(conversations, retrieval).search([question], retrieval.k)[0]
+            found = hybrid_retriever(conversations, retrieval).search([question], retrieval.k)[0]
             system = retrieval_prompt(found)
         console.print(generate(model, tokenizer, [{"role": "user", "content": question}], system=system))
         return
@@ -429,7 +423,7 @@ def chat_command(
     """Chat with the model personalised by USER's memory (empty line or Ctrl-D ends); with --retrieve,
     each reply also reads the turns of USER's conversations most like the last message."""
     from paramem.answer import generate, load_memory
-    from paramem.retrieval import retrieval_prompt
+    from paramem.retrieval import hybrid_retriever, retrieval_prompt
 
     if max_new_tokens < 1:
         raise InputError(f"--max-new-tokens must be at least 1, not {max_new_tokens}")
@@ -447,7 +441,7 @@ def chat_command(
 
         model, tokenizer, _ = load_memory(user, home, _dtype(dtype))
         system = SYSTEM_PROMPT
-    retriever = None if conversations is None else _hybrid_retriever(conversations, retrieval)
+    retriever = None if conversations is None else hybrid_retriever(conversations, retrieval)
     history: list[dict[str, str]] = []
     console.print(f"chatting with {user!r}'s {memory} memory; an empty line ends the chat")
     while True:

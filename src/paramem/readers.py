@@ -32,7 +32,7 @@ from paramem.augment.pairs import heldout_pairs
 from paramem.conversations import Conversation
 from paramem.errors import InputError
 from paramem.recall import RECALL_THRESHOLD, RecallConfig, SentenceMatcher, recollections
-from paramem.retrieval import HYBRID_RETRIEVER, RetrievalConfig, make_retriever, passages, retrieval_prompt
+from paramem.retrieval import RetrievalConfig, hybrid_retriever, retrieval_prompt
 from paramem.store import UserMemory
 
 READOUTS = ("log-odds", "recall")
@@ -189,14 +189,15 @@ def hybrid_ask(
         raise InputError("nothing to retrieve from: the conversations are empty")
     retrieval = retrieval or RetrievalConfig()
     rule = _rule(rule, HYBRID_RULE)
-    retriever = make_retriever(HYBRID_RETRIEVER, passages(conversations, retrieval.unit))
+    retriever = hybrid_retriever(conversations, retrieval)
 
     def systems(asked: list[str]) -> list[str]:
         return [retrieval_prompt(found) for found in retriever.search(asked, retrieval.k)]
 
-    threshold = _threshold(LogOddsReader(model, tokenizer, systems), memory, rule)
-    found = retriever.search(questions, retrieval.k)
-    scores = YesNoScorer(model, tokenizer).log_odds(questions, [retrieval_prompt(f) for f in found])
+    reader = LogOddsReader(model, tokenizer, systems)
+    threshold = _threshold(reader, memory, rule)
+    found = retriever.search(questions, retrieval.k)  # searched once: the prompts and the evidence
+    scores = reader.scorer.log_odds(questions, [retrieval_prompt(f) for f in found])
     return [
         Answer(q, "yes" if s > threshold else "no", s - threshold, f[0].text if f else None)
         for q, s, f in zip(questions, scores, found)

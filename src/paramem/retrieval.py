@@ -115,6 +115,11 @@ def retrieval_prompt(found: list[Passage], system: str = SYSTEM_PROMPT) -> str:
     return f"{system}\n\nExcerpts of past conversations with this user that may be relevant:\n{excerpts}"
 
 
+def hybrid_retriever(conversations: list[Conversation], retrieval: RetrievalConfig) -> Retriever:
+    """The retriever the hybrid answer reads beside the memory, over `conversations`."""
+    return make_retriever(HYBRID_RETRIEVER, passages(conversations, retrieval.unit))
+
+
 def retrieval_systems(
     kind: str, conversations: list[Conversation], retrieval: RetrievalConfig | None = None
 ) -> Callable[[list[str]], list[str]]:
