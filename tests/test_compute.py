@@ -1,10 +1,19 @@
 import json
+import sys
 
 import pytest
 import torch
 
 from paramem import compute
-from paramem.compute import choose_dtype, cpu_info, dtype_name, matmul_gflops, measured_dtype
+from paramem.compute import (
+    choose_dtype,
+    cpu_info,
+    dtype_name,
+    matmul_gflops,
+    measured_dtype,
+    release_freed_memory,
+    resident_bytes,
+)
 from paramem.errors import InputError
 
 
@@ -76,3 +85,15 @@ def test_real_measurement_and_cpu_facts():
     info = cpu_info()
     assert info["model"] and info["cpus"] >= 1
     assert set(info["bf16_flags"]) == set(compute.BF16_FLAGS)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="resident memory is read from /proc")
+def test_freed_memory_goes_back_to_the_os():
+    before = release_freed_memory()
+    # Many small tensors: glibc serves them from its arenas (not mmap), so freeing alone keeps the pages.
+    held = [torch.ones(4096) for _ in range(30_000)]  # ~0.5 GB
+    during = resident_bytes()
+    del held
+    after = release_freed_memory()
+    assert during - before > 0.4e9
+    assert after - before < 0.1e9

@@ -109,11 +109,13 @@ def learn_with_curve(
     """Learn session after session; after each, accuracy on every learned session's probes."""
     from paramem.answer import YesNoScorer, load_memory
     from paramem.augment.teachers import make_teacher
+    from paramem.compute import release_freed_memory
     from paramem.remember import remember
 
     teacher = make_teacher(config.teacher)
     remember_config = config.remember
     curve = results.setdefault("curve", [])  # curve[j][i]: session i's accuracy after learning j+1 sessions
+    resident = results.setdefault("resident_gb", {})  # the process's memory after each session, by session
     for position, conversation in enumerate(bench.conversations):
         on_step(f"learning {conversation.id} ({position + 1}/{len(bench.conversations)})")
         remember(USER, [conversation], teacher, remember_config, home)
@@ -127,6 +129,8 @@ def learn_with_curve(
             decisions = scorer.decide([p.question for p in probes])
             point[learned.id] = sum(d == p.answer for (d, _), p in zip(decisions, probes)) / len(probes)
         curve.append(point)
+        del model, tokenizer, scorer
+        resident[conversation.id] = round((release_freed_memory() or 0) / 1e9, 2)
         save()
 
 
