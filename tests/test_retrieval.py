@@ -14,6 +14,7 @@ def test_bm25_finds_the_turn_that_shares_the_words(demo_conversations):
     retriever = BM25Retriever(passages(demo_conversations))
     [[best, *_]] = retriever.search(["tomato seedlings with yellow leaves"], k=3)
     assert best.conversation == "garden" and "seedlings" in best.text
+    assert retriever.search([], k=3) == []  # no questions, no search (bm25s refuses an empty batch)
 
 
 def test_dense_finds_the_turn_by_meaning(demo_conversations):

@@ -76,6 +76,8 @@ class BM25Retriever:
     def search(self, queries: list[str], k: int) -> list[list[Passage]]:
         import bm25s
 
+        if not queries:
+            return []
         k = min(k, len(self.corpus))
         tokens = bm25s.tokenize(queries, stopwords="en", show_progress=False)
         ids, _ = self.index.retrieve(tokens, k=k, show_progress=False)

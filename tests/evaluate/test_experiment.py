@@ -38,6 +38,13 @@ def test_experiment_writes_results_report_and_plots_and_resumes(tmp_path):
         m = method["metrics"]["prior"]
         assert m["n"] == 8 and m["n_yes"] == 4 and "accuracy" in m["intervals"]
     assert len(results["curve"]) == 2 and len(results["curve"][0]) == 1 and len(results["curve"][1]) == 2
+    # The curve's last point reads the memory as its table row does (log-odds, prior rule here).
+    memory = results["methods"]["memory"]
+    right: dict[str, list[bool]] = {}
+    for p in memory["predictions"]:
+        said = "yes" if p["score"] > memory["thresholds"]["prior"] else "no"
+        right.setdefault(p["conversation"], []).append(said == p["answer"])
+    assert results["curve"][-1] == {session: sum(r) / len(r) for session, r in right.items()}
     assert set(results["open"]) == {"memory", "bm25"} and results["open"]["memory"]["n"] == 2
     assert results["retention"]["mmlu"]["base"]["n"] == 2 and results["retention"]["arc"]["memory"]["n"] == 2
     assert results["costs"]["memory"]["bytes_per_user"] > 0 and results["costs"]["none"]["bytes_per_user"] == 0
@@ -159,3 +166,22 @@ def test_the_scale_curve_scores_only_methods_that_read_no_memory():
         tiny_config(curve_methods=["hybrid"])
     with pytest.raises(InputError, match="--curve-every"):
         tiny_config(curve_every=0)
+
+
+def test_a_cartridge_memorys_curve_reads_it_under_the_balanced_rule_as_its_table_row(tmp_path):
+    train = TrainConfig(epochs=1, objective="distill", form="cartridge", distill_queries=4, distill_checks=2)
+    config = tiny_config(
+        remember=RememberConfig(base_model="tiny", train=train),
+        methods=["memory"],
+        open_questions=0,
+        mmlu=None,
+        arc=None,
+    )
+    results = run_experiment(config, tmp_path / "run")
+    memory = results["methods"]["memory"]
+    right: dict[str, list[bool]] = {}
+    for p in memory["predictions"]:
+        said = "yes" if p["score"] > memory["thresholds"]["balanced"] else "no"
+        right.setdefault(p["conversation"], []).append(said == p["answer"])
+    assert results["curve"][-1] == {session: sum(r) / len(r) for session, r in right.items()}
+    assert set(results["resident_gb"]) == set(results["curve"][-1])  # memory measured after each session

@@ -106,10 +106,12 @@ def learn_with_curve(
     save: Callable[[], None],
     on_step: Callable[[str], None],
 ) -> None:
-    """Learn session after session; after each, accuracy on every learned session's probes."""
-    from paramem.answer import YesNoScorer, load_memory
+    """Learn session after session; after each, accuracy on every learned session's probes, read as
+    the main table reads the memory (log-odds, under the rule of its form: `readers.main_rule`)."""
+    from paramem.answer import load_memory
     from paramem.augment.teachers import make_teacher
     from paramem.compute import release_freed_memory
+    from paramem.readers import ask
     from paramem.remember import remember
 
     teacher = make_teacher(config.teacher)
@@ -121,15 +123,15 @@ def learn_with_curve(
         remember(USER, [conversation], teacher, remember_config, home)
         if position < len(curve):
             continue
-        model, tokenizer, _ = load_memory(USER, home)
-        scorer = YesNoScorer(model, tokenizer)
-        point = {}
-        for learned in bench.conversations[: position + 1]:
-            probes = [p for p in bench.probes if p.conversation == learned.id]
-            decisions = scorer.decide([p.question for p in probes])
-            point[learned.id] = sum(d == p.answer for (d, _), p in zip(decisions, probes)) / len(probes)
-        curve.append(point)
-        del model, tokenizer, scorer
+        model, tokenizer, memory = load_memory(USER, home)
+        learned = {c.id for c in bench.conversations[: position + 1]}
+        probes = [p for p in bench.probes if p.conversation in learned]
+        answers = ask(model, tokenizer, memory, [p.question for p in probes], readout="log-odds")
+        right: dict[str, list[bool]] = {}
+        for answer, probe in zip(answers, probes):
+            right.setdefault(probe.conversation, []).append(answer.answer == probe.answer)
+        curve.append({c.id: sum(right[c.id]) / len(right[c.id]) for c in bench.conversations[: position + 1]})
+        del model, tokenizer, memory
         resident[conversation.id] = round((release_freed_memory() or 0) / 1e9, 2)
         save()
 
@@ -331,7 +333,7 @@ def run_experiment(config: ExperimentConfig, out: Path, on_step: Callable[[str],
     learn_with_curve(bench, config, home, results, save, on_step)
     text_curve(bench, config, home, results, save, on_step)
     steps = [("methods", lambda: compare_methods(bench, config, home))]
-    if config.open_methods:
+    if config.open_methods and config.open_questions != 0:
         steps.append(("open", lambda: answer_open_questions(bench, config, home)))
     if config.mmlu or config.arc:
         steps.append(("retention", lambda: capability_retention(config, home)))
