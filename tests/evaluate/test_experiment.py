@@ -49,7 +49,12 @@ def test_experiment_writes_results_report_and_plots_and_resumes(tmp_path):
     assert results["retention"]["mmlu"]["base"]["n"] == 2 and results["retention"]["arc"]["memory"]["n"] == 2
     assert results["costs"]["memory"]["bytes_per_user"] > 0 and results["costs"]["none"]["bytes_per_user"] == 0
     report = (out / "report.md").read_text()
-    for heading in ("Yes/no probes", "Open questions", "Forgetting curve", "Capability retention"):
+    for heading in (
+        "Yes/no probes",
+        "Open questions",
+        "Forgetting curve (memory, log-odds, prior",
+        "Capability retention",
+    ):
         assert heading in report
     assert (out / "forgetting.png").stat().st_size > 0 and (out / "methods.png").stat().st_size > 0
     assert len(load_probes(out / "probes.jsonl")) == 8  # the probes, readable as a probe file
@@ -185,3 +190,5 @@ def test_a_cartridge_memorys_curve_reads_it_under_the_balanced_rule_as_its_table
         right.setdefault(p["conversation"], []).append(said == p["answer"])
     assert results["curve"][-1] == {session: sum(r) / len(r) for session, r in right.items()}
     assert set(results["resident_gb"]) == set(results["curve"][-1])  # memory measured after each session
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert "Forgetting curve (memory, log-odds, balanced rule" in report and "under the balanced rule" in report

@@ -38,6 +38,13 @@ def methods_table(results: dict, aucs: dict[str, str], rule: str = "prior") -> l
     return lines
 
 
+def curve_rule(config: dict) -> str:
+    """The rule the forgetting curve reads the memory under: its form's (older runs: sequential)."""
+    from paramem.readers import main_rule
+
+    return main_rule("log-odds", config.get("remember", {}).get("train", {}).get("form", "sequential"))
+
+
 def curve_rows(results: dict) -> tuple[list[str], list[float], list[float], list[float]]:
     """(sessions, accuracy right after learning each, accuracy at the end, mean over learned so far)."""
     curve = results.get("curve", [])
@@ -170,7 +177,7 @@ def write_report(results: dict, out: Path) -> Path:
         *methods_table(results, aucs),
         "",
     ]
-    for rule in ("heldout", "raw"):
+    for rule in ("balanced", "heldout", "raw"):
         if results["methods"] and rule in next(iter(results["methods"].values()))["metrics"]:
             lines += [f"### the same under the {rule} rule", "", *methods_table(results, aucs, rule), ""]
     if results.get("open"):
@@ -188,7 +195,7 @@ def write_report(results: dict, out: Path) -> Path:
     sessions, right_after, at_end, growing = curve_rows(results)
     if sessions:
         lines += [
-            "## Forgetting curve (memory, prior rule)",
+            f"## Forgetting curve (memory, log-odds, {curve_rule(config)} rule as in its table row)",
             "",
             "![forgetting](forgetting.png)",
             "",
