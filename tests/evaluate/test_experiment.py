@@ -6,7 +6,7 @@ import json
 from conftest import FIXTURES
 
 from paramem.config import RememberConfig, TrainConfig
-from paramem.evaluate.experiment import ExperimentConfig, run_experiment
+from paramem.evaluate.experiment import ExperimentConfig, run_experiment, session_accuracies
 from paramem.evaluate.probes import load_probes
 
 
@@ -40,11 +40,7 @@ def test_experiment_writes_results_report_and_plots_and_resumes(tmp_path):
     assert len(results["curve"]) == 2 and len(results["curve"][0]) == 1 and len(results["curve"][1]) == 2
     # The curve's last point reads the memory as its table row does (log-odds, prior rule here).
     memory = results["methods"]["memory"]
-    right: dict[str, list[bool]] = {}
-    for p in memory["predictions"]:
-        said = "yes" if p["score"] > memory["thresholds"]["prior"] else "no"
-        right.setdefault(p["conversation"], []).append(said == p["answer"])
-    assert results["curve"][-1] == {session: sum(r) / len(r) for session, r in right.items()}
+    assert results["curve"][-1] == session_accuracies(memory["predictions"], memory["thresholds"]["prior"])
     assert set(results["open"]) == {"memory", "bm25"} and results["open"]["memory"]["n"] == 2
     assert results["retention"]["mmlu"]["base"]["n"] == 2 and results["retention"]["arc"]["memory"]["n"] == 2
     assert results["costs"]["memory"]["bytes_per_user"] > 0 and results["costs"]["none"]["bytes_per_user"] == 0
@@ -184,11 +180,7 @@ def test_a_cartridge_memorys_curve_reads_it_under_the_balanced_rule_as_its_table
     )
     results = run_experiment(config, tmp_path / "run")
     memory = results["methods"]["memory"]
-    right: dict[str, list[bool]] = {}
-    for p in memory["predictions"]:
-        said = "yes" if p["score"] > memory["thresholds"]["balanced"] else "no"
-        right.setdefault(p["conversation"], []).append(said == p["answer"])
-    assert results["curve"][-1] == {session: sum(r) / len(r) for session, r in right.items()}
+    assert results["curve"][-1] == session_accuracies(memory["predictions"], memory["thresholds"]["balanced"])
     assert set(results["resident_gb"]) == set(results["curve"][-1])  # memory measured after each session
     report = (tmp_path / "run" / "report.md").read_text()
     assert "Forgetting curve (memory, log-odds, balanced rule" in report and "under the balanced rule" in report

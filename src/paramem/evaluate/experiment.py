@@ -136,6 +136,15 @@ def learn_with_curve(
         save()
 
 
+def session_accuracies(predictions: list[dict], threshold: float) -> dict[str, float]:
+    """Each session's yes/no accuracy when a method's scored probes are read at `threshold`."""
+    right: dict[str, list[bool]] = {}
+    for p in predictions:
+        said = "yes" if p["score"] > threshold else "no"
+        right.setdefault(p["conversation"], []).append(said == p["answer"])
+    return {session: sum(r) / len(r) for session, r in right.items()}
+
+
 def text_curve(
     bench: LocomoBenchmark,
     config: ExperimentConfig,
@@ -164,12 +173,8 @@ def text_curve(
         scored = evaluate_yes_no(model, tokenizer, probes, config.curve_methods, sessions, retrieval=config.retrieval)
         point = {"learned": learned, "methods": {}}
         for method in scored:
-            right: dict[str, list[bool]] = {}
-            for p in method.predictions:
-                said = "yes" if p["score"] > method.thresholds["prior"] else "no"
-                right.setdefault(p["conversation"], []).append(said == p["answer"])
             point["methods"][method.method] = {
-                "accuracy": {session: sum(r) / len(r) for session, r in right.items()},
+                "accuracy": session_accuracies(method.predictions, method.thresholds["prior"]),
                 "prompt_tokens": method.prompt_tokens,
                 "seconds_per_answer": method.seconds / len(probes),
             }
