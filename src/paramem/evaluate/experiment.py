@@ -127,12 +127,15 @@ def learn_with_curve(
         learned = {c.id for c in bench.conversations[: position + 1]}
         probes = [p for p in bench.probes if p.conversation in learned]
         answers = ask(model, tokenizer, memory, [p.question for p in probes], readout="log-odds")
-        right: dict[str, list[bool]] = {}
-        for answer, probe in zip(answers, probes):
-            right.setdefault(probe.conversation, []).append(answer.answer == probe.answer)
-        curve.append({c.id: sum(right[c.id]) / len(right[c.id]) for c in bench.conversations[: position + 1]})
+        # An answer's margin is its score minus the rule's threshold, so it is read at 0.
+        scored = [
+            {"score": a.margin, "conversation": p.conversation, "answer": p.answer} for a, p in zip(answers, probes)
+        ]
+        accuracy = session_accuracies(scored, 0.0)
+        curve.append({c.id: accuracy[c.id] for c in bench.conversations[: position + 1]})  # in learning order
         del model, tokenizer, memory
-        resident[conversation.id] = round((release_freed_memory() or 0) / 1e9, 2)
+        freed = release_freed_memory()
+        resident[conversation.id] = None if freed is None else round(freed / 1e9, 2)
         save()
 
 
