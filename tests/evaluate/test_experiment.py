@@ -121,6 +121,7 @@ def test_the_scale_curve_reads_only_the_sessions_so_far_and_resumes(tmp_path):
     assert points[0]["methods"]["context"]["prompt_tokens"] < points[1]["methods"]["context"]["prompt_tokens"]
     report = (tmp_path / "run" / "report.md").read_text()
     assert "## Scale" in report and "| 3 |" in report
+    assert "(memory: prior rule; the methods that read the text: prior rule)" in report  # a sequential LoRA's rule
     assert run_experiment(config, tmp_path / "run")["text_curve"] == points  # nothing scored again
 
 

@@ -89,12 +89,12 @@ def plot(results: dict, out: Path) -> list[str]:
         )
         left.axhline(0.5, color="grey", lw=0.5)
         left.legend()
-        right.plot(x, growing, "o-", label="memory")
+        right.plot(x, growing, "o-", label=f"memory ({curve_rule(results.get('config', {}))} rule)")
         scale = scale_rows(results)
         for method in results.get("config", {}).get("curve_methods", []):
             points = [(r["learned"], r["methods"][method]["mean"]) for r in scale]
             if points:
-                right.plot(*zip(*points), "s--", label=method)
+                right.plot(*zip(*points), "s--", label=f"{method} (prior rule)")
         if len(right.get_lines()) > 1:
             right.legend()
         right.set(
@@ -210,7 +210,8 @@ def write_report(results: dict, out: Path) -> Path:
     if scale:
         methods = list(scale[-1]["methods"])
         lines += [
-            "## Scale: accuracy on every session learned so far (prior rule)",
+            f"## Scale: accuracy on every session learned so far (memory: {curve_rule(config)} rule; "
+            "the methods that read the text: prior rule)",
             "",
             "The methods that read the text read only the sessions so far; context keeps what fits its prompt.",
             "",
