@@ -9,7 +9,14 @@ from paramem.errors import InputError
 from paramem.evaluate import personalised
 from paramem.evaluate.episodes import msc_episodes
 from paramem.evaluate.judge import both_orders, calibrated, judge_check, strict, tally
-from paramem.evaluate.personalised import RepliesConfig, dev_user, history_prompt, learn_soft_prompt, run
+from paramem.evaluate.personalised import (
+    RepliesConfig,
+    dev_user,
+    history_prompt,
+    learn_soft_prompt,
+    reply_settings,
+    run,
+)
 from paramem.models import tiny_model
 from paramem.search import SearchConfig
 
@@ -135,8 +142,8 @@ def test_run_compares_every_method_and_resumes_without_replying_again(tmp_path, 
     again = run(config, FIXTURES, tmp_path, "tiny")
     assert json.dumps(again["methods"], sort_keys=True) == json.dumps(methods, sort_keys=True)
     # replies made under other settings are never mixed in: the saved episode is named
-    other = replace(config, retrieved=3)
-    with pytest.raises(InputError, match="test_1.json: the saved base replies were made with other settings"):
+    other = replace(config, retrieved=3)  # a RAG setting: the base, TpLP replies before it are still valid
+    with pytest.raises(InputError, match="test_1.json: the saved rag replies were made with other settings"):
         run(other, FIXTURES, tmp_path, "tiny")
     # nor are trials: a search resumes only with the model, dtype and training it began with
     trained_otherwise = replace(config, train=replace(TINY_TRAIN, repetition_penalty=1.3))
@@ -147,6 +154,23 @@ def test_run_compares_every_method_and_resumes_without_replying_again(tmp_path, 
     spec.write_text(spec.read_text().replace('"float32"', '"bfloat16"'))  # as if begun on a bf16 CPU
     with pytest.raises(InputError, match="spec.json: a search with other settings, dtype or data"):
         run(config, FIXTURES, tmp_path, "tiny")
+
+
+def test_a_setting_of_one_method_changes_only_that_methods_reply_settings():
+    config = RepliesConfig(methods=["base", "tplp", "rag", "uelp", "plum"])
+    changes = {"rag": {"retrieved": 3}, "uelp": {"soft_prompt_tokens": 8}, "plum": {"teacher": "extractive"}}
+    for owner, change in changes.items():
+        other = replace(config, **change)
+        for method in config.methods:
+            same = reply_settings(method, config, {}, "tiny", "float32") == reply_settings(
+                method, other, {}, "tiny", "float32"
+            )
+            assert same == (method != owner), (owner, method)
+    shared = replace(config, train=replace(config.train, max_new_tokens=8))  # decoding: every method's
+    assert all(
+        reply_settings(m, config, {}, "tiny", "float32") != reply_settings(m, shared, {}, "tiny", "float32")
+        for m in config.methods
+    )
 
 
 def test_plum_row_learns_each_history_into_its_own_store(tmp_path):

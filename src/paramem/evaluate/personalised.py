@@ -51,6 +51,13 @@ NOT_REPLY_SETTINGS = (
     "judge_url",
     "judge_model",
 )
+# Settings that only one method's replies depend on: changing one leaves the other methods' saved
+# replies valid (a PLUM row with another teacher does not redo the base model's replies).
+ONE_METHOD_SETTINGS = {
+    "rag": ("retrieved",),
+    "uelp": ("soft_prompt_tokens", "soft_prompt_learning_rate"),
+    "plum": ("teacher", "plum_pairs"),
+}
 
 
 @dataclass
@@ -294,7 +301,8 @@ def reply_settings(method: str, config: RepliesConfig, chosen: dict, model_name:
     saved before digests were kept carry none and are taken as they are."""
     import hashlib
 
-    depends = {k: v for k, v in asdict(config).items() if k not in NOT_REPLY_SETTINGS}
+    others = {k for m, keys in ONE_METHOD_SETTINGS.items() if m != method.split("@")[0] for k in keys}
+    depends = {k: v for k, v in asdict(config).items() if k not in NOT_REPLY_SETTINGS and k not in others}
     depends |= {"base_model": model_name, "dtype": dtype, "method": method}
     if method.split("@")[0] in MILP_METHODS:
         depends["memory"] = asdict(chosen[searched_factors(method, config)])
