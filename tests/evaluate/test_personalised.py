@@ -10,6 +10,7 @@ from paramem.evaluate import personalised
 from paramem.evaluate.episodes import msc_episodes
 from paramem.evaluate.judge import both_orders, calibrated, judge_check, strict, tally
 from paramem.evaluate.personalised import (
+    ONE_METHOD_SETTINGS,
     RepliesConfig,
     dev_user,
     history_prompt,
@@ -158,14 +159,22 @@ def test_run_compares_every_method_and_resumes_without_replying_again(tmp_path, 
 
 def test_a_setting_of_one_method_changes_only_that_methods_reply_settings():
     config = RepliesConfig(methods=["base", "tplp", "rag", "uelp", "plum"])
-    changes = {"rag": {"retrieved": 3}, "uelp": {"soft_prompt_tokens": 8}, "plum": {"teacher": "extractive"}}
-    for owner, change in changes.items():
-        other = replace(config, **change)
+    changed = {
+        "retrieved": 3,
+        "soft_prompt_tokens": 8,
+        "soft_prompt_learning_rate": 0.05,
+        "teacher": "extractive",
+        "plum_pairs": 5,
+    }
+    # every one-method setting is a real field, and each is changed below
+    assert {k for keys in ONE_METHOD_SETTINGS.values() for k in keys} == set(changed)
+    for owner, setting in ((m, k) for m, keys in ONE_METHOD_SETTINGS.items() for k in keys):
+        other = replace(config, **{setting: changed[setting]})
         for method in config.methods:
             same = reply_settings(method, config, {}, "tiny", "float32") == reply_settings(
                 method, other, {}, "tiny", "float32"
             )
-            assert same == (method != owner), (owner, method)
+            assert same == (method != owner), (setting, method)
     shared = replace(config, train=replace(config.train, max_new_tokens=8))  # decoding: every method's
     assert all(
         reply_settings(m, config, {}, "tiny", "float32") != reply_settings(m, shared, {}, "tiny", "float32")

@@ -301,10 +301,11 @@ def reply_settings(method: str, config: RepliesConfig, chosen: dict, model_name:
     saved before digests were kept carry none and are taken as they are."""
     import hashlib
 
-    others = {k for m, keys in ONE_METHOD_SETTINGS.items() if m != method.split("@")[0] for k in keys}
+    family = method.split("@")[0]  # "milp@rank" is a MiLP row
+    others = {k for m, keys in ONE_METHOD_SETTINGS.items() if m != family for k in keys}
     depends = {k: v for k, v in asdict(config).items() if k not in NOT_REPLY_SETTINGS and k not in others}
     depends |= {"base_model": model_name, "dtype": dtype, "method": method}
-    if method.split("@")[0] in MILP_METHODS:
+    if family in MILP_METHODS:
         depends["memory"] = asdict(chosen[searched_factors(method, config)])
     return hashlib.sha256(json.dumps(depends, sort_keys=True).encode()).hexdigest()[:16]
 
