@@ -15,6 +15,7 @@ from paramem.search import (
     SearchSpace,
     Trial,
     choose,
+    describe,
     hypervolume,
     pareto_front,
     read_trials,
@@ -50,6 +51,15 @@ def test_unsearched_factors_stay_fixed():
     assert space.dimensions == 1
     config = space.decode([0.99])
     assert (config.loras, config.layers, config.rank) == (3, [1, 2], 96)
+
+
+def test_a_memory_is_described_by_its_factors_and_where_its_loras_sit():
+    assert describe(MultiLoraConfig(loras=1, layers=[0, 1, 2, 3, 12, 13, 14, 15], rank=8), 24) == (
+        "n=1 r=8 mask 0-3,12-15 (1 LoRA on 1 layer)"
+    )
+    assert (
+        describe(MultiLoraConfig(loras=4, layers=[2, 3, 7], rank=16), 8) == "n=4 r=16 mask 2-3,7 (4 LoRAs on 3 layers)"
+    )
 
 
 @pytest.mark.parametrize(

@@ -46,6 +46,8 @@ CARTRIDGE_RULE = "balanced"
 # A memory read beside retrieved passages: the rule every hybrid figure was taken under (the README's
 # main table: cartridges + dense 0.750 on the report samples), fixed before they were computed.
 HYBRID_RULE = "prior"
+# The methods that read the text (none, context, bm25, dense) are read by log-odds, under its rule.
+TEXT_RULE = MAIN_RULE["log-odds"]
 
 
 def main_rule(readout: str, form: str | None = None) -> str:

@@ -362,7 +362,9 @@ def describe(memory: MultiLoraConfig, depth: int) -> str:
         if layer != previous + 1:
             runs.append(f"{start}-{previous}" if previous > start else f"{start}")
             start = layer
-    return f"n={memory.loras} r={memory.rank} mask {','.join(runs)} ({memory.loras} LoRAs on {len(held)} layers)"
+    loras = f"{memory.loras} LoRA{'s' * (memory.loras != 1)}"
+    layers_held = f"{len(held)} layer{'s' * (len(held) != 1)}"
+    return f"n={memory.loras} r={memory.rank} mask {','.join(runs)} ({loras} on {layers_held})"
 
 
 @dataclass

@@ -157,10 +157,11 @@ def text_curve(
     on_step: Callable[[str], None],
 ) -> None:
     """The scale curve of the methods that read the text: after every `curve_every` sessions (and
-    the last), each session's accuracy (prior rule) when only the sessions so far can be read, with
+    the last), each session's accuracy (`readers.TEXT_RULE`) when only the sessions so far can be read, with
     the prompt's length, the seconds per answer and, for context, how many sessions still fit."""
     from paramem.answer import load_memory
     from paramem.evaluate.run import evaluate_yes_no
+    from paramem.readers import TEXT_RULE
 
     if not config.curve_methods:
         return
@@ -177,7 +178,7 @@ def text_curve(
         point = {"learned": learned, "methods": {}}
         for method in scored:
             point["methods"][method.method] = {
-                "accuracy": session_accuracies(method.predictions, method.thresholds["prior"]),
+                "accuracy": session_accuracies(method.predictions, method.thresholds[TEXT_RULE]),
                 "prompt_tokens": method.prompt_tokens,
                 "seconds_per_answer": method.seconds / len(probes),
             }

@@ -476,7 +476,8 @@ def render(results: dict) -> str:
             f"What the judge is worth: asked to pick the gold reply against another episode's gold reply "
             f"({check['cases']} pairs, both orders), it picked it {sure['wins']} times, the other "
             f"{sure['losses']}, and disagreed with itself {sure['ties']} times (strict rule); by the "
-            f"calibrated rule it picked the gold reply {balanced['wins']} of {check['cases']} times.",
+            f"calibrated rule it picked the gold reply {balanced['wins']} times, the other {balanced['losses']}, "
+            f"and tied {balanced['ties']} times (the two orders' preferences summing to exactly 0).",
         ]
     if "plum" in results["methods"]:
         lines += [

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from paramem.evaluate.run import MethodResult
+from paramem.readers import TEXT_RULE, main_rule
 
 
 def _interval(metrics: dict, name: str) -> str:
@@ -40,8 +41,6 @@ def methods_table(results: dict, aucs: dict[str, str], rule: str = "prior") -> l
 
 def curve_rule(config: dict) -> str:
     """The rule the forgetting curve reads the memory under: its form's (older runs: sequential)."""
-    from paramem.readers import main_rule
-
     return main_rule("log-odds", config.get("remember", {}).get("train", {}).get("form", "sequential"))
 
 
@@ -94,7 +93,7 @@ def plot(results: dict, out: Path) -> list[str]:
         for method in results.get("config", {}).get("curve_methods", []):
             points = [(r["learned"], r["methods"][method]["mean"]) for r in scale]
             if points:
-                right.plot(*zip(*points), "s--", label=f"{method} (prior rule)")
+                right.plot(*zip(*points), "s--", label=f"{method} ({TEXT_RULE} rule)")
         if len(right.get_lines()) > 1:
             right.legend()
         right.set(
@@ -211,7 +210,7 @@ def write_report(results: dict, out: Path) -> Path:
         methods = list(scale[-1]["methods"])
         lines += [
             f"## Scale: accuracy on every session learned so far (memory: {curve_rule(config)} rule; "
-            "the methods that read the text: prior rule)",
+            f"the methods that read the text: {TEXT_RULE} rule)",
             "",
             "The methods that read the text read only the sessions so far; context keeps what fits its prompt.",
             "",
