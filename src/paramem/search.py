@@ -352,7 +352,7 @@ def trials_to_run(config: SearchConfig) -> int:
 
 
 def describe(memory: MultiLoraConfig, depth: int) -> str:
-    """'n=6 r=16 layers 0-3,8-11 (6 LoRAs on 6 layers)' for tables and logs."""
+    """'n=6 r=16 mask 0-3,8-11 (6 LoRAs on 6 layers)' for tables and logs."""
     from paramem.milp import placement
 
     held = placement(memory, depth)

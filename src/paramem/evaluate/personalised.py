@@ -449,7 +449,7 @@ def render(results: dict) -> str:
         f"{', '.join(results['dev_episodes'])}; judge: {results['judge']} (each pair in both orders).",
         "",
         "| method | ROUGE-1 | ROUGE-L | Persona-F1 | partner P-F1 | win / tie / loss vs TpLP | judge agreement "
-        "| calibrated win rate | s/episode |",
+        "| calibrated: win rate (win / tie / loss) | s/episode |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for method, m in results["methods"].items():
@@ -457,7 +457,11 @@ def render(results: dict) -> str:
         verdict = f"{win['win_rate']:.2f} ({win['wins']}/{win['ties']}/{win['losses']})" if win else "-"
         agreement = _figure(win["agreement"]) if win else "-"
         balanced = m.get("calibrated_win_vs_tplp")  # absent from runs judged before it existed
-        balanced = f"{balanced['win_rate']:.2f} ({balanced['wins']}/{balanced['losses']})" if balanced else "-"
+        balanced = (
+            f"{balanced['win_rate']:.2f} ({balanced['wins']}/{balanced['ties']}/{balanced['losses']})"
+            if balanced
+            else "-"
+        )
         lines.append(
             f"| {method} | {_figure(m['rouge1'])} | {_figure(m['rouge_l'])} | {_figure(m['persona_f1'])} | "
             f"{_figure(m['partner_persona_f1'])} | {verdict} | {agreement} | {balanced} | "
