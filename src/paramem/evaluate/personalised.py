@@ -437,6 +437,13 @@ def _figure(value) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
+def _verdict(verdict: dict | None) -> str:
+    """'0.46 (8/39/13)': the win rate, then wins / ties / losses."""
+    if verdict is None:
+        return "-"
+    return f"{verdict['win_rate']:.2f} ({verdict['wins']}/{verdict['ties']}/{verdict['losses']})"
+
+
 def render(results: dict) -> str:
     from paramem.config import MultiLoraConfig, TrainConfig
     from paramem.search import describe
@@ -454,17 +461,11 @@ def render(results: dict) -> str:
     ]
     for method, m in results["methods"].items():
         win = m["win_vs_tplp"]
-        verdict = f"{win['win_rate']:.2f} ({win['wins']}/{win['ties']}/{win['losses']})" if win else "-"
         agreement = _figure(win["agreement"]) if win else "-"
         balanced = m.get("calibrated_win_vs_tplp")  # absent from runs judged before it existed
-        balanced = (
-            f"{balanced['win_rate']:.2f} ({balanced['wins']}/{balanced['ties']}/{balanced['losses']})"
-            if balanced
-            else "-"
-        )
         lines.append(
             f"| {method} | {_figure(m['rouge1'])} | {_figure(m['rouge_l'])} | {_figure(m['persona_f1'])} | "
-            f"{_figure(m['partner_persona_f1'])} | {verdict} | {agreement} | {balanced} | "
+            f"{_figure(m['partner_persona_f1'])} | {_verdict(win)} | {agreement} | {_verdict(balanced)} | "
             f"{m['seconds_per_episode']:.0f} |"
         )
     gold = results["gold"]
