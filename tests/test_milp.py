@@ -14,6 +14,7 @@ from paramem.milp import (
     mean_loss,
     parameter_count,
     placement,
+    replies,
     reply,
     reply_example,
     reply_examples,
@@ -161,3 +162,15 @@ def test_the_repetition_penalty_reaches_the_reply():
         config = MiLPTrainConfig(max_new_tokens=4, repetition_penalty=penalty)
         assert reply(model, tokenizer, context, config) == expected[penalty]
     assert expected[1.0] != expected[50.0]  # the random model repeats itself unless kept from it
+
+
+def test_replies_in_one_batch_are_the_replies_made_one_at_a_time():
+    """Left padding is masked out and, being the row's own first token, leaves the repetition penalty
+    as it was: a batch of dialogues of different lengths decodes as each would alone."""
+    model, tokenizer = tiny_model()
+    contexts = [list(chat(i).messages[:turns]) for i, turns in ((1, 1), (2, 5), (3, 3))]
+    assert len({len(reply_prompt_ids(tokenizer, c, FAST)) for c in contexts}) == 3
+    config = MiLPTrainConfig(max_new_tokens=6, repetition_penalty=1.3)
+    one_by_one = [reply(model, tokenizer, c, config) for c in contexts]
+    assert replies(model, tokenizer, contexts, config) == one_by_one
+    assert len(set(one_by_one)) > 1

@@ -239,6 +239,35 @@ def learn(
 
 
 @torch.inference_mode()
+def replies(
+    model: torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    contexts: list[list[Message]],
+    config: MiLPTrainConfig,
+    systems: list[str] | None = None,
+) -> list[str]:
+    """The model's greedy replies to several dialogues so far, under the prompt it was tuned with (the
+    system line of each, REPLY_SYSTEM by default). They decode as one batch: on a CPU a decoding step is
+    bound by reading the weights, which a batch reads once for all its rows."""
+    model.eval()
+    systems = systems or [REPLY_SYSTEM] * len(contexts)
+    prompts = [reply_prompt_ids(tokenizer, c, config, s) for c, s in zip(contexts, systems)]
+    width = max(len(p) for p in prompts)
+    # Left padding, masked out. The pad is the row's own first token: the repetition penalty counts
+    # every token of the input, so any other pad would penalise a token the row never holds.
+    ids = torch.tensor([[p[0]] * (width - len(p)) + p for p in prompts])
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+    output = model.generate(
+        input_ids=ids,
+        attention_mask=mask,
+        max_new_tokens=config.max_new_tokens,
+        do_sample=False,
+        repetition_penalty=config.repetition_penalty,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return [tokenizer.decode(row[width:], skip_special_tokens=True).strip() for row in output]
+
+
 def reply(
     model: torch.nn.Module,
     tokenizer: PreTrainedTokenizerBase,
@@ -246,18 +275,8 @@ def reply(
     config: MiLPTrainConfig,
     system: str = REPLY_SYSTEM,
 ) -> str:
-    """The model's greedy reply to the dialogue so far, under the prompt it was tuned with."""
-    model.eval()
-    ids = torch.tensor([reply_prompt_ids(tokenizer, context, config, system)])
-    output = model.generate(
-        input_ids=ids,
-        attention_mask=torch.ones_like(ids),
-        max_new_tokens=config.max_new_tokens,
-        do_sample=False,
-        repetition_penalty=config.repetition_penalty,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    return tokenizer.decode(output[0, ids.shape[1] :], skip_special_tokens=True).strip()
+    """The model's greedy reply to one dialogue so far."""
+    return replies(model, tokenizer, [context], config, [system])[0]
 
 
 def save(model: torch.nn.Module, folder) -> None:

@@ -394,7 +394,7 @@ class MemoryObjective:
         from peft import PeftModel
 
         from paramem.evaluate.replies import rouge
-        from paramem.milp import learn, mean_loss, reply, reply_example
+        from paramem.milp import learn, mean_loss, replies, reply_example
 
         losses, rouges = [], []
         for user in self.users:
@@ -405,8 +405,9 @@ class MemoryObjective:
                     continue
                 examples = [reply_example(self.tokenizer, c, r, self.train_config) for c, r in scored]
                 losses.append(mean_loss(learned, self.tokenizer, examples))
-                for context, gold in scored[: self.replies]:
-                    rouges.append(rouge(reply(learned, self.tokenizer, context, self.train_config), gold)[1])
+                contexts, golds = zip(*scored[: self.replies])
+                made = replies(learned, self.tokenizer, list(contexts), self.train_config)
+                rouges += [rouge(text, gold)[1] for text, gold in zip(made, golds)]
             finally:
                 if isinstance(learned, PeftModel):
                     learned.unload()  # the base model back, without the trial's LoRAs

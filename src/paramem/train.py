@@ -55,6 +55,12 @@ def training_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tor
     never reaches it and no [batch x length x vocabulary] tensor is ever made."""
     decoder, head = decoder_and_head(model)
     hidden = decoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+    return loss_at_weights(head, hidden, batch)
+
+
+def loss_at_weights(head: torch.nn.Module, hidden: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """`weighted_cross_entropy` from the decoder's hidden states, one per input token: the head runs
+    only where the loss has weight."""
     weights = batch["weights"][:, 1:]
     trained = weights > 0
     logits = head(hidden[:, :-1][trained]).float()

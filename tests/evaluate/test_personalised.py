@@ -62,6 +62,24 @@ def test_user_embedding_learns_a_soft_prompt_and_leaves_the_base_model_alone():
     assert all(p.equal(before[n]) for n, p in prompted.get_base_model().named_parameters())
 
 
+def test_the_soft_prompt_loss_is_peft_prompt_tuning_loss_without_the_full_logits():
+    import random
+
+    from peft import PromptTuningConfig, get_peft_model
+
+    from paramem.milp import reply_examples
+    from paramem.train import batches, weighted_cross_entropy
+
+    model, tokenizer = tiny_model()
+    prompted = get_peft_model(model, PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=3))
+    examples = reply_examples(tokenizer, list(episodes()[0].history), TINY_TRAIN)
+    batch = batches(examples, 4, tokenizer.pad_token_id, 384, random.Random(0))[0]
+    assert (batch["attention_mask"] == 0).any()  # padding included
+    logits = prompted(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    expected = weighted_cross_entropy(logits[:, 3:], batch["input_ids"], batch["weights"])
+    assert personalised.soft_prompt_loss(prompted, batch).item() == pytest.approx(expected.item(), rel=1e-5)
+
+
 class Fixed:
     """A judge with a fixed preference for reply A, or for the longer reply."""
 
@@ -92,6 +110,21 @@ def test_the_calibrated_rule_cancels_a_position_bias_the_strict_rule_cannot_see_
     assert strict(first, second) == "tie" and calibrated(first, second) == "win"
     assert calibrated(*both_orders(biased, [], "short", "a long reply")) == "loss"
     assert calibrated(*both_orders(biased, [], "same", "same")) == "tie"
+
+
+def test_the_local_judge_reads_the_log_odds_of_a_against_b_at_its_answer():
+    from paramem.evaluate.judge import JUDGE_PROMPT, LocalJudge, render_context
+
+    model, tokenizer = tiny_model()
+    judge = LocalJudge(model, tokenizer)
+    context = list(episodes()[0].test.messages[:3])
+    prompt = JUDGE_PROMPT.format(context=render_context(context), a="first reply", b="second")
+    ids = tokenizer.apply_chat_template(
+        [{"role": "user", "content": prompt}], add_generation_prompt=True, return_tensors="pt", return_dict=True
+    )
+    logits = model(**ids).logits[0, -1]
+    expected = (logits[judge.a] - logits[judge.b]).item()
+    assert judge.prefers_a(context, "first reply", "second") == pytest.approx(expected, abs=1e-4)
 
 
 def test_the_judge_check_counts_the_gold_reply_picked_under_both_rules():

@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from paramem.errors import InputError
+from paramem.models import decoder_and_head
 
 JUDGE_PROMPT = """Here is a conversation, then two candidate next replies by the assistant.
 
@@ -41,7 +42,9 @@ def render_context(context: list) -> str:
 
 
 class LocalJudge:
-    """A local causal LM's preference: log P("A") - log P("B") at the start of its answer."""
+    """A local causal LM's preference: log P("A") - log P("B") at the start of its answer, computed in
+    float32 from the last hidden state (bfloat16 logits are coarse enough that the two orders' log-odds
+    often cancel exactly, a tie the replies did not earn) and only for the two letters."""
 
     def __init__(self, model, tokenizer):
         from paramem.answer import first_token_ids
@@ -56,8 +59,12 @@ class LocalJudge:
         ids = self.tokenizer.apply_chat_template(
             [{"role": "user", "content": prompt}], add_generation_prompt=True, return_tensors="pt", return_dict=True
         )
-        logits = self.model(**ids).logits[0, -1].float()
-        return float(logits[self.a] - logits[self.b])
+        decoder, head = decoder_and_head(self.model)
+        last = decoder(**ids).last_hidden_state[0, -1].float()
+        letters = [self.a, self.b]
+        bias = None if head.bias is None else head.bias[letters].float()
+        log_a, log_b = torch.nn.functional.linear(last, head.weight[letters].float(), bias)
+        return float(log_a - log_b)
 
 
 class EndpointJudge:

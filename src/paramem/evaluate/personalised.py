@@ -146,7 +146,7 @@ def learn_soft_prompt(model, tokenizer, history: list[Conversation], config: Rep
     from peft import PromptTuningConfig, get_peft_model
 
     from paramem.milp import reply_examples
-    from paramem.train import batches, weighted_cross_entropy
+    from paramem.train import batches
 
     torch.manual_seed(config.train.seed)
     prompted = get_peft_model(
@@ -160,13 +160,28 @@ def learn_soft_prompt(model, tokenizer, history: list[Conversation], config: Rep
     epochs = config.train.memory_epochs + config.train.instruction_epochs
     for _ in range(epochs):
         for batch in batches(examples, config.train.batch_size, tokenizer.pad_token_id, config.train.max_length, rng):
-            logits = prompted(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-            loss = weighted_cross_entropy(logits[:, config.soft_prompt_tokens :], batch["input_ids"], batch["weights"])
+            loss = soft_prompt_loss(prompted, batch)
             loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
     prompted.eval()
     return prompted
+
+
+def soft_prompt_loss(prompted, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """`train.training_loss` through a soft prompt: its virtual tokens' embeddings go before the input's,
+    and the vocabulary head runs only where the loss has weight (peft's own forward would make the
+    full [batch x length x vocabulary] logits, a third of the compute at this model size)."""
+    from paramem.models import decoder_and_head
+    from paramem.train import loss_at_weights
+
+    decoder, head = decoder_and_head(prompted)
+    embeds = decoder.get_input_embeddings()(batch["input_ids"])
+    prompt = prompted.get_prompt(batch_size=embeds.shape[0]).to(embeds.dtype)
+    virtual = prompt.shape[1]
+    mask = torch.cat([batch["attention_mask"].new_ones(embeds.shape[0], virtual), batch["attention_mask"]], dim=1)
+    hidden = decoder(inputs_embeds=torch.cat([prompt, embeds], dim=1), attention_mask=mask).last_hidden_state
+    return loss_at_weights(head, hidden[:, virtual:], batch)
 
 
 def learn_plum(model_name: str, history: tuple[Conversation, ...], config: RepliesConfig, home: Path, dtype):
@@ -206,15 +221,11 @@ class Replier:
         self.model_name, self.dtype = model_name, dtype  # PLUM loads its own copy of the base model
 
     def _replies(self, model, episode: Episode, system_of=None, train=None) -> list[str]:
-        from paramem.milp import REPLY_SYSTEM, reply
+        from paramem.milp import REPLY_SYSTEM, replies
 
-        train = train or self.config.train
-        out = []
-        for target in episode.targets:
-            context = list(episode.test.messages[:target])
-            system = system_of(context) if system_of else REPLY_SYSTEM
-            out.append(reply(model, self.tokenizer, context, train, system))
-        return out
+        contexts = [list(episode.test.messages[:target]) for target in episode.targets]
+        systems = [system_of(c) if system_of else REPLY_SYSTEM for c in contexts]
+        return replies(model, self.tokenizer, contexts, train or self.config.train, systems)
 
     def replies(self, method: str, episode: Episode) -> list[str]:
         from peft import PeftModel
