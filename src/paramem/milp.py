@@ -248,7 +248,10 @@ def replies(
 ) -> list[str]:
     """The model's greedy replies to several dialogues so far, under the prompt it was tuned with (the
     system line of each, REPLY_SYSTEM by default). They decode as one batch: on a CPU a decoding step is
-    bound by reading the weights, which a batch reads once for all its rows."""
+    bound by reading the weights, which a batch reads once for all its rows. In float32 each row decodes
+    as it would alone; in bfloat16 the padding changes the rounding, and a near-tie can go the other way."""
+    if not contexts:
+        return []
     model.eval()
     systems = systems or [REPLY_SYSTEM] * len(contexts)
     prompts = [reply_prompt_ids(tokenizer, c, config, s) for c, s in zip(contexts, systems)]
