@@ -164,7 +164,7 @@ def test_run_compares_every_method_and_resumes_without_replying_again(tmp_path, 
     report = (tmp_path / "report.md").read_text()
     assert report.count("| milp") == 4
     base_row = next(line for line in report.splitlines() if line.startswith("| base |"))
-    b = methods["base"]["calibrated_win_vs_tplp"]  # the calibrated verdict with its ties: in bf16 most pairs tie
+    b = methods["base"]["calibrated_win_vs_tplp"]  # the calibrated verdict, with its ties
     assert f"| {b['win_rate']:.2f} ({b['wins']}/{b['ties']}/{b['losses']}) |" in base_row
     # the ablation table: one row per factor set, each with the report figures of its own memory
     rows = [line for line in report.splitlines() if line.startswith(("| rank |", "| loras,layers,rank |"))]

@@ -47,23 +47,24 @@ class LocalJudge:
     often cancel exactly, a tie the replies did not earn) and only for the two letters."""
 
     def __init__(self, model, tokenizer):
-        from paramem.answer import first_token_ids
+        from paramem.answer import first_token_ids, head_rows
 
         self.model, self.tokenizer = model, tokenizer
         self.a, self.b = first_token_ids(tokenizer, ["A"])[0], first_token_ids(tokenizer, ["B"])[0]
+        self._decoder, _ = decoder_and_head(model)
+        self._weight, self._bias = head_rows(model, [self.a, self.b])
         self.name = "local"
 
     @torch.inference_mode()
     def prefers_a(self, context: list, a: str, b: str) -> float:
         prompt = JUDGE_PROMPT.format(context=render_context(context), a=a, b=b)
+        from paramem.answer import last_hidden_states
+
         ids = self.tokenizer.apply_chat_template(
-            [{"role": "user", "content": prompt}], add_generation_prompt=True, return_tensors="pt", return_dict=True
-        )
-        decoder, head = decoder_and_head(self.model)
-        last = decoder(**ids).last_hidden_state[0, -1].float()
-        letters = [self.a, self.b]
-        bias = None if head.bias is None else head.bias[letters].float()
-        log_a, log_b = torch.nn.functional.linear(last, head.weight[letters].float(), bias)
+            [{"role": "user", "content": prompt}], add_generation_prompt=True, return_dict=True
+        )["input_ids"]
+        last = last_hidden_states(self._decoder, [ids], self.tokenizer.pad_token_id)[0]
+        log_a, log_b = self._weight @ last + self._bias
         return float(log_a - log_b)
 
 
