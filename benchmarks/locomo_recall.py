@@ -44,12 +44,14 @@ def main() -> None:
     args = parser.parse_args()
     saved = json.loads((args.run / "results.json").read_text(encoding="utf-8"))
     config = saved["config"]
+    form = config["remember"]["train"]["form"]
+    if form == "cartridge":
+        raise SystemExit(f"{args.run}: cartridges are read by log-odds; the recall readout reads sequential memories")
     bench = build_locomo(
         _locomo_file(config["locomo"], args.data), config["sample"], config["sessions"], config["probes_per_session"]
     )
     model, tokenizer, memory = load_memory(USER, args.run / "home")
     notes = memory.notes()
-    form = config["remember"]["train"]["form"]
     results = evaluate_yes_no(
         model,
         tokenizer,
