@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from paramem.answer import first_token_ids, head_rows, last_hidden_states
 from paramem.errors import InputError
 from paramem.models import decoder_and_head
 
@@ -47,8 +48,6 @@ class LocalJudge:
     often cancel exactly, a tie the replies did not earn) and only for the two letters."""
 
     def __init__(self, model, tokenizer):
-        from paramem.answer import first_token_ids, head_rows
-
         self.model, self.tokenizer = model, tokenizer
         self.a, self.b = first_token_ids(tokenizer, ["A"])[0], first_token_ids(tokenizer, ["B"])[0]
         self._decoder, _ = decoder_and_head(model)
@@ -58,8 +57,6 @@ class LocalJudge:
     @torch.inference_mode()
     def prefers_a(self, context: list, a: str, b: str) -> float:
         prompt = JUDGE_PROMPT.format(context=render_context(context), a=a, b=b)
-        from paramem.answer import last_hidden_states
-
         ids = self.tokenizer.apply_chat_template(
             [{"role": "user", "content": prompt}], add_generation_prompt=True, return_dict=True
         )["input_ids"]
