@@ -42,11 +42,13 @@ def main() -> None:
     parser.add_argument("run", type=Path, help="a `paramem locomo` results folder with its home")
     parser.add_argument("--data", default=os.environ.get("PARAMEM_DATA"), help="datasets root (default: the run's)")
     args = parser.parse_args()
+    if not (args.run / "results.json").is_file() or not (args.run / "home").is_dir():
+        parser.error(f"{args.run}: not a `paramem locomo` run with its store (results.json and home/)")
     saved = json.loads((args.run / "results.json").read_text(encoding="utf-8"))
     config = saved["config"]
     form = config["remember"]["train"]["form"]
     if form == "cartridge":
-        raise SystemExit(f"{args.run}: cartridges are read by log-odds; the recall readout reads sequential memories")
+        parser.error(f"{args.run}: cartridges are read by log-odds; the recall readout reads sequential memories")
     bench = build_locomo(
         _locomo_file(config["locomo"], args.data), config["sample"], config["sessions"], config["probes_per_session"]
     )
