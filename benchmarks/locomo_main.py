@@ -32,12 +32,14 @@ MEMORY_METHODS = ("memory", "hybrid")
 
 
 def form_name(results: dict) -> str:
-    """plum, distill or cartridge, with "-checks" when distilled with yes/no checks: how the run's
-    memory was learned."""
+    """plum, distill or cartridge, with "-checks" when distilled with yes/no checks and "-hidden" when
+    matching the teacher's hidden states too: how the run's memory was learned."""
     train = results["config"].get("remember", {}).get("train", {})
     name = "cartridge" if train.get("form") == "cartridge" else train.get("objective", "plum")  # older: plum
     if name != "plum" and train.get("distill_checks"):  # results written before checks existed have none
         name += "-checks"
+    if train.get("distill_hidden_weight"):  # matched the teacher's hidden states too (absent: not)
+        name += "-hidden"
     return name
 
 

@@ -1,6 +1,7 @@
 import math
 import random
 
+import pytest
 import torch
 
 from paramem.augment.teachers import ExtractiveTeacher
@@ -18,11 +19,14 @@ from paramem.distill import (
     distillation_loss,
     dump_targets,
     encode_target,
+    hidden_distance,
     kl_to_top_k,
     load_targets,
+    matched_layers,
     notes_queries,
     teacher_targets,
 )
+from paramem.errors import InputError
 from paramem.models import tiny_model
 from paramem.prompts import encode_prompt
 from paramem.remember import RememberConfig, remember
@@ -124,6 +128,73 @@ def test_the_student_learns_the_teachers_answers_without_the_conversation(demo_c
     assert all(later < earlier for earlier, later in zip(losses, losses[1:]))  # falls at every step
 
 
+def test_the_hidden_state_distance_is_the_normalised_l1_computed_by_hand():
+    teacher = torch.tensor([[[1.0, -2.0, 1.0], [0.5, 0.5, 0.0]]])  # one position, two layers
+    student = torch.tensor([[[0.0, -2.0, 2.0], [0.5, 0.5, 0.0]]])
+    by_hand = ((1 + 0 + 1) / 4 + 0 / 1) / 2
+    assert hidden_distance(student, teacher).item() == pytest.approx(by_hand)
+
+
+def test_matched_layers_spread_over_the_depth_with_the_last_included():
+    assert matched_layers(24, 4) == [6, 12, 18, 24]
+    assert matched_layers(24, 1) == [24]
+    assert matched_layers(2, 4) == [1, 2]  # never more than the model has, never the embeddings
+
+
+def test_the_teachers_hidden_states_are_a_full_forwards_at_the_answer_positions(demo_conversations):
+    model, tokenizer = tiny_model()
+    garden = demo_conversations[0]
+    notes = ExtractiveTeacher().notes(garden)
+    config = TrainConfig(**{**CONFIG.__dict__, "distill_hidden_weight": 1.0, "distill_hidden_layers": 2})
+    targets, _ = teacher_targets(model, tokenizer, garden, notes, config)
+    assert len({len(t.answer_ids) for t in targets} | {len(t.question) for t in targets}) > 1  # rows differ
+    for target in targets:
+        prompt = slot_prompt(
+            memory_head(tokenizer),
+            conversation_slot(tokenizer, garden, notes.date),
+            encode_prompt(tokenizer, target.question),
+        )
+        with torch.inference_mode():
+            states = model(torch.tensor([prompt + target.answer_ids]), output_hidden_states=True).hidden_states
+        n = len(target.answer_ids)  # the positions that predicted each answer token
+        expected = torch.stack([states[layer][0, len(prompt) - 1 : len(prompt) - 1 + n] for layer in (1, 2)])
+        torch.testing.assert_close(target.hidden, expected, atol=1e-4, rtol=1e-4)
+    # never stored: a target read back has the same answer and log-probabilities, and no hidden states
+    assert load_targets(dump_targets(targets)) == targets
+    assert all(t.hidden is None for t in load_targets(dump_targets(targets)))
+
+
+def test_hidden_states_add_their_weighted_distance_where_carried(demo_conversations):
+    model, tokenizer = tiny_model()
+    notes = ExtractiveTeacher().notes(demo_conversations[0])
+    config = TrainConfig(**{**CONFIG.__dict__, "distill_hidden_weight": 1.0, "distill_hidden_layers": 2})
+    targets, _ = teacher_targets(model, tokenizer, demo_conversations[0], notes, config)
+    student = attach_lora(model, TrainConfig())
+    with torch.no_grad():  # a student unlike the teacher, so that the distance is not zero
+        for name, param in student.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.5)
+    replayed = load_targets(dump_targets(targets[:1]))  # as replay reads them: no hidden states
+    examples = [encode_target(tokenizer, t) for t in [*targets[1:], *replayed]]
+    [batch] = distill_batches(examples, 8, tokenizer.pad_token_id, random.Random(0))
+    out = student(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_hidden_states=True)
+    kl = kl_to_top_k(out.logits[batch["predict"]], batch["top_ids"], batch["top_logprobs"], batch["weights"])
+    student_states = torch.stack([out.hidden_states[layer][batch["predict"]] for layer in (1, 2)], dim=1)
+    kept = batch["has_hidden"]
+    assert int(kept.sum()) == sum(len(t.answer_ids) for t in targets[1:])  # the replayed one has none
+    by_hand = kl + 0.5 * hidden_distance(student_states[kept], batch["hidden"][kept])
+    torch.testing.assert_close(distillation_loss(student, batch, hidden_weight=0.5), by_hand)
+    torch.testing.assert_close(distillation_loss(student, batch), kl)  # weight 0: the KL alone
+    assert hidden_distance(student_states[kept], batch["hidden"][kept]) > 0.01
+
+
+def test_hidden_state_matching_is_refused_for_cartridges():
+    with pytest.raises(InputError, match="distill_hidden_weight"):
+        TrainConfig(objective="distill", form="cartridge", distill_hidden_weight=1.0)
+    with pytest.raises(InputError, match="distill_hidden_weight"):
+        TrainConfig(objective="distill", distill_hidden_weight=-1.0)
+
+
 def test_remember_with_distill_stores_targets_and_replays_them(demo_conversations, monkeypatch):
     from paramem.train import SequentialTrainer
 
@@ -154,6 +225,27 @@ def test_remember_with_distill_stores_targets_and_replays_them(demo_conversation
     assert memory.targets(demo_conversations[1].id) is not None
     # The second run read the first conversation's stored targets back and replayed some of them
     assert seen[-1][0] == sorted(c.id for c in demo_conversations[:2]) and seen[-1][1] >= 1
+
+
+def test_remember_matches_hidden_states_while_learning_and_stores_none(demo_conversations, monkeypatch):
+    import paramem.distill
+
+    seen = []
+    original = paramem.distill.distillation_loss
+
+    def recording(model, batch, hidden_weight=0.0):
+        seen.append((hidden_weight, int(batch["has_hidden"].sum()) if "hidden" in batch else 0))
+        return original(model, batch, hidden_weight)
+
+    monkeypatch.setattr(paramem.distill, "distillation_loss", recording)
+    train = TrainConfig(
+        objective="distill", distill_checks=0, epochs=1, min_epochs=1, distill_queries=2, distill_answer_tokens=3
+    )
+    config = RememberConfig(base_model="tiny", train=TrainConfig(**{**train.__dict__, "distill_hidden_weight": 0.5}))
+    remember("h", demo_conversations[:1], ExtractiveTeacher(), config)
+    assert seen and all(weight == 0.5 and carried > 0 for weight, carried in seen)
+    stored = load_targets(UserMemory("h").targets(demo_conversations[0].id))
+    assert len(stored) == 2 and all(t.hidden is None for t in stored)
 
 
 def test_remember_objective_distill_from_the_cli(tmp_path):

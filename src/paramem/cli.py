@@ -99,6 +99,7 @@ ReplayedCuesOption = _setting(TrainConfig, "replayed_cues", "--replayed-cues")
 DistillQueriesOption = _setting(TrainConfig, "distill_queries", "--distill-queries")
 SelfStudyQueriesOption = _setting(TrainConfig, "self_study_queries", "--self-study-queries")
 DistillChecksOption = _setting(TrainConfig, "distill_checks", "--distill-checks")
+DistillHiddenWeightOption = _setting(TrainConfig, "distill_hidden_weight", "--distill-hidden-weight")
 NegativeRatioOption = _setting(PairConfig, "negative_ratio", "--negative-ratio")
 ObjectiveOption = _setting(TrainConfig, "objective", "--objective")
 FormOption = _setting(TrainConfig, "form", "--form")
@@ -169,6 +170,7 @@ def _train_config(
     form: str,
     distill_queries: int,
     distill_checks: int,
+    distill_hidden_weight: float,
 ) -> TrainConfig:
     """The learning options `remember` and `remember-many` share, as a TrainConfig."""
     rates = _learning_rates(lr)
@@ -183,6 +185,7 @@ def _train_config(
         form=form,
         distill_queries=distill_queries,
         distill_checks=distill_checks,
+        distill_hidden_weight=distill_hidden_weight,
         pairs=PairConfig(negative_ratio=negative_ratio),
     )
 
@@ -208,6 +211,7 @@ def remember_command(
     form: str = FormOption,
     distill_queries: int = DistillQueriesOption,
     distill_checks: int = DistillChecksOption,
+    distill_hidden_weight: float = DistillHiddenWeightOption,
     keep_conversations: bool = KeepConversationsOption,
     regenerate_notes: bool = RegenerateNotesOption,
     notes_cache: bool = NotesCacheOption,
@@ -239,6 +243,7 @@ def remember_command(
             form,
             distill_queries,
             distill_checks,
+            distill_hidden_weight,
         ),
     )
     learned = learn_with_progress(
@@ -282,6 +287,7 @@ def remember_many_command(
     form: str = FormOption,
     distill_queries: int = DistillQueriesOption,
     distill_checks: int = DistillChecksOption,
+    distill_hidden_weight: float = DistillHiddenWeightOption,
     dtype: str | None = DtypeOption,
     home: Path | None = typer.Option(
         None, "--home", help="the shared store (default: $PARAMEM_HOME); on a cluster, a path every node sees"
@@ -313,6 +319,7 @@ def remember_many_command(
             form,
             distill_queries,
             distill_checks,
+            distill_hidden_weight,
         ),
     )
     with StepLog("users") as log:
@@ -747,6 +754,7 @@ def locomo_command(
     distill_queries: int = DistillQueriesOption,
     self_study_queries: int = SelfStudyQueriesOption,
     distill_checks: int = DistillChecksOption,
+    distill_hidden_weight: float = DistillHiddenWeightOption,
     curve_methods: str = typer.Option(
         "", "--curve-methods", help="scale curve: context, bm25, dense scored on the sessions so far, comma-separated"
     ),
@@ -783,6 +791,7 @@ def locomo_command(
                 distill_queries=distill_queries,
                 self_study_queries=self_study_queries,
                 distill_checks=distill_checks,
+                distill_hidden_weight=distill_hidden_weight,
                 pairs=PairConfig(negative_ratio=negative_ratio, statements=statements),
             ),
         ),

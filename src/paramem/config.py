@@ -129,6 +129,16 @@ class TrainConfig:
     distill_check_weight: float = setting(8.0, "distill: a check's one answer token counts as this many")
     distill_top_k: int = setting(20, "distill: teacher log-probabilities kept per answer token")
     distill_answer_tokens: int = setting(32, "distill: longest teacher answer, in tokens")
+    # Deep context distillation (knowledge modules, arXiv 2503.08727) matches the teacher's hidden
+    # states as well as its output distribution. Off until a measurement says otherwise.
+    distill_hidden_weight: float = setting(
+        0.0,
+        "distill: weight of matching the teacher's hidden states at every answer position, beside the "
+        "KL (normalised L1 distance, distill.py; 0: the KL alone; sequential form only)",
+    )
+    distill_hidden_layers: int = setting(
+        4, "distill: how many layers' hidden states are matched, spread evenly over the depth, the last included"
+    )
     form: str = setting(
         "sequential",
         "sequential: one LoRA adapter learned conversation after conversation; cartridge: a key/value "
@@ -177,7 +187,20 @@ class TrainConfig:
         check_option(self.distill_check_weight > 0, "distill_check_weight", "above 0", self.distill_check_weight)
         check_option(self.distill_top_k >= 1, "distill_top_k", "at least 1", self.distill_top_k)
         check_option(self.distill_answer_tokens >= 1, "distill_answer_tokens", "at least 1", self.distill_answer_tokens)
+        check_option(
+            self.distill_hidden_weight >= 0,
+            "distill_hidden_weight (--distill-hidden-weight)",
+            "0 or more",
+            self.distill_hidden_weight,
+        )
+        check_option(self.distill_hidden_layers >= 1, "distill_hidden_layers", "at least 1", self.distill_hidden_layers)
         check_option(self.form in ("sequential", "cartridge"), "form (--form)", "sequential or cartridge", self.form)
+        check_option(
+            self.distill_hidden_weight == 0 or self.form == "sequential",
+            "distill_hidden_weight (--distill-hidden-weight)",
+            "0 for the cartridge form (its hidden states are not matched)",
+            self.distill_hidden_weight,
+        )
         check_option(
             self.form == "sequential" or self.objective == "distill",
             "objective (--objective)",

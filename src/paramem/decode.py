@@ -57,6 +57,16 @@ def end_token_ids(tokenizer: PreTrainedTokenizerBase) -> set[int]:
     return {i for i in end if i is not None and i != tokenizer.unk_token_id}
 
 
+def left_padded(read: int, rests: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(input ids, attention mask, position ids) of rows that continue `read` shared tokens: each row
+    left-padded to the longest, the padding masked, its positions following on from the shared ones."""
+    width = max(map(len, rests))
+    ids = torch.tensor([[pad_id] * (width - len(r)) + r for r in rests])
+    mask = torch.tensor([[1] * read + [0] * (width - len(r)) + [1] * len(r) for r in rests])
+    positions = torch.tensor([[read] * (width - len(r)) + list(range(read, read + len(r))) for r in rests])
+    return ids, mask, positions
+
+
 @torch.inference_mode()
 def decode_after_prefix(
     model: torch.nn.Module,
@@ -73,10 +83,8 @@ def decode_after_prefix(
     temperature 1 with `sampler`), all rows in one batch. `prefix_cache` holds the keys and values of
     the `read` shared tokens (None when `read` is 0); every rest has at least one token. A row stops
     at the first of `end_ids`, which it keeps."""
-    rows, width = len(rests), max(map(len, rests))
-    ids = torch.tensor([[pad_id] * (width - len(r)) + r for r in rests])
-    mask = torch.tensor([[1] * read + [0] * (width - len(r)) + [1] * len(r) for r in rests])
-    positions = torch.tensor([[read] * (width - len(r)) + list(range(read, read + len(r))) for r in rests])
+    rows = len(rests)
+    ids, mask, positions = left_padded(read, rests, pad_id)
     cache = repeated(prefix_cache, rows) if prefix_cache is not None else None
     out = model(
         input_ids=ids,

@@ -9,7 +9,10 @@ its prompt (Cartridges / self-study, arXiv 2506.06266; knowledge modules, arXiv 
            and kept across epochs and learning rates, and stored with the memory, so that replay of
            earlier conversations reads the stored targets, not the raw text.
   student  the base model with the memory, asked the same query with paramem's short system prompt and
-           no conversation; it learns by KL(teacher top-k || student) at every answer position.
+           no conversation; it learns by KL(teacher top-k || student) at every answer position, and,
+           with `distill_hidden_weight`, by matching the teacher's hidden states there too (deep
+           context distillation); those are kept only while their conversation is learned: at ~3 KB
+           a position and layer they would outweigh the stored targets many times over.
 
 `TrainConfig.objective = "distill"` selects it; PLUM's weighted cross-entropy stays the default until
 a measurement says otherwise.
@@ -22,7 +25,7 @@ import hashlib
 import json
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field, fields, replace
 
 import torch
 from transformers import PreTrainedTokenizerBase
@@ -33,7 +36,7 @@ from paramem.augment.templates import fact_clause
 from paramem.cartridge import memory_head, slot_prompt
 from paramem.config import TrainConfig
 from paramem.conversations import Conversation
-from paramem.decode import decode_after_prefix, end_token_ids
+from paramem.decode import decode_after_prefix, end_token_ids, left_padded, repeated
 from paramem.models import decoder_and_head
 from paramem.prompts import encode_prompt
 from paramem.train import length_buckets
@@ -48,6 +51,9 @@ class DistillTarget:
     top_ids: list[list[int]]  # per answer position: the teacher's k likeliest tokens
     top_logprobs: list[list[float]]  # their log-probabilities under the teacher's full softmax
     kind: str = "answer"  # "answer" (to a query) or "check" (a yes/no check: the first answer token only)
+    # The teacher's hidden states at the answer positions, (layers, answer tokens, width), with
+    # `distill_hidden_weight`; never stored (the module docstring says why), so replay goes without.
+    hidden: torch.Tensor | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -71,6 +77,7 @@ class DistillExample:
     top_ids: list[list[int]]
     top_logprobs: list[list[float]]
     weight: float = 1.0  # how much each of its answer positions counts in the loss
+    hidden: torch.Tensor | None = None  # the teacher's hidden states there, (layers, answer tokens, width)
 
 
 def conversation_slot(tokenizer: PreTrainedTokenizerBase, conversation: Conversation, date: str | None) -> list[int]:
@@ -157,6 +164,34 @@ class TeacherReading:
         rows = decode_after_prefix(self.model, self.cache, read, rests, max_tokens, self.end_ids, pad, top_k, sampler)
         return [DistillTarget(q, row.ids, row.top_ids, row.top_logprobs, kind) for q, row in zip(questions, rows)]
 
+    def with_hidden_states(self, targets: list[DistillTarget], layers: list[int]) -> list[DistillTarget]:
+        """`targets` with the teacher's hidden states at `layers` (indices into the model's
+        `hidden_states`: 0 the embeddings, i the output of layer i) at every answer position, the
+        position whose output predicted each answer token: one teacher-forced pass per batch."""
+        read = len(self.head) + len(self.slot)
+        out = []
+        for start in range(0, len(targets), TEACHER_BATCH):
+            batch = targets[start : start + TEACHER_BATCH]
+            rests = [
+                slot_prompt(self.head, self.slot, encode_prompt(self.tokenizer, t.question))[read:] + t.answer_ids[:-1]
+                for t in batch
+            ]
+            ids, mask, positions = left_padded(read, rests, self.tokenizer.pad_token_id or 0)
+            with torch.inference_mode():
+                states = self.model(
+                    input_ids=ids,
+                    attention_mask=mask,
+                    position_ids=positions,
+                    past_key_values=repeated(self.cache, len(rests)),
+                    output_hidden_states=True,
+                    logits_to_keep=1,
+                ).hidden_states
+            for row, target in enumerate(batch):
+                n = len(target.answer_ids)  # rows are left-padded: the answer positions are the last n
+                hidden = torch.stack([states[layer][row, -n:] for layer in layers])
+                out.append(replace(target, hidden=hidden.clone()))
+        return out
+
     def checks(self, count: int) -> list[str]:
         """Up to `count` yes/no check questions: turns spread evenly over the conversation, each giving a
         stated fact and a near miss (greedy, so the same conversation gives the same checks)."""
@@ -242,14 +277,26 @@ def teacher_targets(
     written = time.perf_counter()
     targets = reading.answer_many(queries, config.distill_answer_tokens, config.distill_top_k)
     targets += reading.answer_many(checks, 1, config.distill_top_k, kind="check")
+    if config.distill_hidden_weight > 0:
+        layers = matched_layers(model.config.num_hidden_layers, config.distill_hidden_layers)
+        targets = reading.with_hidden_states(targets, layers)
     cost = TeacherCost(read - started, written - read, time.perf_counter() - written, len(targets))
     return targets, cost
+
+
+def matched_layers(depth: int, count: int) -> list[int]:
+    """Indices into `hidden_states` of a model `depth` layers deep: `count` layers spread evenly,
+    the last included (at most every layer; index 0, the embeddings, the memory cannot change)."""
+    count = min(count, depth)
+    return [round(depth * (j + 1) / count) for j in range(count)]
 
 
 def encode_target(tokenizer: PreTrainedTokenizerBase, target: DistillTarget, weight: float = 1.0) -> DistillExample:
     """The student's view of a target: the question asked without the conversation, then the answer."""
     prompt = encode_prompt(tokenizer, target.question)
-    return DistillExample(prompt + target.answer_ids, len(prompt), target.top_ids, target.top_logprobs, weight)
+    return DistillExample(
+        prompt + target.answer_ids, len(prompt), target.top_ids, target.top_logprobs, weight, target.hidden
+    )
 
 
 def distill_batches(
@@ -257,33 +304,52 @@ def distill_batches(
 ) -> list[dict[str, torch.Tensor]]:
     """Length-bucketed batches in shuffled order, with the answer positions marked: position t of
     `predict` is True when the token at t + 1 is an answer token, whose teacher targets follow in
-    row-major order in `top_ids` / `top_logprobs`."""
+    row-major order in `top_ids` / `top_logprobs`. Where any example carries the teacher's hidden
+    states, `hidden` holds them in the same order, (positions, layers, width), and `has_hidden`
+    marks the positions that have them (replayed targets do not)."""
     out = []
     for rows in length_buckets(examples, batch_size, rng):
-        width = max(len(r.input_ids) for r in rows)
-        ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        predict = torch.zeros((len(rows), width), dtype=torch.bool)
-        top_ids, top_logprobs, weights = [], [], []
-        for row, example in enumerate(rows):
-            n = len(example.input_ids)
-            ids[row, :n] = torch.tensor(example.input_ids)
-            mask[row, :n] = 1
-            predict[row, example.answer_start - 1 : n - 1] = True
-            top_ids += example.top_ids
-            top_logprobs += example.top_logprobs
-            weights += [example.weight] * len(example.top_ids)
-        out.append(
-            {
-                "input_ids": ids,
-                "attention_mask": mask,
-                "predict": predict,
-                "top_ids": torch.tensor(top_ids),
-                "top_logprobs": torch.tensor(top_logprobs),
-                "weights": torch.tensor(weights),
-            }
-        )
+        batch = _padded_batch(rows, pad_id)
+        carried = [r.hidden for r in rows if r.hidden is not None]
+        if carried:
+            blank = torch.zeros_like(carried[0][:, :1]).transpose(0, 1)  # one position: (1, layers, width)
+            batch["hidden"] = torch.cat(
+                [
+                    r.hidden.transpose(0, 1) if r.hidden is not None else blank.expand(len(r.top_ids), -1, -1)
+                    for r in rows
+                ]
+            )
+            batch["has_hidden"] = torch.tensor(
+                [r.hidden is not None for r in rows for _ in r.top_ids], dtype=torch.bool
+            )
+        out.append(batch)
     return out
+
+
+def _padded_batch(rows: list[DistillExample], pad_id: int) -> dict[str, torch.Tensor]:
+    """The rows right-padded to the longest, their answer positions marked, their teacher targets
+    concatenated in row-major order."""
+    width = max(len(r.input_ids) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    predict = torch.zeros((len(rows), width), dtype=torch.bool)
+    top_ids, top_logprobs, weights = [], [], []
+    for row, example in enumerate(rows):
+        n = len(example.input_ids)
+        ids[row, :n] = torch.tensor(example.input_ids)
+        mask[row, :n] = 1
+        predict[row, example.answer_start - 1 : n - 1] = True
+        top_ids += example.top_ids
+        top_logprobs += example.top_logprobs
+        weights += [example.weight] * len(example.top_ids)
+    return {
+        "input_ids": ids,
+        "attention_mask": mask,
+        "predict": predict,
+        "top_ids": torch.tensor(top_ids),
+        "top_logprobs": torch.tensor(top_logprobs),
+        "weights": torch.tensor(weights),
+    }
 
 
 def kl_to_top_k(
@@ -303,15 +369,39 @@ def kl_to_top_k(
     return (per_position * weights).sum() / weights.sum()
 
 
-def distillation_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """`kl_to_top_k` of a batch, the vocabulary head run only at answer positions."""
+def hidden_distance(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """Mean over positions and layers of |student - teacher|_1 / |teacher|_1, deep context
+    distillation's distance: normalised per layer, so that layers of larger activations do not
+    dominate and the weight beside the KL means the same for any model."""
+    student, teacher = student.float(), teacher.float()
+    return ((student - teacher).abs().sum(-1) / teacher.abs().sum(-1).clamp_min(1e-6)).mean()
+
+
+def distillation_loss(
+    model: torch.nn.Module, batch: dict[str, torch.Tensor], hidden_weight: float = 0.0
+) -> torch.Tensor:
+    """`kl_to_top_k` of a batch, the vocabulary head run only at answer positions; with `hidden_weight`
+    and the teacher's hidden states in the batch, plus that weight times their `hidden_distance` at
+    the positions that have them, at the same `matched_layers` the teacher's were taken at."""
     decoder, head = decoder_and_head(model)
-    hidden = decoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
-    return kl_to_top_k(head(hidden[batch["predict"]]), batch["top_ids"], batch["top_logprobs"], batch.get("weights"))
+    matching = hidden_weight > 0 and "hidden" in batch
+    out = decoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_hidden_states=matching)
+    predict = batch["predict"]
+    loss = kl_to_top_k(
+        head(out.last_hidden_state[predict]), batch["top_ids"], batch["top_logprobs"], batch.get("weights")
+    )
+    if matching:
+        layers = matched_layers(model.config.num_hidden_layers, batch["hidden"].shape[1])
+        student = torch.stack([out.hidden_states[layer][predict] for layer in layers], dim=1)
+        kept = batch["has_hidden"]
+        loss = loss + hidden_weight * hidden_distance(student[kept], batch["hidden"][kept])
+    return loss
 
 
 def dump_targets(targets: list[DistillTarget]) -> bytes:
-    return gzip.compress(json.dumps([asdict(t) for t in targets]).encode("utf-8"))
+    """The targets as stored, without the teacher's hidden states (the module docstring says why)."""
+    stored = [{f.name: getattr(t, f.name) for f in fields(t) if f.name != "hidden"} for t in targets]
+    return gzip.compress(json.dumps(stored).encode("utf-8"))
 
 
 def load_targets(data: bytes) -> list[DistillTarget]:

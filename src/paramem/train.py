@@ -343,7 +343,7 @@ class SequentialTrainer:
         if self.config.objective == "distill":
             from paramem.distill import distillation_loss
 
-            return distillation_loss(model, batch)
+            return distillation_loss(model, batch, self.config.distill_hidden_weight)
         return training_loss(model, batch)
 
     def _lora_state(self) -> dict[str, torch.Tensor]:
