@@ -229,6 +229,7 @@ def test_remember_with_distill_stores_targets_and_replays_them(demo_conversation
 
 def test_remember_matches_hidden_states_while_learning_and_stores_none(demo_conversations, monkeypatch):
     import paramem.distill
+    from paramem.train import SequentialTrainer
 
     seen = []
     original = paramem.distill.distillation_loss
@@ -238,12 +239,29 @@ def test_remember_matches_hidden_states_while_learning_and_stores_none(demo_conv
         return original(model, batch, hidden_weight)
 
     monkeypatch.setattr(paramem.distill, "distillation_loss", recording)
+    replayed = []
+    original_examples = SequentialTrainer._distill_examples
+
+    def recording_examples(self, notes, earlier, rng):
+        examples, own = original_examples(self, notes, earlier, rng)
+        replayed.extend(examples[own:])
+        return examples, own
+
+    monkeypatch.setattr(SequentialTrainer, "_distill_examples", recording_examples)
     train = TrainConfig(
-        objective="distill", distill_checks=0, epochs=1, min_epochs=1, distill_queries=2, distill_answer_tokens=3
+        objective="distill",
+        distill_checks=0,
+        epochs=1,
+        min_epochs=1,
+        distill_queries=2,
+        distill_answer_tokens=3,
+        replay_share=0.5,
     )
     config = RememberConfig(base_model="tiny", train=TrainConfig(**{**train.__dict__, "distill_hidden_weight": 0.5}))
-    remember("h", demo_conversations[:1], ExtractiveTeacher(), config)
+    remember("h", demo_conversations[:2], ExtractiveTeacher(), config)
     assert seen and all(weight == 0.5 and carried > 0 for weight, carried in seen)
+    # the first conversation, replayed while the second is learned in the same run, goes as stored
+    assert replayed and all(example.hidden is None for example in replayed)
     stored = load_targets(UserMemory("h").targets(demo_conversations[0].id))
     assert len(stored) == 2 and all(t.hidden is None for t in stored)
 

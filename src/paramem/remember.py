@@ -17,7 +17,7 @@ from paramem.augment.teachers import NotesCache, Teacher, augment, drop_contradi
 from paramem.cartridge import INDEX, Cartridge, CartridgeModel, cartridge_tokens, slot_cache
 from paramem.config import RememberConfig, TrainConfig
 from paramem.conversations import Conversation
-from paramem.distill import conversation_slot, dump_targets, load_targets, teacher_targets
+from paramem.distill import as_stored, conversation_slot, dump_targets, load_targets, teacher_targets
 from paramem.errors import InputError
 from paramem.models import cache_home, dtype_of, load_model
 from paramem.store import LearnedConversation, UserMemory, now_iso
@@ -112,6 +112,8 @@ def remember(
                 new = initial_cartridge(model, tokenizer, conversation, conversation_notes, config.train)
                 model.cartridges = torch.nn.ModuleList([new.learnable()])
             result = trainer.learn(conversation_notes, earlier, position, len(todo), callbacks.on_epoch)
+            if distill:  # replayed from now on as stored: without the teacher's hidden states
+                trainer.targets[conversation.id] = as_stored(trainer.targets[conversation.id])
             if cartridges:  # the version committed holds every cartridge, in learning order
                 kept.append(new.learnable(False))
                 model.cartridges = torch.nn.ModuleList(kept)
