@@ -159,25 +159,31 @@ class TeacherReading:
         self, questions: list[str], max_tokens: int, top_k: int, sampler: torch.Generator | None, kind: str
     ) -> list[DistillTarget]:
         # Each row: the conversation's cached keys and values, then its own question (decode.py).
-        read = len(self.head) + len(self.slot)
-        rests = [slot_prompt(self.head, self.slot, encode_prompt(self.tokenizer, q))[read:] for q in questions]
+        rests = [self._after_conversation(q) for q in questions]
         pad = self.tokenizer.pad_token_id or 0
-        rows = decode_after_prefix(self.model, self.cache, read, rests, max_tokens, self.end_ids, pad, top_k, sampler)
+        rows = decode_after_prefix(
+            self.model, self.cache, self.read, rests, max_tokens, self.end_ids, pad, top_k, sampler
+        )
         return [DistillTarget(q, row.ids, row.top_ids, row.top_logprobs, kind) for q, row in zip(questions, rows)]
+
+    @property
+    def read(self) -> int:
+        """Tokens in the cache: paramem's system prompt head, then the conversation."""
+        return len(self.head) + len(self.slot)
+
+    def _after_conversation(self, question: str) -> list[int]:
+        """The tokens of a question's prompt that follow the cached conversation."""
+        return slot_prompt(self.head, self.slot, encode_prompt(self.tokenizer, question))[self.read :]
 
     def with_hidden_states(self, targets: list[DistillTarget], layers: list[int]) -> list[DistillTarget]:
         """`targets` with the teacher's hidden states at `layers` (indices into the model's
         `hidden_states`: 0 the embeddings, i the output of layer i) at every answer position, the
         position whose output predicted each answer token: one teacher-forced pass per batch."""
-        read = len(self.head) + len(self.slot)
         out = []
         for start in range(0, len(targets), TEACHER_BATCH):
             batch = targets[start : start + TEACHER_BATCH]
-            rests = [
-                slot_prompt(self.head, self.slot, encode_prompt(self.tokenizer, t.question))[read:] + t.answer_ids[:-1]
-                for t in batch
-            ]
-            ids, mask, positions = left_padded(read, rests, self.tokenizer.pad_token_id or 0)
+            rests = [self._after_conversation(t.question) + t.answer_ids[:-1] for t in batch]
+            ids, mask, positions = left_padded(self.read, rests, self.tokenizer.pad_token_id or 0)
             with torch.inference_mode():
                 states = self.model(
                     input_ids=ids,
@@ -313,10 +319,12 @@ def distill_batches(
         batch = _padded_batch(rows, pad_id)
         carried = [r.hidden for r in rows if r.hidden is not None]
         if carried:
-            blank = torch.zeros_like(carried[0][:, :1]).transpose(0, 1)  # one position: (1, layers, width)
+            layers, _, width = carried[0].shape
             batch["hidden"] = torch.cat(
                 [
-                    r.hidden.transpose(0, 1) if r.hidden is not None else blank.expand(len(r.top_ids), -1, -1)
+                    r.hidden.transpose(0, 1)
+                    if r.hidden is not None
+                    else carried[0].new_zeros(len(r.top_ids), layers, width)
                     for r in rows
                 ]
             )
