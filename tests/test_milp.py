@@ -135,6 +135,24 @@ def test_learn_lowers_the_loss_of_the_histories_replies_and_round_trips_through_
     assert reply(loaded, tokenizer, context, FAST) == reply(memorised, tokenizer, context, FAST)
 
 
+def test_learning_leaves_the_shared_base_model_reading_as_it_did():
+    """One loaded base model serves every method of a replies run: after a memory is learned on it and
+    unloaded, it computes what it computed before, with the same attention kernel."""
+    model, tokenizer = tiny_model()
+    model.set_attn_implementation("sdpa")
+    model.eval()
+    ids = torch.tensor([[5, 6, 7, 8, 9]])
+    with torch.inference_mode():
+        before = model(ids).logits
+    learned = learn(model, tokenizer, [chat(1)], MultiLoraConfig(loras=2, rank=8), FAST)
+    assert learned.config._attn_implementation == "sdpa"  # its replies read with the same kernel too
+    learned.unload()
+    model.eval()
+    assert model.config._attn_implementation == "sdpa"
+    with torch.inference_mode():
+        assert torch.equal(model(ids).logits, before)
+
+
 def test_no_loras_is_the_base_model(tmp_path):
     model, tokenizer = tiny_model()
     learned = learn(model, tokenizer, [chat(1)], MultiLoraConfig(loras=0), FAST)

@@ -217,25 +217,32 @@ def learn(
     on_epoch: Callable[[StageReport], None] | None = None,
 ) -> torch.nn.Module:
     """A MiLP memory of `history`: the LoRAs of `memory` attached to `model`, then memory injection and
-    instruction tuning as `config` turns them on."""
+    instruction tuning as `config` turns them on. `model` comes back reading as it did: the replies
+    run and the search learn every memory on one loaded base model, and what reads with it afterwards
+    (another method's replies, the judge) must not depend on what was learned before (in bfloat16 the
+    attention kernel changes the rounding)."""
+    reading = model.config._attn_implementation
     model.set_attn_implementation("eager")  # faster than sdpa for training on a CPU (benchmarks/train_speed.py)
-    memorised = attach(model, memory, config.seed)
-    if memorised is model:  # n = 0: nothing to learn into (the base model's own weights never train)
-        return model
-    if config.memory_injection:
-        fit(
-            memorised,
-            tokenizer,
-            history_examples(tokenizer, history, config),
-            config.memory_epochs,
-            config,
-            "memory",
-            on_epoch,
-        )
-    if config.instruction_tuning:
-        examples = reply_examples(tokenizer, history, config)
-        fit(memorised, tokenizer, examples, config.instruction_epochs, config, "instruction", on_epoch)
-    return memorised
+    try:
+        memorised = attach(model, memory, config.seed)
+        if memorised is model:  # n = 0: nothing to learn into (the base model's own weights never train)
+            return model
+        if config.memory_injection:
+            fit(
+                memorised,
+                tokenizer,
+                history_examples(tokenizer, history, config),
+                config.memory_epochs,
+                config,
+                "memory",
+                on_epoch,
+            )
+        if config.instruction_tuning:
+            examples = reply_examples(tokenizer, history, config)
+            fit(memorised, tokenizer, examples, config.instruction_epochs, config, "instruction", on_epoch)
+        return memorised
+    finally:
+        model.set_attn_implementation(reading)
 
 
 @torch.inference_mode()
