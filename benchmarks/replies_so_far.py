@@ -16,8 +16,8 @@ import statistics
 from pathlib import Path
 
 from paramem.evaluate.episodes import select
-from paramem.evaluate.personalised import RepliesConfig, load_episodes
-from paramem.evaluate.replies import mean_scores, score_reply
+from paramem.evaluate.personalised import RepliesConfig, episode_scores, load_episodes
+from paramem.evaluate.replies import mean_scores
 from paramem.files import write_atomic
 
 
@@ -38,13 +38,7 @@ def main() -> int:
             shared.append((episode, saved))
     rows = {}
     for method in methods:
-        scores = [
-            score_reply(
-                text, episode.test.messages[target].content, list(episode.facts), list(episode.partner_facts) or None
-            )
-            for episode, saved in shared
-            for target, text in zip(episode.targets, saved[method]["replies"])
-        ]
+        scores = [score for episode, saved in shared for score in episode_scores(episode, saved[method]["replies"])]
         seconds = [saved[method]["seconds"] for _, saved in shared]
         rows[method] = {
             **mean_scores(scores),

@@ -383,13 +383,11 @@ def run(config: RepliesConfig, data: Path, out: Path, model_name: str, dtype: st
         scores: list[ReplyScores] = []
         pairs = []  # the judge's preference for the method's reply over TpLP's, in both orders
         for episode, saved in per_episode:
-            for target, text in zip(episode.targets, saved[method]["replies"]):
-                gold = episode.test.messages[target].content
-                scores.append(score_reply(text, gold, list(episode.facts), list(episode.partner_facts) or None))
-                if method != BASELINE and BASELINE in saved:
-                    context = list(episode.test.messages[:target])
-                    baseline = saved[BASELINE]["replies"][episode.targets.index(target)]
-                    pairs.append(both_orders(judge, context, text, baseline))
+            replies = saved[method]["replies"]
+            scores += episode_scores(episode, replies)
+            if method != BASELINE and BASELINE in saved:
+                for target, text, baseline in zip(episode.targets, replies, saved[BASELINE]["replies"]):
+                    pairs.append(both_orders(judge, list(episode.test.messages[:target]), text, baseline))
         results["methods"][method] = {
             **mean_scores(scores),
             "replies": len(scores),
@@ -431,14 +429,19 @@ def mismatched_cases(per_episode) -> list[tuple[list, str, str]]:
     return cases
 
 
+def episode_scores(episode: Episode, replies: list[str]) -> list[ReplyScores]:
+    """Each reply scored against the gold turn it stands in for and the episode's persona facts."""
+    partner = list(episode.partner_facts) or None
+    return [
+        score_reply(text, episode.test.messages[target].content, list(episode.facts), partner)
+        for target, text in zip(episode.targets, replies)
+    ]
+
+
 def gold_scores(per_episode) -> dict:
     """Persona-F1 of the gold replies themselves: the scale the methods' figures sit on."""
     scores = [
-        score_reply(
-            e.test.messages[t].content, e.test.messages[t].content, list(e.facts), list(e.partner_facts) or None
-        )
-        for e, _ in per_episode
-        for t in e.targets
+        score for e, _ in per_episode for score in episode_scores(e, [e.test.messages[t].content for t in e.targets])
     ]
     means = mean_scores(scores)
     return {"persona_f1": means["persona_f1"], "partner_persona_f1": means["partner_persona_f1"]}
