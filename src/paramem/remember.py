@@ -91,7 +91,7 @@ def remember(
                 stored = memory.targets(old.conversation_id)
                 if stored is not None:
                     trainer.targets[old.conversation_id] = load_targets(stored)
-        version = memory.current_version() or 0
+        version = memory.next_version() - 1
         learned = []
         for position, (conversation, conversation_notes) in enumerate(zip(todo, notes), start=1):
             if callbacks.on_conversation:

@@ -69,6 +69,12 @@ CREATE TABLE IF NOT EXISTS conversations (
     teacher_queries INTEGER            -- queries the teacher answered (the query budget spent)
 );
 CREATE TABLE IF NOT EXISTS forgotten (id TEXT NOT NULL, forgotten_at TEXT NOT NULL);  -- never the content
+-- What makes a memory's versions unique for its whole life: a random id made with the manifest (a
+-- deleted user's next memory gets another) and the last version number given out, which forgetting
+-- never takes back. A server caches loaded memories by (store_id, version).
+CREATE TABLE IF NOT EXISTS lineage (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+INSERT OR IGNORE INTO lineage VALUES ('store_id', lower(hex(randomblob(16))));
+INSERT OR IGNORE INTO lineage VALUES ('last_version', '0');
 """
 # Columns added after the first release, for manifests written before them.
 ADDED_COLUMNS = {
@@ -285,6 +291,19 @@ class UserMemory:
             return None
         return self._rows("SELECT MAX(adapter_version) FROM conversations")[0][0]
 
+    def next_version(self) -> int:
+        """The number of the next version to commit: above every version this memory ever had, so a
+        number is never given twice, even after every conversation was forgotten."""
+        last = int(self._rows("SELECT value FROM lineage WHERE key = 'last_version'")[0][0])
+        return max(last, self.current_version() or 0) + 1
+
+    def store_id(self) -> str | None:
+        """This memory's random id (None before it exists); with a version number, it names that
+        version uniquely for the memory's life, across forgetting and across deleting the user."""
+        if not self.exists:
+            return None
+        return self._rows("SELECT value FROM lineage WHERE key = 'store_id'")[0][0]
+
     def current_adapter(self) -> Path | None:
         """The committed adapter folder (the manifest, not the link, is the source of truth)."""
         version = self.current_version()
@@ -353,6 +372,7 @@ class UserMemory:
                     record.teacher_queries,
                 ),
             )
+            _given_out(db, record.adapter_version)
         self._point_adapter_link(target)
         self._drop_old_versions(keep=record.adapter_version)
 
@@ -362,7 +382,7 @@ class UserMemory:
         the kept rows rewritten to point at the new version, and the forgetting recorded (id and date
         only). `model` is None when nothing is kept. `secure_delete` overwrites the deleted row."""
         assert self._lock_file is not None, "commit_forgetting() needs the user's lock"
-        version = (self.current_version() or 0) + 1
+        version = self.next_version()
         target = self._write_version(model, version) if model is not None else None
         with self._db() as db:
             db.execute("DELETE FROM conversations WHERE id = ?", (forgotten_id,))
@@ -373,6 +393,7 @@ class UserMemory:
                     (r.qa_pairs, r.epochs, r.final_loss, r.heldout_accuracy, r.seconds, version, r.learning_rate, r.id),
                 )
             db.execute("INSERT INTO forgotten VALUES (?, ?)", (forgotten_id, now_iso()))
+            _given_out(db, version)
         self._targets_file(forgotten_id).unlink(missing_ok=True)
         if target is not None:
             self._point_adapter_link(target)
@@ -435,6 +456,8 @@ class UserMemory:
         one atomic rename. The version before stays until the next commit, so a reader still loading it
         (a commit takes a whole search) finds it whole; older ones go."""
         assert self._lock_file is not None, "commit_milp() needs the user's lock"
+        import uuid
+
         from paramem.milp import save
 
         previous = self.milp_record()
@@ -444,7 +467,10 @@ class UserMemory:
         folder.mkdir(parents=True)
         save(model, folder)
         fsync_tree(folder)
-        write_atomic_bytes(self.milp_root / "current.json", json.dumps({**record, "version": version}).encode())
+        write_atomic_bytes(
+            self.milp_root / "current.json",
+            json.dumps({**record, "version": version, "uid": uuid.uuid4().hex}).encode(),
+        )
         for entry in self.milp_root.iterdir():
             if entry.is_dir() and entry.name.isdigit() and int(entry.name) < version - 1:
                 shutil.rmtree(entry, ignore_errors=True)
@@ -497,6 +523,14 @@ class UserMemory:
 
 
 _NOTES_QUERY = "SELECT notes FROM conversations ORDER BY position"
+
+
+def _given_out(db: sqlite3.Connection, version: int) -> None:
+    """Record `version` as given out, in the transaction that commits it."""
+    db.execute(
+        "UPDATE lineage SET value = CAST(MAX(CAST(value AS INTEGER), ?) AS TEXT) WHERE key = 'last_version'",
+        (version,),
+    )
 
 
 def users(home: Path | None = None) -> list[str]:

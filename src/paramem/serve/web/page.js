@@ -1,51 +1,10 @@
-<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<title>paramem</title>
-<style>
-  body { font: 15px/1.45 system-ui, sans-serif; max-width: 60rem; margin: 2rem auto; padding: 0 1rem; color: #222; }
-  h1 { font-size: 1.4rem; } h2 { font-size: 1.1rem; margin-top: 2rem; }
-  input, select, button, textarea { font: inherit; }
-  #chat { border: 1px solid #ccc; border-radius: 6px; padding: .5rem; min-height: 6rem; white-space: pre-wrap; }
-  .user { color: #245; } .assistant { color: #452; } .error { color: #a00; }
-  table { border-collapse: collapse; width: 100%; } td, th { border-bottom: 1px solid #ddd; padding: .3rem; text-align: left; }
-  progress { width: 20rem; }
-  .hidden { display: none; }
-</style>
-</head>
-<body>
-<h1>paramem</h1>
-<p>A memory of your past conversations, learned into the model. Every request carries your token
-(<code>paramem token --user NAME</code>); it stays in this browser.</p>
-
-<section id="login">
-  <label>Token <input id="token" type="password" size="50" autocomplete="off"></label>
-  <button id="signin">Sign in</button> <span id="who"></span>
-</section>
-
-<section id="app" class="hidden">
-  <h2>Chat</h2>
-  <label>Model <select id="model"></select></label>
-  <div id="chat"></div>
-  <form id="ask"><input id="question" size="70" placeholder="Ask about something we discussed"> <button>Send</button></form>
-
-  <h2>Memory</h2>
-  <table><thead><tr><th>conversation</th><th>date</th><th>QA pairs</th><th>loss</th><th></th></tr></thead>
-  <tbody id="conversations"></tbody></table>
-  <p id="milp" class="hidden"></p>
-  <p><button id="recall">Show what the memory recalls</button></p>
-  <div id="recollections"></div>
-
-  <h2>Learn new conversations</h2>
-  <input id="file" type="file" accept=".jsonl,.json,.txt"> <button id="upload">Upload</button>
-  <progress id="progress" class="hidden" value="0" max="1"></progress> <span id="job"></span>
-</section>
-
-<script>
+// The page of `paramem serve`. The token lives in sessionStorage (gone with the tab) unless the user
+// ticks "remember me"; the server's Content-Security-Policy allows only this script.
 const $ = (id) => document.getElementById(id);
-let token = localStorage.getItem("paramem-token") || "";
+const KEY = "paramem-token";
+let token = sessionStorage.getItem(KEY) || localStorage.getItem(KEY) || "";
 $("token").value = token;
+$("remember").checked = localStorage.getItem(KEY) !== null;
 
 async function api(path, options = {}) {
   const response = await fetch(path, { ...options, headers: { ...(options.headers || {}), Authorization: `Bearer ${token}` } });
@@ -62,16 +21,47 @@ function say(role, text) {
   return line;
 }
 
+function keepToken() {
+  sessionStorage.setItem(KEY, token);
+  if ($("remember").checked) localStorage.setItem(KEY, token);
+  else localStorage.removeItem(KEY);
+}
+
 async function signIn() {
   token = $("token").value.trim();
   try {
     const models = await api("/v1/models");
-    localStorage.setItem("paramem-token", token);
+    keepToken();
     $("model").innerHTML = "";
     for (const m of models.data.slice().reverse()) $("model").add(new Option(m.id, m.id));
     $("app").classList.remove("hidden");
+    $("signout").classList.remove("hidden");
     await showMemory();
   } catch (error) { $("who").textContent = error.message; $("who").className = "error"; }
+}
+
+function signOut() {
+  sessionStorage.removeItem(KEY);
+  localStorage.removeItem(KEY);
+  token = "";
+  $("token").value = "";
+  $("app").classList.add("hidden");
+  $("signout").classList.add("hidden");
+  $("who").textContent = "";
+}
+
+// A job (an upload's learning or a forget) followed until it ends, its progress shown.
+async function follow(job, verb) {
+  $("progress").classList.remove("hidden");
+  while (job.state === "queued" || job.state === "running") {
+    $("progress").max = job.total; $("progress").value = job.done;
+    $("job").textContent = job.state === "queued" ? `${verb}: waiting in line` : `${verb} ${job.done}/${job.total}`;
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    job = await api(`/v1/memory/jobs/${job.job}`);
+  }
+  $("progress").value = $("progress").max;
+  $("job").textContent = job.state === "done" ? job.message : `failed: ${job.message}`;
+  return job;
 }
 
 async function showMemory() {
@@ -87,13 +77,18 @@ async function showMemory() {
     forget.textContent = "Forget";
     forget.dataset.conversation = c.id;
     forget.onclick = async () => {
+      if (!window.confirm(`Forget the conversation ${c.id}? The memory is rewritten without it; this cannot be undone.`)) return;
       forget.disabled = true;
-      try { await api(`/v1/memory/conversations/${encodeURIComponent(c.id)}`, { method: "DELETE" }); }
-      catch (error) { say("error", error.message); }
+      try {
+        const path = c.id.split("/").map(encodeURIComponent).join("/");
+        await follow(await api(`/v1/memory/conversations/${path}`, { method: "DELETE" }), "forgetting");
+      } catch (error) { say("error", error.message); }
       await showMemory();
     };
     row.insertCell().appendChild(forget);
   }
+  $("forgetting").className = memory.forgetting ? "" : "hidden";
+  $("forgetting").textContent = memory.forgetting ? "A conversation is being forgotten: the memory answers again when that ends." : "";
   // The MiLP memory (paramem search) learned its own copy of some conversations; Forget drops it too.
   $("milp").className = memory.milp ? "" : "hidden";
   if (memory.milp) {
@@ -103,6 +98,7 @@ async function showMemory() {
 }
 
 $("signin").onclick = signIn;
+$("signout").onclick = signOut;
 $("ask").onsubmit = async (event) => {
   event.preventDefault();
   const question = $("question").value.trim();
@@ -130,22 +126,17 @@ $("recall").onclick = async () => {
 $("upload").onclick = async () => {
   const file = $("file").files[0];
   if (!file) return;
+  let text;
+  try {  // invalid UTF-8 is refused here, as the server refuses it, instead of being replaced silently
+    text = new TextDecoder("utf-8", { fatal: true }).decode(await file.arrayBuffer());
+  } catch {
+    $("job").textContent = `${file.name} is not UTF-8 text; nothing was uploaded`;
+    return;
+  }
   try {
-    let job = await api("/v1/memory/conversations", { method: "POST", body: await file.text() });
-    $("progress").classList.remove("hidden");
-    while (job.state === "running") {
-      $("progress").max = job.total; $("progress").value = job.done;
-      $("job").textContent = `learning ${job.done}/${job.total}`;
-      await new Promise((resolve) => setTimeout(resolve, 1000));
-      job = await api(`/v1/memory/jobs/${job.job}`);
-    }
-    $("progress").value = $("progress").max;
-    $("job").textContent = job.state === "done" ? job.message : `failed: ${job.message}`;
+    await follow(await api("/v1/memory/conversations", { method: "POST", body: text }), "learning");
     await showMemory();
   } catch (error) { $("job").textContent = error.message; }
 };
 
 if (token) signIn();
-</script>
-</body>
-</html>

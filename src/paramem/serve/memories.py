@@ -1,0 +1,164 @@
+"""The memories a server holds loaded, in an LRU, by an identity that never repeats.
+
+A memory is named by what the store guarantees unique for its whole life: a user's sequential or
+cartridge memory by (its store id, its version), a MiLP memory by the id its commit drew. Forgetting
+every conversation, deleting the user or dropping the MiLP memory never brings a name back, so an
+adapter that was forgotten can never be served again from this cache.
+
+Only the engine's thread calls `acquire` (it loads adapters into the one PeftModel and deletes them
+from it), and it does so between batches: an adapter in use by a running generation is never touched.
+`pinned` names the memories of the batch being formed, which eviction skips.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from paramem.errors import InputError
+from paramem.serve.errors import ApiError, Later, public_reason
+from paramem.store import UserMemory, VersionGone
+
+Memory = tuple[str, str]  # (kind: "plum" or "milp", user): a memory the server can load
+
+
+@dataclass
+class Loaded:
+    identity: str  # unique for the memory's life: the cache's key and the adapter's name in peft
+    form: str  # "sequential" (a peft adapter), "cartridge" or "base" (a MiLP memory of no LoRA)
+    handle: object = field(repr=False)  # the adapter's name, the CartridgeModel, or None
+
+    @property
+    def adapter_name(self) -> str:
+        """What peft's mixed batches call this memory (`__base__`: no adapter)."""
+        return self.handle if self.form == "sequential" else "__base__"
+
+
+class Memories:
+    """The LRU of loaded memories over one base model and one PeftModel."""
+
+    def __init__(
+        self,
+        base,
+        tokenizer,
+        home: Path | None,
+        base_model: str,
+        cache_size: int,
+        forgetting: Callable[[str], str | None] = lambda user: None,
+    ):
+        self.base, self.tokenizer, self.home, self.base_model = base, tokenizer, home, base_model
+        self.cache_size = cache_size
+        self.forgetting = forgetting  # the job id of a forget pending for a user, which blocks its memory
+        self.peft = None  # the PeftModel, once a sequential memory is loaded
+        self.loaded: OrderedDict[Memory, Loaded] = OrderedDict()
+        self.loads = 0  # memories read from disk (an LRU hit reads none)
+        self.owner: threading.Thread | None = None  # the one thread that may change them (the engine's)
+
+    def acquire(self, key: Memory, pinned: set[str] = frozenset()) -> Loaded:
+        """The memory's current version, loaded (from the LRU when that version is in it already)."""
+        assert self.owner in (None, threading.current_thread()), "memories change on the engine's thread only"
+        kind, user = key
+        pending = self.forgetting(user)
+        if pending is not None:
+            raise ApiError(
+                409, f"this memory is being rewritten to forget a conversation (job {pending}); ask again when it ends"
+            )
+        for _ in range(3):  # a job may commit between reading the version and reading its files
+            try:
+                return self._acquire(kind, user, pinned)
+            except VersionGone:
+                continue
+        raise ApiError(503, "this memory is changing faster than it can be read; ask again", "server_error")
+
+    def _acquire(self, kind: str, user: str, pinned: set[str]) -> Loaded:
+        from paramem.cartridge import CartridgeModel
+
+        key = (kind, user)
+        memory = UserMemory(user, self.home)
+        try:
+            if kind == "milp":
+                record = memory.milp_record()
+                if record is None:
+                    raise ApiError(404, f"user {user!r} has no MiLP memory (paramem search)", "not_found_error")
+                version, base_model = record["version"], record.get("base_model")
+                adapter = Path(record["adapter"])
+                uid = record.get("uid") or f"{version}-{(memory.milp_root / 'current.json').stat().st_mtime_ns}"
+                identity = f"m{_short(user)}{_short(uid)}"
+                form = "sequential" if (adapter / "adapter_config.json").exists() else "base"  # n = 0: no LoRA
+                reading = nullcontext(adapter)
+            else:
+                version = memory.current_version()
+                if version is None:
+                    raise ApiError(404, f"user {user!r} has learned nothing yet", "not_found_error")
+                settings = memory.settings()
+                base_model, form = settings.get("base_model"), settings.get("form", "sequential")
+                identity = f"p{_short(user)}{_short(memory.store_id())}v{version}"
+                reading = None
+        except InputError as error:  # a damaged manifest or record: said once, without the path
+            if isinstance(error, VersionGone):
+                raise
+            raise ApiError(
+                500, f"user {user!r}'s memory cannot be read: {public_reason(error)}", "server_error"
+            ) from None
+        if base_model != self.base_model:
+            raise ApiError(409, f"{user!r} learned on {base_model!r}; this server serves {self.base_model!r}")
+        cached = self.loaded.get(key)
+        if cached is not None and cached.identity == identity:
+            self.loaded.move_to_end(key)
+            return cached
+        if cached is not None:
+            if cached.identity in pinned:  # the batch being formed reads the version before: next batch
+                raise Later
+            self._evict(key)
+        with reading if reading is not None else memory.reading(version) as folder:
+            if form == "cartridge":
+                handle = CartridgeModel.from_pretrained(self.base, self.tokenizer, folder)
+            elif form == "base":
+                handle = None
+            else:
+                handle = self._add_adapter(folder, identity)
+        self.loads += 1
+        loaded = self.loaded[key] = Loaded(identity, form, handle)
+        for old in [k for k, v in self.loaded.items() if v.identity not in pinned and k != key]:
+            if len(self.loaded) <= self.cache_size:
+                break
+            self._evict(old)
+        return loaded
+
+    def is_cartridge(self, key: Memory) -> bool:
+        """Whether `key` is a cartridge memory (read from its settings, nothing loaded)."""
+        if key[0] == "milp":
+            return False
+        try:
+            return UserMemory(key[1], self.home).settings().get("form") == "cartridge"
+        except InputError:
+            return False  # acquire() says what is wrong
+
+    def _add_adapter(self, folder: Path, name: str) -> str:
+        """Load an adapter folder into the one PeftModel under `name`."""
+        from peft import PeftModel
+
+        if self.peft is None:
+            self.peft = PeftModel.from_pretrained(self.base, str(folder), adapter_name=name)
+            self.peft.eval()
+        elif name not in self.peft.peft_config:
+            self.peft.load_adapter(str(folder), adapter_name=name)
+        return name
+
+    def _evict(self, key: Memory) -> None:
+        gone = self.loaded.pop(key)
+        if gone.form == "sequential" and self.peft is not None and len(self.peft.peft_config) > 1:
+            if self.peft.active_adapter == gone.handle:  # peft deletes no active adapter
+                self.peft.set_adapter(next(n for n in self.peft.peft_config if n != gone.handle))
+            self.peft.delete_adapter(gone.handle)
+        # peft's last adapter stays in it, unused: its name is never asked for again
+
+
+def _short(text: str) -> str:
+    """A short name made of any text, valid in a module name."""
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
