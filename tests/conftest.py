@@ -44,3 +44,35 @@ def sentences_left(conversation, *folders) -> list[str]:
                 data = path.read_bytes()
                 found += [f"{path}: {s}" for s in sentences if s.encode() in data]
     return found
+
+
+@pytest.fixture
+def served(demo_conversations, isolated_home):
+    """A server of three users (two sequential memories, one of cartridges) on the tiny model, served by
+    uvicorn on 127.0.0.1 in a thread (tests/serve): (server, API url, each user's token)."""
+    from serve_helpers import PLAIN, start
+
+    from paramem.augment.teachers import ExtractiveTeacher
+    from paramem.config import RememberConfig, TrainConfig
+    from paramem.remember import remember
+    from paramem.serve import MemoryServer, ServeConfig
+    from paramem.store import UserMemory
+
+    remember("alice", demo_conversations[:1], ExtractiveTeacher(), PLAIN)
+    remember("bob", demo_conversations[1:2], ExtractiveTeacher(), PLAIN)
+    cartridge = TrainConfig(
+        objective="distill", distill_checks=0, form="cartridge", epochs=1, distill_queries=2, distill_answer_tokens=3
+    )
+    remember("carol", demo_conversations[2:3], ExtractiveTeacher(), RememberConfig(base_model="tiny", train=cartridge))
+    tokens = {}
+    for name in ("alice", "bob", "carol"):
+        with UserMemory(name) as memory:
+            tokens[name] = memory.new_token()
+    server = MemoryServer(ServeConfig("tiny", isolated_home, cache_size=2, max_new_tokens=16))
+    uv, thread, url = start(server)
+    yield server, url, tokens
+    uv.should_exit = True
+    thread.join(10)
+
+
+QUESTION = "What do you remember about my garden?"

@@ -4,10 +4,10 @@ ask a question, upload a conversation, forget it; a screenshot is taken."""
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
-from test_serve import served  # noqa: F401  (the server fixture)
 
 CHROMIUM, DRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 pytestmark = pytest.mark.skipif(
@@ -30,7 +30,7 @@ def browser():
     driver.quit()
 
 
-def test_sign_in_ask_upload_and_forget_in_the_page(served, browser, demo_conversations, tmp_path):  # noqa: F811
+def test_sign_in_ask_upload_and_forget_in_the_page(served, browser, demo_conversations, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as seen
     from selenium.webdriver.support.ui import WebDriverWait
@@ -41,6 +41,9 @@ def test_sign_in_ask_upload_and_forget_in_the_page(served, browser, demo_convers
     browser.find_element(By.ID, "token").send_keys(tokens["alice"])
     browser.find_element(By.ID, "signin").click()
     wait.until(seen.text_to_be_present_in_element((By.ID, "who"), "signed in as alice"))
+    # the token is kept for this tab only ("remember me" unticked); the page ran under its CSP
+    assert browser.execute_script("return sessionStorage.getItem('paramem-token')") == tokens["alice"]
+    assert browser.execute_script("return localStorage.getItem('paramem-token')") is None
     assert browser.find_element(By.ID, "model").get_attribute("value") == "paramem:alice"
     rows = browser.find_elements(By.CSS_SELECTOR, "#conversations tr")
     assert [r.find_element(By.TAG_NAME, "td").text for r in rows] == [demo_conversations[0].id]
@@ -61,7 +64,16 @@ def test_sign_in_ask_upload_and_forget_in_the_page(served, browser, demo_convers
     wait.until(seen.text_to_be_present_in_element((By.ID, "job"), "learned 1 conversations"))
     wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "#conversations tr")) == 2)
 
-    browser.find_element(By.CSS_SELECTOR, f'button[data-conversation="{new.id}"]').click()
+    forget = f'button[data-conversation="{new.id}"]'
+    browser.find_element(By.CSS_SELECTOR, forget).click()
+    wait.until(seen.alert_is_present())
+    browser.switch_to.alert.dismiss()  # Forget asks first: said no, nothing is forgotten
+    time.sleep(1)
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#conversations tr")) == 2
+    browser.find_element(By.CSS_SELECTOR, forget).click()
+    wait.until(seen.alert_is_present())
+    browser.switch_to.alert.accept()
+    wait.until(seen.text_to_be_present_in_element((By.ID, "job"), f"forgot {new.id}"))
     wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "#conversations tr")) == 1)
     shot = tmp_path / "page.png"
     browser.save_screenshot(str(shot))

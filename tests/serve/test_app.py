@@ -1,13 +1,12 @@
 """`paramem serve` with the official openai client, against a server the test starts on 127.0.0.1."""
 
-import socket
 import threading
 import time
 
 import pytest
-import uvicorn
 from conftest import sentences_left
 from openai import OpenAI, PermissionDeniedError
+from serve_helpers import QUESTION, expected, wait_for
 
 from paramem.answer import generate, load_memory
 from paramem.augment.teachers import ExtractiveTeacher
@@ -15,42 +14,7 @@ from paramem.config import RememberConfig, TrainConfig
 from paramem.models import cache_home
 from paramem.prompts import SYSTEM_PROMPT
 from paramem.remember import remember
-from paramem.serve import MemoryServer, ServeConfig, create_app
 from paramem.store import UserMemory, paramem_home
-
-QUESTION = "What do you remember about my garden?"
-
-
-@pytest.fixture
-def served(demo_conversations, isolated_home):
-    plain = RememberConfig(base_model="tiny", train=TrainConfig(epochs=2, min_epochs=2, learning_rate=5e-3))
-    remember("alice", demo_conversations[:1], ExtractiveTeacher(), plain)
-    remember("bob", demo_conversations[1:2], ExtractiveTeacher(), plain)
-    cartridge = TrainConfig(
-        objective="distill", distill_checks=0, form="cartridge", epochs=1, distill_queries=2, distill_answer_tokens=3
-    )
-    remember("carol", demo_conversations[2:3], ExtractiveTeacher(), RememberConfig(base_model="tiny", train=cartridge))
-    tokens = {}
-    for name in ("alice", "bob", "carol"):
-        with UserMemory(name) as memory:
-            tokens[name] = memory.new_token()
-    server = MemoryServer(ServeConfig("tiny", isolated_home, cache_size=2, max_new_tokens=16))
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    uv = uvicorn.Server(uvicorn.Config(create_app(server), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=uv.run, daemon=True)
-    thread.start()
-    while not uv.started:
-        time.sleep(0.05)
-    yield server, f"http://127.0.0.1:{port}/v1", tokens
-    uv.should_exit = True
-    thread.join(10)
-
-
-def expected(user, question=QUESTION, tokens=16):
-    model, tokenizer, _ = load_memory(user)
-    return generate(model, tokenizer, [{"role": "user", "content": question}], tokens)
 
 
 def test_each_user_gets_their_own_memory_and_no_one_elses(served):
@@ -167,16 +131,6 @@ def test_bad_requests_get_a_json_error_with_the_right_status(served):
         )
         assert response.status_code == status, (body, response.text)
         assert response.json()["error"]["message"]
-
-
-def wait_for(client, url, job, seconds=120):
-    end = time.time() + seconds
-    while time.time() < end:
-        record = client.get(f"{url}/memory/jobs/{job}").json()
-        if record["state"] not in ("queued", "running"):
-            return record
-        time.sleep(0.2)
-    raise AssertionError(f"job {job} still running")
 
 
 def test_upload_learns_in_the_background_and_forget_takes_it_out(served, demo_conversations):

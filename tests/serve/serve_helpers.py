@@ -1,0 +1,44 @@
+"""What the server tests share (the `served` fixture is in tests/conftest.py): starting uvicorn on
+127.0.0.1 in a thread, the question asked, the reply expected from a user's memory loaded alone, and
+waiting for a job."""
+
+import socket
+import threading
+import time
+
+import uvicorn
+
+from paramem.answer import generate, load_memory
+from paramem.config import RememberConfig, TrainConfig
+from paramem.serve import MemoryServer, create_app
+
+QUESTION = "What do you remember about my garden?"
+PLAIN = RememberConfig(base_model="tiny", train=TrainConfig(epochs=2, min_epochs=2, learning_rate=5e-3))
+
+
+def start(server: MemoryServer):
+    """uvicorn serving `server` on a free loopback port: (the uvicorn server, its thread, the API's url)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    uv = uvicorn.Server(uvicorn.Config(create_app(server), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=uv.run, daemon=True)
+    thread.start()
+    while not uv.started:
+        time.sleep(0.05)
+    return uv, thread, f"http://127.0.0.1:{port}/v1"
+
+
+def expected(user, question=QUESTION, tokens=16):
+    model, tokenizer, _ = load_memory(user)
+    return generate(model, tokenizer, [{"role": "user", "content": question}], tokens)
+
+
+def wait_for(client, url, job, seconds=120):
+    end = time.time() + seconds
+    while time.time() < end:
+        record = client.get(f"{url}/memory/jobs/{job}").json()
+        if record["state"] not in ("queued", "running"):
+            return record
+        time.sleep(0.2)
+    raise AssertionError(f"job {job} still running")
