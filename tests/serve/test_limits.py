@@ -17,7 +17,9 @@ def client(url, token):
 
 def upload_line(conversation) -> bytes:
     messages = [{"role": m.role, "content": m.content} for m in conversation.messages]
-    return (json.dumps({"id": conversation.id, "timestamp": conversation.timestamp, "messages": messages}) + "\n").encode()
+    return (
+        json.dumps({"id": conversation.id, "timestamp": conversation.timestamp, "messages": messages}) + "\n"
+    ).encode()
 
 
 def test_bodies_and_chats_over_their_limits_are_refused(served):
