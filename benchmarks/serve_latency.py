@@ -1,12 +1,12 @@
-"""What serving costs: adapter switch time, request latency with and without memory, and how much
-answers slow down while a learning job runs on the same machine.
+"""What serving costs: memory load time, request latency with and without memory, and how much
+answers slow down while a learning job runs on the same machine (benchmarks/serve_load.py measures
+many users at once).
 
     .venv/bin/python benchmarks/serve_latency.py [--base-model qwen2.5-0.5b] [--tokens 32] [--repeats 5]
 
 Makes three users in a scratch home (one conversation each, one epoch: the content does not matter
 here), serves them in-process through FastAPI's test client, and times:
   load     a memory read from disk into the server (first request, or after LRU eviction)
-  switch   a request for another user whose memory is loaded (peft set_adapter, no reload)
   latency  a chat completion of --tokens tokens: base model, memory (cached), and memory while a
            learning job (an upload) runs in the background
 Prints the figures and writes benchmarks/results/serve_latency-<model>.json, naming the CPU.
@@ -66,16 +66,12 @@ def main() -> None:
         response.raise_for_status()
         return time.perf_counter() - start
 
-    figures: dict[str, list[float]] = {"load": [], "switch": [], "base": [], "memory": [], "memory_while_learning": []}
-    for user in tokens:  # first requests: each memory read from disk
+    figures: dict[str, list[float]] = {"load": [], "base": [], "memory": [], "memory_while_learning": []}
+    for user in tokens:  # first requests: each memory read from disk, on the engine's thread
         start = time.perf_counter()
-        server._load(("plum", user))
+        server.engine.call(lambda memories, user=user: memories.acquire(("plum", user))).result()
         figures["load"].append(time.perf_counter() - start)
     for _ in range(args.repeats):
-        for user in tokens:
-            start = time.perf_counter()
-            server._model_for(("plum", user))  # switching to a loaded memory
-            figures["switch"].append(time.perf_counter() - start)
         figures["base"].append(ask("ann", base))
         figures["memory"].append(ask("ann", "paramem:ann"))
     upload = "".join(
@@ -91,9 +87,9 @@ def main() -> None:
     )
     # Asked throughout the job's life (its model load included), then the job is let finish: a
     # learning thread left running at exit would abort the interpreter.
-    job = server.jobs.submit("ben", upload.encode())
+    job = server.jobs.submit_upload("ben", upload.encode())
     started = time.perf_counter()
-    while server.jobs.status("ben", job["job"])["state"] == "running":
+    while server.jobs.status("ben", job["job"])["state"] in ("queued", "running"):
         if len(figures["memory_while_learning"]) < 4 * args.repeats:
             figures["memory_while_learning"].append(ask("ann", "paramem:ann"))
         else:
@@ -105,7 +101,8 @@ def main() -> None:
     print(f"the learning job (3 conversations) took {job_seconds:.0f} s")
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"serve_latency-{base}.json"
-    meta = run_meta(sys.argv, base, {"conversations": str(DEMO)}, server.base.dtype.__repr__().removeprefix("torch."))
+    dtype = str(server.memories.base.dtype).removeprefix("torch.")
+    meta = run_meta(sys.argv, base, {"conversations": str(DEMO)}, dtype)
     out.write_text(
         json.dumps({**meta, "tokens": args.tokens, "figures": summary, "job_seconds": round(job_seconds, 1)}, indent=1),
         encoding="utf-8",

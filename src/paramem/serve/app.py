@@ -68,7 +68,7 @@ class MemoryServer:
         self.memories = Memories(
             base, self.tokenizer, config.home, config.base_model, config.cache_size, self.jobs.forgetting
         )
-        self.engine = Engine(self.memories, config.max_batch, config.max_waiting)
+        self.engine = Engine(self.memories, config.max_batch, config.max_waiting, config.batch_window)
 
     @property
     def loaded(self):

@@ -23,6 +23,7 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -68,8 +69,9 @@ class _Call:
 
 
 class Engine:
-    def __init__(self, memories: Memories, max_batch: int, max_waiting: int):
+    def __init__(self, memories: Memories, max_batch: int, max_waiting: int, window: float = 0.0):
         self.memories = memories
+        self.window = window  # an idle engine waits this long after a first reply for others to join it
         self.tokenizer = memories.tokenizer
         self.max_batch, self.max_waiting = max_batch, max_waiting
         stops = memories.base.generation_config.eos_token_id or self.tokenizer.eos_token_id
@@ -126,6 +128,10 @@ class Engine:
             with self.changed:
                 while not self.waiting and not self.stopping:
                     self.changed.wait()
+                if self.window and self.max_batch > 1 and len(self.waiting) == 1:
+                    deadline = time.monotonic() + self.window  # requests sent together arrive ms apart
+                    while not self.stopping and len(self.waiting) < self.max_batch and time.monotonic() < deadline:
+                        self.changed.wait(deadline - time.monotonic())
                 if self.stopping:
                     return
                 first = self.waiting.popleft()
