@@ -28,6 +28,7 @@ and p50/p99 latency of each kind. Prints the CPU and dtype; writes benchmarks/re
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import re
 import sys
@@ -40,8 +41,12 @@ import httpx
 
 RESULTS = Path(__file__).parent / "results"
 DEMO = Path(__file__).resolve().parents[1] / "src" / "paramem" / "demo_data" / "conversations.jsonl"
+# Words no demo conversation uses, so no learned memory has a reason to say them; those the tokenizer
+# keeps whole become the canaries.
 CANARY_WORDS = [" walrus", " violin", " cactus", " tulip", " glacier", " lantern", " falcon", " pepper", " anchor",
-                " marble", " meadow", " rocket"]  # fmt: skip
+                " marble", " meadow", " rocket", " banana", " dragon", " pirate", " wizard", " zebra", " giraffe",
+                " penguin", " dolphin", " tiger", " volcano", " piano", " castle", " jungle", " tornado",
+                " magnet", " cobalt", " saffron", " comet", " lobster"]  # fmt: skip
 QUESTIONS = [
     "What did I plant on my balcony?",
     "Where am I moving for the new job?",
@@ -88,6 +93,8 @@ def canary_adapter(model, tokenizer, token_id: int, samples: list[str]):
     covered = (projections > 0).float().mean().item()
     typical = projections[projections > 0].quantile(0.1).item() * float(torch.cat(hidden).norm(dim=1).median())
     peft = get_peft_model(model, LoraConfig(r=1, lora_alpha=1, target_modules=["lm_head"], lora_dropout=0.0))
+    # peft saves the whole (tied) vocabulary matrix beside a LoRA on the head unless told not to
+    peft.save_pretrained = functools.partial(peft.save_pretrained, save_embedding_layers=False)
     layer = peft.base_model.model.lm_head
     with torch.no_grad():
         layer.lora_A["default"].weight.copy_(direction[None].to(layer.lora_A["default"].weight.dtype))
@@ -125,14 +132,9 @@ def main() -> None:
     quick = RememberConfig(base_model=base, train=TrainConfig(epochs=1, min_epochs=1, pairs=PairConfig(max_pairs=8)))
     model, tokenizer = load_model(base)
     words = [w for w in CANARY_WORDS if len(tokenizer(w, add_special_tokens=False)["input_ids"]) == 1]
-    for token_id in range(len(tokenizer)):  # a small vocabulary: its own whole words, from the top
-        if len(words) >= args.users:
-            break
-        word = tokenizer.decode([token_id])
-        if word.startswith(" ") and word[1:].isalpha() and len(word) > 4 and word not in words:
-            if tokenizer(word, add_special_tokens=False)["input_ids"] == [token_id]:
-                words.append(word)
     assert len(words) >= args.users, f"only {len(words)} canary words are one token in this tokenizer"
+    said = " ".join(m.content for c in conversations for m in c.messages).lower()
+    assert not [w for w in words if w.strip() in said], "a canary word is in the demo conversations"
     canaries = dict(zip(names, words))
     tokens, started = {}, time.perf_counter()
     samples = [m.content for c in conversations[:4] for m in c.messages[:2]] + QUESTIONS

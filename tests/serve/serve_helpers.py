@@ -2,6 +2,7 @@
 127.0.0.1 in a thread, the question asked, the reply expected from a user's memory loaded alone, and
 waiting for a job."""
 
+import json
 import socket
 import threading
 import time
@@ -42,3 +43,22 @@ def wait_for(client, url, job, seconds=120):
             return record
         time.sleep(0.2)
     raise AssertionError(f"job {job} still running")
+
+
+def upload_line(conversation) -> bytes:
+    """One conversation as an upload's JSONL line."""
+    messages = [{"role": m.role, "content": m.content} for m in conversation.messages]
+    return (
+        json.dumps({"id": conversation.id, "timestamp": conversation.timestamp, "messages": messages}) + "\n"
+    ).encode()
+
+
+def left_job(user: str, job: str, conversation, **record) -> None:
+    """An upload's job as a killed server left it: its upload and its record, with `record`'s fields."""
+    from paramem.store import UserMemory
+
+    folder = UserMemory(user).root / "jobs"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{job}.jsonl").write_bytes(upload_line(conversation))
+    fields = {"job": job, "user": user, "kind": "learn", "state": "running", "done": 0, "total": 1, **record}
+    (folder / f"{job}.json").write_text(json.dumps(fields))

@@ -6,7 +6,7 @@ import time
 import pytest
 from conftest import sentences_left
 from openai import OpenAI, PermissionDeniedError
-from serve_helpers import QUESTION, expected, wait_for
+from serve_helpers import QUESTION, expected, left_job, wait_for
 
 from paramem.answer import generate, load_memory
 from paramem.augment.teachers import ExtractiveTeacher
@@ -186,19 +186,12 @@ def test_bad_uploads_store_nothing_and_say_why(served):
 
 
 def test_a_job_left_running_by_a_killed_server_is_resumed(served, demo_conversations):
-    import json
-
     import httpx
 
     server, url, tokens = served
-    folder = UserMemory("bob").root / "jobs"
-    folder.mkdir(parents=True, exist_ok=True)
     new = demo_conversations[5]
-    line = json.dumps({"id": new.id, "messages": [{"role": m.role, "content": m.content} for m in new.messages]})
-    (folder / "abc.jsonl").write_text(line + "\n")
-    (folder / "abc.json").write_text(
-        json.dumps({"job": "abc", "user": "bob", "state": "running", "done": 0, "total": 1})
-    )
+    left_job("bob", "abc", new)
+    folder = UserMemory("bob").root / "jobs"
     assert server.jobs.resume() == ["abc"]
     client = httpx.Client(headers={"Authorization": f"Bearer {tokens['bob']}"}, timeout=60)
     assert wait_for(client, url, "abc")["state"] == "done"
@@ -230,20 +223,14 @@ def test_a_learning_process_that_dies_fails_its_job_and_the_server_goes_on(serve
 
 
 def test_a_job_whose_process_outlived_the_server_is_waited_for_not_run_twice(served, demo_conversations):
-    import json
     import subprocess
     import sys
 
     server, _, _ = served
-    folder = UserMemory("bob").root / "jobs"
-    folder.mkdir(parents=True, exist_ok=True)
     new = demo_conversations[5]
-    line = json.dumps({"id": new.id, "messages": [{"role": m.role, "content": m.content} for m in new.messages]})
-    (folder / "live.jsonl").write_text(line + "\n")
     # a process that looks like this job's child, left by a killed server; it ends without ending the job
     orphan = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(2)", "paramem.serve.jobs", "live"])
-    record = {"job": "live", "user": "bob", "kind": "learn", "state": "running", "done": 0, "total": 1}
-    (folder / "live.json").write_text(json.dumps({**record, "pid": orphan.pid}))
+    left_job("bob", "live", new, pid=orphan.pid)
     assert server.jobs.resume() == ["live"]
     time.sleep(1)
     assert server.jobs.status("bob", "live")["state"] == "running" and "live" not in server.jobs.children

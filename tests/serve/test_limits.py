@@ -6,20 +6,13 @@ import shutil
 import time
 
 import httpx
-from serve_helpers import QUESTION, wait_for
+from serve_helpers import QUESTION, upload_line, wait_for
 
 from paramem.store import UserMemory
 
 
 def client(url, token):
     return httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=60)
-
-
-def upload_line(conversation) -> bytes:
-    messages = [{"role": m.role, "content": m.content} for m in conversation.messages]
-    return (
-        json.dumps({"id": conversation.id, "timestamp": conversation.timestamp, "messages": messages}) + "\n"
-    ).encode()
 
 
 def test_bodies_and_chats_over_their_limits_are_refused(served):
