@@ -18,8 +18,10 @@ Phases, one server (uvicorn on 127.0.0.1, in this process):
   2. batching  every user's memory asked a different question at once, decoded one at a time
                (`max_batch` 1), then in batches: wall time of each, and whether every reply is the
                one its user got alone (greedy decoding);
-  3. load      for --minutes, every user at once: streamed and plain chats to both memories, a recall
-               now and then, and in a lane of their own an upload, its learning, then a forget of it.
+  3. load      for --minutes, every user at once: streamed and plain chats to both memories (each
+               followed by a pause of 0 to 2 x --think seconds, as a person reads a reply), a recall
+               every third round, and in a lane of their own an upload, its learning, then a forget
+               of it, over and over.
 
 Counted: leaks (a reply naming another user's canary), hangs (a request with no byte for 30 s), 5xx,
 and p50/p99 latency of each kind. Prints the CPU and dtype; writes benchmarks/results/serve_load-<model>.json.
@@ -30,6 +32,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import random
 import re
 import sys
 import tempfile
@@ -111,6 +114,8 @@ def main() -> None:
     parser.add_argument("--cache", type=int, default=4, help="memories kept loaded (below 2 x users: churn)")
     parser.add_argument("--minutes", type=float, default=4.0)
     parser.add_argument("--tokens", type=int, default=16)
+    parser.add_argument("--think", type=float, default=2.0, help="mean seconds a user waits between requests")
+    parser.add_argument("--dtype", default=None, help="the server's dtype (default: the one paramem picks here)")
     args = parser.parse_args()
 
     import uvicorn
@@ -129,8 +134,10 @@ def main() -> None:
     home = Path(tempfile.mkdtemp(prefix="paramem-load-"))
     conversations = load_conversations(DEMO)
     names = [f"user{i}" for i in range(args.users)]
-    quick = RememberConfig(base_model=base, train=TrainConfig(epochs=1, min_epochs=1, pairs=PairConfig(max_pairs=8)))
-    model, tokenizer = load_model(base)
+    quick = RememberConfig(
+        base_model=base, dtype=args.dtype, train=TrainConfig(epochs=1, min_epochs=1, pairs=PairConfig(max_pairs=8))
+    )
+    model, tokenizer = load_model(base, args.dtype)
     words = [w for w in CANARY_WORDS if len(tokenizer(w, add_special_tokens=False)["input_ids"]) == 1]
     assert len(words) >= args.users, f"only {len(words)} canary words are one token in this tokenizer"
     said = " ".join(m.content for c in conversations for m in c.messages).lower()
@@ -154,11 +161,14 @@ def main() -> None:
         print(f"set up {name} ({canaries[name].strip()}, {covered:.0%} of sample states covered) after {took:.0f} s")
     del model
 
-    config = ServeConfig(base, home, cache_size=args.cache, max_new_tokens=max(64, args.tokens), max_batch=8)
+    config = ServeConfig(
+        base, home, cache_size=args.cache, max_new_tokens=max(64, args.tokens), max_batch=8, dtype=args.dtype
+    )
     server = MemoryServer(config)
     dtype = str(server.memories.base.dtype).removeprefix("torch.")
     uv = uvicorn.Server(uvicorn.Config(create_app(server), host="127.0.0.1", port=0, log_level="warning"))
-    threading.Thread(target=uv.run, daemon=True).start()
+    serving = threading.Thread(target=uv.run, daemon=True)
+    serving.start()
     while not uv.started:
         time.sleep(0.1)
     port = uv.servers[0].sockets[0].getsockname()[1]
@@ -250,12 +260,13 @@ def main() -> None:
                     leaks.append({"user": name, "model": model, "named": other, "reply": text[:200]})
 
     def talker(i: int, name: str) -> None:
-        turn = 0
+        turn, pause = 0, random.Random(i)
         while time.time() < stop_at:
             for model, stream in ((f"paramem-milp:{name}", True), (f"paramem:{name}", False),
                                   (f"paramem-milp:{name}", False), (f"paramem:{name}", True)):  # fmt: skip
                 seconds, text, status = chat(name, model, QUESTIONS[(i + turn) % len(QUESTIONS)], stream)
                 record("stream" if stream else "plain", seconds, status, name, text, model)
+                time.sleep(pause.uniform(0, 2 * args.think))  # reading the reply
             turn += 1
             if turn % 3 == 0:
                 start = time.perf_counter()
@@ -269,7 +280,7 @@ def main() -> None:
 
     def job_lane(i: int, name: str) -> None:
         headers = {"Authorization": f"Bearer {tokens[name]}"}
-        conversation = conversations[(i + args.users) % len(conversations)]
+        conversation = conversations[(i + 1) % len(conversations)]  # not the one it learned at the start
         messages = [{"role": m.role, "content": m.content} for m in conversation.messages]
         line = json.dumps({"id": f"load-{conversation.id}", "timestamp": conversation.timestamp, "messages": messages})
 
@@ -313,6 +324,7 @@ def main() -> None:
         t.join()
     load_seconds = time.perf_counter() - load_started
     uv.should_exit = True
+    serving.join(60)  # its shutdown stops the engine and the jobs
 
     latency = {k: {"n": len(v), "p50_s": percentile(v, 0.5), "p99_s": percentile(v, 0.99)} for k, v in stats.items()}
     result = {
@@ -320,6 +332,7 @@ def main() -> None:
         "users": args.users,
         "cache": args.cache,
         "tokens": args.tokens,
+        "think_s": args.think,
         "canaries": {n: w.strip() for n, w in canaries.items()},
         "alone": {"n": len(alone), "p50_s": percentile(alone, 0.5), "p99_s": percentile(alone, 0.99)},
         "batching": {

@@ -133,7 +133,12 @@ def test_a_dead_job_says_so_without_its_process_or_its_last_words(served, demo_c
     job = bob.post("/memory/conversations", content=upload_line(demo_conversations[6])).json()["job"]
     while job not in server.jobs.children:
         time.sleep(0.05)
-    os.kill(server.jobs.children[job].pid, signal.SIGKILL)
+    child = server.jobs.children[job].pid
+    end = time.time() + 30
+    while os.getpriority(os.PRIO_PROCESS, child) < os.getpriority(os.PRIO_PROCESS, 0) + 10 and time.time() < end:
+        time.sleep(0.1)
+    assert os.getpriority(os.PRIO_PROCESS, child) == os.getpriority(os.PRIO_PROCESS, 0) + 10  # replies first
+    os.kill(child, signal.SIGKILL)
     failed = wait_for(bob, "", job)
     assert failed["state"] == "failed" and "pid" not in failed and str(isolated_home) not in json.dumps(failed)
     shutil.rmtree(UserMemory("bob").root / "jobs")

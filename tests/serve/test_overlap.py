@@ -132,3 +132,20 @@ def test_a_client_gone_mid_stream_stops_its_generation_within_a_step(served, slo
         time.sleep(0.05)
     assert not server.engine.running
     assert ask(url, tokens["bob"], "paramem:bob") == expected("bob")  # and the next user is served right
+
+
+def test_a_stream_opens_at_once_even_while_the_model_is_busy(served, slow):
+    server, url, tokens = served
+    busy = threading.Thread(target=lambda: ask(url, tokens["bob"], "paramem:bob"))
+    busy.start()  # 16 slow tokens: the engine is busy for about a second
+    time.sleep(0.2)
+    body = {"model": "paramem:alice", "messages": CHAT, "max_tokens": 4, "stream": True}
+    started = time.perf_counter()
+    headers = {"Authorization": f"Bearer {tokens['alice']}"}
+    with httpx.stream("POST", f"{url}/chat/completions", json=body, headers=headers, timeout=30) as response:
+        lines = response.iter_lines()
+        first = next(lines)
+        assert time.perf_counter() - started < 0.5 and '"role": "assistant"' in first
+        rest = list(lines)
+    assert "data: [DONE]" in rest
+    busy.join(30)

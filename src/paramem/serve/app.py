@@ -174,12 +174,15 @@ class _Events:
         except RuntimeError:  # the loop is closed: the server stopped, nobody is listening
             pass
 
-    async def next(self, request: Request, reply: Reply) -> tuple:
-        """The next event; a client that went away cancels the reply."""
-        while True:
+    async def next(self, request: Request, reply: Reply, keepalive: float | None = None) -> tuple | None:
+        """The next event (None after `keepalive` seconds without one); a client that went away
+        cancels the reply."""
+        waited = 0.0
+        while keepalive is None or waited < keepalive:
             try:
                 event = await asyncio.wait_for(self.queue.get(), timeout=1.0)
             except TimeoutError:
+                waited += 1.0
                 if await request.is_disconnected():
                     reply.cancel()
                     raise ApiError(499, "the client went away") from None
@@ -187,6 +190,7 @@ class _Events:
             if event[0] == "error":
                 raise event[1]
             return event
+        return None
 
 
 def create_app(server: MemoryServer) -> FastAPI:
@@ -254,14 +258,11 @@ def create_app(server: MemoryServer) -> FastAPI:
         ):
             raise ApiError(400, f"max_tokens must be from 1 to {server.config.max_new_tokens}")
         prompt = server.prompt(memory, _messages(body))
+        if memory is not None:  # no memory to answer from is an HTTP error, before any stream starts
+            await asyncio.to_thread(server.memories.check, memory)
         events = _Events()
         reply = Reply(memory, prompt, max_tokens, events.put)
         server.engine.submit(reply)
-        try:
-            await events.next(request, reply)  # ("start",): the memory is loaded, or its error raised here
-        except BaseException:
-            reply.cancel()
-            raise
         completion, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
 
         def chunk(delta: dict, finish: str | None) -> str:
@@ -272,15 +273,19 @@ def create_app(server: MemoryServer) -> FastAPI:
         if body.get("stream"):
 
             async def stream():
+                # The stream opens at once; while the reply waits for the model, an SSE comment every
+                # 5 s says it is alive (clients skip comments).
                 try:
                     yield chunk({"role": "assistant", "content": ""}, None)
                     while True:
                         try:
-                            event = await events.next(request, reply)
+                            event = await events.next(request, reply, keepalive=5.0)
                         except ApiError as error:
                             yield f"data: {json.dumps({'error': {'message': error.message, 'type': error.kind}})}\n\n"
                             return
-                        if event[0] == "text":
+                        if event is None:
+                            yield ": waiting for the model\n\n"
+                        elif event[0] == "text":
                             yield chunk({"content": event[1]}, None)
                         elif event[0] == "end":
                             yield chunk({}, event[1]["finish_reason"])

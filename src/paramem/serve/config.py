@@ -25,6 +25,7 @@ class ServeConfig:
     max_prompt_tokens: int = setting(4096, "the longest chat a request may send, in the model's tokens")
     max_request_bytes: int = setting(1_000_000, "a chat request's body, at most")
     job_workers: int = setting(1, "learning and forgetting jobs run at once (each loads its own base model)")
+    job_niceness: int = setting(10, "how far below serving the jobs' CPU priority is (nice): replies come first")
     max_jobs: int = setting(16, "jobs waiting or running, all users together; one more is refused with 429")
     job_history: int = setting(20, "ended job records kept per user (older ones are deleted)")
 
@@ -43,6 +44,7 @@ class ServeConfig:
         ):
             value = getattr(self, name)
             check_option(isinstance(value, int) and value >= least, name, f"an integer of at least {least}", value)
+        check_option(0 <= self.job_niceness <= 19, "job_niceness", "from 0 to 19", self.job_niceness)
         check_option(0 <= self.batch_window <= 1, "batch_window", "from 0 to 1 second", self.batch_window)
         check_option(
             isinstance(self.base_model, str) and self.base_model != "", "base_model", "a model name", self.base_model

@@ -157,6 +157,8 @@ class Engine:
             return
         with self.changed:
             self.running = [reply for reply, _ in batch]
+        self.batches += 1
+        self.rows += len(batch)
         try:
             for reply, _ in batch:
                 reply.on_event(("start",))
@@ -172,8 +174,6 @@ class Engine:
         finally:
             with self.changed:
                 self.running = []
-        self.batches += 1
-        self.rows += len(batch)
 
     def _form_batch(self, first: Reply) -> list[tuple[Reply, Loaded]]:
         """`first` and the waiting replies that can decode with it, their memories loaded and pinned: a

@@ -327,4 +327,6 @@ def _is_our_child(pid: int | None, job: str) -> bool:
 
 if __name__ == "__main__":
     settings, user, job = sys.argv[1:]
-    Jobs(ServeConfig(**json.loads(settings)), workers=False).run_in_child(user, job)
+    config = ServeConfig(**json.loads(settings))
+    os.nice(config.job_niceness)  # learning is background work: the server's replies come first
+    Jobs(config, workers=False).run_in_child(user, job)

@@ -39,6 +39,17 @@ class Loaded:
         return self.handle if self.form == "sequential" else "__base__"
 
 
+@dataclass(frozen=True)
+class _Found:
+    """A memory's current version as the store names it, before it is loaded."""
+
+    identity: str
+    form: str
+    base_model: str | None
+    version: int | None  # a sequential or cartridge memory's version (read under the store's lock)
+    folder: Path | None  # a MiLP memory's folder
+
+
 class Memories:
     """The LRU of loaded memories over one base model and one PeftModel."""
 
@@ -62,51 +73,55 @@ class Memories:
     def acquire(self, key: Memory, pinned: set[str] = frozenset()) -> Loaded:
         """The memory's current version, loaded (from the LRU when that version is in it already)."""
         assert self.owner in (None, threading.current_thread()), "memories change on the engine's thread only"
+        for _ in range(3):  # a job may commit between reading the version and reading its files
+            try:
+                return self._acquire(key, pinned)
+            except VersionGone:
+                continue
+        raise ApiError(503, "this memory is changing faster than it can be read; ask again", "server_error")
+
+    def check(self, key: Memory) -> _Found:
+        """What `key`'s current version is, read from the store without loading anything; an ApiError
+        when it cannot be answered from (none, another base model, a forget pending, damaged files).
+        Any thread may call it: it reads small files only."""
         kind, user = key
         pending = self.forgetting(user)
         if pending is not None:
             raise ApiError(
                 409, f"this memory is being rewritten to forget a conversation (job {pending}); ask again when it ends"
             )
-        for _ in range(3):  # a job may commit between reading the version and reading its files
-            try:
-                return self._acquire(kind, user, pinned)
-            except VersionGone:
-                continue
-        raise ApiError(503, "this memory is changing faster than it can be read; ask again", "server_error")
-
-    def _acquire(self, kind: str, user: str, pinned: set[str]) -> Loaded:
-        from paramem.cartridge import CartridgeModel
-
-        key = (kind, user)
         memory = UserMemory(user, self.home)
         try:
             if kind == "milp":
                 record = memory.milp_record()
                 if record is None:
                     raise ApiError(404, f"user {user!r} has no MiLP memory (paramem search)", "not_found_error")
-                version, base_model = record["version"], record.get("base_model")
                 adapter = Path(record["adapter"])
-                uid = record.get("uid") or f"{version}-{(memory.milp_root / 'current.json').stat().st_mtime_ns}"
-                identity = f"m{_short(user)}{_short(uid)}"
+                uid = (
+                    record.get("uid") or f"{record['version']}-{(memory.milp_root / 'current.json').stat().st_mtime_ns}"
+                )
                 form = "sequential" if (adapter / "adapter_config.json").exists() else "base"  # n = 0: no LoRA
-                reading = nullcontext(adapter)
+                found = _Found(f"m{_short(user)}{_short(uid)}", form, record.get("base_model"), None, adapter)
             else:
                 version = memory.current_version()
                 if version is None:
                     raise ApiError(404, f"user {user!r} has learned nothing yet", "not_found_error")
                 settings = memory.settings()
-                base_model, form = settings.get("base_model"), settings.get("form", "sequential")
                 identity = f"p{_short(user)}{_short(memory.store_id())}v{version}"
-                reading = None
+                found = _Found(identity, settings.get("form", "sequential"), settings.get("base_model"), version, None)
         except InputError as error:  # a damaged manifest or record: said once, without the path
-            if isinstance(error, VersionGone):
-                raise
             raise ApiError(
                 500, f"user {user!r}'s memory cannot be read: {public_reason(error)}", "server_error"
             ) from None
-        if base_model != self.base_model:
-            raise ApiError(409, f"{user!r} learned on {base_model!r}; this server serves {self.base_model!r}")
+        if found.base_model != self.base_model:
+            raise ApiError(409, f"{user!r} learned on {found.base_model!r}; this server serves {self.base_model!r}")
+        return found
+
+    def _acquire(self, key: Memory, pinned: set[str]) -> Loaded:
+        from paramem.cartridge import CartridgeModel
+
+        found = self.check(key)
+        identity, form = found.identity, found.form
         cached = self.loaded.get(key)
         if cached is not None and cached.identity == identity:
             self.loaded.move_to_end(key)
@@ -115,7 +130,8 @@ class Memories:
             if cached.identity in pinned:  # the batch being formed reads the version before: next batch
                 raise Later
             self._evict(key)
-        with reading if reading is not None else memory.reading(version) as folder:
+        reading = nullcontext(found.folder) if found.folder else UserMemory(key[1], self.home).reading(found.version)
+        with reading as folder:
             if form == "cartridge":
                 handle = CartridgeModel.from_pretrained(self.base, self.tokenizer, folder)
             elif form == "base":
