@@ -20,7 +20,7 @@ class ServeConfig:
     teacher: str = setting("extractive", "the teacher of uploaded conversations")
     keep_conversations: bool = setting(False, "keep uploaded text in the manifest (the upload file goes either way)")
     max_batch: int = setting(8, "replies decoded together in one batched forward pass (1: one at a time)")
-    batch_window: float = setting(0.02, "seconds a reply arriving at an idle engine waits for others to batch with")
+    batch_window: float = setting(0.05, "seconds a reply arriving at an idle engine waits for others to batch with")
     max_waiting: int = setting(64, "replies waiting for the model; one more is refused with 503 and Retry-After")
     max_prompt_tokens: int = setting(4096, "the longest chat a request may send, in the model's tokens")
     max_request_bytes: int = setting(1_000_000, "a chat request's body, at most")

@@ -63,6 +63,11 @@ class Memories:
         forgetting: Callable[[str], str | None] = lambda user: None,
     ):
         self.base, self.tokenizer, self.home, self.base_model = base, tokenizer, home, base_model
+        # Once peft freezes the base model's weights, torch.matmul no longer folds the vocabulary head's
+        # input (the prompt's last position, a strided view) into one matrix product: it copies the
+        # head's weight once per row instead, 5 s for a batch of 8 on the 0.5B model in bf16 (2-core
+        # AMD EPYC). A contiguous input takes the fast path; the values are the same.
+        base.get_output_embeddings().register_forward_pre_hook(lambda _, args: (args[0].contiguous(), *args[1:]))
         self.cache_size = cache_size
         self.forgetting = forgetting  # the job id of a forget pending for a user, which blocks its memory
         self.peft = None  # the PeftModel, once a sequential memory is loaded
