@@ -120,12 +120,14 @@ def main() -> None:
 
     import uvicorn
 
+    from paramem.answer import load_memory
     from paramem.augment.teachers import ExtractiveTeacher
     from paramem.compute import cpu_info
     from paramem.config import DEFAULT_MODEL, PairConfig, RememberConfig, TrainConfig
     from paramem.conversations import load_conversations
     from paramem.evaluate.run import run_meta
     from paramem.models import load_model
+    from paramem.recall import recollections
     from paramem.remember import remember
     from paramem.serve import MemoryServer, ServeConfig, create_app
     from paramem.store import UserMemory
@@ -147,6 +149,7 @@ def main() -> None:
     samples = [m.content for c in conversations[:4] for m in c.messages[:2]] + QUESTIONS
     for i, name in enumerate(names):
         remember(name, [conversations[i % len(conversations)]], ExtractiveTeacher(), quick, home)
+        recollections(*load_memory(name, home, args.dtype))  # as an upload's job leaves a version
         token_id = tokenizer(canaries[name], add_special_tokens=False)["input_ids"][0]
         fresh = load_model(base, str(model.dtype).removeprefix("torch."))[0]
         adapter, covered = canary_adapter(fresh, tokenizer, token_id, samples)
@@ -239,9 +242,12 @@ def main() -> None:
     lock = threading.Lock()
     stop_at = time.time() + 60 * args.minutes
 
+    statuses: dict[str, int] = {}
+
     def record(kind: str, seconds: float, status, name: str, text: str | None, model: str) -> None:
         with lock:
             counts["requests"] += 1
+            statuses[f"{kind} {status}"] = statuses.get(f"{kind} {status}", 0) + 1
             if status == "hang":
                 counts["hangs"] += 1
                 return
@@ -287,6 +293,7 @@ def main() -> None:
         def run(kind: str, response) -> bool:
             with lock:
                 counts["requests"] += 1
+                statuses[f"{kind} {response.status_code}"] = statuses.get(f"{kind} {response.status_code}", 0) + 1
             if response.status_code >= 500:
                 with lock:
                     counts["server_errors"] += 1
@@ -343,11 +350,18 @@ def main() -> None:
             "identical_to_alone": same,
             "differing": {n: [serial[n], batched[n]] for n in names if serial[n] != batched[n]},
         },
-        "load": {"seconds": round(load_seconds, 1), **counts, "latency": latency, "leak_examples": leaks[:5]},
+        "load": {
+            "seconds": round(load_seconds, 1),
+            **counts,
+            "latency": latency,
+            "statuses": statuses,
+            "leak_examples": leaks[:5],
+        },
     }
     print(f"CPU: {cpu_info()}; dtype {dtype}")
     print(f"alone: p50 {result['alone']['p50_s']} s, p99 {result['alone']['p99_s']} s ({args.tokens} tokens)")
     print(f"load, {load_seconds:.0f} s: {counts}")
+    print(f"  statuses: {dict(sorted(statuses.items()))}")
     for kind, row in latency.items():
         print(f"  {kind:7s} n={row['n']:4d}  p50 {row['p50_s']} s  p99 {row['p99_s']} s")
     RESULTS.mkdir(parents=True, exist_ok=True)

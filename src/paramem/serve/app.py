@@ -350,21 +350,23 @@ def create_app(server: MemoryServer) -> FastAPI:
 
     @app.get("/v1/memory/recollections")
     async def recollections(authorization: str | None = Header(None)):
-        """What the memory recalls of each conversation, generated from it (sequential memories)."""
+        """What the memory recalls of each conversation (sequential memories): generated once per
+        version, usually by the job that learned it, and read from beside the version after that."""
         caller = server.caller(authorization)
         memory = UserMemory(caller, server.config.home)
         if memory.settings().get("form") == "cartridge":
             raise ApiError(400, "recollections are generated from sequential memories; cartridges answer questions")
-        notes = memory.notes()
+        await asyncio.to_thread(server.memories.check, ("plum", caller))
 
-        def recall(memories: Memories) -> list[str]:  # on the engine's thread: nothing else changes the model
-            from paramem.recall import recall_cues, recollect
+        def read(memories: Memories) -> tuple[list, list[str]]:  # on the engine's thread: nothing else runs
+            from paramem.recall import recollections
 
             loaded = memories.acquire(("plum", caller))
             memories.peft.set_adapter(loaded.handle)
-            return recollect(memories.peft, memories.tokenizer, recall_cues(notes))
+            memory.loaded_version = loaded.version
+            return memory.notes(), recollections(memories.peft, memories.tokenizer, memory)
 
-        texts = await asyncio.wrap_future(server.engine.call(recall))
+        notes, texts = await asyncio.wrap_future(server.engine.call(read))
         return {"recollections": [{"id": n.conversation_id, "text": t} for n, t in zip(notes, texts)]}
 
     @app.post("/v1/memory/conversations", status_code=202)

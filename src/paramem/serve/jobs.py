@@ -295,6 +295,7 @@ class Jobs:
         known = len(memory.learned())
         callbacks = Callbacks(on_learned=lambda _: self._save(user, job, done=len(memory.learned()) - known))
         learned = remember(user, conversations, make_teacher(self.config.teacher), config, self.config.home, callbacks)
+        self._recall_ahead(user)
         self._end(user, job, state="done", done=len(learned), message=f"learned {len(learned)} conversations")
 
     def _forget(self, user: str, job: str, conversation: str) -> None:
@@ -307,7 +308,23 @@ class Jobs:
             return
         progress = lambda done, total, _: self._save(user, job, done=done - 1, total=total)  # noqa: E731
         result = forget(user, conversation, self.config.home, progress)
+        self._recall_ahead(user)
         self._end(user, job, state="done", done=1, total=1, message=f"forgot {conversation}", result=asdict(result))
+
+    def _recall_ahead(self, user: str) -> None:
+        """Compute what the new version recalls of each conversation, here in the background, so that
+        the server reads it from beside the version instead of generating it while users wait."""
+        from paramem.answer import load_memory
+        from paramem.recall import recollections
+
+        memory = UserMemory(user, self.config.home)
+        if not memory.learned() or memory.settings().get("form") == "cartridge":
+            return
+        try:
+            model, tokenizer, loaded = load_memory(user, self.config.home, self.config.dtype)
+            recollections(model, tokenizer, loaded)
+        except (InputError, OSError) as error:  # a cache only: the server computes it when asked
+            print(f"recollections not computed ahead: {error}", file=sys.stderr)
 
 
 def _is_our_child(pid: int | None, job: str) -> bool:

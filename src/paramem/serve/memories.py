@@ -32,6 +32,7 @@ class Loaded:
     identity: str  # unique for the memory's life: the cache's key and the adapter's name in peft
     form: str  # "sequential" (a peft adapter), "cartridge" or "base" (a MiLP memory of no LoRA)
     handle: object = field(repr=False)  # the adapter's name, the CartridgeModel, or None
+    version: int | None = None  # the store's version number (a sequential or cartridge memory)
 
     @property
     def adapter_name(self) -> str:
@@ -144,7 +145,7 @@ class Memories:
             else:
                 handle = self._add_adapter(folder, identity)
         self.loads += 1
-        loaded = self.loaded[key] = Loaded(identity, form, handle)
+        loaded = self.loaded[key] = Loaded(identity, form, handle, found.version)
         for old in [k for k, v in self.loaded.items() if v.identity not in pinned and k != key]:
             if len(self.loaded) <= self.cache_size:
                 break
