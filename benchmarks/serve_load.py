@@ -24,7 +24,8 @@ Phases, one server (uvicorn on 127.0.0.1, in this process):
                of it, over and over.
 
 Counted: leaks (a reply naming another user's canary), hangs (a request with no byte for 30 s), 5xx,
-and p50/p99 latency of each kind. Prints the CPU and dtype; writes benchmarks/results/serve_load-<model>.json.
+and p50/p99 latency of each kind. Prints the CPU and dtype; writes
+benchmarks/results/serve_load-<model>-<dtype>.json (--minutes 0: the first two phases only).
 """
 
 from __future__ import annotations
@@ -365,7 +366,7 @@ def main() -> None:
     for kind, row in latency.items():
         print(f"  {kind:7s} n={row['n']:4d}  p50 {row['p50_s']} s  p99 {row['p99_s']} s")
     RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"serve_load-{base}.json"
+    out = RESULTS / f"serve_load-{base}-{dtype}.json"
     out.write_text(json.dumps(result, indent=1), encoding="utf-8")
     print(f"wrote {out}")
 

@@ -102,7 +102,7 @@ class Engine:
         with self.changed:
             if self.stopping:
                 raise ApiError(503, "the server is shutting down", "server_error")
-            self.waiting.append(job)
+            self.waiting.appendleft(job)  # a recollection is read from beside its version: short, so first
             self.changed.notify()
         return job.future
 
