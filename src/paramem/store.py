@@ -73,6 +73,10 @@ CREATE TABLE IF NOT EXISTS forgotten (id TEXT NOT NULL, forgotten_at TEXT NOT NU
 -- deleted user's next memory gets another) and the last version number given out, which forgetting
 -- never takes back. A server caches loaded memories by (store_id, version).
 CREATE TABLE IF NOT EXISTS lineage (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+# Written once, when the manifest is made (or first opened by this version): not on every read, since
+# an insert takes SQLite's write lock even when it inserts nothing.
+LINEAGE = """
 INSERT OR IGNORE INTO lineage VALUES ('store_id', lower(hex(randomblob(16))));
 INSERT OR IGNORE INTO lineage VALUES ('last_version', '0');
 """
@@ -193,6 +197,8 @@ class UserMemory:
             db = sqlite3.connect(self.manifest)
             db.execute("PRAGMA secure_delete = ON")  # deleted rows are overwritten, not left in free pages
             db.executescript(SCHEMA)
+            if db.execute("SELECT COUNT(*) FROM lineage").fetchone()[0] < 2:
+                db.executescript(LINEAGE)
             present = {row[1] for row in db.execute("PRAGMA table_info(conversations)")}
             for column, kind in ADDED_COLUMNS.items():
                 if column not in present:
