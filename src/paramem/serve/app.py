@@ -32,6 +32,10 @@ from fastapi import FastAPI, Header, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, StreamingResponse
 
 from paramem.errors import InputError
+from paramem.milp import REPLY_SYSTEM
+from paramem.models import load_model
+from paramem.prompts import SYSTEM_PROMPT
+from paramem.recall import recollections
 from paramem.serve.config import ServeConfig
 from paramem.serve.engine import Engine, Reply
 from paramem.serve.errors import ApiError, public_reason
@@ -59,7 +63,6 @@ class MemoryServer:
     """The base model, the memories loaded into it, the engine that replies from them, and the jobs."""
 
     def __init__(self, config: ServeConfig):
-        from paramem.models import load_model
 
         self.config = config
         self.jobs = Jobs(config)
@@ -116,8 +119,6 @@ class MemoryServer:
 
     def prompt(self, memory: Memory | None, messages: list[dict]) -> list[int]:
         """The chat as the model reads it: the system prompt its memory was tuned under, then the chat."""
-        from paramem.milp import REPLY_SYSTEM
-        from paramem.prompts import SYSTEM_PROMPT
 
         system = REPLY_SYSTEM if memory is not None and memory[0] == "milp" else SYSTEM_PROMPT
         chat = [{"role": "system", "content": system}, *(m for m in messages if m["role"] != "system")]
@@ -349,7 +350,7 @@ def create_app(server: MemoryServer) -> FastAPI:
         }
 
     @app.get("/v1/memory/recollections")
-    async def recollections(authorization: str | None = Header(None)):
+    async def memory_recollections(authorization: str | None = Header(None)):
         """What the memory recalls of each conversation (sequential memories): generated once per
         version, usually by the job that learned it, and read from beside the version after that."""
         caller = server.caller(authorization)
@@ -359,7 +360,6 @@ def create_app(server: MemoryServer) -> FastAPI:
         await asyncio.to_thread(server.memories.check, ("plum", caller))
 
         def read(memories: Memories) -> tuple[list, list[str]]:  # on the engine's thread: nothing else runs
-            from paramem.recall import recollections
 
             loaded = memories.acquire(("plum", caller))
             memories.peft.set_adapter(loaded.handle)

@@ -22,6 +22,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -29,8 +30,15 @@ from collections import deque
 from dataclasses import asdict
 from pathlib import Path
 
+from paramem.answer import load_memory
+from paramem.augment.teachers import make_teacher
+from paramem.config import RememberConfig
+from paramem.conversations import load_conversations
 from paramem.errors import InputError
 from paramem.files import write_atomic
+from paramem.forget import forget, stored_train_config
+from paramem.recall import recollections
+from paramem.remember import Callbacks, remember
 from paramem.serve.config import ServeConfig
 from paramem.serve.errors import ApiError, public_reason
 from paramem.store import UserLocked, UserMemory, users
@@ -74,6 +82,12 @@ class Jobs:
             write_atomic(self._folder(user) / f"{job}.json", json.dumps(record))
         return record
 
+    def _records(self, user: str) -> list[dict]:
+        """Every job record of `user` that can be read, by job id."""
+        folder = self._folder(user)
+        paths = sorted(folder.glob("*.json")) if folder.is_dir() else []
+        return [record for path in paths if (record := self._read(user, path.stem))]
+
     def status(self, user: str, job: str) -> dict:
         """A job's record as its user may read it (no process id, no file path)."""
         record = self._read(user, job) if len(job) <= 64 and job.isalnum() else None
@@ -83,22 +97,13 @@ class Jobs:
 
     def forgetting(self, user: str) -> str | None:
         """The id of a forget of `user` queued or running, if there is one."""
-        folder = self._folder(user)
-        if not folder.is_dir():
-            return None
-        for path in sorted(folder.glob("*.json")):
-            record = self._read(user, path.stem)
-            if record and record.get("kind") == "forget" and record.get("state") not in ENDED:
-                return record["job"]
-        return None
+        pending = (r for r in self._records(user) if r.get("kind") == "forget" and r.get("state") not in ENDED)
+        return next((r["job"] for r in pending), None)
 
     # -- submitting --------------------------------------------------------------------------
 
     def submit_upload(self, user: str, data: bytes) -> dict:
         """Check an upload, keep it and queue its learning; bad input is a 400 and stores nothing."""
-        import tempfile
-
-        from paramem.conversations import load_conversations
 
         if len(data) > self.config.max_upload_bytes:
             raise ApiError(413, f"the upload is over the limit of {self.config.max_upload_bytes} bytes")
@@ -148,10 +153,8 @@ class Jobs:
         """Queue again every job a stopped server left unended, oldest first; returns their ids."""
         found = []
         for user in users(self.config.home):
-            folder = self._folder(user)
-            for path in folder.glob("*.json") if folder.is_dir() else []:
-                record = self._read(user, path.stem)
-                if record and record.get("state") not in ENDED and (user, record["job"]) not in self.queue:
+            for record in self._records(user):
+                if record.get("state") not in ENDED and (user, record["job"]) not in self.queue:
                     found.append((record.get("created", 0), user, record["job"]))
         with self.changed:
             for _, user, job in sorted(found):
@@ -241,13 +244,9 @@ class Jobs:
         for suffix in (".jsonl", ".log"):
             (self._folder(user) / f"{job}{suffix}").unlink(missing_ok=True)
         self._save(user, job, ended=time.time(), pid=None, **fields)
-        ended = []
-        for path in self._folder(user).glob("*.json"):
-            record = self._read(user, path.stem)
-            if record and record.get("state") in ENDED:
-                ended.append((record.get("ended", 0), path))
-        for _, path in sorted(ended)[: max(0, len(ended) - self.config.job_history)]:
-            path.unlink(missing_ok=True)
+        ended = sorted((r.get("ended", 0), r["job"]) for r in self._records(user) if r.get("state") in ENDED)
+        for _, old in ended[: max(0, len(ended) - self.config.job_history)]:
+            (self._folder(user) / f"{old}.json").unlink(missing_ok=True)
 
     def stop(self) -> None:
         """Stop the workers and the running children; unended jobs resume at the next start."""
@@ -274,11 +273,6 @@ class Jobs:
             self._end(user, job, state="failed", message=public_reason(error))
 
     def _learn(self, user: str, job: str) -> None:
-        from paramem.augment.teachers import make_teacher
-        from paramem.config import RememberConfig
-        from paramem.conversations import load_conversations
-        from paramem.forget import stored_train_config
-        from paramem.remember import Callbacks, remember
 
         memory = UserMemory(user, self.config.home)
         upload = self._folder(user) / f"{job}.jsonl"
@@ -299,7 +293,6 @@ class Jobs:
         self._end(user, job, state="done", done=len(learned), message=f"learned {len(learned)} conversations")
 
     def _forget(self, user: str, job: str, conversation: str) -> None:
-        from paramem.forget import forget
 
         memory = UserMemory(user, self.config.home)
         if conversation in {i for i, _ in memory.forgotten()} and conversation not in {r.id for r in memory.learned()}:
@@ -314,8 +307,6 @@ class Jobs:
     def _recall_ahead(self, user: str) -> None:
         """Compute what the new version recalls of each conversation, here in the background, so that
         the server reads it from beside the version instead of generating it while users wait."""
-        from paramem.answer import load_memory
-        from paramem.recall import recollections
 
         memory = UserMemory(user, self.config.home)
         if not memory.learned() or memory.settings().get("form") == "cartridge":

@@ -20,6 +20,9 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from peft import PeftModel
+
+from paramem.cartridge import CartridgeModel
 from paramem.errors import InputError
 from paramem.serve.errors import ApiError, Later, public_reason
 from paramem.store import UserMemory, VersionGone
@@ -47,7 +50,7 @@ class _Found:
     identity: str
     form: str
     base_model: str | None
-    version: int | None  # a sequential or cartridge memory's version (read under the store's lock)
+    version: int | None  # a sequential or cartridge memory's version, its files read with `reading`
     folder: Path | None  # a MiLP memory's folder
 
 
@@ -124,7 +127,6 @@ class Memories:
         return found
 
     def _acquire(self, key: Memory, pinned: set[str]) -> Loaded:
-        from paramem.cartridge import CartridgeModel
 
         found = self.check(key)
         identity, form = found.identity, found.form
@@ -163,7 +165,6 @@ class Memories:
 
     def _add_adapter(self, folder: Path, name: str) -> str:
         """Load an adapter folder into the one PeftModel under `name`."""
-        from peft import PeftModel
 
         if self.peft is None:
             self.peft = PeftModel.from_pretrained(self.base, str(folder), adapter_name=name)
