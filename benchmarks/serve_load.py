@@ -227,13 +227,13 @@ def main() -> None:
     server.engine.max_batch = 1
     serial_seconds, serial = everyone_at_once()
     server.engine.max_batch = 8
-    rows_before, batches_before = server.engine.rows, server.engine.batches
+    row_steps_before, steps_before = server.engine.row_steps, server.engine.steps
     batched_seconds, batched = everyone_at_once()
-    batch_rows = (server.engine.rows - rows_before) / max(1, server.engine.batches - batches_before)
+    batch_rows = (server.engine.row_steps - row_steps_before) / max(1, server.engine.steps - steps_before)
     same = sum(serial[n] == batched[n] for n in names)
     server.memories.cache_size = args.cache
     print(f"batching: {args.users} users one at a time {serial_seconds:.1f} s, batched {batched_seconds:.1f} s "
-          f"({batch_rows:.1f} rows a batch); replies identical to alone: {same}/{args.users}", flush=True)  # fmt: skip
+          f"({batch_rows:.1f} rows a step); replies identical to alone: {same}/{args.users}", flush=True)  # fmt: skip
 
     # 3. load
     stats: dict[str, list[float]] = {k: [] for k in ("stream", "plain", "recall", "upload", "forget")}
@@ -347,7 +347,7 @@ def main() -> None:
             "serial_s": round(serial_seconds, 2),
             "batched_s": round(batched_seconds, 2),
             "speedup": round(serial_seconds / batched_seconds, 2),
-            "rows_per_batch": round(batch_rows, 2),
+            "rows_per_step": round(batch_rows, 2),
             "identical_to_alone": same,
             "differing": {n: [serial[n], batched[n]] for n in names if serial[n] != batched[n]},
         },

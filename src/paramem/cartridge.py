@@ -200,6 +200,15 @@ class CartridgeModel(torch.nn.Module):
         )
         return torch.cat([out[:, :h], out[:, h + p :]], dim=1)
 
+    def prompt_cache(self, prompt: list[int]) -> tuple[DynamicCache, int, list[int]]:
+        """For a decoding loop of one's own (the server's): a cache holding the prompt's head and the
+        composed cartridges, the positions it fills, and the prompt's tokens still to be read."""
+        if not self.active:
+            return DynamicCache(), 0, prompt
+        self._check_head(torch.tensor([prompt]))
+        h = len(self.head)
+        return self.prefix_cache(1), h + self.prefix_tokens, prompt[h:]
+
     # -- the composed prefix ----------------------------------------------------------------
 
     def _check_head(self, input_ids: torch.Tensor) -> None:

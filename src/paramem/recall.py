@@ -158,22 +158,41 @@ def recollections(
     The version is the one `load_memory` loaded, even if a newer one was committed since."""
     config = config or RecallConfig()
     cues = recall_cues(memory.notes())
-    key = {"cues": [asdict(c) for c in cues], "config": asdict(config)}
-    version = memory.loaded_version or memory.current_version()
     try:
-        with memory.reading(version) as folder:
-            cache = folder / "recall.json"
-            if cache.exists():
-                try:
-                    saved = json.loads(cache.read_text(encoding="utf-8"))
-                    if {k: saved.get(k) for k in key} == key:
-                        return saved["recollections"]
-                except (ValueError, KeyError, TypeError, AttributeError) as error:
-                    raise InputError(
-                        f"{user_file_problem(error)}; delete it and paramem recalls again", path=cache
-                    ) from None
-            texts = recollect(model, tokenizer, cues, config)
-            write_atomic(cache, json.dumps({**key, "recollections": texts}, indent=1))
+        with memory.reading(memory.loaded_version or memory.current_version()) as folder:
+            texts = _cached(folder / "recall.json", cues, config)
+            if texts is None:
+                texts = recollect(model, tokenizer, cues, config)
+                write_atomic(
+                    folder / "recall.json", json.dumps({**_key(cues, config), "recollections": texts}, indent=1)
+                )
             return texts
     except VersionGone:  # replaced while we read it: answer from this model, cache nothing
         return recollect(model, tokenizer, cues, config)
+
+
+def cached_recollections(memory: UserMemory, config: RecallConfig | None = None) -> list[str] | None:
+    """What the current version recalls, if it was computed already (None if not): no model needed."""
+    config = config or RecallConfig()
+    cues = recall_cues(memory.notes())
+    try:
+        with memory.reading(memory.current_version()) as folder:
+            return _cached(folder / "recall.json", cues, config)
+    except VersionGone:
+        return None
+
+
+def _key(cues: list[Cue], config: RecallConfig) -> dict:
+    """What a cached recollection was computed from; any change computes it again."""
+    return {"cues": [asdict(c) for c in cues], "config": asdict(config)}
+
+
+def _cached(path, cues: list[Cue], config: RecallConfig) -> list[str] | None:
+    if not path.exists():
+        return None
+    key = _key(cues, config)
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        return saved["recollections"] if {k: saved.get(k) for k in key} == key else None
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        raise InputError(f"{user_file_problem(error)}; delete it and paramem recalls again", path=path) from None

@@ -56,6 +56,25 @@ def test_recollections_come_from_the_callers_memory(served):
     assert cartridge.status_code == 400
 
 
+def test_recollections_computed_ahead_are_read_without_the_model_and_never_computed_under_a_job(
+    served, demo_conversations
+):
+    import httpx
+
+    server, url, tokens = served
+    auth = {"Authorization": f"Bearer {tokens['alice']}"}
+    first = httpx.get(f"{url}/memory/recollections", headers=auth, timeout=60).json()  # computed now, then cached
+    server.engine.call = None  # the engine is not asked again: a call would fail
+    assert httpx.get(f"{url}/memory/recollections", headers=auth, timeout=60).json() == first
+    memory = UserMemory("alice")
+    with memory.reading(memory.current_version()) as folder:
+        (folder / "recall.json").unlink()  # a version just committed, its job still computing them
+    left_job("alice", "job1", demo_conversations[4], state="running")
+    busy = httpx.get(f"{url}/memory/recollections", headers=auth, timeout=60)
+    assert busy.status_code == 409 and "job1" in busy.json()["error"]["message"]
+    assert busy.headers["retry-after"] == "10"
+
+
 def test_streaming_gives_the_same_reply_in_pieces(served):
     _, url, tokens = served
     bob = OpenAI(base_url=url, api_key=tokens["bob"])

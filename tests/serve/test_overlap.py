@@ -74,7 +74,7 @@ def test_forty_waiting_streams_leave_the_server_answering(served, slow):
     for t in threads:
         t.join(120)
     assert done == [True] * 40
-    assert server.engine.rows == 40 and server.engine.batches < 40  # they were decoded in batches
+    assert server.engine.row_steps > 2 * server.engine.steps  # decoded together: several rows a step
 
 
 def test_with_an_lru_of_one_concurrent_users_each_get_their_own_memory(served, slow):
@@ -149,3 +149,53 @@ def test_a_stream_opens_at_once_even_while_the_model_is_busy(served, slow):
         rest = list(lines)
     assert "data: [DONE]" in rest
     busy.join(30)
+
+
+def test_a_reply_arriving_mid_generation_joins_the_batch_and_ends_first(served, slow):
+    server, url, tokens = served
+    server.config.max_new_tokens = 200
+    short = expected("bob", tokens=4)
+    long_done = threading.Event()
+    body = {"model": "paramem:alice", "messages": CHAT, "max_tokens": 200, "stream": True}
+
+    def long_stream():
+        headers = {"Authorization": f"Bearer {tokens['alice']}"}
+        with httpx.stream("POST", f"{url}/chat/completions", json=body, headers=headers, timeout=60) as response:
+            for _ in response.iter_lines():
+                pass
+        long_done.set()
+
+    reading = threading.Thread(target=long_stream)
+    reading.start()
+    end = time.time() + 10
+    while not server.engine.running and time.time() < end:
+        time.sleep(0.02)
+    assert server.engine.running and len(server.engine.running[0].ids) < 50
+    # batched by the whole batch, bob would wait for alice's 200 tokens (10 s); joining, for 4 steps
+    assert ask(url, tokens["bob"], "paramem:bob", tokens=4) == short
+    assert not long_done.is_set()
+    reading.join(60)
+
+
+def test_sequential_and_cartridge_memories_decode_in_one_batch_each_as_alone(served, slow, monkeypatch):
+    server, url, tokens = served
+    server.memories.cache_size = 3
+    answers = {name: expected(name) for name in tokens}
+    widest = []
+    changed = Engine._rows_changed
+
+    def watch(self):
+        changed(self)
+        widest.append(len(self.memories.in_use))
+
+    monkeypatch.setattr(Engine, "_rows_changed", watch)
+    got = {}
+    threads = [
+        threading.Thread(target=lambda n=name: got.update({n: ask(url, tokens[n], f"paramem:{n}")})) for name in tokens
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert got == answers
+    assert max(widest) == 3  # alice's adapter, bob's and carol's cartridges read in the same steps

@@ -35,7 +35,7 @@ from paramem.errors import InputError
 from paramem.milp import REPLY_SYSTEM
 from paramem.models import load_model
 from paramem.prompts import SYSTEM_PROMPT
-from paramem.recall import recollections
+from paramem.recall import cached_recollections, recollections
 from paramem.serve.config import ServeConfig
 from paramem.serve.engine import Engine, Reply
 from paramem.serve.errors import ApiError, public_reason
@@ -71,7 +71,7 @@ class MemoryServer:
         self.memories = Memories(
             base, self.tokenizer, config.home, config.base_model, config.cache_size, self.jobs.forgetting
         )
-        self.engine = Engine(self.memories, config.max_batch, config.max_waiting, config.batch_window)
+        self.engine = Engine(self.memories, config.max_batch, config.max_waiting)
 
     @property
     def loaded(self):
@@ -358,6 +358,14 @@ def create_app(server: MemoryServer) -> FastAPI:
         if memory.settings().get("form") == "cartridge":
             raise ApiError(400, "recollections are generated from sequential memories; cartridges answer questions")
         await asyncio.to_thread(server.memories.check, ("plum", caller))
+        texts = await asyncio.to_thread(cached_recollections, memory)
+        if texts is not None:  # computed ahead: read, the model not needed
+            return {"recollections": [{"id": n.conversation_id, "text": t} for n, t in zip(memory.notes(), texts)]}
+        job = server.jobs.pending(caller)
+        if job is not None:  # the job computes them once it commits; here they would hold up every reply
+            raise ApiError(
+                409, f"what this memory recalls is being computed (job {job}); ask again when it ends", retry_after=10
+            )
 
         def read(memories: Memories) -> tuple[list, list[str]]:  # on the engine's thread: nothing else runs
 

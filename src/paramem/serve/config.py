@@ -19,8 +19,7 @@ class ServeConfig:
     max_upload_bytes: int = setting(10_000_000, "an uploaded conversation file, at most")
     teacher: str = setting("extractive", "the teacher of uploaded conversations")
     keep_conversations: bool = setting(False, "keep uploaded text in the manifest (the upload file goes either way)")
-    max_batch: int = setting(8, "replies decoded together in one batched forward pass (1: one at a time)")
-    batch_window: float = setting(0.05, "seconds a reply arriving at an idle engine waits for others to batch with")
+    max_batch: int = setting(8, "replies decoded together, each step one batched forward pass (1: one at a time)")
     max_waiting: int = setting(64, "replies waiting for the model; one more is refused with 503 and Retry-After")
     max_prompt_tokens: int = setting(4096, "the longest chat a request may send, in the model's tokens")
     max_request_bytes: int = setting(1_000_000, "a chat request's body, at most")
@@ -45,7 +44,6 @@ class ServeConfig:
             value = getattr(self, name)
             check_option(isinstance(value, int) and value >= least, name, f"an integer of at least {least}", value)
         check_option(0 <= self.job_niceness <= 19, "job_niceness", "from 0 to 19", self.job_niceness)
-        check_option(0 <= self.batch_window <= 1, "batch_window", "from 0 to 1 second", self.batch_window)
         check_option(
             isinstance(self.base_model, str) and self.base_model != "", "base_model", "a model name", self.base_model
         )

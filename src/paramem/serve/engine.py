@@ -1,21 +1,22 @@
-"""The generation engine: one thread owns the model, takes replies from a queue and decodes them in
-batches, several users' memories in one forward pass.
+"""The generation engine: one thread owns the model, takes replies from a queue and decodes them
+together, several users' memories in one forward pass, a reply joining or leaving between any two
+decoding steps (continuous batching).
 
 Why one thread: peft's adapters live in the one base model, and loading or deleting one changes the
-model under any generation running. Here only the engine's thread loads, evicts and generates, and it
-loads a batch's memories before the batch starts, so a reply reads the same adapter from its first
-token to its last, and eviction never touches an adapter in use.
+model under any generation running. Here only the engine's thread loads, evicts and generates, and a
+memory read by a running reply is never evicted (`Memories.in_use`), so a reply reads the same
+adapter from its first token to its last.
 
-Why batches: on a CPU a decoding step of eight rows costs little more than one (the weights are read
-once either way). A batch mixes users through peft's `adapter_names` (each row its own adapter, or
-`__base__`); a cartridge memory reads its own prefix cache, so it decodes alone. Rows are left-padded
-with their common first token, which every row already holds, so the padding changes neither the
-attention (it is masked) nor the repetition penalty's token set: a row decodes as it would alone
-(benchmarks/serve_load.py checks it reply by reply).
+Why continuous batching: on a CPU a decoding step of eight rows costs little more than one (the
+weights are read once either way), and a reply that arrives while others decode should not wait for
+the longest of them to end. Each new reply reads its prompt alone (its prefill, exactly as it would
+alone), then its keys and values join the batch's cache, left-padded and masked. Each step feeds every
+row its last token, each row through its own adapter (peft's `adapter_names`; `__base__` for none); a
+cartridge memory's row starts from a cache that holds its cartridges, and reads the base model.
 
 Nothing here blocks the event loop: a request is put in the queue, and what it yields comes back
 through `on_event`, which the app hands to the loop. A cancelled request (a client gone, the server
-stopping) leaves its batch at the next decoding step.
+stopping) leaves the batch at the next decoding step.
 """
 
 from __future__ import annotations
@@ -23,14 +24,14 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import threading
-import time
 from collections import deque
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import torch
-from transformers import StoppingCriteria, StoppingCriteriaList
+import torch.nn.functional as F
+from transformers import DynamicCache, RepetitionPenaltyLogitsProcessor
 
 from paramem.config import REPLY_REPETITION_PENALTY
 from paramem.serve.errors import ApiError, Later
@@ -54,7 +55,7 @@ class Reply:
     cancelled: threading.Event = field(default_factory=threading.Event)
     ids: list[int] = field(default_factory=list)  # the reply's tokens so far, the end token not among them
     sent: str = ""  # the text given out so far
-    finish: str | None = None  # "stop" or "length" once it ended
+    finish: str | None = None  # "stop", "length" or "cancelled" once it ended
 
     def cancel(self) -> None:
         self.cancelled.set()
@@ -68,23 +69,41 @@ class _Call:
     future: concurrent.futures.Future = field(default_factory=concurrent.futures.Future)
 
 
+@dataclass
+class _Row:
+    """A reply being decoded: its memory, what it has read, and the token it reads next."""
+
+    reply: Reply
+    loaded: Loaded
+    read: list[int]  # every token the row has read (the repetition penalty's set)
+    length: int  # positions its keys and values fill in the batch's cache, padding not counted
+    next_token: int
+
+
 class Engine:
-    def __init__(self, memories: Memories, max_batch: int, max_waiting: int, window: float = 0.0):
+    def __init__(self, memories: Memories, max_batch: int, max_waiting: int):
         self.memories = memories
-        self.window = window  # an idle engine waits this long after a first reply for others to join it
         self.tokenizer = memories.tokenizer
         self.max_batch, self.max_waiting = max_batch, max_waiting
         stops = memories.base.generation_config.eos_token_id or self.tokenizer.eos_token_id
         self.stops = set(stops if isinstance(stops, list) else [stops])  # Qwen ends a turn on two tokens
+        self.penalty = RepetitionPenaltyLogitsProcessor(REPLY_REPETITION_PENALTY)
         self.waiting: deque[Reply | _Call] = deque()
-        self.running: list[Reply] = []
+        self.rows: list[_Row] = []  # the batch, in the order of the cache's rows
+        self.cache: DynamicCache | None = None  # the rows' keys and values, left-padded to one width
+        self.mask: torch.Tensor | None = None  # which of the cache's positions each row reads
         self.changed = threading.Condition()
         self.stopping = False
-        self.batches = 0  # forward batches run, and the rows they held (the load benchmark reads them)
-        self.rows = 0
+        self.steps = 0  # decoding steps run, and the rows they held (the load benchmark reads them)
+        self.row_steps = 0
         self.thread = threading.Thread(target=self._serve, name="paramem-engine", daemon=True)
         memories.owner = self.thread
         self.thread.start()
+
+    @property
+    def running(self) -> list[Reply]:
+        """The replies being decoded now."""
+        return [row.reply for row in self.rows]
 
     # -- what the app calls (any thread) -----------------------------------------------------
 
@@ -114,11 +133,12 @@ class Engine:
             for reply in self.running:
                 reply.cancel()
             self.changed.notify_all()
+        gone = ApiError(503, "the server is shutting down", "server_error")
         for item in waiting:
             if isinstance(item, Reply):
-                item.on_event(("error", ApiError(503, "the server is shutting down", "server_error")))
+                item.on_event(("error", gone))
             else:
-                item.future.set_exception(ApiError(503, "the server is shutting down", "server_error"))
+                item.future.set_exception(gone)
         self.thread.join(seconds)
 
     # -- the engine's thread -----------------------------------------------------------------
@@ -126,22 +146,34 @@ class Engine:
     def _serve(self) -> None:
         while True:
             with self.changed:
-                while not self.waiting and not self.stopping:
+                while not self.waiting and not self.rows and not self.stopping:
                     self.changed.wait()
-                if self.window and self.max_batch > 1 and len(self.waiting) == 1:
-                    deadline = time.monotonic() + self.window  # requests sent together arrive ms apart
-                    while not self.stopping and len(self.waiting) < self.max_batch and time.monotonic() < deadline:
-                        self.changed.wait(deadline - time.monotonic())
                 if self.stopping:
-                    return
-                first = self.waiting.popleft()
+                    break
             try:
-                if isinstance(first, _Call):
-                    self._run_call(first)
-                else:
-                    self._run_batch(first)
-            except Exception:  # never let one request end the engine: log it, go on
-                log.exception("the engine failed a batch")
+                self._admit()
+                if self.rows:
+                    self._step()
+            except Exception as error:  # never let one failure end the engine: fail the batch, go on
+                log.exception("a decoding step failed")
+                self._fail_rows(ApiError(500, f"the generation failed ({type(error).__name__})", "server_error"))
+        self._fail_rows(ApiError(503, "the server is shutting down", "server_error"))
+
+    def _admit(self) -> None:
+        """Between two steps: run the waiting calls, and start each waiting reply that fits the batch
+        (in order; one that does not yet fit keeps its place)."""
+        with self.changed:
+            waiting, self.waiting = list(self.waiting), deque()
+        kept: list[Reply | _Call] = []
+        for item in waiting:
+            if self.stopping:
+                kept.append(item)
+            elif isinstance(item, _Call):
+                self._run_call(item)
+            elif not item.cancelled.is_set() and not self._start(item):
+                kept.append(item)
+        with self.changed:
+            self.waiting.extendleft(reversed(kept))  # before what arrived meanwhile
 
     def _run_call(self, call: _Call) -> None:
         if not call.future.set_running_or_notify_cancel():
@@ -151,79 +183,38 @@ class Engine:
         except BaseException as error:
             call.future.set_exception(error)
 
-    def _run_batch(self, first: Reply) -> None:
-        batch = self._form_batch(first)
-        if not batch:
-            return
-        with self.changed:
-            self.running = [reply for reply, _ in batch]
-        self.batches += 1
-        self.rows += len(batch)
-        try:
-            for reply, _ in batch:
-                reply.on_event(("start",))
-            self._generate(batch)
-        except Exception as error:
-            log.exception("a generation failed")
-            for reply, _ in batch:
-                if reply.finish is None:
-                    reply.finish = "error"
-                    reply.on_event(
-                        ("error", ApiError(500, f"the generation failed ({type(error).__name__})", "server_error"))
-                    )
-        finally:
-            with self.changed:
-                self.running = []
-
-    def _form_batch(self, first: Reply) -> list[tuple[Reply, Loaded]]:
-        """`first` and the waiting replies that can decode with it, their memories loaded and pinned: a
-        cartridge memory decodes alone; the batch holds at most `max_batch` rows and `cache_size` memories."""
-        batch: list[tuple[Reply, Loaded]] = []
-        pinned: set[str] = set()
-        later: list[Reply] = []  # back to the queue's front, in their order
-        candidates, looked = [first], False
-        while candidates:
-            reply = candidates.pop(0)
-            if reply.cancelled.is_set():
-                continue
-            if batch and reply.memory is not None and not self._may_join(reply.memory, batch, pinned):
-                later.append(reply)  # left unloaded: loading it would evict nothing useful
-                continue
-            try:
-                loaded = self._load(reply, pinned)
-            except Later:
-                later.append(reply)
-                loaded = None
-            if loaded is not None:
-                fits = not batch or (
-                    loaded.form != "cartridge"
-                    and batch[0][1].form != "cartridge"
-                    and len(pinned | {loaded.identity}) <= self.memories.cache_size
-                )
-                if fits:
-                    batch.append((reply, loaded))
-                    pinned.add(loaded.identity)
-                else:
-                    later.append(reply)
-            if not candidates and not looked and batch and batch[0][1].form != "cartridge":
-                looked = True  # once: what is put back is not taken again for this batch
-                candidates = self._take_more(self.max_batch - len(batch))
-        with self.changed:
-            self.waiting.extendleft(reversed(later))
-        return batch
-
-    def _may_join(self, memory: Memory, batch: list[tuple[Reply, Loaded]], pinned: set[str]) -> bool:
-        """Whether a reply reading `memory` may join `batch` (seen before loading it)."""
-        if self.memories.is_cartridge(memory):
+    def _start(self, reply: Reply) -> bool:
+        """Prefill `reply` and add it to the batch; False when it cannot start yet (the batch is full,
+        its memory needs a slot the running rows hold, or they read an older version of it)."""
+        if len(self.rows) >= self.max_batch:
             return False
-        return any(r.memory == memory for r, _ in batch) or len(pinned) < self.memories.cache_size
+        if reply.memory is not None:
+            reading = any(row.reply.memory == reply.memory for row in self.rows)
+            if not reading and len(self.memories.in_use) >= self.memories.cache_size:
+                return False
+        try:
+            loaded = self._load(reply)
+        except Later:
+            return False
+        if loaded is None:  # its error was sent
+            return True
+        reply.on_event(("start",))
+        try:
+            row, cache = self._prefill(reply, loaded)
+        except Exception as error:
+            log.exception("a prefill failed")
+            reply.on_event(("error", ApiError(500, f"the generation failed ({type(error).__name__})", "server_error")))
+            return True
+        if self._take(row, row.next_token):
+            self._join(row, cache)
+        return True
 
-    def _load(self, reply: Reply, pinned: set[str]) -> Loaded | None:
+    def _load(self, reply: Reply) -> Loaded | None:
         """The reply's memory loaded (None, with the error sent, when it cannot be)."""
         if reply.memory is None:
             return Loaded("__base__", "base", None)
         try:
-            return self.memories.acquire(reply.memory, pinned)
+            return self.memories.acquire(reply.memory)
         except ApiError as error:
             reply.on_event(("error", error))
         except Later:
@@ -235,47 +226,120 @@ class Engine:
             )
         return None
 
-    def _take_more(self, most: int) -> list[Reply]:
-        """Up to `most` waiting replies, in order (exclusive calls stay where they are)."""
-        taken: list[Reply] = []
-        with self.changed:
-            for item in list(self.waiting):
-                if len(taken) == most:
-                    break
-                if isinstance(item, Reply):
-                    self.waiting.remove(item)
-                    taken.append(item)
-        return taken
+    # -- decoding ------------------------------------------------------------------------------
 
-    def _generate(self, batch: list[tuple[Reply, Loaded]]) -> None:
-        replies = [reply for reply, _ in batch]
-        memories = self.memories
-        first_tokens = {r.prompt[0] for r in replies}
-        pad = replies[0].prompt[0] if len(first_tokens) == 1 else self.tokenizer.pad_token_id
-        width = max(len(r.prompt) for r in replies)
-        ids = torch.tensor([[pad] * (width - len(r.prompt)) + r.prompt for r in replies])
-        mask = torch.tensor([[0] * (width - len(r.prompt)) + [1] * len(r.prompt) for r in replies])
-        settings = dict(
-            max_new_tokens=max(r.max_tokens for r in replies),
-            do_sample=False,
-            repetition_penalty=REPLY_REPETITION_PENALTY,
-            pad_token_id=self.tokenizer.pad_token_id,
-            stopping_criteria=StoppingCriteriaList([_Tap(self, replies)]),
-        )
-        loaded = batch[0][1]
+    def _prefill(self, reply: Reply, loaded: Loaded) -> tuple[_Row, DynamicCache]:
+        """The reply's prompt read alone, as it would be with nothing else running: its cache, and its
+        first token chosen."""
+        cache, start, feed = DynamicCache(), 0, reply.prompt
+        if loaded.form == "cartridge":  # the cartridges' keys and values come from the base model
+            peft = self.memories.peft
+            with peft.disable_adapter() if peft is not None else nullcontext(), torch.inference_mode():
+                cache, start, feed = loaded.handle.prompt_cache(reply.prompt)
+        positions = torch.arange(start, start + len(feed))[None]
+        mask = torch.ones(1, start + len(feed), dtype=torch.long)
+        logits = self._forward(torch.tensor([feed]), cache, mask, positions, [loaded])
+        row = _Row(reply, loaded, list(reply.prompt), start + len(feed), 0)
+        row.next_token = self._choose(logits[0], row.read)
+        return row, cache
+
+    def _step(self) -> None:
+        """One decoding step of every row: each reads its last token and chooses its next."""
+        ids = torch.tensor([[row.next_token] for row in self.rows])
+        positions = torch.tensor([[row.length] for row in self.rows])
+        self.mask = F.pad(self.mask, (0, 1), value=1)
+        logits = self._forward(ids, self.cache, self.mask, positions, [row.loaded for row in self.rows])
+        self.steps += 1
+        self.row_steps += len(self.rows)
+        going = []
+        for i, row in enumerate(self.rows):
+            row.read.append(row.next_token)
+            row.length += 1
+            if self._take(row, self._choose(logits[i], row.read)):
+                going.append(i)
+        if len(going) < len(self.rows):
+            self._keep(going)
+
+    def _forward(self, ids, cache, mask, positions, memories: list[Loaded]) -> torch.Tensor:
+        """The next-token logits of each row, each through its own memory's adapter."""
+        model, extra = self.memories.base, {}
+        if self.memories.peft is not None:
+            model, extra = self.memories.peft, {"adapter_names": [m.adapter_name for m in memories]}
         with torch.inference_mode():
-            if loaded.form == "cartridge":  # its own prefix cache: alone, any adapter switched off
-                off = memories.peft.disable_adapter() if memories.peft is not None else nullcontext()
-                with off:
-                    loaded.handle.generate(input_ids=ids, attention_mask=mask, **settings)
-            elif memories.peft is not None:
-                names = [entry.adapter_name for _, entry in batch]
-                memories.peft.generate(input_ids=ids, attention_mask=mask, adapter_names=names, **settings)
-            else:
-                memories.base.generate(input_ids=ids, attention_mask=mask, **settings)
-        for reply in replies:  # ended by the budget of another row, or never begun (max_new_tokens reached)
-            if reply.finish is None:
-                self._end(reply, "length" if not reply.cancelled.is_set() else "cancelled")
+            out = model(
+                input_ids=ids,
+                attention_mask=mask,
+                position_ids=positions,
+                past_key_values=cache,
+                use_cache=True,
+                logits_to_keep=1,
+                **extra,
+            )
+        return out.logits[:, -1].float()
+
+    def _choose(self, logits: torch.Tensor, read: list[int]) -> int:
+        """Greedy decoding, with the repetition penalty `generate` would apply over what the row read."""
+        if self.penalty.penalty != 1.0:
+            logits = self.penalty(torch.tensor([read]), logits[None])[0]
+        return int(logits.argmax())
+
+    def _take(self, row: _Row, token: int) -> bool:
+        """Hand `token` to the row's reply; False once the reply ended (or was cancelled)."""
+        reply = row.reply
+        if reply.cancelled.is_set():
+            reply.finish = "cancelled"
+            return False
+        if token in self.stops:
+            self._end(reply, "stop")
+            return False
+        self._grow(reply, token)
+        if len(reply.ids) >= reply.max_tokens:
+            self._end(reply, "length")
+            return False
+        row.next_token = token
+        return True
+
+    # -- the batch's cache ---------------------------------------------------------------------
+
+    def _join(self, row: _Row, cache: DynamicCache) -> None:
+        """Add a prefilled row to the batch: both caches left-padded to one width, the padding masked."""
+        mask = torch.ones(1, row.length, dtype=torch.long)
+        if not self.rows:
+            self.cache, self.mask = cache, mask
+        else:
+            width = max(self.mask.shape[1], row.length)
+            for layer, new in zip(self.cache.layers, cache.layers):
+                layer.keys = torch.cat([_pad_left(layer.keys, width), _pad_left(new.keys, width)])
+                layer.values = torch.cat([_pad_left(layer.values, width), _pad_left(new.values, width)])
+            self.mask = torch.cat([_pad_left(self.mask, width), _pad_left(mask, width)])
+        self.rows.append(row)
+        self._rows_changed()
+
+    def _keep(self, going: list[int]) -> None:
+        """Drop the rows that ended, and the cache's leading positions no row reads any more."""
+        self.rows = [self.rows[i] for i in going]
+        if not self.rows:
+            self.cache = self.mask = None
+        else:
+            index = torch.tensor(going)
+            mask = self.mask[index]
+            first = int(mask.any(0).float().argmax())  # the first position a remaining row reads
+            for layer in self.cache.layers:
+                layer.keys = layer.keys[index, :, first:]
+                layer.values = layer.values[index, :, first:]
+            self.mask = mask[:, first:]
+        self._rows_changed()
+
+    def _rows_changed(self) -> None:
+        with self.changed:
+            self.memories.in_use = {row.loaded.identity for row in self.rows}
+
+    def _fail_rows(self, error: ApiError) -> None:
+        for row in self.rows:
+            if row.reply.finish is None:
+                row.reply.finish = "error"
+                row.reply.on_event(("error", error))
+        self._keep([])
 
     # -- a reply's pieces --------------------------------------------------------------------
 
@@ -302,25 +366,10 @@ class Engine:
         reply.on_event(("end", usage))
 
 
-class _Tap(StoppingCriteria):
-    """Called by `generate` after each step: hands each row's new token to its reply, and stops a row
-    that ended, ran to its own budget or was cancelled."""
-
-    def __init__(self, engine: Engine, replies: list[Reply]):
-        self.engine, self.replies = engine, replies
-
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs) -> torch.BoolTensor:
-        newest = input_ids[:, -1].tolist()
-        done = []
-        for reply, token in zip(self.replies, newest):
-            if reply.finish is None:
-                if reply.cancelled.is_set():
-                    reply.finish = "cancelled"
-                elif token in self.engine.stops:
-                    self.engine._end(reply, "stop")
-                else:
-                    self.engine._grow(reply, token)
-                    if len(reply.ids) >= reply.max_tokens:
-                        self.engine._end(reply, "length")
-            done.append(reply.finish is not None)
-        return torch.tensor(done, dtype=torch.bool)
+def _pad_left(tensor: torch.Tensor, width: int) -> torch.Tensor:
+    """`tensor` (keys or values [rows, heads, positions, dim], or a mask [rows, positions]) with zeros
+    before its positions, to `width` positions."""
+    missing = width - tensor.shape[-2 if tensor.dim() == 4 else -1]
+    if missing == 0:
+        return tensor
+    return F.pad(tensor, (0, 0, missing, 0) if tensor.dim() == 4 else (missing, 0))

@@ -97,7 +97,11 @@ class Jobs:
 
     def forgetting(self, user: str) -> str | None:
         """The id of a forget of `user` queued or running, if there is one."""
-        pending = (r for r in self._records(user) if r.get("kind") == "forget" and r.get("state") not in ENDED)
+        return self.pending(user, "forget")
+
+    def pending(self, user: str, kind: str | None = None) -> str | None:
+        """The id of a job of `user` (of `kind`, if given) queued or running, if there is one."""
+        pending = (r for r in self._records(user) if kind in (None, r.get("kind")) and r.get("state") not in ENDED)
         return next((r["job"] for r in pending), None)
 
     # -- submitting --------------------------------------------------------------------------

@@ -6,8 +6,8 @@ every conversation, deleting the user or dropping the MiLP memory never brings a
 adapter that was forgotten can never be served again from this cache.
 
 Only the engine's thread calls `acquire` (it loads adapters into the one PeftModel and deletes them
-from it), and it does so between batches: an adapter in use by a running generation is never touched.
-`pinned` names the memories of the batch being formed, which eviction skips.
+from it), between two decoding steps; `in_use` names the memories the running replies read, which
+eviction skips, so an adapter in use is never touched.
 """
 
 from __future__ import annotations
@@ -78,13 +78,14 @@ class Memories:
         self.loaded: OrderedDict[Memory, Loaded] = OrderedDict()
         self.loads = 0  # memories read from disk (an LRU hit reads none)
         self.owner: threading.Thread | None = None  # the one thread that may change them (the engine's)
+        self.in_use: set[str] = set()  # identities the running replies read (the engine keeps it)
 
-    def acquire(self, key: Memory, pinned: set[str] = frozenset()) -> Loaded:
+    def acquire(self, key: Memory) -> Loaded:
         """The memory's current version, loaded (from the LRU when that version is in it already)."""
         assert self.owner in (None, threading.current_thread()), "memories change on the engine's thread only"
         for _ in range(3):  # a job may commit between reading the version and reading its files
             try:
-                return self._acquire(key, pinned)
+                return self._acquire(key)
             except VersionGone:
                 continue
         raise ApiError(503, "this memory is changing faster than it can be read; ask again", "server_error")
@@ -126,8 +127,7 @@ class Memories:
             raise ApiError(409, f"{user!r} learned on {found.base_model!r}; this server serves {self.base_model!r}")
         return found
 
-    def _acquire(self, key: Memory, pinned: set[str]) -> Loaded:
-
+    def _acquire(self, key: Memory) -> Loaded:
         found = self.check(key)
         identity, form = found.identity, found.form
         cached = self.loaded.get(key)
@@ -135,7 +135,7 @@ class Memories:
             self.loaded.move_to_end(key)
             return cached
         if cached is not None:
-            if cached.identity in pinned:  # the batch being formed reads the version before: next batch
+            if cached.identity in self.in_use:  # running replies read the version before: once they end
                 raise Later
             self._evict(key)
         reading = nullcontext(found.folder) if found.folder else UserMemory(key[1], self.home).reading(found.version)
@@ -148,7 +148,7 @@ class Memories:
                 handle = self._add_adapter(folder, identity)
         self.loads += 1
         loaded = self.loaded[key] = Loaded(identity, form, handle, found.version)
-        for old in [k for k, v in self.loaded.items() if v.identity not in pinned and k != key]:
+        for old in [k for k, v in self.loaded.items() if v.identity not in self.in_use and k != key]:
             if len(self.loaded) <= self.cache_size:
                 break
             self._evict(old)
