@@ -21,11 +21,11 @@ import sys
 import time
 from pathlib import Path
 
-from paramem.answer import answer_many
 from paramem.evaluate.locomo import NOT_MENTIONED, build_locomo, never_discussed_questions, open_score
 from paramem.evaluate.run import context_prompt, run_meta
-from paramem.models import DEFAULT_MODEL, dtype_of, load_model
-from paramem.prompts import SYSTEM_PROMPT
+from paramem.model.loading import DEFAULT_MODEL, dtype_of, load_model
+from paramem.model.prompts import SYSTEM_PROMPT
+from paramem.read.answer import answer_many
 
 INSTRUCTION = " If the conversations do not say, answer that it was not mentioned."
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from scipy.stats import spearmanr
 
-from paramem.evaluate.metrics import ranking_auc, yes_no_metrics
+from paramem.metrics.yes_no import ranking_auc, yes_no_metrics
 
 
 def log_odds(run: dict, method: str) -> dict[str, tuple[float, str]] | None:

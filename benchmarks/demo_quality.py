@@ -16,17 +16,17 @@ import tempfile
 import time
 from pathlib import Path
 
-from paramem.answer import load_memory
 from paramem.augment.pairs import PairConfig, heldout_pairs
 from paramem.augment.teachers import make_teacher
-from paramem.conversations import load_conversations
-from paramem.demo import demo_files, seed_teacher_cache
+from paramem.cli.demo import demo_files, seed_teacher_cache
+from paramem.cli.progress import learn_with_progress, print_results
+from paramem.data.conversations import load_conversations
 from paramem.evaluate.probes import load_probes
 from paramem.evaluate.run import METHODS, RECALL_METHODS, evaluate_yes_no, run_meta
-from paramem.progress import learn_with_progress, print_results
-from paramem.recall import RecallConfig, recall_cues
-from paramem.remember import RememberConfig
-from paramem.train import TrainConfig
+from paramem.lifecycle.remember import RememberConfig
+from paramem.memory.trainer import TrainConfig
+from paramem.read.answer import load_memory
+from paramem.read.recall import RecallConfig, recall_cues
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import torch
 
-from paramem.answer import YesNoScorer, load_memory
-from paramem.evaluate.metrics import ranking_auc, ranking_auc_interval
 from paramem.evaluate.probes import load_probes
-from paramem.prompts import SYSTEM_PROMPT, _ids, _template_parts, encode_prompt
+from paramem.metrics.yes_no import ranking_auc, ranking_auc_interval
+from paramem.model.prompts import SYSTEM_PROMPT, _ids, _template_parts, encode_prompt
+from paramem.read.answer import YesNoScorer, load_memory
 
 
 @torch.inference_mode()

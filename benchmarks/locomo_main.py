@@ -23,9 +23,9 @@ import sys
 from pathlib import Path
 
 from paramem.evaluate.locomo import NOT_MENTIONED
-from paramem.evaluate.metrics import ranking_auc, ranking_auc_interval, yes_no_metrics
 from paramem.evaluate.run import run_meta
-from paramem.readers import main_rule
+from paramem.metrics.yes_no import ranking_auc, ranking_auc_interval, yes_no_metrics
+from paramem.read.readers import main_rule
 
 RESULTS = Path(__file__).parent / "results"
 MEMORY_METHODS = ("memory", "hybrid")

@@ -20,14 +20,14 @@ import json
 import os
 from pathlib import Path
 
-from paramem.answer import load_memory
 from paramem.augment.pairs import heldout_pairs
 from paramem.evaluate.experiment import USER
 from paramem.evaluate.locomo import build_locomo
 from paramem.evaluate.run import RECALL_METHODS, evaluate_yes_no, run_meta, write_json
-from paramem.models import dtype_of
-from paramem.readers import main_rule
-from paramem.recall import recall_cues
+from paramem.model.loading import dtype_of
+from paramem.read.answer import load_memory
+from paramem.read.readers import main_rule
+from paramem.read.recall import recall_cues
 
 RULES = ("raw", "balanced", "heldout", "prior")
 

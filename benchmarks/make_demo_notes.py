@@ -10,8 +10,8 @@ import json
 import time
 
 from paramem.augment.teachers import augment, make_teacher
-from paramem.conversations import load_conversations
-from paramem.demo import demo_files
+from paramem.cli.demo import demo_files
+from paramem.data.conversations import load_conversations
 
 
 def main() -> None:

@@ -25,14 +25,14 @@ from pathlib import Path
 
 import torch
 
-import paramem.answer as answer
+import paramem.read.answer as answer
 from paramem.config import DEFAULT_MODEL
 from paramem.errors import InputError
 from paramem.evaluate.experiment import spread_over_categories
 from paramem.evaluate.locomo import build_locomo
 from paramem.evaluate.run import RetrievalConfig, run_meta, system_prompts
-from paramem.models import load_model
-from paramem.prompts import encode_prompt
+from paramem.model.loading import load_model
+from paramem.model.prompts import encode_prompt
 
 
 @torch.inference_mode()

@@ -17,11 +17,11 @@ import json
 import sys
 from pathlib import Path
 
-from paramem.answer import fit_threshold
 from paramem.evaluate.locomo import DEV_SAMPLES, REPORT_SAMPLES, build_locomo
-from paramem.evaluate.metrics import ranking_auc, yes_no_metrics
 from paramem.evaluate.run import run_meta
-from paramem.recall import RECALL_THRESHOLD, SentenceMatcher
+from paramem.metrics.yes_no import ranking_auc, yes_no_metrics
+from paramem.read.answer import fit_threshold
+from paramem.read.recall import RECALL_THRESHOLD, SentenceMatcher
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -27,17 +27,17 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from paramem.answer import load_memory
 from paramem.augment.pairs import PairConfig
 from paramem.augment.teachers import ExtractiveTeacher
-from paramem.compute import cpu_info
-from paramem.conversations import load_conversations
+from paramem.data.conversations import load_conversations
 from paramem.evaluate.run import run_meta
 from paramem.files import write_atomic
-from paramem.models import dtype_of
-from paramem.recall import SentenceMatcher, recollections
-from paramem.remember import Callbacks, RememberConfig, remember
-from paramem.train import SequentialTrainer, TrainConfig
+from paramem.lifecycle.remember import Callbacks, RememberConfig, remember
+from paramem.memory.trainer import SequentialTrainer, TrainConfig
+from paramem.model.compute import cpu_info
+from paramem.model.loading import dtype_of
+from paramem.read.answer import load_memory
+from paramem.read.recall import SentenceMatcher, recollections
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -69,7 +69,7 @@ def count_only(args, conversations, train: TrainConfig) -> None:
     """The tokens each conversation's epochs train, bounded and unbounded, with no training at all:
     the teacher's notes as `remember` makes them, then the epochs' examples as the trainer draws them."""
     from paramem.augment.teachers import augment, drop_contradicting_negatives
-    from paramem.models import load_model
+    from paramem.model.loading import load_model
 
     _, tokenizer = load_model(args.base_model)
     notes = augment(conversations, ExtractiveTeacher(), None)

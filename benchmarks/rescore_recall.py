@@ -12,12 +12,12 @@ from __future__ import annotations
 import json
 import sys
 
-from paramem.answer import rule_thresholds
-from paramem.augment.notes import Notes
 from paramem.augment.pairs import validation_pairs
-from paramem.demo import demo_files
-from paramem.evaluate.metrics import ranking_auc, yes_no_metrics
-from paramem.recall import SentenceMatcher
+from paramem.cli.demo import demo_files
+from paramem.data.notes import Notes
+from paramem.metrics.yes_no import ranking_auc, yes_no_metrics
+from paramem.read.answer import rule_thresholds
+from paramem.read.recall import SentenceMatcher
 
 
 def main() -> None:

@@ -37,11 +37,11 @@ def main() -> None:
 
     from paramem.augment.teachers import ExtractiveTeacher
     from paramem.config import DEFAULT_MODEL, PairConfig, RememberConfig, TrainConfig
-    from paramem.conversations import load_conversations
+    from paramem.data.conversations import load_conversations
     from paramem.evaluate.run import run_meta
-    from paramem.remember import remember
+    from paramem.lifecycle.remember import remember
     from paramem.serve import MemoryServer, ServeConfig, create_app
-    from paramem.store import UserMemory
+    from paramem.store.user import UserMemory
 
     base = args.base_model or DEFAULT_MODEL
     home = Path(tempfile.mkdtemp(prefix="paramem-serve-"))

@@ -121,17 +121,17 @@ def main() -> None:
 
     import uvicorn
 
-    from paramem.answer import load_memory
     from paramem.augment.teachers import ExtractiveTeacher
-    from paramem.compute import cpu_info
     from paramem.config import DEFAULT_MODEL, PairConfig, RememberConfig, TrainConfig
-    from paramem.conversations import load_conversations
+    from paramem.data.conversations import load_conversations
     from paramem.evaluate.run import run_meta
-    from paramem.models import load_model
-    from paramem.recall import recollections
-    from paramem.remember import remember
+    from paramem.lifecycle.remember import remember
+    from paramem.model.compute import cpu_info
+    from paramem.model.loading import load_model
+    from paramem.read.answer import load_memory
+    from paramem.read.recall import recollections
     from paramem.serve import MemoryServer, ServeConfig, create_app
-    from paramem.store import UserMemory
+    from paramem.store.user import UserMemory
 
     base = args.base_model or DEFAULT_MODEL
     home = Path(tempfile.mkdtemp(prefix="paramem-load-"))

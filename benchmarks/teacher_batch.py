@@ -22,13 +22,13 @@ from pathlib import Path
 
 import torch
 
-import paramem.distill as distill
+import paramem.memory.distill as distill
 from paramem.augment.teachers import ExtractiveTeacher
 from paramem.config import DEFAULT_MODEL, TrainConfig
 from paramem.errors import InputError
 from paramem.evaluate.locomo import build_locomo
 from paramem.evaluate.run import run_meta
-from paramem.models import load_model
+from paramem.model.loading import load_model
 
 
 def difference(reference: list[distill.DistillTarget], targets: list[distill.DistillTarget]) -> dict:

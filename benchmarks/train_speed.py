@@ -47,8 +47,8 @@ from pathlib import Path
 
 import torch
 
-from paramem.compute import DTYPES, cpu_info, matmul_gflops
-from paramem.models import dtype_of
+from paramem.model.compute import DTYPES, cpu_info, matmul_gflops
+from paramem.model.loading import dtype_of
 
 RESULTS = Path(__file__).parent / "results"
 VARIANTS = ("naive", "paramem-10", "paramem", "paramem-top", "paramem-fast")
@@ -59,8 +59,8 @@ def peak_rss_mb() -> float:
 
 
 def demo_notes(conversation_id: str):
-    from paramem.augment.notes import Notes
-    from paramem.demo import demo_files
+    from paramem.cli.demo import demo_files
+    from paramem.data.notes import Notes
 
     _, probes_file, notes_file = demo_files()
     shipped = json.loads(notes_file.read_text(encoding="utf-8"))
@@ -71,7 +71,7 @@ def demo_notes(conversation_id: str):
 
 def model_shape(model, lowest_lora_layer: int) -> dict[str, int]:
     """Parameter counts that set the FLOPs of a token (embeddings excluded: a lookup, not a product)."""
-    from paramem.models import decoder_and_head
+    from paramem.model.loading import decoder_and_head
 
     decoder, head = decoder_and_head(model)
     layers = decoder.layers
@@ -88,8 +88,8 @@ def useful_flops(shape: dict[str, int], tokens: int, trained_positions: int) -> 
 
 
 def accuracy(model, tokenizer, notes, probes) -> dict:
-    from paramem.answer import YesNoScorer
     from paramem.augment.pairs import validation_pairs
+    from paramem.read.answer import YesNoScorer
 
     model.eval()
     scorer = YesNoScorer(model, tokenizer)
@@ -108,7 +108,7 @@ def accuracy(model, tokenizer, notes, probes) -> dict:
 
 def epoch_examples(tokenizer, notes, config, epochs: int):
     from paramem.augment.pairs import training_pairs
-    from paramem.train import encode_pair
+    from paramem.memory.trainer import encode_pair
 
     return [
         [encode_pair(tokenizer, p, config) for p in training_pairs(notes, e, config.pairs)]
@@ -121,8 +121,8 @@ def run_naive(args, notes, probes) -> dict:
     from transformers import Trainer, TrainingArguments
 
     from paramem.augment.pairs import PairConfig
-    from paramem.models import load_model
-    from paramem.train import TrainConfig, weighted_cross_entropy
+    from paramem.memory.trainer import TrainConfig, weighted_cross_entropy
+    from paramem.model.loading import load_model
 
     config = TrainConfig(epochs=args.epochs, pairs=PairConfig(max_pairs=args.pairs))
     model, tokenizer = load_model(args.base_model, dtype=torch.float32)
@@ -180,8 +180,8 @@ def run_naive(args, notes, probes) -> dict:
 
 def run_paramem(args, notes, probes, variant: str) -> dict:
     from paramem.augment.pairs import PairConfig
-    from paramem.models import load_model
-    from paramem.train import SequentialTrainer, TrainConfig, attach_lora
+    from paramem.memory.trainer import SequentialTrainer, TrainConfig, attach_lora
+    from paramem.model.loading import load_model
 
     model, tokenizer = load_model(args.base_model)
     layer_count = model.config.num_hidden_layers
@@ -222,10 +222,10 @@ def run_serving(args, notes, probes) -> dict:
     """Probes per second with the adapter: paramem's scorer against one full forward per question."""
     from peft import PeftModel
 
-    from paramem.answer import YesNoScorer
-    from paramem.demo import demo_files
-    from paramem.models import load_model
-    from paramem.prompts import encode_prompt
+    from paramem.cli.demo import demo_files
+    from paramem.model.loading import load_model
+    from paramem.model.prompts import encode_prompt
+    from paramem.read.answer import YesNoScorer
 
     _, probes_file, _ = demo_files()
     questions = [json.loads(line)["question"] for line in probes_file.read_text().splitlines() if line.strip()]
@@ -325,7 +325,7 @@ def run_child(args, variant: str, adapter_out: str) -> dict:
 
 def cpu_kind() -> str:
     """How this CPU computes bf16, for the results file's name: figures differ by far between kinds."""
-    from paramem.compute import cpu_info
+    from paramem.model.compute import cpu_info
 
     flags = cpu_info()["bf16_flags"]
     if flags["amx_bf16"]:

@@ -22,7 +22,7 @@ def isolated_home(tmp_path, monkeypatch):
 
 @pytest.fixture
 def demo_conversations():
-    from paramem.conversations import load_conversations
+    from paramem.data.conversations import load_conversations
 
     return load_conversations(DEMO / "conversations.jsonl")
 
@@ -54,9 +54,9 @@ def served(demo_conversations, isolated_home):
 
     from paramem.augment.teachers import ExtractiveTeacher
     from paramem.config import RememberConfig, TrainConfig
-    from paramem.remember import remember
+    from paramem.lifecycle.remember import remember
     from paramem.serve import MemoryServer, ServeConfig
-    from paramem.store import UserMemory
+    from paramem.store.user import UserMemory
 
     remember("alice", demo_conversations[:1], ExtractiveTeacher(), PLAIN)
     remember("bob", demo_conversations[1:2], ExtractiveTeacher(), PLAIN)

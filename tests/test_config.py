@@ -1,6 +1,6 @@
 from dataclasses import fields
 
-from paramem.cli import app
+from paramem.cli.main import app
 from paramem.config import PairConfig, RecallConfig, RememberConfig, TrainConfig, option_default, option_help
 
 

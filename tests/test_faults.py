@@ -11,15 +11,15 @@ from pathlib import Path
 
 from conftest import DEMO
 
-from paramem.answer import load_memory
-from paramem.store import UserMemory
+from paramem.read.answer import load_memory
+from paramem.store.user import UserMemory
 
 LEARN = """
 import sys
 from paramem.augment.teachers import ExtractiveTeacher
-from paramem.conversations import load_conversations
-from paramem.remember import RememberConfig, remember
-from paramem.train import TrainConfig
+from paramem.data.conversations import load_conversations
+from paramem.lifecycle.remember import RememberConfig, remember
+from paramem.memory.trainer import TrainConfig
 conversations = load_conversations(sys.argv[1])
 print("ready", flush=True)
 remember("k", conversations, ExtractiveTeacher(), RememberConfig(base_model="tiny", train=TrainConfig(epochs=1,
@@ -65,7 +65,7 @@ def test_kill_9_at_random_points_never_loses_or_duplicates_a_conversation(isolat
 
 HOLD_LOCK = """
 import sys, time
-from paramem.store import UserMemory
+from paramem.store.user import UserMemory
 with UserMemory("w"):
     print("locked", flush=True)
     time.sleep(60)
@@ -75,7 +75,7 @@ with UserMemory("w"):
 def test_a_second_writer_in_another_process_gets_the_lock_message(isolated_home):
     from typer.testing import CliRunner
 
-    from paramem.cli import app
+    from paramem.cli.main import app
 
     holder = start(HOLD_LOCK, home=isolated_home)
     try:

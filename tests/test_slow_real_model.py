@@ -4,15 +4,15 @@ forgetting it takes that back without losing the others."""
 import pytest
 from conftest import DEMO
 
-from paramem.answer import load_memory
-from paramem.augment.notes import content_words
 from paramem.augment.pairs import PairConfig
 from paramem.augment.teachers import ExtractiveTeacher
+from paramem.data.notes import content_words
 from paramem.evaluate.probes import load_probes
-from paramem.recall import RecallConfig, SentenceMatcher, recall_cues, recollect
-from paramem.remember import RememberConfig, remember
-from paramem.store import UserMemory
-from paramem.train import TrainConfig
+from paramem.lifecycle.remember import RememberConfig, remember
+from paramem.memory.trainer import TrainConfig
+from paramem.read.answer import load_memory
+from paramem.read.recall import RecallConfig, SentenceMatcher, recall_cues, recollect
+from paramem.store.user import UserMemory
 
 
 def separation(scores, labels):
@@ -51,8 +51,8 @@ def test_memory_recalls_its_conversation_and_separates_probes_it_never_saw(demo_
 
 @pytest.mark.slow
 def test_forgetting_moves_its_probes_to_no_and_keeps_the_others(demo_conversations):
-    from paramem.forget import forget
-    from paramem.readers import ask
+    from paramem.lifecycle.forget import forget
+    from paramem.read.readers import ask
 
     garden, marathon = demo_conversations[0], demo_conversations[2]
     config = RememberConfig(train=TrainConfig(epochs=3, early_stopping=False, pairs=PairConfig(max_pairs=20)))
@@ -91,7 +91,7 @@ def test_forgetting_moves_its_probes_to_no_and_keeps_the_others(demo_conversatio
 def test_a_gguf_file_given_by_path_loads_like_its_preset():
     import torch
 
-    from paramem.models import PRESETS, load_model, preset_gguf
+    from paramem.model.loading import PRESETS, load_model, preset_gguf
 
     gguf = preset_gguf(PRESETS["smollm2-135m"])
     by_path, tokenizer = load_model(str(gguf))
@@ -105,12 +105,12 @@ def test_a_gguf_file_given_by_path_loads_like_its_preset():
 def test_qwen_merges_across_the_memory_head_and_hybrid_prompts_keep_it_for_cartridges():
     """Qwen2.5 tokenizes "user.\n\n" with ".\n\n" as one token, so a retrieval prompt tokenized whole
     does not start with the memory head; split at the slot it does, and a cartridge memory reads it."""
-    from paramem.answer import YesNoScorer, answer_many
-    from paramem.cartridge import Cartridge, CartridgeModel, memory_head, slot_cache
-    from paramem.models import load_model
-    from paramem.prompts import encode_prompt
-    from paramem.readers import LogOddsReader
-    from paramem.retrieval import Passage, retrieval_prompt
+    from paramem.memory.cartridge import Cartridge, CartridgeModel, memory_head, slot_cache
+    from paramem.model.loading import load_model
+    from paramem.model.prompts import encode_prompt
+    from paramem.read.answer import YesNoScorer, answer_many
+    from paramem.read.readers import LogOddsReader
+    from paramem.read.retrieval import Passage, retrieval_prompt
 
     model, tokenizer = load_model("qwen2.5-0.5b")
     head = memory_head(tokenizer)

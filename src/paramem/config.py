@@ -229,7 +229,7 @@ class TrainConfig:
         """peft's LoraConfig for these settings; a layer choice needs the model to name its linears."""
         from peft import LoraConfig
 
-        from paramem.train import linear_module_names
+        from paramem.memory.trainer import linear_module_names
 
         targets = self.target_modules
         if self.layers is not None and targets == "all-linear":
@@ -266,7 +266,7 @@ class RememberConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self):
-        from paramem.compute import dtype_name
+        from paramem.model.compute import dtype_name
 
         if self.dtype is not None:
             self.dtype = dtype_name(self.dtype)

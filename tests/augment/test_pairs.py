@@ -1,6 +1,6 @@
 from paramem.augment import templates as T
-from paramem.augment.notes import Fact, Notes, Topic
 from paramem.augment.pairs import PairConfig, training_pairs, validation_pairs
+from paramem.data.notes import Fact, Notes, Topic
 
 
 def notes():

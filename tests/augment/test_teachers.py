@@ -5,7 +5,6 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
-from paramem.augment.notes import Notes, Topic, content_words, is_absent
 from paramem.augment.teachers import (
     ExtractiveTeacher,
     LocalTeacher,
@@ -17,6 +16,7 @@ from paramem.augment.teachers import (
     make_teacher,
     model_notes,
 )
+from paramem.data.notes import Notes, Topic, content_words, is_absent
 from paramem.errors import InputError
 
 

@@ -3,7 +3,7 @@ import csv
 from conftest import DATA, FIXTURES, needs_data
 
 from paramem.evaluate.capability import choice_accuracy, load_arc, load_mmlu
-from paramem.models import tiny_model
+from paramem.model.loading import tiny_model
 
 
 def test_mmlu_items_are_five_shot_from_the_subjects_dev_split():
@@ -44,7 +44,7 @@ def test_choice_accuracy_is_the_share_of_items_whose_answer_letter_scores_highes
     assert [i.answer for i in items] == ["B", "A"] and items[0].prompt.count("\nAnswer: ") == 1
     result = choice_accuracy(model, tokenizer, items)
     # The same choice made by hand: the full model's next-token logits over the four letters
-    from paramem.answer import first_token_ids
+    from paramem.read.answer import first_token_ids
 
     letters = [first_token_ids(tokenizer, [letter])[0] for letter in "ABCD"]
     expected = 0

@@ -1,6 +1,6 @@
 from conftest import DATA, FIXTURES, needs_data
 
-from paramem.conversations import load_conversations
+from paramem.data.conversations import load_conversations
 from paramem.evaluate.episodes import malp_episodes, msc_episodes, select
 from paramem.evaluate.replies import persona_f1
 

@@ -4,7 +4,7 @@ import re
 import pytest
 from conftest import DATA, FIXTURES, needs_data
 
-from paramem.augment.notes import content_words
+from paramem.data.notes import content_words
 from paramem.evaluate.locomo import build_locomo, keeps_pronouns, open_score, speaker_pronouns, token_f1
 
 LOCOMO = FIXTURES / "locomo" / "locomo8.json"

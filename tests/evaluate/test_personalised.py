@@ -18,8 +18,8 @@ from paramem.evaluate.personalised import (
     reply_settings,
     run,
 )
-from paramem.models import tiny_model
-from paramem.search import SearchConfig
+from paramem.memory.milp.search import SearchConfig
+from paramem.model.loading import tiny_model
 
 MSC = FIXTURES / "msc"
 TINY_TRAIN = MiLPTrainConfig(memory_epochs=1, instruction_epochs=1, max_new_tokens=4)
@@ -67,8 +67,8 @@ def test_the_soft_prompt_loss_is_peft_prompt_tuning_loss_without_the_full_logits
 
     from peft import PromptTuningConfig, get_peft_model
 
-    from paramem.milp import reply_examples
-    from paramem.train import batches, weighted_cross_entropy
+    from paramem.memory.milp.model import reply_examples
+    from paramem.memory.trainer import batches, weighted_cross_entropy
 
     model, tokenizer = tiny_model()
     prompted = get_peft_model(model, PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=3))
@@ -235,7 +235,7 @@ def test_bad_method_or_teacher_is_refused():
 
 
 def test_the_judge_check_pits_each_gold_reply_against_the_next_episodes():
-    from paramem.conversations import Conversation, Message
+    from paramem.data.conversations import Conversation, Message
     from paramem.evaluate.episodes import Episode
     from paramem.evaluate.personalised import mismatched_cases
 

@@ -3,8 +3,8 @@ from conftest import DEMO
 
 from paramem.evaluate.probes import load_probes
 from paramem.evaluate.run import METHODS, evaluate_yes_no
-from paramem.models import tiny_model
-from paramem.train import TrainConfig, attach_lora
+from paramem.memory.trainer import TrainConfig, attach_lora
+from paramem.model.loading import tiny_model
 
 
 def scores(results, method):
@@ -37,9 +37,9 @@ def test_every_method_scores_the_same_probes_and_switches_the_adapter_right(demo
 def test_the_balanced_rule_says_yes_to_half_the_held_out_pairs():
     import statistics
 
-    from paramem.answer import YesNoScorer
-    from paramem.augment.notes import Notes, Topic
     from paramem.augment.pairs import validation_pairs
+    from paramem.data.notes import Notes, Topic
+    from paramem.read.answer import YesNoScorer
 
     model, tokenizer = tiny_model()
     model = attach_lora(model, TrainConfig())

@@ -9,8 +9,8 @@ import time
 
 import uvicorn
 
-from paramem.answer import generate, load_memory
 from paramem.config import RememberConfig, TrainConfig
+from paramem.read.answer import generate, load_memory
 from paramem.serve import MemoryServer, create_app
 
 QUESTION = "What do you remember about my garden?"
@@ -55,7 +55,7 @@ def upload_line(conversation) -> bytes:
 
 def left_job(user: str, job: str, conversation, **record) -> None:
     """An upload's job as a killed server left it: its upload and its record, with `record`'s fields."""
-    from paramem.store import UserMemory
+    from paramem.store.user import UserMemory
 
     folder = UserMemory(user).root / "jobs"
     folder.mkdir(parents=True, exist_ok=True)

@@ -8,13 +8,13 @@ from conftest import sentences_left
 from openai import OpenAI, PermissionDeniedError
 from serve_helpers import QUESTION, expected, left_job, wait_for
 
-from paramem.answer import generate, load_memory
 from paramem.augment.teachers import ExtractiveTeacher
 from paramem.config import RememberConfig, TrainConfig
-from paramem.models import cache_home
-from paramem.prompts import SYSTEM_PROMPT
-from paramem.remember import remember
-from paramem.store import UserMemory, paramem_home
+from paramem.lifecycle.remember import remember
+from paramem.model.loading import cache_home
+from paramem.model.prompts import SYSTEM_PROMPT
+from paramem.read.answer import generate, load_memory
+from paramem.store.user import UserMemory, paramem_home
 
 
 def test_each_user_gets_their_own_memory_and_no_one_elses(served):
@@ -44,7 +44,7 @@ def test_each_user_gets_their_own_memory_and_no_one_elses(served):
 def test_recollections_come_from_the_callers_memory(served):
     import httpx
 
-    from paramem.recall import recall_cues, recollect
+    from paramem.read.recall import recall_cues, recollect
 
     _, url, tokens = served
     found = httpx.get(f"{url}/memory/recollections", headers={"Authorization": f"Bearer {tokens['alice']}"}, timeout=60)
@@ -277,9 +277,9 @@ def test_milp_memory_is_served_beside_the_plum_one(served, demo_conversations):
     import httpx
 
     from paramem.config import MiLPTrainConfig, MultiLoraConfig
-    from paramem.milp import REPLY_SYSTEM, learn
-    from paramem.models import tiny_model
-    from paramem.search import load_milp_memory
+    from paramem.memory.milp.model import REPLY_SYSTEM, learn
+    from paramem.memory.milp.search import load_milp_memory
+    from paramem.model.loading import tiny_model
 
     server, url, tokens = served
     model, tokenizer = tiny_model()

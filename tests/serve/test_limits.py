@@ -8,7 +8,7 @@ import time
 import httpx
 from serve_helpers import QUESTION, upload_line, wait_for
 
-from paramem.store import UserMemory
+from paramem.store.user import UserMemory
 
 
 def client(url, token):

@@ -4,12 +4,12 @@ import pytest
 from serve_helpers import PLAIN
 
 from paramem.augment.teachers import ExtractiveTeacher
-from paramem.forget import forget
-from paramem.models import tiny_model
-from paramem.remember import remember
+from paramem.lifecycle.forget import forget
+from paramem.lifecycle.remember import remember
+from paramem.model.loading import tiny_model
 from paramem.serve.errors import ApiError
 from paramem.serve.memories import Memories
-from paramem.store import UserMemory, VersionGone
+from paramem.store.user import UserMemory, VersionGone
 
 
 @pytest.fixture
@@ -34,7 +34,7 @@ def test_versions_never_repeat_after_forgetting_everything_or_deleting_the_user(
 
 def test_a_milp_memory_dropped_and_stored_again_is_a_new_memory(memories, demo_conversations):
     from paramem.config import MiLPTrainConfig, MultiLoraConfig
-    from paramem.milp import learn
+    from paramem.memory.milp.model import learn
 
     model, tokenizer = tiny_model()
     learned = learn(

@@ -10,8 +10,8 @@ from openai import OpenAI
 from serve_helpers import PLAIN, QUESTION, expected
 
 from paramem.augment.teachers import ExtractiveTeacher
-from paramem.forget import forget
-from paramem.remember import remember
+from paramem.lifecycle.forget import forget
+from paramem.lifecycle.remember import remember
 from paramem.serve.engine import Engine
 
 CHAT = [{"role": "user", "content": QUESTION}]

@@ -15,10 +15,10 @@ import pytest
 from serve_helpers import PLAIN, QUESTION
 
 from paramem.augment.teachers import ExtractiveTeacher
-from paramem.remember import remember
-from paramem.store import UserMemory
+from paramem.lifecycle.remember import remember
+from paramem.store.user import UserMemory
 
-PARAMEM = [sys.executable, "-c", "from paramem.cli import app; app()"]
+PARAMEM = [sys.executable, "-c", "from paramem.cli.main import app; app()"]
 
 
 def free_port() -> int:

@@ -1,6 +1,5 @@
 """Augment: conversations -> teacher notes -> question/answer pairs."""
 
-from paramem.augment.notes import Fact, Notes, Topic
 from paramem.augment.pairs import PairConfig, QAPair, training_pairs, validation_pairs
 from paramem.augment.teachers import (
     ExtractiveTeacher,
@@ -11,6 +10,7 @@ from paramem.augment.teachers import (
     augment,
     make_teacher,
 )
+from paramem.data.notes import Fact, Notes, Topic
 
 __all__ = [
     "Fact",

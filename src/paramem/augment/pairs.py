@@ -11,8 +11,8 @@ import random
 from dataclasses import dataclass
 
 from paramem.augment import templates as T
-from paramem.augment.notes import Fact, Notes, Topic, content_words
 from paramem.config import PairConfig
+from paramem.data.notes import Fact, Notes, Topic, content_words
 
 
 @dataclass(frozen=True)

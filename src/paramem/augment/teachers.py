@@ -22,9 +22,9 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Protocol
 
-from paramem.augment.notes import Fact, Notes, Topic, content_words, is_absent
 from paramem.augment.templates import FALLBACK_TOPIC_WORDINGS
-from paramem.conversations import Conversation
+from paramem.data.conversations import Conversation
+from paramem.data.notes import Fact, Notes, Topic, content_words, is_absent
 from paramem.errors import InputError, user_file_problem
 from paramem.files import write_atomic
 
@@ -412,7 +412,7 @@ class LocalTeacher:
     def complete(self, messages: list[dict[str, str]]) -> str:
         import torch
 
-        from paramem.models import load_model
+        from paramem.model.loading import load_model
 
         if self._loaded is None:
             self._loaded = load_model(self.model_name)

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import torch
 
-from paramem.answer import first_token_ids, head_rows, last_hidden_states
-from paramem.models import decoder_and_head
+from paramem.model.loading import decoder_and_head
+from paramem.read.answer import first_token_ids, head_rows, last_hidden_states
 
 LETTERS = "ABCD"
 

@@ -108,11 +108,11 @@ def learn_with_curve(
 ) -> None:
     """Learn session after session; after each, accuracy on every learned session's probes, read as
     the main table reads the memory (log-odds, under the rule of its form: `readers.main_rule`)."""
-    from paramem.answer import load_memory
     from paramem.augment.teachers import make_teacher
-    from paramem.compute import release_freed_memory
-    from paramem.readers import ask
-    from paramem.remember import remember
+    from paramem.lifecycle.remember import remember
+    from paramem.model.compute import release_freed_memory
+    from paramem.read.answer import load_memory
+    from paramem.read.readers import ask
 
     teacher = make_teacher(config.teacher)
     remember_config = config.remember
@@ -159,9 +159,9 @@ def text_curve(
     """The scale curve of the methods that read the text: after every `curve_every` sessions (and
     the last), each session's accuracy (`readers.TEXT_RULE`) when only the sessions so far can be read, with
     the prompt's length, the seconds per answer and, for context, how many sessions still fit."""
-    from paramem.answer import load_memory
     from paramem.evaluate.run import evaluate_yes_no
-    from paramem.readers import TEXT_RULE
+    from paramem.read.answer import load_memory
+    from paramem.read.readers import TEXT_RULE
 
     if not config.curve_methods:
         return
@@ -189,9 +189,9 @@ def text_curve(
 
 
 def compare_methods(bench: LocomoBenchmark, config: ExperimentConfig, home: Path) -> dict:
-    from paramem.answer import load_memory
     from paramem.augment.pairs import heldout_pairs
     from paramem.evaluate.run import evaluate_yes_no
+    from paramem.read.answer import load_memory
 
     model, tokenizer, memory = load_memory(USER, home)
     methods = evaluate_yes_no(
@@ -210,8 +210,8 @@ def answer_open_questions(bench: LocomoBenchmark, config: ExperimentConfig, home
     """Each method answers the same open questions by greedy generation; mean score per category."""
     from contextlib import nullcontext
 
-    from paramem.answer import answer_many, load_memory
     from paramem.evaluate.run import system_prompts
+    from paramem.read.answer import answer_many, load_memory
 
     model, tokenizer, _ = load_memory(USER, home)
     questions = spread_over_categories(bench.open_questions, config.open_questions)
@@ -265,8 +265,8 @@ def spread_over_categories(questions: list[OpenQuestion], limit: int | None) -> 
 
 
 def capability_retention(config: ExperimentConfig, home: Path) -> dict:
-    from paramem.answer import load_memory
     from paramem.evaluate.capability import choice_accuracy, load_arc, load_mmlu
+    from paramem.read.answer import load_memory
 
     model, tokenizer, _ = load_memory(USER, home)
     sets = {}
@@ -289,7 +289,7 @@ def capability_retention(config: ExperimentConfig, home: Path) -> dict:
 
 def costs(bench: LocomoBenchmark, home: Path, methods: dict) -> dict:
     """Per answer: prompt tokens and latency; per user: bytes each method must keep."""
-    from paramem.store import UserMemory
+    from paramem.store.user import UserMemory
 
     adapter = UserMemory(USER, home).current_adapter()
     adapter_bytes = sum(f.stat().st_size for f in adapter.iterdir() if f.is_file())
@@ -352,7 +352,7 @@ def run_experiment(config: ExperimentConfig, out: Path, on_step: Callable[[str],
             results[name] = step()
             save()
     results["costs"] = costs(bench, home, results["methods"])
-    from paramem.store import UserMemory
+    from paramem.store.user import UserMemory
 
     results["learned"] = [  # what learning each session cost, as the store recorded it
         {

@@ -23,9 +23,9 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from paramem.answer import first_token_ids, head_rows, last_hidden_states
 from paramem.errors import InputError
-from paramem.models import decoder_and_head
+from paramem.model.loading import decoder_and_head
+from paramem.read.answer import first_token_ids, head_rows, last_hidden_states
 
 JUDGE_PROMPT = """Here is a conversation, then two candidate next replies by the assistant.
 

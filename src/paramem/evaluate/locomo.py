@@ -25,9 +25,9 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from paramem.augment.notes import content_words, is_absent
 from paramem.augment.templates import fact_clause
-from paramem.conversations import Conversation, load_locomo
+from paramem.data.conversations import Conversation, load_locomo
+from paramem.data.notes import content_words, is_absent
 from paramem.errors import InputError
 from paramem.evaluate.probes import Probe
 

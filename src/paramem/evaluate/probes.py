@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from paramem.conversations import _json_lines
+from paramem.data.conversations import _json_lines
 from paramem.errors import InputError
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from paramem.evaluate.run import MethodResult
-from paramem.readers import TEXT_RULE, main_rule
+from paramem.read.readers import TEXT_RULE, main_rule
 
 
 def _interval(metrics: dict, name: str) -> str:

@@ -12,16 +12,16 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-from paramem.answer import rule_thresholds
 from paramem.augment.pairs import QAPair
-from paramem.conversations import Conversation
-from paramem.evaluate.metrics import YesNoMetrics, ranking_auc, ranking_auc_interval, yes_no_metrics
+from paramem.data.conversations import Conversation
 from paramem.evaluate.probes import Probe
 from paramem.files import write_atomic
-from paramem.prompts import SYSTEM_PROMPT
-from paramem.readers import READOUTS, LogOddsReader, Reader, RecallReader
-from paramem.recall import RecallConfig, recollect
-from paramem.retrieval import HYBRID_RETRIEVER, RetrievalConfig, retrieval_systems
+from paramem.metrics.yes_no import YesNoMetrics, ranking_auc, ranking_auc_interval, yes_no_metrics
+from paramem.model.prompts import SYSTEM_PROMPT
+from paramem.read.answer import rule_thresholds
+from paramem.read.readers import READOUTS, LogOddsReader, Reader, RecallReader
+from paramem.read.recall import RecallConfig, recollect
+from paramem.read.retrieval import HYBRID_RETRIEVER, RetrievalConfig, retrieval_systems
 
 # none     the base model alone (the adapter switched off)
 # memory   the base model with the user's adapter, asked directly
@@ -211,7 +211,7 @@ def write_json(results: list[MethodResult], path: str | Path, meta: dict) -> Non
 def run_meta(command: list[str], base_model: str, data: dict, dtype: str | None = None) -> dict:
     """What every results file records: command, commit, base model and its dtype, data, date, and the
     machine with its CPU's bf16 flags (speeds and even the dtype chosen depend on them)."""
-    from paramem.compute import cpu_info
+    from paramem.model.compute import cpu_info
 
     try:
         commit = (

@@ -32,16 +32,16 @@ from fastapi import FastAPI, Header, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, StreamingResponse
 
 from paramem.errors import InputError
-from paramem.milp import REPLY_SYSTEM
-from paramem.models import load_model
-from paramem.prompts import SYSTEM_PROMPT
-from paramem.recall import cached_recollections, recollections
+from paramem.memory.milp.model import REPLY_SYSTEM
+from paramem.model.loading import load_model
+from paramem.model.prompts import SYSTEM_PROMPT
+from paramem.read.recall import cached_recollections, recollections
 from paramem.serve.config import ServeConfig
 from paramem.serve.engine import Engine, Reply
 from paramem.serve.errors import ApiError, public_reason
 from paramem.serve.jobs import Jobs
 from paramem.serve.memories import Memories, Memory
-from paramem.store import UserMemory, users
+from paramem.store.user import UserMemory, users
 
 log = logging.getLogger("paramem.serve")
 PREFIX = "paramem:"

@@ -30,18 +30,18 @@ from collections import deque
 from dataclasses import asdict
 from pathlib import Path
 
-from paramem.answer import load_memory
 from paramem.augment.teachers import make_teacher
 from paramem.config import RememberConfig
-from paramem.conversations import load_conversations
+from paramem.data.conversations import load_conversations
 from paramem.errors import InputError
 from paramem.files import write_atomic
-from paramem.forget import forget, stored_train_config
-from paramem.recall import recollections
-from paramem.remember import Callbacks, remember
+from paramem.lifecycle.forget import forget, stored_train_config
+from paramem.lifecycle.remember import Callbacks, remember
+from paramem.read.answer import load_memory
+from paramem.read.recall import recollections
 from paramem.serve.config import ServeConfig
 from paramem.serve.errors import ApiError, public_reason
-from paramem.store import UserLocked, UserMemory, users
+from paramem.store.user import UserLocked, UserMemory, users
 
 log = logging.getLogger("paramem.serve")
 LOCKED_EXIT = 75  # the child's exit code when another process holds the user's lock: try again later

@@ -22,10 +22,10 @@ from pathlib import Path
 
 from peft import PeftModel
 
-from paramem.cartridge import CartridgeModel
 from paramem.errors import InputError
+from paramem.memory.cartridge import CartridgeModel
 from paramem.serve.errors import ApiError, Later, public_reason
-from paramem.store import UserMemory, VersionGone
+from paramem.store.user import UserMemory, VersionGone
 
 Memory = tuple[str, str]  # (kind: "plum" or "milp", user): a memory the server can load
 

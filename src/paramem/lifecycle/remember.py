@@ -1,0 +1,185 @@
+"""Remember: the whole flow for one user, conversations -> augment -> train -> store.
+
+Each conversation is committed to the store as soon as it is learned, so an interrupted run loses
+at most the conversation in progress, and the next run resumes after the last committed one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+
+from paramem.augment.teachers import NotesCache, Teacher, augment, drop_contradicting_negatives
+from paramem.config import RememberConfig, TrainConfig
+from paramem.data.conversations import Conversation
+from paramem.errors import InputError
+from paramem.memory.cartridge import INDEX, Cartridge, CartridgeModel, cartridge_tokens, slot_cache
+from paramem.memory.distill import as_stored, conversation_slot, dump_targets, load_targets, teacher_targets
+from paramem.memory.trainer import EpochReport, SequentialTrainer, attach_lora
+from paramem.model.loading import cache_home, dtype_of, load_model
+from paramem.store.user import LearnedConversation, UserMemory, now_iso
+
+
+@dataclass
+class Callbacks:
+    on_augmented: Callable[[int], None] | None = None  # number of conversations to learn
+    on_conversation: Callable[[int, int, str], None] | None = None  # position, total, conversation id
+    on_epoch: Callable[[EpochReport], None] | None = None
+    on_learned: Callable[[LearnedConversation], None] | None = None
+
+
+def remember(
+    user: str,
+    conversations: list[Conversation],
+    teacher: Teacher,
+    config: RememberConfig,
+    home: Path | None = None,
+    callbacks: Callbacks | None = None,
+) -> list[LearnedConversation]:
+    """Learn every conversation not yet in `user`'s memory; returns what this call learned."""
+    callbacks = callbacks or Callbacks()
+    memory = UserMemory(user, home)
+    with memory:  # the write lock: a second `remember` for this user fails at once
+        memory.repair()
+        new_settings = _memory_settings(memory, config)  # checked now, written once there is work to do
+        known = {c.id: c.content_hash for c in memory.learned()}
+        todo = []
+        for conversation in conversations:
+            if conversation.id in known:
+                if known[conversation.id] != conversation.content_hash:
+                    raise InputError(f"conversation {conversation.id!r} is already learned with different content")
+                continue
+            if conversation.content_hash not in known.values():
+                todo.append(conversation)
+        if callbacks.on_augmented:
+            callbacks.on_augmented(len(todo))
+        if not todo:
+            return []
+        cache = NotesCache(cache_home() / "teacher") if config.notes_cache else None
+        notes = augment(todo, teacher, cache, regenerate=config.regenerate_notes)
+        for conversation, conversation_notes in zip(todo, notes):  # refused before anything is learned
+            if not (conversation_notes.topics or conversation_notes.facts):
+                raise InputError(
+                    f"conversation {conversation.id!r}: the {teacher.name} teacher found nothing to "
+                    "learn in it (no topics, no facts)",
+                    conversation.metadata.get("file"),
+                    conversation.metadata.get("line"),
+                )
+        earlier = memory.notes()
+        if config.train.form == "sequential":  # one adapter answers for every conversation at once
+            notes = drop_contradicting_negatives([*earlier, *notes], [c.text for c in todo])[len(earlier) :]
+            memory.update_notes(earlier)  # earlier negatives the new conversations made untrue stay dropped
+        # A cartridge answers for its own conversation only, so its notes depend on no other one, and
+        # dropping it later leaves the others exactly as if it had never been learned.
+        model, tokenizer = load_model(config.base_model, config.dtype, memory.settings().get("dtype"))
+        # answers load the model the same way; `forget` learns again with the last run's settings
+        memory.save_settings({**new_settings, "dtype": dtype_of(model), "train": asdict(config.train)})
+        cartridges = config.train.form == "cartridge"
+        if cartridges:  # earlier conversations' cartridges stay on disk; each new one is learned alone
+            model = CartridgeModel(model, tokenizer)
+            kept = _stored_cartridges(memory, model, tokenizer)
+        else:
+            model = attach_lora(model, config.train, adapter=_adapter_path(memory))
+        trainer = SequentialTrainer(model, tokenizer, config.train)
+        distill = config.train.objective == "distill"
+        if distill:  # earlier conversations replay from their stored targets (none for plum-learned ones)
+            for old in earlier:
+                stored = memory.targets(old.conversation_id)
+                if stored is not None:
+                    trainer.targets[old.conversation_id] = load_targets(stored)
+        version = memory.next_version() - 1
+        learned = []
+        for position, (conversation, conversation_notes) in enumerate(zip(todo, notes), start=1):
+            if callbacks.on_conversation:
+                callbacks.on_conversation(position, len(todo), conversation.id)
+            teacher = {}
+            if distill:  # the base model reading the conversation is the teacher: the adapter is off
+                with model.disable_adapter():
+                    targets, cost = teacher_targets(model, tokenizer, conversation, conversation_notes, config.train)
+                trainer.targets[conversation.id] = targets
+                memory.save_targets(conversation.id, dump_targets(targets))
+                teacher = {
+                    "teacher_seconds": cost.seconds,
+                    "teacher_prefill_seconds": cost.prefill_seconds,
+                    "teacher_writing_seconds": cost.writing_seconds,
+                    "teacher_queries": cost.queries,
+                }
+            if cartridges:
+                new = initial_cartridge(model, tokenizer, conversation, conversation_notes, config.train)
+                model.cartridges = torch.nn.ModuleList([new.learnable()])
+            result = trainer.learn(conversation_notes, earlier, position, len(todo), callbacks.on_epoch)
+            if distill:  # replayed from now on as stored: without the teacher's hidden states
+                trainer.targets[conversation.id] = as_stored(trainer.targets[conversation.id])
+            if cartridges:  # the version committed holds every cartridge, in learning order
+                kept.append(new.learnable(False))
+                model.cartridges = torch.nn.ModuleList(kept)
+            version += 1
+            record = LearnedConversation(
+                id=conversation.id,
+                content_hash=conversation.content_hash,
+                timestamp=conversation.timestamp,
+                adapter_version=version,
+                learned_at=now_iso(),
+                **teacher,
+                **result.record_fields(),
+            )
+            memory.commit(model, record, conversation_notes, conversation.text if config.keep_conversations else None)
+            earlier.append(conversation_notes)
+            learned.append(record)
+            if callbacks.on_learned:
+                callbacks.on_learned(record)
+        return learned
+
+
+def initial_cartridge(
+    model: CartridgeModel, tokenizer, conversation: Conversation, notes, config: TrainConfig
+) -> Cartridge:
+    """A new cartridge: the base model's keys and values of the first tokens of the conversation,
+    as the teacher reads it, `cartridge_fraction` of its length (Cartridges' initialisation)."""
+    slot = conversation_slot(tokenizer, conversation, notes.date)
+    size = cartridge_tokens(len(slot), config.cartridge_fraction, config.cartridge_min_tokens)
+    keys, values = slot_cache(model.model, model.head, slot[:size])
+    return Cartridge(conversation.id, keys, values)
+
+
+def _stored_cartridges(memory: UserMemory, model: CartridgeModel, tokenizer) -> list[Cartridge]:
+    if memory.current_version() is None:
+        return []
+    with memory.reading() as folder:
+        try:
+            return list(CartridgeModel.from_pretrained(model.model, tokenizer, folder).cartridges)
+        except (OSError, ValueError, KeyError, SafetensorError) as error:
+            raise memory.damaged(folder / INDEX, error) from None
+
+
+def _adapter_path(memory: UserMemory) -> str | None:
+    path = memory.current_adapter()
+    return str(path) if path is not None else None
+
+
+def _memory_settings(memory: UserMemory, config: RememberConfig) -> dict:
+    """The settings a new memory starts with; a memory keeps the base model and LoRA shape it was
+    started with, so another base model for an existing one is refused."""
+    train = config.train
+    wanted = {
+        "base_model": config.base_model,
+        "form": train.form,
+        "lora_rank": train.lora_rank,
+        "lora_alpha": train.lora_alpha,
+        "target_modules": train.target_modules,
+        "layers": train.layers,
+    }
+    stored = memory.settings()
+    if stored and stored.get("base_model") != config.base_model:
+        raise InputError(
+            f"user {memory.user!r} was learned on base model {stored.get('base_model')!r}, not {config.base_model!r}"
+        )
+    if stored and stored.get("form", "sequential") != train.form:
+        raise InputError(
+            f"user {memory.user!r} is a {stored.get('form', 'sequential')} memory; it cannot learn as {train.form}"
+        )
+    return {} if stored else wanted

@@ -1,0 +1,553 @@
+"""Per-user memory on disk: a standard PEFT adapter folder plus a SQLite manifest.
+
+    $PARAMEM_HOME/users/<user>/
+        adapter/            -> versions/<n>: `PeftModel.from_pretrained(base, "adapter")` loads it as is
+        versions/<n>/       adapter_config.json + adapter_model.safetensors, one per learned conversation
+        manifest.sqlite     what was learned: conversations, teacher notes (for replay), settings
+        milp/               the MiLP memory, beside it (`paramem search`):
+            current.json    the version in use, its configuration, base model, dtype and search summary
+            <n>/            its peft adapter (none for a configuration of 0 LoRAs)
+            search/         trials.jsonl (one line per finished trial), pareto.json, pareto.png
+        .lock               held by the one process allowed to change this user
+
+A conversation is committed in this order: adapter written to a new version folder and flushed to
+disk (fsync of each file and of the folders), manifest row and version number committed in one SQLite
+transaction, then the `adapter` link swapped. A crash or a power cut at any point leaves the last
+committed version in use, and nothing half-written is ever read.
+
+Readers (`reading()`) hold a shared lock on the version they read (`versions/<n>.lock`); the writer
+deletes an old version only when it can take that lock exclusively, so a version is never deleted
+under a reader in any process. A version left behind that way goes at the next commit or repair.
+
+User names are letters, digits and `_ . @ -`, starting with a letter or digit, so no name can leave
+the store's folder. Two names that differ only in case are refused: on a case-insensitive file system
+(macOS, Windows) they would share one folder.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shutil
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from paramem.data.notes import Notes
+from paramem.errors import InputError, user_file_problem
+from paramem.files import fsync_dir, fsync_tree, write_atomic_bytes
+
+_USER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}$")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS conversations (
+    position INTEGER PRIMARY KEY,      -- learning order
+    id TEXT UNIQUE NOT NULL,
+    content_hash TEXT NOT NULL,
+    timestamp TEXT,
+    qa_pairs INTEGER NOT NULL,         -- training pairs per epoch
+    epochs INTEGER NOT NULL,           -- epochs kept (chosen on held-out reworded pairs)
+    final_loss REAL NOT NULL,
+    heldout_accuracy REAL,             -- on this conversation's held-out reworded yes/no pairs
+    seconds REAL NOT NULL,
+    adapter_version INTEGER NOT NULL,
+    learned_at TEXT NOT NULL,
+    notes TEXT NOT NULL,               -- the teacher's notes as JSON, replayed later
+    text TEXT,                         -- raw conversation, only with --keep-conversations
+    learning_rate REAL,                -- the rate kept (chosen on held-out pairs when several were tried)
+    teacher_seconds REAL,              -- objective distill: the teacher's reading, queries and answers
+    teacher_prefill_seconds REAL,      -- of which reading the conversation once (its keys and values)
+    teacher_writing_seconds REAL,      -- of which writing its own self-study queries
+    teacher_queries INTEGER            -- queries the teacher answered (the query budget spent)
+);
+CREATE TABLE IF NOT EXISTS forgotten (id TEXT NOT NULL, forgotten_at TEXT NOT NULL);  -- never the content
+-- What makes a memory's versions unique for its whole life: a random id made with the manifest (a
+-- deleted user's next memory gets another) and the last version number given out, which forgetting
+-- never takes back. A server caches loaded memories by (store_id, version).
+CREATE TABLE IF NOT EXISTS lineage (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+# Written once, when the manifest is made (or first opened by this version): not on every read, since
+# an insert takes SQLite's write lock even when it inserts nothing.
+LINEAGE = """
+INSERT OR IGNORE INTO lineage VALUES ('store_id', lower(hex(randomblob(16))));
+INSERT OR IGNORE INTO lineage VALUES ('last_version', '0');
+"""
+# Columns added after the first release, for manifests written before them.
+ADDED_COLUMNS = {
+    "learning_rate": "REAL",
+    "teacher_seconds": "REAL",
+    "teacher_prefill_seconds": "REAL",
+    "teacher_writing_seconds": "REAL",
+    "teacher_queries": "INTEGER",
+}
+
+
+def paramem_home() -> Path:
+    """$PARAMEM_HOME, else ~/.local/share/paramem."""
+    default = Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share")) / "paramem"
+    return Path(os.environ.get("PARAMEM_HOME", default))
+
+
+@dataclass(frozen=True)
+class LearnedConversation:
+    id: str
+    content_hash: str
+    timestamp: str | None
+    qa_pairs: int
+    epochs: int
+    final_loss: float
+    heldout_accuracy: float | None
+    seconds: float
+    adapter_version: int
+    learned_at: str
+    learning_rate: float | None = None  # None in manifests written before it was recorded
+    teacher_seconds: float | None = None  # objective distill: computing the teacher's targets, of which
+    teacher_prefill_seconds: float | None = None  # reading the conversation once,
+    teacher_writing_seconds: float | None = None  # writing self-study queries (the rest is answering)
+    teacher_queries: int | None = None  # queries answered: the query budget spent on this conversation
+
+
+class UserLocked(InputError):
+    pass
+
+
+class VersionGone(InputError):
+    """An adapter version asked for by number was replaced and removed."""
+
+
+class UserMemory:
+    """One user's memory folder. Reading needs no lock; changing it needs `lock()`."""
+
+    def __init__(self, user: str, home: Path | None = None):
+        if not isinstance(user, str) or not _USER_NAME.fullmatch(user):
+            raise InputError(f"invalid user name {user!r} (letters, digits, '_', '.', '@', '-'; at most 128)")
+        users = (home or paramem_home()) / "users"
+        if not (users / user).exists() and users.is_dir():
+            twin = next((p.name for p in users.iterdir() if p.name.casefold() == user.casefold()), None)
+            if twin is not None:
+                raise InputError(
+                    f"user {user!r} differs from the existing user {twin!r} only in case; names "
+                    "are told apart by more than case (case-insensitive file systems share folders)"
+                )
+        self.user = user
+        self.root = users / user
+        self.loaded_version: int | None = None  # the adapter version `answer.load_memory` loaded
+        self._lock_file = None
+
+    # -- existence and locking ---------------------------------------------------------------
+
+    @property
+    def exists(self) -> bool:
+        return (self.root / "manifest.sqlite").exists()
+
+    def require(self) -> UserMemory:
+        if not self.exists:
+            raise InputError(f"unknown user {self.user!r}: no memory under {self.root} (run `paramem remember`)")
+        return self
+
+    def lock(self) -> UserMemory:
+        """Take this user's write lock, or fail at once with a clear message."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        handle = open(self.root / ".lock", "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise UserLocked(
+                f"user {self.user!r} is being updated by {holder}; try again when it finishes", path=self.root / ".lock"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"paramem pid {os.getpid()}")
+        handle.flush()
+        self._lock_file = handle
+        return self
+
+    def unlock(self) -> None:
+        if self._lock_file is not None:
+            fcntl.flock(self._lock_file, fcntl.LOCK_UN)
+            self._lock_file.close()
+            self._lock_file = None
+
+    def __enter__(self) -> UserMemory:
+        return self.lock()
+
+    def __exit__(self, *exc) -> None:
+        self.unlock()
+
+    # -- manifest ----------------------------------------------------------------------------
+
+    @property
+    def manifest(self) -> Path:
+        return self.root / "manifest.sqlite"
+
+    def _db(self) -> sqlite3.Connection:
+        self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            db = sqlite3.connect(self.manifest)
+            db.execute("PRAGMA secure_delete = ON")  # deleted rows are overwritten, not left in free pages
+            db.executescript(SCHEMA)
+            if db.execute("SELECT COUNT(*) FROM lineage").fetchone()[0] < 2:
+                db.executescript(LINEAGE)
+            present = {row[1] for row in db.execute("PRAGMA table_info(conversations)")}
+            for column, kind in ADDED_COLUMNS.items():
+                if column not in present:
+                    db.execute(f"ALTER TABLE conversations ADD COLUMN {column} {kind}")
+        except sqlite3.DatabaseError as error:
+            raise self.damaged(self.manifest, error) from None
+        return db
+
+    def damaged(self, path: Path, error: BaseException) -> InputError:
+        """The one-line error for a file of this memory that cannot be read; nothing is overwritten."""
+        return InputError(
+            f"{user_file_problem(error)}; paramem changed nothing. Restore the file from a backup, "
+            f"or remove {self.root} to start {self.user!r}'s memory over",
+            path=path,
+        )
+
+    def _rows(self, query: str) -> list[tuple]:
+        """Run a read query, turning a damaged manifest into one clear line."""
+        try:
+            with self._db() as db:
+                return db.execute(query).fetchall()
+        except sqlite3.DatabaseError as error:
+            raise self.damaged(self.manifest, error) from None
+
+    def settings(self) -> dict[str, Any]:
+        if not self.exists:
+            return {}
+        try:
+            return {k: json.loads(v) for k, v in self._rows("SELECT key, value FROM settings")}
+        except ValueError as error:
+            raise self.damaged(self.manifest, error) from None
+
+    def save_settings(self, values: dict[str, Any]) -> None:
+        with self._db() as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO settings VALUES (?, ?)", [(k, json.dumps(v)) for k, v in values.items()]
+            )
+
+    def learned(self) -> list[LearnedConversation]:
+        if not self.exists:
+            return []
+        rows = self._rows(
+            "SELECT id, content_hash, timestamp, qa_pairs, epochs, final_loss, heldout_accuracy,"
+            " seconds, adapter_version, learned_at, learning_rate, teacher_seconds, teacher_prefill_seconds,"
+            " teacher_writing_seconds, teacher_queries FROM conversations"
+            " ORDER BY position"
+        )
+        return [LearnedConversation(*row) for row in rows]
+
+    def notes(self) -> list[Notes]:
+        """The teacher notes of every learned conversation, in learning order (for replay)."""
+        if not self.exists:
+            return []
+        try:
+            return [Notes.from_dict(json.loads(row[0])) for row in self._rows(_NOTES_QUERY)]
+        except (ValueError, KeyError, TypeError) as error:
+            raise self.damaged(self.manifest, error) from None
+
+    def update_notes(self, notes: list[Notes]) -> None:
+        """Write back learned conversations' notes changed after they were learned (negatives that a
+        later conversation made untrue are dropped), so replay in later runs uses them as changed."""
+        assert self._lock_file is not None, "update_notes() needs the user's lock"
+        with self._db() as db:
+            db.executemany(
+                "UPDATE conversations SET notes = ? WHERE id = ?",
+                [(json.dumps(n.to_dict(), ensure_ascii=False), n.conversation_id) for n in notes],
+            )
+
+    # -- distillation targets ---------------------------------------------------------------
+
+    def _targets_file(self, conversation_id: str) -> Path:
+        return self.root / "targets" / f"{hashlib.sha256(conversation_id.encode()).hexdigest()[:32]}.json.gz"
+
+    def save_targets(self, conversation_id: str, data: bytes) -> None:
+        """The teacher's targets of one conversation (objective distill), replayed in later runs;
+        written (and flushed) before the conversation's manifest row."""
+        assert self._lock_file is not None, "save_targets() needs the user's lock"
+        write_atomic_bytes(self._targets_file(conversation_id), data)
+
+    def targets(self, conversation_id: str) -> bytes | None:
+        path = self._targets_file(conversation_id)
+        return path.read_bytes() if path.exists() else None
+
+    # -- adapter -----------------------------------------------------------------------------
+
+    @property
+    def adapter_dir(self) -> Path:
+        return self.root / "adapter"
+
+    @property
+    def versions(self) -> Path:
+        return self.root / "versions"
+
+    def current_version(self) -> int | None:
+        if not self.exists:
+            return None
+        return self._rows("SELECT MAX(adapter_version) FROM conversations")[0][0]
+
+    def next_version(self) -> int:
+        """The number of the next version to commit: above every version this memory ever had, so a
+        number is never given twice, even after every conversation was forgotten."""
+        last = int(self._rows("SELECT value FROM lineage WHERE key = 'last_version'")[0][0])
+        return max(last, self.current_version() or 0) + 1
+
+    def store_id(self) -> str | None:
+        """This memory's random id (None before it exists); with a version number, it names that
+        version uniquely for the memory's life, across forgetting and across deleting the user."""
+        if not self.exists:
+            return None
+        return self._rows("SELECT value FROM lineage WHERE key = 'store_id'")[0][0]
+
+    def current_adapter(self) -> Path | None:
+        """The committed adapter folder (the manifest, not the link, is the source of truth)."""
+        version = self.current_version()
+        return None if version is None else self.versions / str(version)
+
+    @contextmanager
+    def reading(self, version: int | None = None) -> Iterator[Path]:
+        """An adapter version's folder (default: the current one), kept on disk while the block runs:
+        a shared lock on the version that the writer's clean-up respects, in this process and every
+        other. A given `version` that is already gone raises `VersionGone`."""
+        while True:
+            wanted = self.current_version() if version is None else version
+            if wanted is None:
+                raise InputError(f"user {self.user!r} has no learned conversations yet")
+            self.versions.mkdir(parents=True, exist_ok=True)
+            with open(self.versions / f"{wanted}.lock", "a+") as lock:
+                fcntl.flock(lock, fcntl.LOCK_SH)
+                folder = self.versions / str(wanted)
+                if folder.is_dir():
+                    yield folder
+                    return
+            if version is not None:
+                raise VersionGone(f"adapter version {version} of user {self.user!r} was replaced", path=folder)
+            # else the writer removed the current version between our two reads: read again
+
+    def _write_version(self, model, version: int) -> Path:
+        """The model's memory (adapter or cartridges) in a new version folder, flushed to disk."""
+        self.versions.mkdir(parents=True, exist_ok=True)
+        target = self.versions / str(version)
+        tmp = self.versions / f".{version}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(target, ignore_errors=True)  # a leftover from a crash before its commit
+        model.save_pretrained(tmp)
+        fsync_tree(tmp)  # on disk before the manifest may point at it (a power cut keeps both or neither)
+        os.replace(tmp, target)
+        fsync_dir(self.versions)
+        return target
+
+    def commit(self, model, record: LearnedConversation, notes: Notes, text: str | None) -> None:
+        """Write the adapter and the manifest row for one learned conversation, crash-safely."""
+        assert self._lock_file is not None, "commit() needs the user's lock"
+        target = self._write_version(model, record.adapter_version)
+        with self._db() as db:  # one transaction: the row and its version appear together
+            db.execute(
+                "INSERT INTO conversations (id, content_hash, timestamp, qa_pairs, epochs, final_loss,"
+                " heldout_accuracy, seconds, adapter_version, learned_at, notes, text, learning_rate,"
+                " teacher_seconds, teacher_prefill_seconds, teacher_writing_seconds, teacher_queries)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    record.id,
+                    record.content_hash,
+                    record.timestamp,
+                    record.qa_pairs,
+                    record.epochs,
+                    record.final_loss,
+                    record.heldout_accuracy,
+                    record.seconds,
+                    record.adapter_version,
+                    record.learned_at,
+                    json.dumps(notes.to_dict(), ensure_ascii=False),
+                    text,
+                    record.learning_rate,
+                    record.teacher_seconds,
+                    record.teacher_prefill_seconds,
+                    record.teacher_writing_seconds,
+                    record.teacher_queries,
+                ),
+            )
+            _given_out(db, record.adapter_version)
+        self._point_adapter_link(target)
+        self._drop_old_versions(keep=record.adapter_version)
+
+    def commit_forgetting(self, model, forgotten_id: str, kept: list[LearnedConversation]) -> None:
+        """Replace the memory by one without `forgotten_id`, crash-safely, as `commit` adds one: the new
+        version written first, then in one transaction the forgotten row (its notes with it) deleted,
+        the kept rows rewritten to point at the new version, and the forgetting recorded (id and date
+        only). `model` is None when nothing is kept. `secure_delete` overwrites the deleted row."""
+        assert self._lock_file is not None, "commit_forgetting() needs the user's lock"
+        version = self.next_version()
+        target = self._write_version(model, version) if model is not None else None
+        with self._db() as db:
+            db.execute("DELETE FROM conversations WHERE id = ?", (forgotten_id,))
+            for r in kept:
+                db.execute(
+                    "UPDATE conversations SET qa_pairs = ?, epochs = ?, final_loss = ?, heldout_accuracy = ?,"
+                    " seconds = ?, adapter_version = ?, learning_rate = ? WHERE id = ?",
+                    (r.qa_pairs, r.epochs, r.final_loss, r.heldout_accuracy, r.seconds, version, r.learning_rate, r.id),
+                )
+            db.execute("INSERT INTO forgotten VALUES (?, ?)", (forgotten_id, now_iso()))
+            _given_out(db, version)
+        self._targets_file(forgotten_id).unlink(missing_ok=True)
+        if target is not None:
+            self._point_adapter_link(target)
+            self._drop_old_versions(keep=version)
+        else:  # nothing left to remember: no adapter at all
+            if self.adapter_dir.is_symlink():
+                self.adapter_dir.unlink()
+            self._drop_old_versions(keep=-1)
+
+    def forgotten(self) -> list[tuple[str, str]]:
+        """(conversation id, date) of every forgetting, oldest first."""
+        return (
+            [tuple(row) for row in self._rows("SELECT id, forgotten_at FROM forgotten ORDER BY rowid")]
+            if self.exists
+            else []
+        )
+
+    # -- access token (paramem serve) -------------------------------------------------------
+
+    @property
+    def _token_file(self) -> Path:
+        return self.root / "token.sha256"
+
+    def new_token(self) -> str:
+        """A new bearer token for this user, replacing any earlier one; only its SHA-256 is kept."""
+        import secrets
+
+        token = f"pm-{secrets.token_urlsafe(32)}"
+        self._db().close()  # a user with a token exists, even before anything is learned (uploads)
+        write_atomic_bytes(self._token_file, hashlib.sha256(token.encode()).hexdigest().encode())
+        return token
+
+    def token_matches(self, token: str) -> bool:
+        import hmac
+
+        if not self._token_file.exists():
+            return False
+        expected = self._token_file.read_bytes().decode().strip()
+        return hmac.compare_digest(expected, hashlib.sha256(token.encode()).hexdigest())
+
+    # -- the MiLP memory ----------------------------------------------------------------------
+
+    @property
+    def milp_root(self) -> Path:
+        return self.root / "milp"
+
+    def milp_record(self) -> dict[str, Any] | None:
+        """What current.json says of the MiLP memory in use, None when there is none."""
+        path = self.milp_root / "current.json"
+        if not path.exists():
+            return None
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+            return {**record, "adapter": str(self.milp_root / str(record["version"]))}
+        except (ValueError, KeyError, TypeError) as error:
+            raise self.damaged(path, error) from None
+
+    def commit_milp(self, model, record: dict[str, Any]) -> None:
+        """Write a MiLP memory as a new version (flushed to disk), then switch current.json to it in
+        one atomic rename. The version before stays until the next commit, so a reader still loading it
+        (a commit takes a whole search) finds it whole; older ones go."""
+        assert self._lock_file is not None, "commit_milp() needs the user's lock"
+        import uuid
+
+        from paramem.memory.milp.model import save
+
+        previous = self.milp_record()
+        version = (previous["version"] + 1) if previous else 1
+        folder = self.milp_root / str(version)
+        shutil.rmtree(folder, ignore_errors=True)  # an uncommitted leftover of a crash
+        folder.mkdir(parents=True)
+        save(model, folder)
+        fsync_tree(folder)
+        write_atomic_bytes(
+            self.milp_root / "current.json",
+            json.dumps({**record, "version": version, "uid": uuid.uuid4().hex}).encode(),
+        )
+        for entry in self.milp_root.iterdir():
+            if entry.is_dir() and entry.name.isdigit() and int(entry.name) < version - 1:
+                shutil.rmtree(entry, ignore_errors=True)
+
+    def drop_milp(self) -> None:
+        """Remove the MiLP memory and its search (after `forget` of a conversation it learned)."""
+        assert self._lock_file is not None, "drop_milp() needs the user's lock"
+        (self.milp_root / "current.json").unlink(missing_ok=True)  # first: no reader finds it from now on
+        shutil.rmtree(self.milp_root, ignore_errors=True)
+        fsync_dir(self.root)
+
+    def delete(self) -> None:
+        """Remove every file of this user (the caller removes their teacher-notes cache entries first)."""
+        assert self._lock_file is not None, "delete() needs the user's lock"
+        shutil.rmtree(self.root)
+
+    def repair(self) -> None:
+        """After a crash: point the link at the committed version and drop uncommitted folders."""
+        version = self.current_version()
+        if version is not None:
+            self._point_adapter_link(self.versions / str(version))
+            self._drop_old_versions(keep=version)
+
+    def _point_adapter_link(self, target: Path) -> None:
+        link_tmp = self.root / ".adapter.link"
+        if link_tmp.is_symlink() or link_tmp.exists():
+            link_tmp.unlink()
+        link_tmp.symlink_to(target.relative_to(self.root))
+        os.replace(link_tmp, self.adapter_dir)
+        fsync_dir(self.root)
+
+    def _drop_old_versions(self, keep: int) -> None:
+        """Remove every version folder but `keep`, except those a reader holds (left for next time),
+        and unfinished `.N.tmp` folders."""
+        for entry in self.versions.iterdir():
+            name = entry.name
+            if name in (str(keep), f"{keep}.lock"):
+                continue
+            if name.startswith("."):  # an unfinished write; only the writer (us) makes these
+                shutil.rmtree(entry, ignore_errors=True)
+                continue
+            version = name.removesuffix(".lock")
+            with open(self.versions / f"{version}.lock", "a+") as lock:
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue  # a reader holds it
+                shutil.rmtree(self.versions / version, ignore_errors=True)
+                (self.versions / f"{version}.lock").unlink(missing_ok=True)
+
+
+_NOTES_QUERY = "SELECT notes FROM conversations ORDER BY position"
+
+
+def _given_out(db: sqlite3.Connection, version: int) -> None:
+    """Record `version` as given out, in the transaction that commits it."""
+    db.execute(
+        "UPDATE lineage SET value = CAST(MAX(CAST(value AS INTEGER), ?) AS TEXT) WHERE key = 'last_version'",
+        (version,),
+    )
+
+
+def users(home: Path | None = None) -> list[str]:
+    """The users with a memory in the store, by name."""
+    folder = (home or paramem_home()) / "users"
+    if not folder.is_dir():
+        return []
+    return sorted(
+        p.name for p in folder.iterdir() if (p / "manifest.sqlite").exists() or (p / "milp" / "current.json").exists()
+    )
+
+
+def now_iso() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

@@ -1,0 +1,145 @@
+import json
+
+import pytest
+import torch
+from peft import PeftModel
+
+from paramem.augment.teachers import ExtractiveTeacher
+from paramem.errors import InputError
+from paramem.lifecycle.remember import Callbacks, RememberConfig, remember
+from paramem.memory.trainer import TrainConfig
+from paramem.model.loading import tiny_model
+from paramem.store.user import UserMemory
+
+
+def config(**train):
+    return RememberConfig(base_model="tiny", train=TrainConfig(epochs=2, min_epochs=1, **train))
+
+
+def test_learns_in_order_and_skips_what_is_known(demo_conversations):
+    first = remember("u", demo_conversations[:2], ExtractiveTeacher(), config())
+    assert [r.id for r in first] == ["garden", "interview"]
+    again = remember("u", demo_conversations[:3], ExtractiveTeacher(), config())
+    assert [r.id for r in again] == ["marathon"]
+    memory = UserMemory("u")
+    assert [c.id for c in memory.learned()] == ["garden", "interview", "marathon"]
+    rows = memory.learned()
+    assert all(r.qa_pairs > 0 and r.epochs >= 1 and r.seconds > 0 and r.content_hash for r in rows)
+    assert memory.current_version() == 3
+
+
+def test_interrupted_run_resumes_without_losing_what_was_learned(demo_conversations):
+    learned_ids = []
+
+    def stop_after_two(record):
+        learned_ids.append(record.id)
+        if len(learned_ids) == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        remember(
+            "u", demo_conversations[:4], ExtractiveTeacher(), config(), callbacks=Callbacks(on_learned=stop_after_two)
+        )
+    memory = UserMemory("u")
+    assert [c.id for c in memory.learned()] == ["garden", "interview"]
+    weights_before = PeftModel.from_pretrained(tiny_model()[0], str(memory.adapter_dir)).state_dict()
+    resumed = remember("u", demo_conversations[:4], ExtractiveTeacher(), config())
+    assert [r.id for r in resumed] == ["marathon", "cat"]
+    assert [c.id for c in memory.learned()][:2] == ["garden", "interview"]
+    weights_after = PeftModel.from_pretrained(tiny_model()[0], str(memory.adapter_dir)).state_dict()
+    changed = [k for k in weights_before if "lora" in k and not torch.equal(weights_before[k], weights_after[k])]
+    assert changed  # continued from the stored adapter and kept learning
+
+
+def test_same_id_with_new_content_is_refused(demo_conversations):
+    from dataclasses import replace
+
+    remember("u", demo_conversations[:1], ExtractiveTeacher(), config())
+    changed = replace(demo_conversations[0], messages=demo_conversations[1].messages)
+    with pytest.raises(InputError, match="already learned with different content"):
+        remember("u", [changed], ExtractiveTeacher(), config())
+
+
+def test_raw_text_is_discarded_unless_kept(demo_conversations):
+    import sqlite3
+
+    remember("u", demo_conversations[:1], ExtractiveTeacher(), config())
+    remember(
+        "k",
+        demo_conversations[:1],
+        ExtractiveTeacher(),
+        RememberConfig(base_model="tiny", keep_conversations=True, train=TrainConfig(epochs=1, min_epochs=1)),
+    )
+    texts = {}
+    for user in ("u", "k"):
+        db = sqlite3.connect(UserMemory(user).root / "manifest.sqlite")
+        texts[user] = db.execute("SELECT text FROM conversations").fetchone()[0]
+    assert texts["u"] is None and "tomato" in texts["k"]
+
+
+def test_the_dtype_a_memory_learned_in_is_recorded_and_used_to_load_it(demo_conversations):
+    from paramem.model.loading import dtype_of
+    from paramem.read.answer import load_memory
+
+    remember(
+        "u",
+        demo_conversations[:1],
+        ExtractiveTeacher(),
+        RememberConfig(base_model="tiny", dtype="bfloat16", train=TrainConfig(epochs=1, min_epochs=1)),
+    )
+    assert UserMemory("u").settings()["dtype"] == "bfloat16"
+    model, _, _ = load_memory("u")
+    assert dtype_of(model) == "bfloat16"
+    assert dtype_of(load_memory("u", dtype="float32")[0]) == "float32"  # --dtype overrides it
+
+
+MULTILINGUAL = {
+    "zh": ["我下个月要去京都看樱花。我已经订好了酒店。", "京都的樱花四月最美。"],
+    "ru": ["Я хочу поехать в Москву на следующей неделе. Мой брат живёт там с семьёй.", "Москва весной красивая."],
+    "de": ["Ich möchte nächste Woche nach Zürich fahren. Meine Schwester wohnt dort am Seeufer.", "Zürich ist schön."],
+    "ar": ["أريد أن أزور القاهرة الشهر القادم. أخي يعيش هناك مع عائلته.", "القاهرة جميلة في الربيع."],
+    "emoji": ["I finally ran my first marathon 🏃‍♀️🎉 in Lisbon yesterday! My legs hurt so much 😅", "Congrats 🥳"],
+}
+
+
+def test_conversations_in_every_language_are_learned_with_notes(tmp_path):
+    from paramem.augment.pairs import validation_pairs
+    from paramem.data.conversations import load_conversations
+
+    records = [
+        {"id": lang, "messages": [{"role": "user", "content": u}, {"role": "assistant", "content": a}]}
+        for lang, (u, a) in MULTILINGUAL.items()
+    ]
+    path = tmp_path / "c.jsonl"
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    learned = remember("u", load_conversations(path), ExtractiveTeacher(), config())
+    assert [r.id for r in learned] == list(MULTILINGUAL)
+    for notes in UserMemory("u").notes():
+        assert notes.topics and notes.facts and validation_pairs(notes), notes.conversation_id
+
+
+def test_a_conversation_with_nothing_to_learn_is_refused_before_anything_is_stored(tmp_path):
+    from paramem.data.conversations import load_conversations
+
+    path = tmp_path / "c.jsonl"
+    records = [
+        {"id": "fine", "messages": [{"role": "user", "content": MULTILINGUAL["de"][0]}]},
+        {"id": "empty-ish", "messages": [{"role": "user", "content": "ok 👍"}]},
+    ]
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    with pytest.raises(InputError, match=rf"^{path}:2: conversation 'empty-ish': the extractive teacher found nothing"):
+        remember("u", load_conversations(path), ExtractiveTeacher(), config())
+    assert not UserMemory("u").exists  # no manifest was started
+
+
+def test_no_notes_cache_writes_no_teacher_notes_to_disk(demo_conversations, tmp_path, monkeypatch):
+    monkeypatch.setenv("PARAMEM_CACHE", str(tmp_path / "cache"))
+    remember(
+        "u",
+        demo_conversations[:1],
+        ExtractiveTeacher(),
+        RememberConfig(base_model="tiny", notes_cache=False, train=TrainConfig(epochs=1, min_epochs=1)),
+    )
+    assert not (tmp_path / "cache" / "teacher").exists()
+    remember("v", demo_conversations[:1], ExtractiveTeacher(), config())
+    assert list((tmp_path / "cache" / "teacher").rglob("*.json"))  # the default keeps them

@@ -1,0 +1,125 @@
+import pytest
+
+from paramem.augment.pairs import heldout_pairs
+from paramem.augment.teachers import ExtractiveTeacher
+from paramem.errors import InputError
+from paramem.lifecycle.remember import RememberConfig, remember
+from paramem.memory.trainer import TrainConfig
+from paramem.read.answer import load_memory, rule_thresholds
+from paramem.read.readers import LogOddsReader, RecallReader, ask, main_rule, memory_reader
+from paramem.read.recall import RecallConfig
+
+
+@pytest.fixture
+def learned(demo_conversations):
+    remember(
+        "r",
+        demo_conversations[:2],
+        ExtractiveTeacher(),
+        RememberConfig(base_model="tiny", train=TrainConfig(epochs=1, min_epochs=1)),
+    )
+    return load_memory("r")
+
+
+def test_ask_reads_by_log_odds_with_a_threshold_from_the_held_out_pairs_only(learned):
+    model, tokenizer, memory = learned
+    question = "Did we talk about tomatoes?"
+    alone = ask(model, tokenizer, memory, [question], "log-odds", "heldout")[0]
+    among = ask(
+        model, tokenizer, memory, [question, "Did we discuss a job?", "Have we spoken of Kyoto?"], "log-odds", "heldout"
+    )[0]
+    assert alone.margin == pytest.approx(among.margin, abs=1e-4)  # other questions move no threshold
+    reader = LogOddsReader(model, tokenizer)
+    threshold = rule_thresholds(reader.score, heldout_pairs(memory.notes()))["heldout"]
+    assert alone.margin == pytest.approx(reader.score([question])[0] - threshold, abs=1e-4)
+    assert alone.answer == ("yes" if alone.margin > 0 else "no") and alone.evidence is None
+
+
+def test_ask_by_recall_names_the_closest_recalled_sentence(learned):
+    model, tokenizer, memory = learned
+    [answer] = ask(model, tokenizer, memory, ["Did we talk about tomatoes?"])  # recall, balanced rule
+    reader = memory_reader(model, tokenizer, memory, "recall")
+    assert isinstance(reader, RecallReader) and answer.evidence in reader.matcher.sentences
+    with pytest.raises(InputError, match="unknown decision rule"):
+        ask(model, tokenizer, memory, ["Did we?"], "recall", "vibes")
+
+
+def test_ask_beside_retrieval_is_the_evaluations_hybrid_method(learned, demo_conversations):
+    """`ask --retrieve` reads the memory as `eval --methods hybrid` does: the same scores, and the
+    prior rule's threshold from the content-free question asked with its own passages."""
+    from paramem.evaluate.probes import Probe
+    from paramem.evaluate.run import evaluate_yes_no
+    from paramem.read.retrieval import HYBRID_RETRIEVER, RetrievalConfig, make_retriever, passages
+
+    model, tokenizer, memory = learned
+    questions = ["Did we talk about tomatoes?", "Have we spoken of Kyoto?"]
+    retrieval = RetrievalConfig(k=3)
+    answers = ask(model, tokenizer, memory, questions, retrieve_from=demo_conversations[:2], retrieval=retrieval)
+    probes = [Probe("c", q, "yes") for q in questions]
+    [hybrid] = evaluate_yes_no(model, tokenizer, probes, ["hybrid"], demo_conversations[:2], retrieval=retrieval)
+    expected = [p["score"] - hybrid.thresholds["prior"] for p in hybrid.predictions]
+    assert [a.margin for a in answers] == pytest.approx(expected, abs=1e-3)
+    assert [a.answer for a in answers] == ["yes" if m > 0 else "no" for m in expected]
+    retriever = make_retriever(HYBRID_RETRIEVER, passages(demo_conversations[:2]))
+    assert [a.evidence for a in answers] == [found[0].text for found in retriever.search(questions, 3)]
+
+
+def test_ask_beside_retrieval_refuses_recall_and_nothing_to_retrieve(learned):
+    model, tokenizer, memory = learned
+    with pytest.raises(InputError, match="log-odds"):
+        ask(model, tokenizer, memory, ["Did we?"], "recall", retrieve_from=[])
+    with pytest.raises(InputError, match="nothing to retrieve"):
+        ask(model, tokenizer, memory, ["Did we?"], retrieve_from=[])
+
+
+def test_the_trainer_reads_its_held_out_pairs_with_the_reader_it_is_given(demo_conversations):
+    from paramem.memory.trainer import SequentialTrainer, attach_lora
+    from paramem.model.loading import tiny_model
+
+    class AlwaysYes:
+        def score(self, questions):
+            return [1.0] * len(questions)
+
+        def prompt_tokens(self, questions):
+            return 0
+
+    model, tokenizer = tiny_model()
+    config = TrainConfig(epochs=1, min_epochs=1)
+    trainer = SequentialTrainer(attach_lora(model, config), tokenizer, config, reader=AlwaysYes)
+    notes = ExtractiveTeacher().notes(demo_conversations[0])
+    assert trainer.learn(notes, []).heldout_accuracy == 0.5  # held-out pairs are half yes
+
+
+def test_the_epoch_choice_reads_the_separation_not_the_scale(demo_conversations):
+    """Every score above 0 but the yes pairs scored higher: at threshold 0 that read 0.5, the
+    balanced rule reads 1.0."""
+    from paramem.augment.pairs import validation_pairs
+    from paramem.memory.trainer import SequentialTrainer, attach_lora
+    from paramem.model.loading import tiny_model
+
+    notes = ExtractiveTeacher().notes(demo_conversations[0])
+    yes = {p.question for p in validation_pairs(notes) if p.label == "yes"}
+
+    class BiasedButRight:
+        def score(self, questions):
+            return [5.0 if q in yes else 4.0 for q in questions]
+
+        def prompt_tokens(self, questions):
+            return 0
+
+    model, tokenizer = tiny_model()
+    config = TrainConfig(epochs=1, min_epochs=1)
+    trainer = SequentialTrainer(attach_lora(model, config), tokenizer, config, reader=BiasedButRight)
+    assert trainer.learn(notes, []).heldout_accuracy == 1.0
+
+
+def test_recall_reader_scores_similarity_above_the_threshold():
+    reader = RecallReader(["We talked about tomato seedlings on the balcony."], RecallConfig().threshold)
+    near, far = reader.score(["Did we talk about tomato seedlings?", "Did we discuss tax returns?"])
+    assert near > 0 > far and reader.prompt_tokens(["x"]) == 0
+
+
+def test_the_default_rule_follows_the_readout_and_the_memory_form():
+    assert main_rule("log-odds") == main_rule("log-odds", "sequential") == "prior"
+    assert main_rule("recall") == main_rule("recall", "sequential") == "balanced"
+    assert main_rule("log-odds", "cartridge") == "balanced"  # chosen on development samples only
