@@ -20,7 +20,8 @@ import torch
 from paramem.evaluate.probes import load_probes
 from paramem.metrics.yes_no import ranking_auc, ranking_auc_interval
 from paramem.model.prompts import SYSTEM_PROMPT, _ids, _template_parts, encode_prompt
-from paramem.read.answer import YesNoScorer, load_memory
+from paramem.model.scoring import YesNoScorer
+from paramem.read.loading import load_memory
 
 
 @torch.inference_mode()

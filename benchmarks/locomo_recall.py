@@ -25,7 +25,7 @@ from paramem.evaluate.experiment import USER
 from paramem.evaluate.locomo import build_locomo
 from paramem.evaluate.run import RECALL_METHODS, evaluate_yes_no, run_meta, write_json
 from paramem.model.loading import dtype_of
-from paramem.read.answer import load_memory
+from paramem.read.loading import load_memory
 from paramem.read.readers import main_rule
 from paramem.read.recall import recall_cues
 

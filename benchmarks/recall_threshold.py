@@ -19,8 +19,7 @@ from pathlib import Path
 
 from paramem.evaluate.locomo import DEV_SAMPLES, REPORT_SAMPLES, build_locomo
 from paramem.evaluate.run import run_meta
-from paramem.metrics.yes_no import ranking_auc, yes_no_metrics
-from paramem.read.answer import fit_threshold
+from paramem.metrics.yes_no import fit_threshold, ranking_auc, yes_no_metrics
 from paramem.read.recall import RECALL_THRESHOLD, SentenceMatcher
 
 RESULTS = Path(__file__).parent / "results"

@@ -29,14 +29,15 @@ from pathlib import Path
 
 from paramem.augment.pairs import PairConfig
 from paramem.augment.teachers import ExtractiveTeacher
+from paramem.config import TrainConfig
 from paramem.data.conversations import load_conversations
 from paramem.evaluate.run import run_meta
 from paramem.files import write_atomic
 from paramem.lifecycle.remember import Callbacks, RememberConfig, remember
-from paramem.memory.trainer import SequentialTrainer, TrainConfig
+from paramem.memory.trainer import SequentialTrainer
 from paramem.model.compute import cpu_info
 from paramem.model.loading import dtype_of
-from paramem.read.answer import load_memory
+from paramem.read.loading import load_memory
 from paramem.read.recall import SentenceMatcher, recollections
 
 RESULTS = Path(__file__).parent / "results"

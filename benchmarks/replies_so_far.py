@@ -17,8 +17,8 @@ from pathlib import Path
 
 from paramem.evaluate.episodes import select
 from paramem.evaluate.personalised import RepliesConfig, episode_scores, load_episodes
-from paramem.evaluate.replies import mean_scores
 from paramem.files import write_atomic
+from paramem.metrics.replies import mean_scores
 
 
 def main() -> int:

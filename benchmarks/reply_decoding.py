@@ -25,8 +25,8 @@ from pathlib import Path
 
 from paramem.evaluate.episodes import select
 from paramem.evaluate.personalised import Replier, RepliesConfig, load_episodes
-from paramem.evaluate.replies import mean_scores, score_reply
 from paramem.evaluate.run import run_meta
+from paramem.metrics.replies import mean_scores, score_reply
 from paramem.model.loading import DEFAULT_MODEL, dtype_of, load_model
 
 METHODS = ("base", "tplp", "rag")

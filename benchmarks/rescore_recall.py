@@ -16,7 +16,7 @@ from paramem.augment.pairs import validation_pairs
 from paramem.cli.demo import demo_files
 from paramem.data.notes import Notes
 from paramem.metrics.yes_no import ranking_auc, yes_no_metrics
-from paramem.read.answer import rule_thresholds
+from paramem.read.readers import rule_thresholds
 from paramem.read.recall import SentenceMatcher
 
 

@@ -128,7 +128,7 @@ def main() -> None:
     from paramem.lifecycle.remember import remember
     from paramem.model.compute import cpu_info
     from paramem.model.loading import load_model
-    from paramem.read.answer import load_memory
+    from paramem.read.loading import load_memory
     from paramem.read.recall import recollections
     from paramem.serve import MemoryServer, ServeConfig, create_app
     from paramem.store.user import UserMemory
@@ -156,7 +156,7 @@ def main() -> None:
         adapter, covered = canary_adapter(fresh, tokenizer, token_id, samples)
         with UserMemory(name, home) as memory:
             memory.commit_milp(
-                adapter,
+                adapter.save_pretrained,
                 {"base_model": base, "dtype": str(model.dtype), "memory": {}, "described": f"canary{canaries[name]}",
                  "conversations": []},
             )  # fmt: skip

@@ -89,7 +89,7 @@ def useful_flops(shape: dict[str, int], tokens: int, trained_positions: int) -> 
 
 def accuracy(model, tokenizer, notes, probes) -> dict:
     from paramem.augment.pairs import validation_pairs
-    from paramem.read.answer import YesNoScorer
+    from paramem.model.scoring import YesNoScorer
 
     model.eval()
     scorer = YesNoScorer(model, tokenizer)
@@ -121,12 +121,14 @@ def run_naive(args, notes, probes) -> dict:
     from transformers import Trainer, TrainingArguments
 
     from paramem.augment.pairs import PairConfig
-    from paramem.memory.trainer import TrainConfig, weighted_cross_entropy
+    from paramem.config import TrainConfig
+    from paramem.memory.batching import weighted_cross_entropy
+    from paramem.memory.lora import lora_config
     from paramem.model.loading import load_model
 
     config = TrainConfig(epochs=args.epochs, pairs=PairConfig(max_pairs=args.pairs))
     model, tokenizer = load_model(args.base_model, dtype=torch.float32)
-    model = get_peft_model(model, config.lora_config(model))
+    model = get_peft_model(model, lora_config(config, model))
     examples = [e for epoch in epoch_examples(tokenizer, notes, config, args.epochs) for e in epoch]
     width = max(len(e.input_ids) for e in examples)
 
@@ -180,7 +182,9 @@ def run_naive(args, notes, probes) -> dict:
 
 def run_paramem(args, notes, probes, variant: str) -> dict:
     from paramem.augment.pairs import PairConfig
-    from paramem.memory.trainer import SequentialTrainer, TrainConfig, attach_lora
+    from paramem.config import TrainConfig
+    from paramem.memory.lora import attach_lora
+    from paramem.memory.trainer import SequentialTrainer
     from paramem.model.loading import load_model
 
     model, tokenizer = load_model(args.base_model)
@@ -225,7 +229,7 @@ def run_serving(args, notes, probes) -> dict:
     from paramem.cli.demo import demo_files
     from paramem.model.loading import load_model
     from paramem.model.prompts import encode_prompt
-    from paramem.read.answer import YesNoScorer
+    from paramem.model.scoring import YesNoScorer
 
     _, probes_file, _ = demo_files()
     questions = [json.loads(line)["question"] for line in probes_file.read_text().splitlines() if line.strip()]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from conftest import DEMO
 
-from paramem.read.answer import load_memory
+from paramem.read.loading import load_memory
 from paramem.store.user import UserMemory
 
 LEARN = """

@@ -6,11 +6,11 @@ from conftest import DEMO
 
 from paramem.augment.pairs import PairConfig
 from paramem.augment.teachers import ExtractiveTeacher
+from paramem.config import TrainConfig
 from paramem.data.notes import content_words
 from paramem.evaluate.probes import load_probes
 from paramem.lifecycle.remember import RememberConfig, remember
-from paramem.memory.trainer import TrainConfig
-from paramem.read.answer import load_memory
+from paramem.read.loading import load_memory
 from paramem.read.recall import RecallConfig, SentenceMatcher, recall_cues, recollect
 from paramem.store.user import UserMemory
 
@@ -108,8 +108,8 @@ def test_qwen_merges_across_the_memory_head_and_hybrid_prompts_keep_it_for_cartr
     from paramem.memory.cartridge import Cartridge, CartridgeModel, memory_head, slot_cache
     from paramem.model.loading import load_model
     from paramem.model.prompts import encode_prompt
-    from paramem.read.answer import YesNoScorer, answer_many
-    from paramem.read.readers import LogOddsReader
+    from paramem.model.scoring import LogOddsReader, YesNoScorer
+    from paramem.read.answer import answer_many
     from paramem.read.retrieval import Passage, retrieval_prompt
 
     model, tokenizer = load_model("qwen2.5-0.5b")

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
-from paramem.errors import check_option
+from paramem.errors import InputError, check_option
 
 # The cosine similarity above which a question counts as recalled. Fitted on the development samples'
 # probes (LoCoMo 0-3) matched against their own conversation text (benchmarks/recall_threshold.py),
@@ -27,6 +27,18 @@ DEFAULT_MODEL = "qwen2.5-0.5b"  # the embedded default (README, "Choosing the de
 # the reply divided by it). None by default: on MSC development episodes (benchmarks/reply_decoding.py)
 # unpenalised replies repeated a 4-word run in 1 of 90, and 1.1 or 1.2 lowered Persona-F1 and ROUGE-L.
 REPLY_REPETITION_PENALTY = 1.0
+
+
+DTYPE_NAMES = ("float32", "bfloat16")  # the dtypes paramem computes in (model/compute.py chooses one)
+DTYPE_ALIASES = {"fp32": "float32", "f32": "float32", "bf16": "bfloat16"}
+
+
+def dtype_name(text: str) -> str:
+    """A dtype's canonical name ("bf16" -> "bfloat16"); `InputError` for anything else."""
+    name = DTYPE_ALIASES.get(text.strip().lower(), text.strip().lower())
+    if name not in DTYPE_NAMES:
+        raise InputError(f"unknown dtype {text!r} (float32 or bfloat16)")
+    return name
 
 
 def setting(default: Any, help: str, **kwargs) -> Any:
@@ -225,27 +237,6 @@ class TrainConfig:
             return [self.cartridge_learning_rate]
         return self.learning_rates or [self.learning_rate]
 
-    def lora_config(self, model=None):
-        """peft's LoraConfig for these settings; a layer choice needs the model to name its linears."""
-        from peft import LoraConfig
-
-        from paramem.memory.trainer import linear_module_names
-
-        targets = self.target_modules
-        if self.layers is not None and targets == "all-linear":
-            # peft accepts a layer choice only with explicit module names
-            if model is None:
-                raise ValueError("naming the linear modules of chosen layers needs the model")
-            targets = linear_module_names(model)
-        return LoraConfig(
-            r=self.lora_rank,
-            lora_alpha=self.lora_alpha,
-            lora_dropout=self.lora_dropout,
-            target_modules=targets,
-            layers_to_transform=self.layers,
-            task_type="CAUSAL_LM",
-        )
-
 
 @dataclass
 class RememberConfig:
@@ -266,8 +257,6 @@ class RememberConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self):
-        from paramem.model.compute import dtype_name
-
         if self.dtype is not None:
             self.dtype = dtype_name(self.dtype)
 

@@ -1,4 +1,5 @@
-"""Writing files so that a crash, a Ctrl-C or a power cut never leaves half of one behind."""
+"""Where paramem keeps its files (the store, the model cache), and writing them so that a crash, a
+Ctrl-C or a power cut never leaves half of one behind."""
 
 from __future__ import annotations
 
@@ -45,3 +46,14 @@ def fsync_dir(folder: Path) -> None:
         os.fsync(descriptor)
     finally:
         os.close(descriptor)
+
+
+def cache_home() -> Path:
+    """Where dequantized presets live: $PARAMEM_CACHE, else ~/.cache/paramem."""
+    return Path(os.environ.get("PARAMEM_CACHE", Path.home() / ".cache" / "paramem"))
+
+
+def paramem_home() -> Path:
+    """$PARAMEM_HOME, else ~/.local/share/paramem."""
+    default = Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share")) / "paramem"
+    return Path(os.environ.get("PARAMEM_HOME", default))

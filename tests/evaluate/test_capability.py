@@ -44,7 +44,7 @@ def test_choice_accuracy_is_the_share_of_items_whose_answer_letter_scores_highes
     assert [i.answer for i in items] == ["B", "A"] and items[0].prompt.count("\nAnswer: ") == 1
     result = choice_accuracy(model, tokenizer, items)
     # The same choice made by hand: the full model's next-token logits over the four letters
-    from paramem.read.answer import first_token_ids
+    from paramem.model.scoring import first_token_ids
 
     letters = [first_token_ids(tokenizer, [letter])[0] for letter in "ABCD"]
     expected = 0

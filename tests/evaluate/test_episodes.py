@@ -2,7 +2,7 @@ from conftest import DATA, FIXTURES, needs_data
 
 from paramem.data.conversations import load_conversations
 from paramem.evaluate.episodes import malp_episodes, msc_episodes, select
-from paramem.evaluate.replies import persona_f1
+from paramem.metrics.replies import persona_f1
 
 MSC = FIXTURES / "msc"
 

@@ -67,8 +67,8 @@ def test_the_soft_prompt_loss_is_peft_prompt_tuning_loss_without_the_full_logits
 
     from peft import PromptTuningConfig, get_peft_model
 
+    from paramem.memory.batching import batches, weighted_cross_entropy
     from paramem.memory.milp.model import reply_examples
-    from paramem.memory.trainer import batches, weighted_cross_entropy
 
     model, tokenizer = tiny_model()
     prompted = get_peft_model(model, PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=3))

@@ -1,9 +1,10 @@
 import torch
 from conftest import DEMO
 
+from paramem.config import TrainConfig
 from paramem.evaluate.probes import load_probes
 from paramem.evaluate.run import METHODS, evaluate_yes_no
-from paramem.memory.trainer import TrainConfig, attach_lora
+from paramem.memory.lora import attach_lora
 from paramem.model.loading import tiny_model
 
 
@@ -39,7 +40,7 @@ def test_the_balanced_rule_says_yes_to_half_the_held_out_pairs():
 
     from paramem.augment.pairs import validation_pairs
     from paramem.data.notes import Notes, Topic
-    from paramem.read.answer import YesNoScorer
+    from paramem.model.scoring import YesNoScorer
 
     model, tokenizer = tiny_model()
     model = attach_lora(model, TrainConfig())

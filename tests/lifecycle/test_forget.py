@@ -9,11 +9,12 @@ from paramem.augment.teachers import ExtractiveTeacher, NotesCache
 from paramem.cli.main import app
 from paramem.config import RememberConfig, TrainConfig
 from paramem.errors import InputError
+from paramem.files import cache_home, paramem_home
 from paramem.lifecycle.forget import forget
 from paramem.lifecycle.remember import remember
-from paramem.model.loading import cache_home
-from paramem.read.answer import YesNoScorer, load_memory
-from paramem.store.user import UserMemory, paramem_home
+from paramem.model.scoring import YesNoScorer
+from paramem.read.loading import load_memory
+from paramem.store.user import UserMemory
 
 CARTRIDGE = RememberConfig(
     base_model="tiny",

@@ -5,9 +5,9 @@ import torch
 from peft import PeftModel
 
 from paramem.augment.teachers import ExtractiveTeacher
+from paramem.config import TrainConfig
 from paramem.errors import InputError
 from paramem.lifecycle.remember import Callbacks, RememberConfig, remember
-from paramem.memory.trainer import TrainConfig
 from paramem.model.loading import tiny_model
 from paramem.store.user import UserMemory
 
@@ -79,7 +79,7 @@ def test_raw_text_is_discarded_unless_kept(demo_conversations):
 
 def test_the_dtype_a_memory_learned_in_is_recorded_and_used_to_load_it(demo_conversations):
     from paramem.model.loading import dtype_of
-    from paramem.read.answer import load_memory
+    from paramem.read.loading import load_memory
 
     remember(
         "u",

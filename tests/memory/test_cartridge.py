@@ -6,9 +6,10 @@ import torch
 from paramem.augment.teachers import ExtractiveTeacher
 from paramem.memory.cartridge import Cartridge, CartridgeModel, memory_head, rotate_keys, slot_cache, slot_prompt
 from paramem.memory.distill import conversation_slot
+from paramem.model.generate import generate
 from paramem.model.loading import decoder_and_head, tiny_model
 from paramem.model.prompts import SYSTEM_PROMPT, _template_parts, encode_prompt
-from paramem.read.answer import YesNoScorer, generate, last_hidden_states
+from paramem.model.scoring import YesNoScorer, last_hidden_states
 
 QUESTIONS = ["Did we talk about tomatoes?", "What did I say about the balcony?", "Did we discuss taxes?"]
 
@@ -192,7 +193,7 @@ def test_remember_learns_a_cartridge_per_conversation_and_answers_from_them(demo
     from paramem.cli.main import app
     from paramem.config import RememberConfig, TrainConfig
     from paramem.lifecycle.remember import remember
-    from paramem.read.answer import load_memory
+    from paramem.read.loading import load_memory
     from paramem.read.readers import ask, default_readout
     from paramem.store.user import UserMemory
 

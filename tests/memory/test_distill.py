@@ -28,7 +28,7 @@ from paramem.memory.distill import (
     notes_queries,
     teacher_targets,
 )
-from paramem.memory.trainer import attach_lora
+from paramem.memory.lora import attach_lora
 from paramem.model.loading import tiny_model
 from paramem.model.prompts import encode_prompt
 from paramem.store.user import UserMemory

@@ -5,6 +5,7 @@ from peft import PeftModel
 from paramem.config import MiLPTrainConfig, MultiLoraConfig
 from paramem.data.conversations import Conversation, Message
 from paramem.errors import InputError
+from paramem.memory.batching import batches, training_loss
 from paramem.memory.milp.model import (
     attach,
     history_examples,
@@ -21,7 +22,6 @@ from paramem.memory.milp.model import (
     reply_prompt_ids,
     save,
 )
-from paramem.memory.trainer import batches, training_loss
 from paramem.model.loading import tiny_model
 
 FAST = MiLPTrainConfig(memory_epochs=2, instruction_epochs=3, batch_size=2, max_new_tokens=8, learning_rate=5e-3)

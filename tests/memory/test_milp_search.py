@@ -7,9 +7,8 @@ from typer.testing import CliRunner
 from paramem.cli.main import app
 from paramem.config import MiLPTrainConfig, MultiLoraConfig
 from paramem.errors import InputError
+from paramem.lifecycle.personalise import DevUser, MemoryObjective
 from paramem.memory.milp.search import (
-    DevUser,
-    MemoryObjective,
     Objectives,
     SearchConfig,
     SearchSpace,
@@ -202,7 +201,7 @@ def test_forgetting_a_conversation_the_milp_memory_learned_removes_it():
     )
     with UserMemory("dora") as memory:
         ids = [c.id for c in conversations]
-        memory.commit_milp(learned, {"base_model": "tiny", "memory": {}, "conversations": ids})
+        memory.commit_milp(learned.save_pretrained, {"base_model": "tiny", "memory": {}, "conversations": ids})
     with pytest.raises(InputError, match="no learned conversation"):
         forget("dora", "not-there")
     assert UserMemory("dora").milp_record() is not None

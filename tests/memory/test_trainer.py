@@ -4,7 +4,9 @@ import pytest
 import torch
 
 from paramem.augment.pairs import PairConfig
-from paramem.memory.trainer import TrainConfig, attach_lora, batches, training_loss, weighted_cross_entropy
+from paramem.config import TrainConfig
+from paramem.memory.batching import batches, training_loss, weighted_cross_entropy
+from paramem.memory.lora import attach_lora
 from paramem.model.loading import tiny_model
 from paramem.model.prompts import encode_example
 

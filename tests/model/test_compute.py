@@ -5,11 +5,11 @@ import pytest
 import torch
 
 from paramem import compute
+from paramem.config import dtype_name
 from paramem.errors import InputError
 from paramem.model.compute import (
     choose_dtype,
     cpu_info,
-    dtype_name,
     matmul_gflops,
     measured_dtype,
     release_freed_memory,

@@ -1,8 +1,9 @@
 import torch
 
+from paramem.metrics.yes_no import fit_threshold
 from paramem.model.loading import tiny_model
 from paramem.model.prompts import encode_prompt
-from paramem.read.answer import YesNoScorer, fit_threshold, is_yes_no_question
+from paramem.model.scoring import YesNoScorer, is_yes_no_question
 
 
 def test_yes_no_questions_are_recognised():

@@ -2,11 +2,12 @@ import pytest
 
 from paramem.augment.pairs import heldout_pairs
 from paramem.augment.teachers import ExtractiveTeacher
+from paramem.config import TrainConfig
 from paramem.errors import InputError
 from paramem.lifecycle.remember import RememberConfig, remember
-from paramem.memory.trainer import TrainConfig
-from paramem.read.answer import load_memory, rule_thresholds
-from paramem.read.readers import LogOddsReader, RecallReader, ask, main_rule, memory_reader
+from paramem.model.scoring import LogOddsReader
+from paramem.read.loading import load_memory
+from paramem.read.readers import RecallReader, ask, main_rule, memory_reader, rule_thresholds
 from paramem.read.recall import RecallConfig
 
 
@@ -73,7 +74,8 @@ def test_ask_beside_retrieval_refuses_recall_and_nothing_to_retrieve(learned):
 
 
 def test_the_trainer_reads_its_held_out_pairs_with_the_reader_it_is_given(demo_conversations):
-    from paramem.memory.trainer import SequentialTrainer, attach_lora
+    from paramem.memory.lora import attach_lora
+    from paramem.memory.trainer import SequentialTrainer
     from paramem.model.loading import tiny_model
 
     class AlwaysYes:
@@ -94,7 +96,8 @@ def test_the_epoch_choice_reads_the_separation_not_the_scale(demo_conversations)
     """Every score above 0 but the yes pairs scored higher: at threshold 0 that read 0.5, the
     balanced rule reads 1.0."""
     from paramem.augment.pairs import validation_pairs
-    from paramem.memory.trainer import SequentialTrainer, attach_lora
+    from paramem.memory.lora import attach_lora
+    from paramem.memory.trainer import SequentialTrainer
     from paramem.model.loading import tiny_model
 
     notes = ExtractiveTeacher().notes(demo_conversations[0])

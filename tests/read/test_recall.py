@@ -6,13 +6,14 @@ from conftest import DEMO
 
 from paramem.augment.pairs import PairConfig, recall_question, summary, training_pairs
 from paramem.augment.teachers import ExtractiveTeacher
+from paramem.config import TrainConfig
 from paramem.data.notes import Fact, Notes, Topic
 from paramem.evaluate.probes import load_probes
 from paramem.evaluate.run import evaluate_yes_no
 from paramem.lifecycle.remember import RememberConfig, remember
-from paramem.memory.trainer import TrainConfig, attach_lora
+from paramem.memory.lora import attach_lora
 from paramem.model.loading import tiny_model
-from paramem.read.answer import load_memory
+from paramem.read.loading import load_memory
 from paramem.read.recall import Cue, RecallConfig, SentenceMatcher, recall_cues, recollect, recollections, sentences
 
 SHORT = RecallConfig(max_new_tokens=4, branches=2)

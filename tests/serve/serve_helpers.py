@@ -10,7 +10,8 @@ import time
 import uvicorn
 
 from paramem.config import RememberConfig, TrainConfig
-from paramem.read.answer import generate, load_memory
+from paramem.model.generate import generate
+from paramem.read.loading import load_memory
 from paramem.serve import MemoryServer, create_app
 
 QUESTION = "What do you remember about my garden?"

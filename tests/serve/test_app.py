@@ -10,11 +10,12 @@ from serve_helpers import QUESTION, expected, left_job, wait_for
 
 from paramem.augment.teachers import ExtractiveTeacher
 from paramem.config import RememberConfig, TrainConfig
+from paramem.files import cache_home, paramem_home
 from paramem.lifecycle.remember import remember
-from paramem.model.loading import cache_home
+from paramem.model.generate import generate
 from paramem.model.prompts import SYSTEM_PROMPT
-from paramem.read.answer import generate, load_memory
-from paramem.store.user import UserMemory, paramem_home
+from paramem.read.loading import load_memory
+from paramem.store.user import UserMemory
 
 
 def test_each_user_gets_their_own_memory_and_no_one_elses(served):
@@ -277,8 +278,8 @@ def test_milp_memory_is_served_beside_the_plum_one(served, demo_conversations):
     import httpx
 
     from paramem.config import MiLPTrainConfig, MultiLoraConfig
+    from paramem.lifecycle.personalise import load_milp_memory
     from paramem.memory.milp.model import REPLY_SYSTEM, learn
-    from paramem.memory.milp.search import load_milp_memory
     from paramem.model.loading import tiny_model
 
     server, url, tokens = served
@@ -287,7 +288,7 @@ def test_milp_memory_is_served_beside_the_plum_one(served, demo_conversations):
     learned = learn(model, tokenizer, demo_conversations[:2], MultiLoraConfig(loras=2, rank=4), config)
     with UserMemory("alice") as memory:
         memory.commit_milp(
-            learned,
+            learned.save_pretrained,
             {
                 "base_model": "tiny",
                 "dtype": "float32",

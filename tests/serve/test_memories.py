@@ -46,11 +46,11 @@ def test_a_milp_memory_dropped_and_stored_again_is_a_new_memory(memories, demo_c
     )
     record = {"base_model": "tiny", "dtype": "float32", "memory": {}, "described": "n=1", "conversations": []}
     with UserMemory("alice") as memory:
-        memory.commit_milp(learned, record)
+        memory.commit_milp(learned.save_pretrained, record)
     first = memories.acquire(("milp", "alice")).identity
     with UserMemory("alice") as memory:
         memory.drop_milp()
-        memory.commit_milp(learned, record)  # version 1 again, as before
+        memory.commit_milp(learned.save_pretrained, record)  # version 1 again, as before
     assert memories.acquire(("milp", "alice")).identity != first
 
 

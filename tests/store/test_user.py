@@ -4,9 +4,10 @@ import sqlite3
 import pytest
 from peft import PeftModel
 
+from paramem.config import TrainConfig
 from paramem.data.notes import Notes, Topic
 from paramem.errors import InputError
-from paramem.memory.trainer import TrainConfig, attach_lora
+from paramem.memory.lora import attach_lora
 from paramem.model.loading import tiny_model
 from paramem.store.user import LearnedConversation, UserLocked, UserMemory, now_iso
 

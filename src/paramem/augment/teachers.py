@@ -27,6 +27,7 @@ from paramem.data.conversations import Conversation
 from paramem.data.notes import Fact, Notes, Topic, content_words, is_absent
 from paramem.errors import InputError, user_file_problem
 from paramem.files import write_atomic
+from paramem.model.loading import load_model
 
 # Bump when a prompt or parser changes: cached notes from an older version are not reused.
 PROMPT_VERSION = "6"
@@ -411,8 +412,6 @@ class LocalTeacher:
 
     def complete(self, messages: list[dict[str, str]]) -> str:
         import torch
-
-        from paramem.model.loading import load_model
 
         if self._loaded is None:
             self._loaded = load_model(self.model_name)

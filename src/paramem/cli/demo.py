@@ -17,14 +17,15 @@ from pathlib import Path
 from paramem.augment.pairs import PairConfig, heldout_pairs
 from paramem.augment.teachers import NotesCache, make_teacher
 from paramem.cli.progress import console, learn_with_progress, print_results
+from paramem.config import TrainConfig
 from paramem.data.conversations import load_conversations
 from paramem.data.notes import Notes
 from paramem.evaluate.probes import load_probes
 from paramem.evaluate.run import evaluate_yes_no, run_meta, write_json
+from paramem.files import cache_home
 from paramem.lifecycle.remember import RememberConfig
-from paramem.memory.trainer import TrainConfig
-from paramem.model.loading import DEFAULT_MODEL, cache_home, dtype_of
-from paramem.read.answer import load_memory
+from paramem.model.loading import DEFAULT_MODEL, dtype_of
+from paramem.read.loading import load_memory
 from paramem.read.readers import READOUTS
 from paramem.read.recall import recall_cues
 

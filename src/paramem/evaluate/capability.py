@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from paramem.model.loading import decoder_and_head
-from paramem.read.answer import first_token_ids, head_rows, last_hidden_states
+from paramem.model.scoring import first_token_ids, head_rows, last_hidden_states
 
 LETTERS = "ABCD"
 

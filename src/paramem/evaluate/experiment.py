@@ -22,11 +22,29 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from paramem.augment.pairs import heldout_pairs
+from paramem.augment.teachers import make_teacher
 from paramem.config import RememberConfig, TrainConfig
 from paramem.errors import check_option
+from paramem.evaluate.capability import choice_accuracy, load_arc, load_mmlu
 from paramem.evaluate.locomo import LocomoBenchmark, OpenQuestion, build_locomo, open_score, split_of
-from paramem.evaluate.run import ADAPTER_METHODS, METHODS, RetrievalConfig, fitting_conversations, run_meta
+from paramem.evaluate.report import write_report
+from paramem.evaluate.run import (
+    ADAPTER_METHODS,
+    METHODS,
+    RetrievalConfig,
+    evaluate_yes_no,
+    fitting_conversations,
+    run_meta,
+    system_prompts,
+)
 from paramem.files import write_atomic
+from paramem.lifecycle.remember import remember
+from paramem.model.compute import release_freed_memory
+from paramem.read.answer import answer_many
+from paramem.read.loading import load_memory
+from paramem.read.readers import TEXT_RULE, ask
+from paramem.store.user import UserMemory
 
 USER = "locomo"
 CURVE_METHODS = ("context", "bm25", "dense")  # what the scale curve can score beside the memory: no adapter
@@ -108,11 +126,6 @@ def learn_with_curve(
 ) -> None:
     """Learn session after session; after each, accuracy on every learned session's probes, read as
     the main table reads the memory (log-odds, under the rule of its form: `readers.main_rule`)."""
-    from paramem.augment.teachers import make_teacher
-    from paramem.lifecycle.remember import remember
-    from paramem.model.compute import release_freed_memory
-    from paramem.read.answer import load_memory
-    from paramem.read.readers import ask
 
     teacher = make_teacher(config.teacher)
     remember_config = config.remember
@@ -159,9 +172,6 @@ def text_curve(
     """The scale curve of the methods that read the text: after every `curve_every` sessions (and
     the last), each session's accuracy (`readers.TEXT_RULE`) when only the sessions so far can be read, with
     the prompt's length, the seconds per answer and, for context, how many sessions still fit."""
-    from paramem.evaluate.run import evaluate_yes_no
-    from paramem.read.answer import load_memory
-    from paramem.read.readers import TEXT_RULE
 
     if not config.curve_methods:
         return
@@ -189,9 +199,6 @@ def text_curve(
 
 
 def compare_methods(bench: LocomoBenchmark, config: ExperimentConfig, home: Path) -> dict:
-    from paramem.augment.pairs import heldout_pairs
-    from paramem.evaluate.run import evaluate_yes_no
-    from paramem.read.answer import load_memory
 
     model, tokenizer, memory = load_memory(USER, home)
     methods = evaluate_yes_no(
@@ -209,9 +216,6 @@ def compare_methods(bench: LocomoBenchmark, config: ExperimentConfig, home: Path
 def answer_open_questions(bench: LocomoBenchmark, config: ExperimentConfig, home: Path) -> dict:
     """Each method answers the same open questions by greedy generation; mean score per category."""
     from contextlib import nullcontext
-
-    from paramem.evaluate.run import system_prompts
-    from paramem.read.answer import answer_many, load_memory
 
     model, tokenizer, _ = load_memory(USER, home)
     questions = spread_over_categories(bench.open_questions, config.open_questions)
@@ -265,8 +269,6 @@ def spread_over_categories(questions: list[OpenQuestion], limit: int | None) -> 
 
 
 def capability_retention(config: ExperimentConfig, home: Path) -> dict:
-    from paramem.evaluate.capability import choice_accuracy, load_arc, load_mmlu
-    from paramem.read.answer import load_memory
 
     model, tokenizer, _ = load_memory(USER, home)
     sets = {}
@@ -289,7 +291,6 @@ def capability_retention(config: ExperimentConfig, home: Path) -> dict:
 
 def costs(bench: LocomoBenchmark, home: Path, methods: dict) -> dict:
     """Per answer: prompt tokens and latency; per user: bytes each method must keep."""
-    from paramem.store.user import UserMemory
 
     adapter = UserMemory(USER, home).current_adapter()
     adapter_bytes = sum(f.stat().st_size for f in adapter.iterdir() if f.is_file())
@@ -352,7 +353,6 @@ def run_experiment(config: ExperimentConfig, out: Path, on_step: Callable[[str],
             results[name] = step()
             save()
     results["costs"] = costs(bench, home, results["methods"])
-    from paramem.store.user import UserMemory
 
     results["learned"] = [  # what learning each session cost, as the store recorded it
         {
@@ -370,7 +370,6 @@ def run_experiment(config: ExperimentConfig, out: Path, on_step: Callable[[str],
     ]
     results["dtype"] = UserMemory(USER, home).settings().get("dtype")  # the dtype the memory learned in
     save()
-    from paramem.evaluate.report import write_report
 
     write_report(results, out)
     return results

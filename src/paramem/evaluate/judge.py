@@ -25,7 +25,7 @@ import torch
 
 from paramem.errors import InputError
 from paramem.model.loading import decoder_and_head
-from paramem.read.answer import first_token_ids, head_rows, last_hidden_states
+from paramem.model.scoring import first_token_ids, head_rows, last_hidden_states
 
 JUDGE_PROMPT = """Here is a conversation, then two candidate next replies by the assistant.
 

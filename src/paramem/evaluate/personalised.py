@@ -26,13 +26,24 @@ from pathlib import Path
 
 import torch
 
-from paramem.config import MiLPTrainConfig, MultiLoraConfig, setting
+from paramem.augment.teachers import make_teacher
+from paramem.config import MiLPTrainConfig, MultiLoraConfig, PairConfig, RememberConfig, TrainConfig, setting
 from paramem.data.conversations import Conversation
 from paramem.errors import InputError, check_option
 from paramem.evaluate.episodes import Episode, malp_episodes, msc_episodes, select
-from paramem.evaluate.replies import ReplyScores, mean_scores, score_reply
+from paramem.evaluate.judge import EndpointJudge, LocalJudge, both_orders, calibrated, judge_check, strict, tally
+from paramem.evaluate.run import run_meta
 from paramem.files import write_atomic
-from paramem.memory.milp.search import SearchConfig
+from paramem.lifecycle.personalise import DevUser, MemoryObjective, settle_spec
+from paramem.lifecycle.remember import remember
+from paramem.memory.batching import batches, loss_at_weights
+from paramem.memory.milp.model import REPLY_SYSTEM, learn, model_depth, replies, reply_examples
+from paramem.memory.milp.search import SearchConfig, SearchSpace, choose, describe, search
+from paramem.metrics.replies import ReplyScores, mean_scores, score_reply
+from paramem.model.loading import decoder_and_head, dtype_of, load_model
+from paramem.model.prompts import SYSTEM_PROMPT
+from paramem.read.loading import load_memory
+from paramem.read.retrieval import make_retriever, passages, retrieval_prompt
 
 METHODS = ("base", "tplp", "rag", "uelp", "plum", "milp", "milp-instruction", "milp-memory")
 MILP_METHODS = ("milp", "milp-instruction", "milp-memory")
@@ -111,7 +122,6 @@ def dev_user(episode: Episode):
     """A development episode as the search sees it: the last history conversation's replies scored,
     learned from what precedes them (MSC: sessions 1-2 then session 3; MaLP: the dialogue without
     its last history exchange)."""
-    from paramem.memory.milp.search import DevUser
 
     if len(episode.history) >= 2:
         return DevUser(episode.id, list(episode.history[:-1]), episode.history[-1])
@@ -124,15 +134,12 @@ def dev_user(episode: Episode):
 
 
 def history_prompt(history: tuple[Conversation, ...]) -> str:
-    from paramem.memory.milp.model import REPLY_SYSTEM
 
     sessions = "\n\n".join(f"[conversation {i}]\n{c.text}" for i, c in enumerate(history, start=1))
     return f"{REPLY_SYSTEM}\n\nYour past conversations with this user:\n{sessions}"
 
 
 def retrieval_system(history: tuple[Conversation, ...], query: str, k: int) -> str:
-    from paramem.memory.milp.model import REPLY_SYSTEM
-    from paramem.read.retrieval import make_retriever, passages, retrieval_prompt
 
     found = make_retriever("bm25", passages(list(history))).search([query], k)[0]
     return retrieval_prompt(found, REPLY_SYSTEM)
@@ -144,9 +151,6 @@ def learn_soft_prompt(model, tokenizer, history: list[Conversation], config: Rep
     import random
 
     from peft import PromptTuningConfig, get_peft_model
-
-    from paramem.memory.milp.model import reply_examples
-    from paramem.memory.trainer import batches
 
     torch.manual_seed(config.train.seed)
     prompted = get_peft_model(
@@ -172,8 +176,6 @@ def soft_prompt_loss(prompted, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """`train.training_loss` through a soft prompt: its virtual tokens' embeddings go before the input's,
     and the vocabulary head runs only where the loss has weight (peft's own forward would make the
     full [batch x length x vocabulary] logits, a third of the compute at this model size)."""
-    from paramem.memory.trainer import loss_at_weights
-    from paramem.model.loading import decoder_and_head
 
     decoder, head = decoder_and_head(prompted)
     embeds = decoder.get_input_embeddings()(batch["input_ids"])
@@ -186,10 +188,6 @@ def soft_prompt_loss(prompted, batch: dict[str, torch.Tensor]) -> torch.Tensor:
 
 def learn_plum(model_name: str, history: tuple[Conversation, ...], config: RepliesConfig, home: Path, dtype):
     """PLUM's adapter of the history, learned by `remember` into a store of the run's own."""
-    from paramem.augment.teachers import make_teacher
-    from paramem.config import PairConfig, RememberConfig, TrainConfig
-    from paramem.lifecycle.remember import remember
-    from paramem.read.answer import load_memory
 
     user = "episode"
     train = TrainConfig(pairs=PairConfig(max_pairs=config.plum_pairs))
@@ -221,7 +219,6 @@ class Replier:
         self.model_name, self.dtype = model_name, dtype  # PLUM loads its own copy of the base model
 
     def _replies(self, model, episode: Episode, system_of=None, train=None) -> list[str]:
-        from paramem.memory.milp.model import REPLY_SYSTEM, replies
 
         contexts = [list(episode.test.messages[:target]) for target in episode.targets]
         systems = [system_of(c) if system_of else REPLY_SYSTEM for c in contexts]
@@ -229,8 +226,6 @@ class Replier:
 
     def replies(self, method: str, episode: Episode) -> list[str]:
         from peft import PeftModel
-
-        from paramem.memory.milp.model import learn
 
         history = list(episode.history)
         if method == "base":
@@ -248,8 +243,6 @@ class Replier:
             finally:
                 self.model = prompted.get_base_model()
         if method == "plum":
-            from paramem.model.prompts import SYSTEM_PROMPT
-
             home = self.work / "plum" / episode.id
             model, _ = learn_plum(self.model_name, episode.history, self.config, home, self.dtype)
             return self._replies(model, episode, lambda _: SYSTEM_PROMPT)
@@ -275,9 +268,6 @@ def run_searches(
 ):
     """One search per factor set on the development episodes; {factor set: chosen config}, and the
     trials of each. A search resumes only under the settings it began with (`spec.json`)."""
-    from paramem.memory.milp.model import model_depth
-    from paramem.memory.milp.search import MemoryObjective, SearchSpace, choose, search, settle_spec
-    from paramem.model.loading import dtype_of
 
     users = [dev_user(e) for e in select(episodes, "dev", config.dev_users)]
     if not users:
@@ -324,9 +314,6 @@ def reply_settings(method: str, config: RepliesConfig, chosen: dict, model_name:
 def run(config: RepliesConfig, data: Path, out: Path, model_name: str, dtype: str | None = None, log=None):
     """Search, then reply with every method on the report episodes, judge, and write results.json and
     report.md under `out`. Returns the results."""
-    from paramem.evaluate.judge import EndpointJudge, LocalJudge, both_orders, calibrated, judge_check, strict, tally
-    from paramem.evaluate.run import run_meta
-    from paramem.model.loading import dtype_of, load_model
 
     started = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
@@ -374,7 +361,6 @@ def run(config: RepliesConfig, data: Path, out: Path, model_name: str, dtype: st
         if config.judge_url
         else LocalJudge(replier.model, tokenizer)
     )
-    from paramem.memory.milp.model import model_depth
 
     results = {"methods": {}, "config": asdict(config), "base_model": model_name, "dtype": dtype}
     results["depth"] = model_depth(model)
@@ -459,8 +445,6 @@ def _verdict(verdict: dict | None) -> str:
 
 
 def render(results: dict) -> str:
-    from paramem.config import MultiLoraConfig, TrainConfig
-    from paramem.memory.milp.search import describe
 
     config = results["config"]
     lines = [
@@ -517,7 +501,6 @@ def ablation_table(results: dict) -> list[str]:
     """The search-space ablation side by side: per searched factor set, what its search reached on
     the development episodes (the hypervolume shares trial 0's reference point, so the sets compare)
     and how its chosen memory replies on the report episodes."""
-    from paramem.memory.milp.search import describe
 
     last, fixed = results["config"]["factor_sets"][-1], MultiLoraConfig()
     lines = [

@@ -17,9 +17,10 @@ from paramem.data.conversations import Conversation
 from paramem.evaluate.probes import Probe
 from paramem.files import write_atomic
 from paramem.metrics.yes_no import YesNoMetrics, ranking_auc, ranking_auc_interval, yes_no_metrics
+from paramem.model.compute import cpu_info
 from paramem.model.prompts import SYSTEM_PROMPT
-from paramem.read.answer import rule_thresholds
-from paramem.read.readers import READOUTS, LogOddsReader, Reader, RecallReader
+from paramem.model.scoring import LogOddsReader, Reader
+from paramem.read.readers import READOUTS, RecallReader, rule_thresholds
 from paramem.read.recall import RecallConfig, recollect
 from paramem.read.retrieval import HYBRID_RETRIEVER, RetrievalConfig, retrieval_systems
 
@@ -211,7 +212,6 @@ def write_json(results: list[MethodResult], path: str | Path, meta: dict) -> Non
 def run_meta(command: list[str], base_model: str, data: dict, dtype: str | None = None) -> dict:
     """What every results file records: command, commit, base model and its dtype, data, date, and the
     machine with its CPU's bf16 flags (speeds and even the dtype chosen depend on them)."""
-    from paramem.model.compute import cpu_info
 
     try:
         commit = (

@@ -14,8 +14,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from paramem.augment.teachers import make_teacher
+from paramem.data.conversations import load_conversations
 from paramem.errors import InputError
-from paramem.lifecycle.remember import RememberConfig
+from paramem.lifecycle.remember import RememberConfig, remember
 
 CONVERSATION_SUFFIXES = (".jsonl", ".json")
 
@@ -88,10 +90,6 @@ def read_jobs(source: Path) -> list[UserJob]:
 def learn_user(job: UserJob, teacher: TeacherSpec, config: RememberConfig, home: Path, threads: int) -> UserOutcome:
     """Everything for one user, in whatever process runs it; bad input becomes a failed outcome."""
     import torch
-
-    from paramem.augment.teachers import make_teacher
-    from paramem.data.conversations import load_conversations
-    from paramem.lifecycle.remember import remember
 
     torch.set_num_threads(threads)
     start = time.perf_counter()

@@ -15,6 +15,7 @@ import shutil
 from pathlib import Path
 
 from paramem.errors import InputError
+from paramem.read.loading import load_memory
 from paramem.store.user import UserMemory
 
 FORMATS = ("peft", "merged")
@@ -34,7 +35,6 @@ def export(user: str, out: Path, format: str = "peft", home: Path | None = None,
         with memory.reading() as folder:
             shutil.copytree(folder, out, ignore=shutil.ignore_patterns("recall.json"), dirs_exist_ok=True)
         return out
-    from paramem.read.answer import load_memory
 
     model, tokenizer, _ = load_memory(user, home, dtype)
     model.merge_and_unload().save_pretrained(out)

@@ -27,7 +27,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from paramem.augment.teachers import NotesCache
+from paramem.config import PairConfig, TrainConfig
 from paramem.errors import InputError
+from paramem.files import cache_home
+from paramem.memory.cartridge import CartridgeModel
+from paramem.memory.distill import load_targets
+from paramem.memory.lora import attach_lora
+from paramem.memory.trainer import SequentialTrainer
+from paramem.model.loading import load_model
 from paramem.store.user import LearnedConversation, UserMemory
 
 
@@ -48,8 +56,6 @@ def forget(
     on_conversation: Callable[[int, int, str], None] | None = None,
 ) -> Forgotten:
     """Forget one learned conversation of `user` (see the module docstring for how)."""
-    from paramem.augment.teachers import NotesCache
-    from paramem.model.loading import cache_home
 
     start = time.perf_counter()
     memory = UserMemory(user, home)
@@ -91,8 +97,6 @@ def forget(
 
 def _without_cartridge(memory: UserMemory, conversation_id: str):
     """The stored cartridges but one, read without loading the base model's weights twice."""
-    from paramem.memory.cartridge import CartridgeModel
-    from paramem.model.loading import load_model
 
     settings = memory.settings()
     base, tokenizer = load_model(settings["base_model"], None, settings.get("dtype"))
@@ -105,7 +109,6 @@ def _without_cartridge(memory: UserMemory, conversation_id: str):
 def stored_train_config(settings: dict):
     """The learning settings of a memory's last `remember` run; for a memory written before they were
     stored, the defaults with its stored LoRA shape."""
-    from paramem.config import PairConfig, TrainConfig
 
     if "train" in settings:
         train = dict(settings["train"])
@@ -122,9 +125,6 @@ def _retrained(
 ):
     """A fresh adapter learning the kept conversations again, in their order, as `remember` learned
     them: from their stored notes (and stored teacher targets), with the stored settings."""
-    from paramem.memory.distill import load_targets
-    from paramem.memory.trainer import SequentialTrainer, attach_lora
-    from paramem.model.loading import load_model
 
     settings = memory.settings()
     train = stored_train_config(settings)

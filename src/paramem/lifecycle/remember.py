@@ -17,10 +17,12 @@ from paramem.augment.teachers import NotesCache, Teacher, augment, drop_contradi
 from paramem.config import RememberConfig, TrainConfig
 from paramem.data.conversations import Conversation
 from paramem.errors import InputError
+from paramem.files import cache_home
 from paramem.memory.cartridge import INDEX, Cartridge, CartridgeModel, cartridge_tokens, slot_cache
 from paramem.memory.distill import as_stored, conversation_slot, dump_targets, load_targets, teacher_targets
-from paramem.memory.trainer import EpochReport, SequentialTrainer, attach_lora
-from paramem.model.loading import cache_home, dtype_of, load_model
+from paramem.memory.lora import attach_lora
+from paramem.memory.trainer import EpochReport, SequentialTrainer
+from paramem.model.loading import dtype_of, load_model
 from paramem.store.user import LearnedConversation, UserMemory, now_iso
 
 

@@ -64,12 +64,6 @@ def slot_prompt(head: list[int], slot: list[int], prompt: list[int]) -> list[int
     return head + slot + prompt[len(head) :]
 
 
-def reads_cartridges(model) -> bool:
-    """Whether `model` is a cartridge memory with its cartridges on: its prompts must then start with
-    exactly the memory head's tokens (`encode_prompt(..., slot=True)`)."""
-    return bool(getattr(model, "active", False))
-
-
 def rotate_keys(keys: torch.Tensor, offset: int, inv_freq: torch.Tensor) -> torch.Tensor:
     """RoPE keys [..., positions, head_dim] moved `offset` positions later (HF's rotate-half layout)."""
     if offset == 0:

@@ -36,8 +36,8 @@ from paramem.augment.templates import fact_clause
 from paramem.config import TrainConfig
 from paramem.data.conversations import Conversation
 from paramem.data.notes import Notes
+from paramem.memory.batching import length_buckets
 from paramem.memory.cartridge import memory_head, slot_prompt
-from paramem.memory.trainer import length_buckets
 from paramem.model.decode import decode_after_prefix, end_token_ids, left_padded, repeated
 from paramem.model.loading import decoder_and_head
 from paramem.model.prompts import encode_prompt

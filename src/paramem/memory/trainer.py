@@ -9,63 +9,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from peft import PeftModel, get_peft_model
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from peft import PeftModel
+from transformers import PreTrainedTokenizerBase
 
 from paramem.augment.pairs import QAPair, training_pairs, validation_pairs
 from paramem.config import TrainConfig
 from paramem.data.notes import Notes
-from paramem.model.loading import decoder_and_head
+from paramem.memory.batching import batches, training_loss
+from paramem.memory.distill import distill_batches, distillation_loss, encode_target
 from paramem.model.prompts import Encoded, encode_example, encode_statement
-from paramem.read.readers import LogOddsReader, Reader
-
-
-def linear_module_names(model: torch.nn.Module) -> list[str]:
-    """Short names of the linear layers inside the transformer blocks ("q_proj", ..., not the head)."""
-    _, head = decoder_and_head(model)
-    return sorted(
-        {
-            name.rsplit(".", 1)[-1]
-            for name, module in model.named_modules()
-            if isinstance(module, torch.nn.Linear) and module is not head
-        }
-    )
-
-
-def weighted_cross_entropy(logits: torch.Tensor, input_ids: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """PLUM's loss: sum over tokens of weight x CE(next token), divided by the number of trained tokens.
-
-    `weights[b, i]` is the weight of predicting token i from tokens < i; padding has weight 0. Dividing
-    by a count rather than by the weight sum keeps lambda a true multiplier: a token of weight lambda
-    contributes exactly lambda times the gradient of a token of weight 1.
-    """
-    logits = logits[:, :-1].float()
-    targets = input_ids[:, 1:]
-    token_weights = weights[:, 1:]
-    losses = torch.nn.functional.cross_entropy(
-        logits.reshape(-1, logits.size(-1)), targets.reshape(-1), reduction="none"
-    ).view_as(targets)
-    trained = (token_weights > 0).sum().clamp(min=1)
-    return (losses * token_weights).sum() / trained
-
-
-def training_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """`weighted_cross_entropy` of a batch, computed without wasted work: the vocabulary head (a large
-    share of the FLOPs of a small model) runs only at positions that carry loss weight, so padding
-    never reaches it and no [batch x length x vocabulary] tensor is ever made."""
-    decoder, head = decoder_and_head(model)
-    hidden = decoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
-    return loss_at_weights(head, hidden, batch)
-
-
-def loss_at_weights(head: torch.nn.Module, hidden: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """`weighted_cross_entropy` from the decoder's hidden states, one per input token: the head runs
-    only where the loss has weight."""
-    weights = batch["weights"][:, 1:]
-    trained = weights > 0
-    logits = head(hidden[:, :-1][trained]).float()
-    losses = torch.nn.functional.cross_entropy(logits, batch["input_ids"][:, 1:][trained], reduction="none")
-    return (losses * weights[trained]).sum() / trained.sum().clamp(min=1)
+from paramem.model.scoring import LogOddsReader, Reader
 
 
 def rotation(count: int, limit: int, turn: int) -> list[int]:
@@ -81,45 +34,6 @@ def encode_pair(tokenizer: PreTrainedTokenizerBase, pair: QAPair, config: TrainC
     if pair.kind == "statement":
         return encode_statement(tokenizer, pair.answer, config.statement_weight)
     return encode_example(tokenizer, pair.question, pair.answer, config.qa_weight, config.template_weight)
-
-
-def length_buckets(examples: list, batch_size: int, rng: random.Random) -> list[list]:
-    """Examples (anything with `input_ids`) grouped by length, so a batch holds little padding, the
-    groups in shuffled order."""
-    order = sorted(range(len(examples)), key=lambda i: (len(examples[i].input_ids), rng.random()))
-    groups = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    rng.shuffle(groups)
-    return [[examples[i] for i in group] for group in groups]
-
-
-def batches(
-    examples: list[Encoded], batch_size: int, pad_id: int, max_length: int, rng: random.Random
-) -> list[dict[str, torch.Tensor]]:
-    """Length-bucketed batches (similar lengths together, so little padding), in shuffled order."""
-    out = []
-    for rows in length_buckets(examples, batch_size, rng):
-        width = min(max_length, max(len(r.input_ids) for r in rows))
-        ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-        weights = torch.zeros((len(rows), width))
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for row, example in enumerate(rows):
-            n = min(width, len(example.input_ids))
-            ids[row, :n] = torch.tensor(example.input_ids[:n])
-            weights[row, :n] = torch.tensor(example.weights[:n])
-            mask[row, :n] = 1
-        out.append({"input_ids": ids, "attention_mask": mask, "weights": weights})
-    return out
-
-
-def attach_lora(model: PreTrainedModel, config: TrainConfig, adapter: str | None = None) -> PeftModel:
-    """Wrap the base model with a fresh LoRA, or with a saved adapter to continue learning."""
-    model.set_attn_implementation(config.attention)
-    if adapter is not None:
-        return PeftModel.from_pretrained(
-            model, adapter, is_trainable=True, autocast_adapter_dtype=config.adapter_float32
-        )
-    torch.manual_seed(config.seed)  # LoRA's A matrices start the same whatever ran before in this process
-    return get_peft_model(model, config.lora_config(model), autocast_adapter_dtype=config.adapter_float32)
 
 
 @dataclass
@@ -220,7 +134,6 @@ class SequentialTrainer:
     def _distill_examples(self, notes: Notes, earlier: list[Notes], rng: random.Random) -> tuple[list, int]:
         """The teacher's targets for this conversation, then a replayed share of earlier conversations'
         stored targets (never their raw text)."""
-        from paramem.memory.distill import encode_target
 
         own = self.targets[notes.conversation_id]
         # A cartridge is learned alone: it holds its own conversation and depends on no other.
@@ -334,15 +247,11 @@ class SequentialTrainer:
 
     def _batches(self, examples: list, rng: random.Random) -> list[dict[str, torch.Tensor]]:
         if self.config.objective == "distill":
-            from paramem.memory.distill import distill_batches
-
             return distill_batches(examples, self.config.batch_size, self.tokenizer.pad_token_id, rng)
         return batches(examples, self.config.batch_size, self.tokenizer.pad_token_id, self.config.max_length, rng)
 
     def _loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         if self.config.objective == "distill":
-            from paramem.memory.distill import distillation_loss
-
             return distillation_loss(model, batch, self.config.distill_hidden_weight)
         return training_loss(model, batch)
 

@@ -119,3 +119,20 @@ def ranking_auc_interval(
         values.append(ranking_auc([gold[i] for i in chosen], [scores[i] for i in chosen]))
     values.sort()
     return values[int(0.025 * (samples - 1))], values[int(0.975 * (samples - 1))]
+
+
+def fit_threshold(scores: list[float], labels: list[str]) -> float:
+    """The log-odds threshold with the best balanced accuracy on labelled held-out questions.
+
+    Ties go to the threshold nearest 0, so a memory that separates nothing keeps P(yes) > P(no)."""
+    yes = [s for s, label in zip(scores, labels) if label == "yes"]
+    no = [s for s, label in zip(scores, labels) if label == "no"]
+    if not yes or not no:
+        return 0.0
+    ordered = sorted(set(scores))
+    candidates = [ordered[0] - 1.0, *[(a + b) / 2 for a, b in zip(ordered, ordered[1:])], ordered[-1] + 1.0]
+
+    def balanced_accuracy(t: float) -> float:
+        return (sum(s > t for s in yes) / len(yes) + sum(s <= t for s in no) / len(no)) / 2
+
+    return max(candidates, key=lambda t: (balanced_accuracy(t), -abs(t)))

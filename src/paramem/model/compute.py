@@ -18,22 +18,13 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from paramem.errors import InputError
-from paramem.files import write_atomic
+from paramem.config import dtype_name
+from paramem.files import cache_home, write_atomic
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
-ALIASES = {"fp32": "float32", "f32": "float32", "bf16": "bfloat16"}
 DTYPE_ENV = "PARAMEM_DTYPE"
 # CPU flags that decide bf16 speed (x86: AMX tiles, AVX512-BF16; ARM: the BF16 extension).
 BF16_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "bf16")
-
-
-def dtype_name(text: str) -> str:
-    """A dtype's canonical name ("bf16" -> "bfloat16"); `InputError` for anything else."""
-    name = ALIASES.get(text.strip().lower(), text.strip().lower())
-    if name not in DTYPES:
-        raise InputError(f"unknown dtype {text!r} (float32 or bfloat16)")
-    return name
 
 
 def cpu_info() -> dict:
@@ -89,8 +80,6 @@ class DtypeChoice:
 
 
 def _cache_file():
-    from paramem.model.loading import cache_home
-
     return cache_home() / "dtype.json"
 
 

@@ -21,6 +21,7 @@ from transformers.utils import logging as transformers_logging
 
 from paramem.config import DEFAULT_MODEL
 from paramem.errors import InputError
+from paramem.files import cache_home
 from paramem.model.compute import DTYPE_ENV, DTYPES, choose_dtype
 
 
@@ -54,11 +55,6 @@ PRESETS: dict[str, Preset] = {
 # The embedded default, config.DEFAULT_MODEL: the smallest preset that does the job (README).
 
 TINY_MODEL = "tiny"  # a randomly initialised model built in code, for tests
-
-
-def cache_home() -> Path:
-    """Where dequantized presets live: $PARAMEM_CACHE, else ~/.cache/paramem."""
-    return Path(os.environ.get("PARAMEM_CACHE", Path.home() / ".cache" / "paramem"))
 
 
 def _package_dir(import_name: str) -> Path:

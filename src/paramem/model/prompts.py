@@ -89,3 +89,9 @@ def encode_statement(tokenizer: PreTrainedTokenizerBase, text: str, weight: floa
     if tokenizer.eos_token_id is not None:
         ids.append(tokenizer.eos_token_id)
     return Encoded(ids, [weight] * len(ids))
+
+
+def reads_cartridges(model) -> bool:
+    """Whether `model` is a cartridge memory with its cartridges on: its prompts must then start with
+    exactly the memory head's tokens (`encode_prompt(..., slot=True)`)."""
+    return bool(getattr(model, "active", False))

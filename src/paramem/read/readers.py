@@ -21,16 +21,17 @@ Decision rules (how scores become yes/no; every method is scored under every rul
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
 
 from transformers import PreTrainedTokenizerBase
 
-from paramem.augment.pairs import heldout_pairs
+from paramem.augment.pairs import QAPair, heldout_pairs
 from paramem.data.conversations import Conversation
 from paramem.errors import InputError
-from paramem.read.answer import YesNoScorer, rule_thresholds
+from paramem.metrics.yes_no import fit_threshold
+from paramem.model.scoring import CONTENT_FREE_QUESTION, LogOddsReader, Reader
 from paramem.read.recall import RECALL_THRESHOLD, RecallConfig, SentenceMatcher, recollections
 from paramem.read.retrieval import RetrievalConfig, hybrid_retriever, retrieval_prompt
 from paramem.store.user import UserMemory
@@ -55,37 +56,6 @@ def main_rule(readout: str, form: str | None = None) -> str:
     if form == "cartridge" and readout == "log-odds":
         return CARTRIDGE_RULE
     return MAIN_RULE.get(readout, "prior")
-
-
-class Reader(Protocol):
-    def score(self, questions: list[str]) -> list[float]:
-        """One score per question; above a rule's threshold means yes."""
-        ...
-
-    def prompt_tokens(self, questions: list[str]) -> int:
-        """Mean prompt tokens the model reads per question (0 when no prompt is run per question)."""
-        ...
-
-
-class LogOddsReader:
-    """log P(yes) - log P(no) of the first answer token; `systems` gives each question its system
-    prompt (pasted conversations, retrieved passages), else paramem's own."""
-
-    def __init__(
-        self, model, tokenizer: PreTrainedTokenizerBase, systems: Callable[[list[str]], list[str]] | None = None
-    ):
-        self.model, self.tokenizer = model, tokenizer
-        self.scorer = YesNoScorer(model, tokenizer)
-        self.systems = systems or (lambda questions: [self.scorer.system] * len(questions))
-
-    def score(self, questions: list[str]) -> list[float]:
-        return self.scorer.log_odds(questions, self.systems(questions))
-
-    def prompt_tokens(self, questions: list[str]) -> int:
-        """Mean prompt tokens per question, a memory read in the prompt (cartridges) included:
-        attention reads every one of them."""
-        lengths = [len(prompt) for prompt in self.scorer.prompts(questions, self.systems(questions))]
-        return sum(lengths) // max(len(lengths), 1) + getattr(self.model, "prefix_tokens", 0)
 
 
 class RecallReader:
@@ -204,3 +174,15 @@ def hybrid_ask(
         Answer(q, "yes" if s > threshold else "no", s - threshold, f[0].text if f else None)
         for q, s, f in zip(questions, scores, found)
     ]
+
+
+def rule_thresholds(score: Callable[[list[str]], list[float]], heldout: list[QAPair] | None = None) -> dict[str, float]:
+    """The score threshold of each decision rule (evaluate/run.py: DECISION_RULES) for one way of
+    scoring questions. `heldout` (the teacher's held-out reworded pairs) adds the heldout rule (a
+    fitted threshold) and the balanced rule (their median score: they are half yes by construction)."""
+    thresholds = {"prior": score([CONTENT_FREE_QUESTION])[0], "raw": 0.0}
+    if heldout is not None:
+        scores = score([p.question for p in heldout])
+        thresholds["heldout"] = fit_threshold(scores, [p.label for p in heldout])
+        thresholds["balanced"] = statistics.median(scores) if scores else 0.0
+    return thresholds

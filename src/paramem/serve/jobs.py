@@ -37,7 +37,7 @@ from paramem.errors import InputError
 from paramem.files import write_atomic
 from paramem.lifecycle.forget import forget, stored_train_config
 from paramem.lifecycle.remember import Callbacks, remember
-from paramem.read.answer import load_memory
+from paramem.read.loading import load_memory
 from paramem.read.recall import recollections
 from paramem.serve.config import ServeConfig
 from paramem.serve.errors import ApiError, public_reason

@@ -34,7 +34,8 @@ import re
 import shutil
 import sqlite3
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +43,7 @@ from typing import Any
 
 from paramem.data.notes import Notes
 from paramem.errors import InputError, user_file_problem
-from paramem.files import fsync_dir, fsync_tree, write_atomic_bytes
+from paramem.files import fsync_dir, fsync_tree, paramem_home, write_atomic_bytes
 
 _USER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}$")
 
@@ -88,12 +89,6 @@ ADDED_COLUMNS = {
     "teacher_writing_seconds": "REAL",
     "teacher_queries": "INTEGER",
 }
-
-
-def paramem_home() -> Path:
-    """$PARAMEM_HOME, else ~/.local/share/paramem."""
-    default = Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share")) / "paramem"
-    return Path(os.environ.get("PARAMEM_HOME", default))
 
 
 @dataclass(frozen=True)
@@ -457,21 +452,18 @@ class UserMemory:
         except (ValueError, KeyError, TypeError) as error:
             raise self.damaged(path, error) from None
 
-    def commit_milp(self, model, record: dict[str, Any]) -> None:
-        """Write a MiLP memory as a new version (flushed to disk), then switch current.json to it in
-        one atomic rename. The version before stays until the next commit, so a reader still loading it
-        (a commit takes a whole search) finds it whole; older ones go."""
+    def commit_milp(self, write: Callable[[Path], None], record: dict[str, Any]) -> None:
+        """Write a MiLP memory as a new version (`write(folder)` puts its files there; they are flushed
+        to disk), then switch current.json to it in one atomic rename. The version before stays until
+        the next commit, so a reader still loading it (a commit takes a whole search) finds it whole;
+        older ones go."""
         assert self._lock_file is not None, "commit_milp() needs the user's lock"
-        import uuid
-
-        from paramem.memory.milp.model import save
-
         previous = self.milp_record()
         version = (previous["version"] + 1) if previous else 1
         folder = self.milp_root / str(version)
         shutil.rmtree(folder, ignore_errors=True)  # an uncommitted leftover of a crash
         folder.mkdir(parents=True)
-        save(model, folder)
+        write(folder)
         fsync_tree(folder)
         write_atomic_bytes(
             self.milp_root / "current.json",

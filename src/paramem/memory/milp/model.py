@@ -29,7 +29,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_linear_sc
 
 from paramem.config import MiLPTrainConfig, MultiLoraConfig
 from paramem.data.conversations import Conversation, Message
-from paramem.memory.trainer import batches, training_loss
+from paramem.memory.batching import batches, training_loss
 from paramem.model.loading import unwrapped
 from paramem.model.prompts import Encoded
 

@@ -1,6 +1,6 @@
 import pytest
 
-from paramem.evaluate.replies import mean_scores, persona_f1, persona_words, rouge, score_reply
+from paramem.metrics.replies import mean_scores, persona_f1, persona_words, rouge, score_reply
 
 
 def test_persona_f1_is_unigram_f1_without_stop_words():

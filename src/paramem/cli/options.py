@@ -1,0 +1,198 @@
+"""The options the commands share, each declared once, and what turns their text into settings."""
+
+from __future__ import annotations
+
+import typer
+
+from paramem.config import PairConfig, RememberConfig, TrainConfig, option_default, option_help
+from paramem.errors import InputError
+
+HomeOption = typer.Option(None, "--home", help="memory home (default: $PARAMEM_HOME or ~/.local/share/paramem)")
+
+
+ReadoutOption = typer.Option(
+    None,
+    "--readout",
+    help="how yes/no questions are read from a model: recall "
+    "(the memory recalls each conversation from its date; the question is matched to it) "
+    "or log-odds (P(yes) vs P(no) of the answer token); default: recall for a sequential memory, "
+    "log-odds for cartridges",
+)
+
+
+RetrieveOption = typer.Option(
+    None,
+    "--retrieve",
+    help="the user's conversation file (any format remember reads): read the memory beside the turns "
+    "the dense retriever finds in it for each question (the hybrid method; yes/no by log-odds)",
+)
+
+
+PassagesOption = typer.Option(5, "--k", help="turns retrieved per question (with --retrieve)")
+
+
+def config_option(config: type, name: str, *flags: str, default=None):
+    """A CLI option whose default and help are the config field's own, written once in config.py."""
+    return typer.Option(
+        option_default(config, name) if default is None else default, *flags, help=option_help(config, name)
+    )
+
+
+DtypeOption = config_option(RememberConfig, "dtype", "--dtype")
+
+
+# The learning options `remember` and `remember-many` share.
+BaseModelOption = typer.Option(
+    None,
+    "--base-model",
+    help=option_help(RememberConfig, "base_model")
+    + " (default: what the memory was started on, else the embedded default)",
+)
+
+
+TeacherOption = typer.Option("extractive", "--teacher", help="extractive, local or openai")
+
+
+TeacherModelOption = typer.Option(None, "--teacher-model", help="model of the local/openai teacher")
+
+
+TeacherUrlOption = typer.Option(None, "--teacher-url", help="OpenAI-compatible base URL")
+
+
+TeacherKeyEnvOption = typer.Option(
+    "OPENAI_API_KEY",
+    "--teacher-key-env",
+    help="environment variable holding the openai teacher's API key (a key is never "
+    "given as a flag: flags show in `ps`)",
+)
+
+
+EpochsOption = config_option(TrainConfig, "epochs", "--epochs")
+
+
+LearningRateOption = typer.Option(
+    str(option_default(TrainConfig, "learning_rate")),
+    "--lr",
+    help="learning rate; several, comma-separated (2e-4,5e-4,1e-3): " + option_help(TrainConfig, "learning_rates"),
+)
+
+
+LambdaOption = config_option(TrainConfig, "qa_weight", "--lambda")
+
+
+ReplayOption = config_option(TrainConfig, "replay_share", "--replay")
+
+
+ReplayedCuesOption = config_option(TrainConfig, "replayed_cues", "--replayed-cues")
+
+
+DistillQueriesOption = config_option(TrainConfig, "distill_queries", "--distill-queries")
+
+
+SelfStudyQueriesOption = config_option(TrainConfig, "self_study_queries", "--self-study-queries")
+
+
+DistillChecksOption = config_option(TrainConfig, "distill_checks", "--distill-checks")
+
+
+DistillHiddenWeightOption = config_option(TrainConfig, "distill_hidden_weight", "--distill-hidden-weight")
+
+
+NegativeRatioOption = config_option(PairConfig, "negative_ratio", "--negative-ratio")
+
+
+ObjectiveOption = config_option(TrainConfig, "objective", "--objective")
+
+
+FormOption = config_option(TrainConfig, "form", "--form")
+
+
+KeepConversationsOption = config_option(RememberConfig, "keep_conversations", "--keep-conversations")
+
+
+RegenerateNotesOption = config_option(RememberConfig, "regenerate_notes", "--regenerate-notes")
+
+
+NotesCacheOption = config_option(RememberConfig, "notes_cache", "--notes-cache/--no-notes-cache")
+
+
+def chosen_teacher(kind: str, model: str | None, url: str | None, key_env: str):
+    """The chosen teacher; a bad choice is bad input (InputError)."""
+    from paramem.augment.teachers import make_teacher
+
+    return make_teacher(kind, model, url, key_env)
+
+
+def chosen_dtype(text: str | None) -> str | None:
+    from paramem.config import dtype_name
+
+    return None if text is None else dtype_name(text)
+
+
+def chosen_readout(text: str | None, memory=None) -> str | None:
+    """A readout checked by name; None is the memory's own default (`readers.default_readout`)."""
+    from paramem.read.readers import READOUTS, default_readout
+
+    if text is None:
+        return default_readout(memory) if memory is not None else None
+    if text not in READOUTS:
+        raise InputError(f"unknown readout {text!r} (available: {', '.join(READOUTS)})")
+    return text
+
+
+def comma_list(text: str) -> list[str]:
+    """The non-empty items of a comma-separated option, stripped."""
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def method_list(text: str) -> list[str]:
+    """A comma-separated list of evaluation methods, each one known."""
+    from paramem.evaluate.run import METHODS
+
+    chosen = comma_list(text)
+    unknown = [m for m in chosen if m not in METHODS]
+    if unknown or not chosen:
+        raise InputError(f"unknown method(s) {', '.join(unknown) or '(none given)'}; available: {', '.join(METHODS)}")
+    return chosen
+
+
+def learning_rate_list(text: str) -> list[float]:
+    """Parsed here; checked (above 0) by TrainConfig, like every other option."""
+    try:
+        rates = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        rates = []
+    if not rates:
+        raise InputError(f"--lr {text!r}: give one or more numbers, comma-separated")
+    return rates
+
+
+def train_config(
+    epochs: int,
+    lr: str,
+    qa_weight: float,
+    replay: float,
+    replayed_cues: int,
+    negative_ratio: float,
+    objective: str,
+    form: str,
+    distill_queries: int,
+    distill_checks: int,
+    distill_hidden_weight: float,
+) -> TrainConfig:
+    """The learning options `remember` and `remember-many` share, as a TrainConfig."""
+    rates = learning_rate_list(lr)
+    return TrainConfig(
+        epochs=epochs,
+        learning_rate=rates[0],
+        learning_rates=rates if len(rates) > 1 else None,
+        qa_weight=qa_weight,
+        replay_share=replay,
+        replayed_cues=replayed_cues,
+        objective=objective,
+        form=form,
+        distill_queries=distill_queries,
+        distill_checks=distill_checks,
+        distill_hidden_weight=distill_hidden_weight,
+        pairs=PairConfig(negative_ratio=negative_ratio),
+    )
