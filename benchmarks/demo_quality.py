@@ -21,7 +21,7 @@ from paramem.augment.teachers import make_teacher
 from paramem.cli.demo import demo_files, seed_teacher_cache
 from paramem.cli.progress import learn_with_progress, print_results
 from paramem.config import TrainConfig
-from paramem.data.conversations import load_conversations
+from paramem.data.formats import load_conversations
 from paramem.evaluate.probes import load_probes
 from paramem.evaluate.run import METHODS, RECALL_METHODS, evaluate_yes_no, run_meta
 from paramem.lifecycle.remember import RememberConfig

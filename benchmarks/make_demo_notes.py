@@ -9,9 +9,10 @@ import argparse
 import json
 import time
 
-from paramem.augment.teachers import augment, make_teacher
+from paramem.augment.teachers import make_teacher
+from paramem.augment.teaching import augment
 from paramem.cli.demo import demo_files
-from paramem.data.conversations import load_conversations
+from paramem.data.formats import load_conversations
 
 
 def main() -> None:

@@ -28,9 +28,9 @@ from dataclasses import replace
 from pathlib import Path
 
 from paramem.augment.pairs import PairConfig
-from paramem.augment.teachers import ExtractiveTeacher
+from paramem.augment.teachers.extractive import ExtractiveTeacher
 from paramem.config import TrainConfig
-from paramem.data.conversations import load_conversations
+from paramem.data.formats import load_conversations
 from paramem.evaluate.run import run_meta
 from paramem.files import write_atomic
 from paramem.lifecycle.remember import Callbacks, RememberConfig, remember
@@ -69,7 +69,8 @@ def token_summary(rows: list[dict]) -> dict:
 def count_only(args, conversations, train: TrainConfig) -> None:
     """The tokens each conversation's epochs train, bounded and unbounded, with no training at all:
     the teacher's notes as `remember` makes them, then the epochs' examples as the trainer draws them."""
-    from paramem.augment.teachers import augment, drop_contradicting_negatives
+    from paramem.augment.teachers.base import drop_contradicting_negatives
+    from paramem.augment.teaching import augment
     from paramem.model.loading import load_model
 
     _, tokenizer = load_model(args.base_model)

@@ -35,9 +35,9 @@ def main() -> None:
 
     from fastapi.testclient import TestClient
 
-    from paramem.augment.teachers import ExtractiveTeacher
+    from paramem.augment.teachers.extractive import ExtractiveTeacher
     from paramem.config import DEFAULT_MODEL, PairConfig, RememberConfig, TrainConfig
-    from paramem.data.conversations import load_conversations
+    from paramem.data.formats import load_conversations
     from paramem.evaluate.run import run_meta
     from paramem.lifecycle.remember import remember
     from paramem.serve import MemoryServer, ServeConfig, create_app
@@ -51,7 +51,7 @@ def main() -> None:
     for name, conversation in zip(("ann", "ben", "cat"), conversations):
         remember(name, [conversation], ExtractiveTeacher(), quick, home)
         with UserMemory(name, home) as memory:
-            tokens[name] = memory.new_token()
+            tokens[name] = memory.tokens.new()
     server = MemoryServer(ServeConfig(base, home, cache_size=8, max_new_tokens=args.tokens))
     client = TestClient(create_app(server))
     question = [{"role": "user", "content": "What did we talk about last time?"}]

@@ -121,9 +121,9 @@ def main() -> None:
 
     import uvicorn
 
-    from paramem.augment.teachers import ExtractiveTeacher
+    from paramem.augment.teachers.extractive import ExtractiveTeacher
     from paramem.config import DEFAULT_MODEL, PairConfig, RememberConfig, TrainConfig
-    from paramem.data.conversations import load_conversations
+    from paramem.data.formats import load_conversations
     from paramem.evaluate.run import run_meta
     from paramem.lifecycle.remember import remember
     from paramem.model.compute import cpu_info
@@ -155,12 +155,12 @@ def main() -> None:
         fresh = load_model(base, str(model.dtype).removeprefix("torch."))[0]
         adapter, covered = canary_adapter(fresh, tokenizer, token_id, samples)
         with UserMemory(name, home) as memory:
-            memory.commit_milp(
+            memory.milp.commit(
                 adapter.save_pretrained,
                 {"base_model": base, "dtype": str(model.dtype), "memory": {}, "described": f"canary{canaries[name]}",
                  "conversations": []},
             )  # fmt: skip
-            tokens[name] = memory.new_token()
+            tokens[name] = memory.tokens.new()
         took = time.perf_counter() - started
         print(f"set up {name} ({canaries[name].strip()}, {covered:.0%} of sample states covered) after {took:.0f} s")
     del model

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 import paramem.memory.distill as distill
-from paramem.augment.teachers import ExtractiveTeacher
+from paramem.augment.teachers.extractive import ExtractiveTeacher
 from paramem.config import DEFAULT_MODEL, TrainConfig
 from paramem.errors import InputError
 from paramem.evaluate.locomo import build_locomo

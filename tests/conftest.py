@@ -22,7 +22,7 @@ def isolated_home(tmp_path, monkeypatch):
 
 @pytest.fixture
 def demo_conversations():
-    from paramem.data.conversations import load_conversations
+    from paramem.data.formats import load_conversations
 
     return load_conversations(DEMO / "conversations.jsonl")
 
@@ -52,7 +52,7 @@ def served(demo_conversations, isolated_home):
     uvicorn on 127.0.0.1 in a thread (tests/serve): (server, API url, each user's token)."""
     from serve_helpers import PLAIN, start
 
-    from paramem.augment.teachers import ExtractiveTeacher
+    from paramem.augment.teachers.extractive import ExtractiveTeacher
     from paramem.config import RememberConfig, TrainConfig
     from paramem.lifecycle.remember import remember
     from paramem.serve import MemoryServer, ServeConfig
@@ -67,7 +67,7 @@ def served(demo_conversations, isolated_home):
     tokens = {}
     for name in ("alice", "bob", "carol"):
         with UserMemory(name) as memory:
-            tokens[name] = memory.new_token()
+            tokens[name] = memory.tokens.new()
     server = MemoryServer(ServeConfig("tiny", isolated_home, cache_size=2, max_new_tokens=16))
     uv, thread, url = start(server)
     yield server, url, tokens

@@ -16,7 +16,7 @@ from paramem.store.user import UserMemory
 
 LEARN = """
 import sys
-from paramem.augment.teachers import ExtractiveTeacher
+from paramem.augment.teachers.extractive import ExtractiveTeacher
 from paramem.data.conversations import load_conversations
 from paramem.lifecycle.remember import RememberConfig, remember
 from paramem.memory.trainer import TrainConfig

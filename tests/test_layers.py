@@ -35,11 +35,16 @@ def imports(path: Path) -> list[tuple[str, int, bool]]:
     """(module imported, line, inside a function) for each import of paramem in `path`."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
     inside: set[int] = set()
+    typing_only: set[int] = set()  # `if TYPE_CHECKING:` imports are read by type checkers, never run
     for node in ast.walk(tree):
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             inside.update(id(n) for n in ast.walk(node) if n is not node)
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
+            typing_only.update(id(n) for n in ast.walk(node))
     found = []
     for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
         names = []
         if isinstance(node, ast.Import):
             names = [a.name for a in node.names]

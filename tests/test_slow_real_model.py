@@ -5,7 +5,7 @@ import pytest
 from conftest import DEMO
 
 from paramem.augment.pairs import PairConfig
-from paramem.augment.teachers import ExtractiveTeacher
+from paramem.augment.teachers.extractive import ExtractiveTeacher
 from paramem.config import TrainConfig
 from paramem.data.notes import content_words
 from paramem.evaluate.probes import load_probes

@@ -79,7 +79,7 @@ def test_validation_is_balanced_within_each_shape():
 def test_heldout_wordings_are_never_a_fallback_form_when_another_exists():
     """A local teacher paraphrases its topics but falls back on "anything about <word>" for the
     negatives it draws; held out, that form alone would say "no"."""
-    from paramem.augment.teachers import fallback_paraphrases
+    from paramem.augment.teachers.extractive import fallback_paraphrases
 
     drawn = Notes(
         "c2",

@@ -5,17 +5,12 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
-from paramem.augment.teachers import (
-    ExtractiveTeacher,
-    LocalTeacher,
-    NotesCache,
-    OpenAITeacher,
-    TeacherError,
-    augment,
-    drop_contradicting_negatives,
-    make_teacher,
-    model_notes,
-)
+from paramem.augment.teachers import make_teacher
+from paramem.augment.teachers.base import drop_contradicting_negatives
+from paramem.augment.teachers.endpoint import OpenAITeacher, TeacherError
+from paramem.augment.teachers.extractive import ExtractiveTeacher
+from paramem.augment.teachers.local import LocalTeacher, model_notes
+from paramem.augment.teaching import NotesCache, augment
 from paramem.data.notes import Notes, Topic, content_words, is_absent
 from paramem.errors import InputError
 
@@ -151,7 +146,7 @@ def scripted_endpoint(monkeypatch):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     ScriptedServer.script, ScriptedServer.seen_auth = [], []
     sleeps: list[float] = []
-    monkeypatch.setattr("paramem.augment.teachers.time.sleep", sleeps.append)
+    monkeypatch.setattr("paramem.augment.teachers.endpoint.time.sleep", sleeps.append)
     yield f"http://127.0.0.1:{server.server_port}/v1", sleeps
     server.shutdown()
 

@@ -5,7 +5,7 @@ from conftest import DATA, DEMO, FIXTURES, needs_data, write_jsonl
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from paramem.data.conversations import detect_format, load_conversations
+from paramem.data.formats import detect_format, load_conversations
 from paramem.errors import InputError
 
 
@@ -263,7 +263,7 @@ def test_a_broken_json_document_names_the_line_of_the_fault(tmp_path):
 
 
 def test_limits_on_file_size_conversation_count_and_length(tmp_path, monkeypatch):
-    from paramem import conversations
+    from paramem.data import conversations
 
     path = write_jsonl(tmp_path / "c.jsonl", [conv("a", "x" * 40), conv("b", "short")])
     monkeypatch.setattr(conversations, "MAX_CONVERSATION_CHARS", 30)
@@ -279,7 +279,6 @@ def test_limits_on_file_size_conversation_count_and_length(tmp_path, monkeypatch
 
 
 def test_format_detection_reads_only_the_start_of_a_file(tmp_path, monkeypatch):
-    from paramem import conversations
 
     path = write_jsonl(tmp_path / "c.jsonl", [conv(str(i), "hello " * 50) for i in range(200)])
     real_open, read = open, []
@@ -291,5 +290,5 @@ def test_format_detection_reads_only_the_start_of_a_file(tmp_path, monkeypatch):
         return handle
 
     monkeypatch.setattr("builtins.open", counting_open)
-    assert conversations.detect_format(path) == "jsonl"
+    assert detect_format(path) == "jsonl"
     assert read and all(0 < size <= 1 << 20 for size in read)

@@ -1,6 +1,6 @@
 from conftest import DATA, FIXTURES, needs_data
 
-from paramem.data.conversations import load_conversations
+from paramem.data.formats import load_conversations
 from paramem.evaluate.episodes import malp_episodes, msc_episodes, select
 from paramem.metrics.replies import persona_f1
 

@@ -5,7 +5,8 @@ import torch
 from conftest import sentences_left
 from typer.testing import CliRunner
 
-from paramem.augment.teachers import ExtractiveTeacher, NotesCache
+from paramem.augment.teachers.extractive import ExtractiveTeacher
+from paramem.augment.teaching import NotesCache
 from paramem.cli.main import app
 from paramem.config import RememberConfig, TrainConfig
 from paramem.errors import InputError

@@ -4,7 +4,7 @@ import pytest
 import torch
 from peft import PeftModel
 
-from paramem.augment.teachers import ExtractiveTeacher
+from paramem.augment.teachers.extractive import ExtractiveTeacher
 from paramem.config import TrainConfig
 from paramem.errors import InputError
 from paramem.lifecycle.remember import Callbacks, RememberConfig, remember
@@ -104,7 +104,7 @@ MULTILINGUAL = {
 
 def test_conversations_in_every_language_are_learned_with_notes(tmp_path):
     from paramem.augment.pairs import validation_pairs
-    from paramem.data.conversations import load_conversations
+    from paramem.data.formats import load_conversations
 
     records = [
         {"id": lang, "messages": [{"role": "user", "content": u}, {"role": "assistant", "content": a}]}
@@ -119,7 +119,7 @@ def test_conversations_in_every_language_are_learned_with_notes(tmp_path):
 
 
 def test_a_conversation_with_nothing_to_learn_is_refused_before_anything_is_stored(tmp_path):
-    from paramem.data.conversations import load_conversations
+    from paramem.data.formats import load_conversations
 
     path = tmp_path / "c.jsonl"
     records = [

@@ -3,7 +3,7 @@ import os
 import pytest
 import torch
 
-from paramem.augment.teachers import ExtractiveTeacher
+from paramem.augment.teachers.extractive import ExtractiveTeacher
 from paramem.memory.cartridge import Cartridge, CartridgeModel, memory_head, rotate_keys, slot_cache, slot_prompt
 from paramem.memory.distill import conversation_slot
 from paramem.model.generate import generate

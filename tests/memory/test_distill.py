@@ -4,7 +4,7 @@ import random
 import pytest
 import torch
 
-from paramem.augment.teachers import ExtractiveTeacher
+from paramem.augment.teachers.extractive import ExtractiveTeacher
 from paramem.config import TrainConfig
 from paramem.errors import InputError
 from paramem.lifecycle.remember import RememberConfig, remember
@@ -227,17 +227,17 @@ def test_remember_with_distill_stores_targets_and_replays_them(demo_conversation
 
 
 def test_remember_matches_hidden_states_while_learning_and_stores_none(demo_conversations, monkeypatch):
-    import paramem.memory.distill
+    import paramem.memory.trainer
     from paramem.memory.trainer import SequentialTrainer
 
     seen = []
-    original = paramem.memory.distill.distillation_loss
+    original = paramem.memory.trainer.distillation_loss
 
     def recording(model, batch, hidden_weight=0.0):
         seen.append((hidden_weight, int(batch["has_hidden"].sum()) if "hidden" in batch else 0))
         return original(model, batch, hidden_weight)
 
-    monkeypatch.setattr(paramem.memory.distill, "distillation_loss", recording)
+    monkeypatch.setattr(paramem.memory.trainer, "distillation_loss", recording)
     replayed = []
     original_examples = SequentialTrainer._distill_examples
 

@@ -173,8 +173,8 @@ def test_cli_search_stores_the_chosen_memory_and_chat_uses_it(tmp_path):
     args = ["search", str(FIXTURES / "msc.txt"), "-u", "bob", "--base-model", "tiny", "--initial", "2", "--bo", "0"]
     result = runner.invoke(app, [*args, "--ranks", "2,4", "--block-size", "1", "--replies", "1"])
     assert result.exit_code == 0, result.output
-    record = UserMemory("bob").milp_record()
-    assert record["chosen_trial"] in (0, 1, 2) and (UserMemory("bob").milp_root / "search" / "pareto.png").exists()
+    record = UserMemory("bob").milp.record()
+    assert record["chosen_trial"] in (0, 1, 2) and (UserMemory("bob").milp.root / "search" / "pareto.png").exists()
     chatted = runner.invoke(app, ["chat", "-u", "bob", "--memory", "milp", "--max-new-tokens", "3"], input="hi\n\n")
     assert chatted.exit_code == 0 and "memory>" in chatted.output
     changed = runner.invoke(app, [*args, "--ranks", "2,8"])  # other settings, same folder
@@ -189,7 +189,7 @@ def test_cli_search_stores_the_chosen_memory_and_chat_uses_it(tmp_path):
 def test_forgetting_a_conversation_the_milp_memory_learned_removes_it():
     from conftest import FIXTURES
 
-    from paramem.data.conversations import load_conversations
+    from paramem.data.formats import load_conversations
     from paramem.lifecycle.forget import forget
     from paramem.memory.milp.model import learn
     from paramem.store.user import UserMemory
@@ -201,10 +201,10 @@ def test_forgetting_a_conversation_the_milp_memory_learned_removes_it():
     )
     with UserMemory("dora") as memory:
         ids = [c.id for c in conversations]
-        memory.commit_milp(learned.save_pretrained, {"base_model": "tiny", "memory": {}, "conversations": ids})
+        memory.milp.commit(learned.save_pretrained, {"base_model": "tiny", "memory": {}, "conversations": ids})
     with pytest.raises(InputError, match="no learned conversation"):
         forget("dora", "not-there")
-    assert UserMemory("dora").milp_record() is not None
+    assert UserMemory("dora").milp.record() is not None
     result = forget("dora", ids[1])
     assert result.how == "milp dropped" and "search again" in result.note
-    assert UserMemory("dora").milp_record() is None and not UserMemory("dora").milp_root.exists()
+    assert UserMemory("dora").milp.record() is None and not UserMemory("dora").milp.root.exists()

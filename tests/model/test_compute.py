@@ -4,9 +4,9 @@ import sys
 import pytest
 import torch
 
-from paramem import compute
 from paramem.config import dtype_name
 from paramem.errors import InputError
+from paramem.model import compute
 from paramem.model.compute import (
     choose_dtype,
     cpu_info,

@@ -1,7 +1,7 @@
 import pytest
 
 from paramem.augment.pairs import heldout_pairs
-from paramem.augment.teachers import ExtractiveTeacher
+from paramem.augment.teachers.extractive import ExtractiveTeacher
 from paramem.config import TrainConfig
 from paramem.errors import InputError
 from paramem.lifecycle.remember import RememberConfig, remember

@@ -5,7 +5,7 @@ import torch
 from conftest import DEMO
 
 from paramem.augment.pairs import PairConfig, recall_question, summary, training_pairs
-from paramem.augment.teachers import ExtractiveTeacher
+from paramem.augment.teachers.extractive import ExtractiveTeacher
 from paramem.config import TrainConfig
 from paramem.data.notes import Fact, Notes, Topic
 from paramem.evaluate.probes import load_probes

@@ -8,7 +8,7 @@ from conftest import sentences_left
 from openai import OpenAI, PermissionDeniedError
 from serve_helpers import QUESTION, expected, left_job, wait_for
 
-from paramem.augment.teachers import ExtractiveTeacher
+from paramem.augment.teachers.extractive import ExtractiveTeacher
 from paramem.config import RememberConfig, TrainConfig
 from paramem.files import cache_home, paramem_home
 from paramem.lifecycle.remember import remember
@@ -287,7 +287,7 @@ def test_milp_memory_is_served_beside_the_plum_one(served, demo_conversations):
     config = MiLPTrainConfig(memory_epochs=1, instruction_epochs=2, learning_rate=5e-3)
     learned = learn(model, tokenizer, demo_conversations[:2], MultiLoraConfig(loras=2, rank=4), config)
     with UserMemory("alice") as memory:
-        memory.commit_milp(
+        memory.milp.commit(
             learned.save_pretrained,
             {
                 "base_model": "tiny",

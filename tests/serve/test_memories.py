@@ -3,7 +3,7 @@
 import pytest
 from serve_helpers import PLAIN
 
-from paramem.augment.teachers import ExtractiveTeacher
+from paramem.augment.teachers.extractive import ExtractiveTeacher
 from paramem.lifecycle.forget import forget
 from paramem.lifecycle.remember import remember
 from paramem.model.loading import tiny_model
@@ -46,11 +46,11 @@ def test_a_milp_memory_dropped_and_stored_again_is_a_new_memory(memories, demo_c
     )
     record = {"base_model": "tiny", "dtype": "float32", "memory": {}, "described": "n=1", "conversations": []}
     with UserMemory("alice") as memory:
-        memory.commit_milp(learned.save_pretrained, record)
+        memory.milp.commit(learned.save_pretrained, record)
     first = memories.acquire(("milp", "alice")).identity
     with UserMemory("alice") as memory:
-        memory.drop_milp()
-        memory.commit_milp(learned.save_pretrained, record)  # version 1 again, as before
+        memory.milp.drop()
+        memory.milp.commit(learned.save_pretrained, record)  # version 1 again, as before
     assert memories.acquire(("milp", "alice")).identity != first
 
 

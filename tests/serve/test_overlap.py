@@ -9,7 +9,7 @@ import pytest
 from openai import OpenAI
 from serve_helpers import PLAIN, QUESTION, expected
 
-from paramem.augment.teachers import ExtractiveTeacher
+from paramem.augment.teachers.extractive import ExtractiveTeacher
 from paramem.lifecycle.forget import forget
 from paramem.lifecycle.remember import remember
 from paramem.serve.engine import Engine

@@ -14,7 +14,7 @@ import httpx
 import pytest
 from serve_helpers import PLAIN, QUESTION
 
-from paramem.augment.teachers import ExtractiveTeacher
+from paramem.augment.teachers.extractive import ExtractiveTeacher
 from paramem.lifecycle.remember import remember
 from paramem.store.user import UserMemory
 
@@ -56,7 +56,7 @@ def chat(port, token, model, stream=False, timeout=60):
 def alice(demo_conversations, isolated_home):
     remember("alice", demo_conversations[:2], ExtractiveTeacher(), PLAIN)
     with UserMemory("alice") as memory:
-        return memory.new_token()
+        return memory.tokens.new()
 
 
 def test_a_bad_option_or_a_taken_port_is_one_line_and_exit_2_before_any_work(isolated_home):

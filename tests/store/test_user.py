@@ -9,7 +9,8 @@ from paramem.data.notes import Notes, Topic
 from paramem.errors import InputError
 from paramem.memory.lora import attach_lora
 from paramem.model.loading import tiny_model
-from paramem.store.user import LearnedConversation, UserLocked, UserMemory, now_iso
+from paramem.store.manifest import LearnedConversation
+from paramem.store.user import UserLocked, UserMemory, now_iso
 
 
 def record(cid, version):
@@ -108,7 +109,7 @@ def test_a_damaged_manifest_is_one_line_and_left_as_it_is(isolated_home):
 
 
 def test_the_adapter_is_flushed_to_disk_before_the_manifest_names_it(isolated_home, monkeypatch):
-    from paramem import store
+    from paramem.store import user as store
 
     seen = []
     real = store.fsync_tree

@@ -15,10 +15,11 @@ from importlib import resources
 from pathlib import Path
 
 from paramem.augment.pairs import PairConfig, heldout_pairs
-from paramem.augment.teachers import NotesCache, make_teacher
+from paramem.augment.teachers import make_teacher
+from paramem.augment.teaching import NotesCache
 from paramem.cli.progress import console, learn_with_progress, print_results
 from paramem.config import TrainConfig
-from paramem.data.conversations import load_conversations
+from paramem.data.formats import load_conversations
 from paramem.data.notes import Notes
 from paramem.evaluate.probes import load_probes
 from paramem.evaluate.run import evaluate_yes_no, run_meta, write_json

@@ -46,7 +46,7 @@ def eval_command(
 ):
     """Score USER's memory, and other methods on the same base model, on yes/no probes."""
     from paramem.augment.pairs import heldout_pairs
-    from paramem.data.conversations import load_conversations
+    from paramem.data.formats import load_conversations
     from paramem.evaluate.probes import load_probes
     from paramem.evaluate.run import TEXT_METHODS, RetrievalConfig, evaluate_yes_no, run_meta, write_json
     from paramem.model.loading import dtype_of

@@ -66,7 +66,7 @@ def remember_command(
     home: Path | None = HomeOption,
 ):
     """Learn conversations into USER's memory (skips the ones already learned)."""
-    from paramem.data.conversations import load_conversations
+    from paramem.data.formats import load_conversations
     from paramem.lifecycle.remember import RememberConfig
     from paramem.model.loading import DEFAULT_MODEL
     from paramem.store.user import UserMemory

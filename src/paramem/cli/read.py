@@ -22,7 +22,7 @@ from paramem.errors import InputError
 
 def retrieving(file: Path | None, k: int):
     """The conversations to retrieve from (loaded and checked before any model is), and how."""
-    from paramem.data.conversations import load_conversations
+    from paramem.data.formats import load_conversations
     from paramem.read.retrieval import RetrievalConfig
 
     retrieval = RetrievalConfig(k=k)  # checks k

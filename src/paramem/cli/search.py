@@ -49,7 +49,7 @@ def search_command(
     from rich.progress import Progress
 
     from paramem.config import MiLPTrainConfig
-    from paramem.data.conversations import load_conversations
+    from paramem.data.formats import load_conversations
     from paramem.lifecycle.personalise import search_user
     from paramem.memory.milp.search import SearchConfig, trials_to_run
     from paramem.model.loading import DEFAULT_MODEL
@@ -92,4 +92,4 @@ def search_command(
             on_trial,
         )
     console.print(f"{len(trials)} trials; chosen: {record['described']}")
-    console.print(f"stored in {UserMemory(user, home).milp_root} (chat with it: paramem chat --memory milp)")
+    console.print(f"stored in {UserMemory(user, home).milp.root} (chat with it: paramem chat --memory milp)")

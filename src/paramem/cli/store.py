@@ -48,7 +48,7 @@ def users_command(home: Path | None = HomeOption):
         line = f"{name}  {len(memory.learned())} conversations"
         if memory.exists:
             line += f"  {memory.settings().get('form', 'sequential')}"
-        milp = memory.milp_record()
+        milp = memory.milp.record()
         if milp is not None:
             line += f"  milp: {milp.get('described', '')} ({len(milp.get('conversations', []))} conversations)"
         console.print(line, markup=False, highlight=False)
@@ -62,7 +62,7 @@ def delete_command(
     home: Path | None = HomeOption,
 ):
     """Remove every file of USER, their conversations' teacher-notes cache entries included."""
-    from paramem.augment.teachers import NotesCache
+    from paramem.augment.teaching import NotesCache
     from paramem.files import cache_home
     from paramem.store.user import UserMemory
 
@@ -102,5 +102,5 @@ def token_command(user: str = typer.Option(..., "--user", "-u"), home: Path | No
 
     memory = UserMemory(user, home)  # a new user may get a token and upload their first conversations
     with memory:
-        token = memory.new_token()
+        token = memory.tokens.new()
     console.print(token, markup=False, highlight=False)

@@ -22,7 +22,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from paramem.data.conversations import Conversation, load_malp, load_msc, msc_episode_id
+from paramem.data.conversations import Conversation
+from paramem.data.formats import load_malp, load_msc, msc_episode_id
 from paramem.errors import InputError
 
 DEV_EPISODES = 10  # of each dataset: the first 10 are for tuning, the rest for reporting

@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from paramem.augment.templates import fact_clause
-from paramem.data.conversations import Conversation, load_locomo
+from paramem.data.conversations import Conversation
+from paramem.data.formats import load_locomo
 from paramem.data.notes import content_words, is_absent
 from paramem.errors import InputError
 from paramem.evaluate.probes import Probe

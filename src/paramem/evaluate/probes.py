@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from paramem.data.conversations import _json_lines
+from paramem.data.conversations import json_lines
 from paramem.errors import InputError
 
 
@@ -20,7 +20,7 @@ def load_probes(path: str | Path, known_conversations: set[str] | None = None) -
     """Load and validate probes; with `known_conversations`, every probe must name one of them."""
     path = Path(path)
     probes = []
-    for line, record in _json_lines(path):
+    for line, record in json_lines(path):
         if not isinstance(record, dict):
             raise InputError("each line must be a JSON object", path, line)
         for key in ("conversation", "question", "answer"):

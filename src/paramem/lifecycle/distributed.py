@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from paramem.augment.teachers import make_teacher
-from paramem.data.conversations import load_conversations
+from paramem.data.formats import load_conversations
 from paramem.errors import InputError
 from paramem.lifecycle.remember import RememberConfig, remember
 

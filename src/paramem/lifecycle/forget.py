@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from paramem.augment.teachers import NotesCache
+from paramem.augment.teaching import NotesCache
 from paramem.config import PairConfig, TrainConfig
 from paramem.errors import InputError
 from paramem.files import cache_home
@@ -36,7 +36,8 @@ from paramem.memory.distill import load_targets
 from paramem.memory.lora import attach_lora
 from paramem.memory.trainer import SequentialTrainer
 from paramem.model.loading import load_model
-from paramem.store.user import LearnedConversation, UserMemory
+from paramem.store.manifest import LearnedConversation
+from paramem.store.user import UserMemory
 
 
 @dataclass(frozen=True)
@@ -59,11 +60,11 @@ def forget(
 
     start = time.perf_counter()
     memory = UserMemory(user, home)
-    milp = memory.milp_record()
+    milp = memory.milp.record()
     in_milp = milp is not None and conversation_id in milp.get("conversations", [])
     if in_milp and conversation_id not in {r.id for r in memory.learned()}:
         with memory:
-            memory.drop_milp()
+            memory.milp.drop()
         note = "the MiLP memory that learned it was removed; run paramem search again without it"
         return Forgotten(conversation_id, "milp dropped", True, 0, time.perf_counter() - start, note)
     if not memory.exists and milp is not None:
@@ -71,7 +72,7 @@ def forget(
     memory.require()
     with memory:
         if in_milp:
-            memory.drop_milp()
+            memory.milp.drop()
         learned = memory.learned()
         gone = next((r for r in learned if r.id == conversation_id), None)
         if gone is None:

@@ -107,7 +107,7 @@ def search_user(
     if len(conversations) < 2:
         raise InputError("a search needs at least 2 conversations: it scores replies in the last one")
     with UserMemory(user, home) as memory:
-        folder = memory.milp_root / "search"
+        folder = memory.milp.root / "search"
         model, tokenizer = load_model(base_model, dtype)
         space = SearchSpace(depth=model_depth(model), **space_options)  # bad entries fail before training
         spec = {
@@ -136,7 +136,7 @@ def search_user(
             "chosen_trial": chosen.number,
             "conversations": [c.id for c in conversations],
         }
-        memory.commit_milp(functools.partial(save, learned), record)
+        memory.milp.commit(functools.partial(save, learned), record)
         return trials, record
 
 
@@ -144,7 +144,7 @@ def load_milp_memory(user: str, home: Path | None = None, dtype: str | None = No
     """(model with the user's MiLP memory, tokenizer, its record); `InputError` when there is none."""
 
     memory = UserMemory(user, home)
-    record = memory.milp_record()
+    record = memory.milp.record()
     if record is None:
         raise InputError(f"user {user!r} has no MiLP memory under {memory.root} (run `paramem search`)")
     base, tokenizer = load_model(record["base_model"], dtype, record.get("dtype"))

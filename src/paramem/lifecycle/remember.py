@@ -13,7 +13,8 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError
 
-from paramem.augment.teachers import NotesCache, Teacher, augment, drop_contradicting_negatives
+from paramem.augment.teachers.base import Teacher, drop_contradicting_negatives
+from paramem.augment.teaching import NotesCache, augment
 from paramem.config import RememberConfig, TrainConfig
 from paramem.data.conversations import Conversation
 from paramem.errors import InputError
@@ -23,7 +24,8 @@ from paramem.memory.distill import as_stored, conversation_slot, dump_targets, l
 from paramem.memory.lora import attach_lora
 from paramem.memory.trainer import EpochReport, SequentialTrainer
 from paramem.model.loading import dtype_of, load_model
-from paramem.store.user import LearnedConversation, UserMemory, now_iso
+from paramem.store.manifest import LearnedConversation
+from paramem.store.user import UserMemory, now_iso
 
 
 @dataclass

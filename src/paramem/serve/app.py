@@ -94,7 +94,7 @@ class MemoryServer:
         token = authorization.removeprefix("Bearer ").strip()
         for name in users(self.config.home):
             try:
-                if UserMemory(name, self.config.home).token_matches(token):
+                if UserMemory(name, self.config.home).tokens.matches(token):
                     return name
             except (InputError, OSError):  # a folder no user could have made: not a user
                 continue
@@ -103,7 +103,7 @@ class MemoryServer:
     def models(self, caller: str) -> list[str]:
         memory = UserMemory(caller, self.config.home)
         mine = [f"{PREFIX}{caller}"] if memory.current_version() else []
-        mine += [f"{MILP_PREFIX}{caller}"] if memory.milp_record() else []
+        mine += [f"{MILP_PREFIX}{caller}"] if memory.milp.record() else []
         return [self.config.base_model, *mine]
 
     def memory_of(self, model: str, caller: str) -> Memory | None:
@@ -327,7 +327,7 @@ def create_app(server: MemoryServer) -> FastAPI:
         under way, and the MiLP memory beside it when `paramem search` stored one."""
         caller = server.caller(authorization)
         memory = UserMemory(caller, server.config.home)
-        milp = memory.milp_record()
+        milp = memory.milp.record()
         conversations = [
             {
                 "id": r.id,

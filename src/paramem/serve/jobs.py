@@ -32,7 +32,7 @@ from pathlib import Path
 
 from paramem.augment.teachers import make_teacher
 from paramem.config import RememberConfig
-from paramem.data.conversations import load_conversations
+from paramem.data.formats import load_conversations
 from paramem.errors import InputError
 from paramem.files import write_atomic
 from paramem.lifecycle.forget import forget, stored_train_config
@@ -129,7 +129,7 @@ class Jobs:
     def submit_forget(self, user: str, conversation: str) -> dict:
         """Queue forgetting one learned conversation (the same forget queued already: that job)."""
         memory = UserMemory(user, self.config.home)
-        milp = memory.milp_record() or {}
+        milp = memory.milp.record() or {}
         if conversation not in {r.id for r in memory.learned()} | set(milp.get("conversations", [])):
             raise ApiError(404, f"no learned conversation {conversation!r}", "not_found_error")
         pending = self.forgetting(user)

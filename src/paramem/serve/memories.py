@@ -103,12 +103,12 @@ class Memories:
         memory = UserMemory(user, self.home)
         try:
             if kind == "milp":
-                record = memory.milp_record()
+                record = memory.milp.record()
                 if record is None:
                     raise ApiError(404, f"user {user!r} has no MiLP memory (paramem search)", "not_found_error")
                 adapter = Path(record["adapter"])
                 uid = (
-                    record.get("uid") or f"{record['version']}-{(memory.milp_root / 'current.json').stat().st_mtime_ns}"
+                    record.get("uid") or f"{record['version']}-{(memory.milp.root / 'current.json').stat().st_mtime_ns}"
                 )
                 form = "sequential" if (adapter / "adapter_config.json").exists() else "base"  # n = 0: no LoRA
                 found = _Found(f"m{_short(user)}{_short(uid)}", form, record.get("base_model"), None, adapter)

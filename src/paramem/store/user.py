@@ -1,28 +1,6 @@
-"""Per-user memory on disk: a standard PEFT adapter folder plus a SQLite manifest.
-
-    $PARAMEM_HOME/users/<user>/
-        adapter/            -> versions/<n>: `PeftModel.from_pretrained(base, "adapter")` loads it as is
-        versions/<n>/       adapter_config.json + adapter_model.safetensors, one per learned conversation
-        manifest.sqlite     what was learned: conversations, teacher notes (for replay), settings
-        milp/               the MiLP memory, beside it (`paramem search`):
-            current.json    the version in use, its configuration, base model, dtype and search summary
-            <n>/            its peft adapter (none for a configuration of 0 LoRAs)
-            search/         trials.jsonl (one line per finished trial), pareto.json, pareto.png
-        .lock               held by the one process allowed to change this user
-
-A conversation is committed in this order: adapter written to a new version folder and flushed to
-disk (fsync of each file and of the folders), manifest row and version number committed in one SQLite
-transaction, then the `adapter` link swapped. A crash or a power cut at any point leaves the last
-committed version in use, and nothing half-written is ever read.
-
-Readers (`reading()`) hold a shared lock on the version they read (`versions/<n>.lock`); the writer
-deletes an old version only when it can take that lock exclusively, so a version is never deleted
-under a reader in any process. A version left behind that way goes at the next commit or repair.
-
-User names are letters, digits and `_ . @ -`, starting with a letter or digit, so no name can leave
-the store's folder. Two names that differ only in case are refused: on a case-insensitive file system
-(macOS, Windows) they would share one folder.
-"""
+"""One user's memory folder (`UserMemory`): reading it under a shared lock per version, committing a
+learned or forgotten conversation crash-safely, and repairing what a crash left. The folder's layout
+and the order of a commit are in the package's docstring (store/__init__.py)."""
 
 from __future__ import annotations
 
@@ -34,80 +12,19 @@ import re
 import shutil
 import sqlite3
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from paramem.data.notes import Notes
 from paramem.errors import InputError, user_file_problem
 from paramem.files import fsync_dir, fsync_tree, paramem_home, write_atomic_bytes
+from paramem.store.manifest import LearnedConversation, connect, given_out
+from paramem.store.milp_slot import MilpSlot
+from paramem.store.tokens import Tokens
 
 _USER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}$")
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS conversations (
-    position INTEGER PRIMARY KEY,      -- learning order
-    id TEXT UNIQUE NOT NULL,
-    content_hash TEXT NOT NULL,
-    timestamp TEXT,
-    qa_pairs INTEGER NOT NULL,         -- training pairs per epoch
-    epochs INTEGER NOT NULL,           -- epochs kept (chosen on held-out reworded pairs)
-    final_loss REAL NOT NULL,
-    heldout_accuracy REAL,             -- on this conversation's held-out reworded yes/no pairs
-    seconds REAL NOT NULL,
-    adapter_version INTEGER NOT NULL,
-    learned_at TEXT NOT NULL,
-    notes TEXT NOT NULL,               -- the teacher's notes as JSON, replayed later
-    text TEXT,                         -- raw conversation, only with --keep-conversations
-    learning_rate REAL,                -- the rate kept (chosen on held-out pairs when several were tried)
-    teacher_seconds REAL,              -- objective distill: the teacher's reading, queries and answers
-    teacher_prefill_seconds REAL,      -- of which reading the conversation once (its keys and values)
-    teacher_writing_seconds REAL,      -- of which writing its own self-study queries
-    teacher_queries INTEGER            -- queries the teacher answered (the query budget spent)
-);
-CREATE TABLE IF NOT EXISTS forgotten (id TEXT NOT NULL, forgotten_at TEXT NOT NULL);  -- never the content
--- What makes a memory's versions unique for its whole life: a random id made with the manifest (a
--- deleted user's next memory gets another) and the last version number given out, which forgetting
--- never takes back. A server caches loaded memories by (store_id, version).
-CREATE TABLE IF NOT EXISTS lineage (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-"""
-# Written once, when the manifest is made (or first opened by this version): not on every read, since
-# an insert takes SQLite's write lock even when it inserts nothing.
-LINEAGE = """
-INSERT OR IGNORE INTO lineage VALUES ('store_id', lower(hex(randomblob(16))));
-INSERT OR IGNORE INTO lineage VALUES ('last_version', '0');
-"""
-# Columns added after the first release, for manifests written before them.
-ADDED_COLUMNS = {
-    "learning_rate": "REAL",
-    "teacher_seconds": "REAL",
-    "teacher_prefill_seconds": "REAL",
-    "teacher_writing_seconds": "REAL",
-    "teacher_queries": "INTEGER",
-}
-
-
-@dataclass(frozen=True)
-class LearnedConversation:
-    id: str
-    content_hash: str
-    timestamp: str | None
-    qa_pairs: int
-    epochs: int
-    final_loss: float
-    heldout_accuracy: float | None
-    seconds: float
-    adapter_version: int
-    learned_at: str
-    learning_rate: float | None = None  # None in manifests written before it was recorded
-    teacher_seconds: float | None = None  # objective distill: computing the teacher's targets, of which
-    teacher_prefill_seconds: float | None = None  # reading the conversation once,
-    teacher_writing_seconds: float | None = None  # writing self-study queries (the rest is answering)
-    teacher_queries: int | None = None  # queries answered: the query budget spent on this conversation
 
 
 class UserLocked(InputError):
@@ -186,21 +103,21 @@ class UserMemory:
     def manifest(self) -> Path:
         return self.root / "manifest.sqlite"
 
+    @property
+    def locked(self) -> bool:
+        """Whether this object holds the user's lock (`with UserMemory(...)`)."""
+        return self._lock_file is not None
+
+    def create(self) -> None:
+        """Make the user's folder and manifest, if they are not there yet."""
+        self._db().close()
+
     def _db(self) -> sqlite3.Connection:
         self.root.mkdir(parents=True, exist_ok=True)
         try:
-            db = sqlite3.connect(self.manifest)
-            db.execute("PRAGMA secure_delete = ON")  # deleted rows are overwritten, not left in free pages
-            db.executescript(SCHEMA)
-            if db.execute("SELECT COUNT(*) FROM lineage").fetchone()[0] < 2:
-                db.executescript(LINEAGE)
-            present = {row[1] for row in db.execute("PRAGMA table_info(conversations)")}
-            for column, kind in ADDED_COLUMNS.items():
-                if column not in present:
-                    db.execute(f"ALTER TABLE conversations ADD COLUMN {column} {kind}")
+            return connect(self.manifest)
         except sqlite3.DatabaseError as error:
             raise self.damaged(self.manifest, error) from None
-        return db
 
     def damaged(self, path: Path, error: BaseException) -> InputError:
         """The one-line error for a file of this memory that cannot be read; nothing is overwritten."""
@@ -373,7 +290,7 @@ class UserMemory:
                     record.teacher_queries,
                 ),
             )
-            _given_out(db, record.adapter_version)
+            given_out(db, record.adapter_version)
         self._point_adapter_link(target)
         self._drop_old_versions(keep=record.adapter_version)
 
@@ -394,7 +311,7 @@ class UserMemory:
                     (r.qa_pairs, r.epochs, r.final_loss, r.heldout_accuracy, r.seconds, version, r.learning_rate, r.id),
                 )
             db.execute("INSERT INTO forgotten VALUES (?, ?)", (forgotten_id, now_iso()))
-            _given_out(db, version)
+            given_out(db, version)
         self._targets_file(forgotten_id).unlink(missing_ok=True)
         if target is not None:
             self._point_adapter_link(target)
@@ -412,73 +329,15 @@ class UserMemory:
             else []
         )
 
-    # -- access token (paramem serve) -------------------------------------------------------
+    @property
+    def tokens(self) -> Tokens:
+        """This user's bearer token for `paramem serve` (tokens.py)."""
+        return Tokens(self)
 
     @property
-    def _token_file(self) -> Path:
-        return self.root / "token.sha256"
-
-    def new_token(self) -> str:
-        """A new bearer token for this user, replacing any earlier one; only its SHA-256 is kept."""
-        import secrets
-
-        token = f"pm-{secrets.token_urlsafe(32)}"
-        self._db().close()  # a user with a token exists, even before anything is learned (uploads)
-        write_atomic_bytes(self._token_file, hashlib.sha256(token.encode()).hexdigest().encode())
-        return token
-
-    def token_matches(self, token: str) -> bool:
-        import hmac
-
-        if not self._token_file.exists():
-            return False
-        expected = self._token_file.read_bytes().decode().strip()
-        return hmac.compare_digest(expected, hashlib.sha256(token.encode()).hexdigest())
-
-    # -- the MiLP memory ----------------------------------------------------------------------
-
-    @property
-    def milp_root(self) -> Path:
-        return self.root / "milp"
-
-    def milp_record(self) -> dict[str, Any] | None:
-        """What current.json says of the MiLP memory in use, None when there is none."""
-        path = self.milp_root / "current.json"
-        if not path.exists():
-            return None
-        try:
-            record = json.loads(path.read_text(encoding="utf-8"))
-            return {**record, "adapter": str(self.milp_root / str(record["version"]))}
-        except (ValueError, KeyError, TypeError) as error:
-            raise self.damaged(path, error) from None
-
-    def commit_milp(self, write: Callable[[Path], None], record: dict[str, Any]) -> None:
-        """Write a MiLP memory as a new version (`write(folder)` puts its files there; they are flushed
-        to disk), then switch current.json to it in one atomic rename. The version before stays until
-        the next commit, so a reader still loading it (a commit takes a whole search) finds it whole;
-        older ones go."""
-        assert self._lock_file is not None, "commit_milp() needs the user's lock"
-        previous = self.milp_record()
-        version = (previous["version"] + 1) if previous else 1
-        folder = self.milp_root / str(version)
-        shutil.rmtree(folder, ignore_errors=True)  # an uncommitted leftover of a crash
-        folder.mkdir(parents=True)
-        write(folder)
-        fsync_tree(folder)
-        write_atomic_bytes(
-            self.milp_root / "current.json",
-            json.dumps({**record, "version": version, "uid": uuid.uuid4().hex}).encode(),
-        )
-        for entry in self.milp_root.iterdir():
-            if entry.is_dir() and entry.name.isdigit() and int(entry.name) < version - 1:
-                shutil.rmtree(entry, ignore_errors=True)
-
-    def drop_milp(self) -> None:
-        """Remove the MiLP memory and its search (after `forget` of a conversation it learned)."""
-        assert self._lock_file is not None, "drop_milp() needs the user's lock"
-        (self.milp_root / "current.json").unlink(missing_ok=True)  # first: no reader finds it from now on
-        shutil.rmtree(self.milp_root, ignore_errors=True)
-        fsync_dir(self.root)
+    def milp(self) -> MilpSlot:
+        """This user's MiLP memory, kept beside the sequential one (milp_slot.py)."""
+        return MilpSlot(self)
 
     def delete(self) -> None:
         """Remove every file of this user (the caller removes their teacher-notes cache entries first)."""
@@ -521,14 +380,6 @@ class UserMemory:
 
 
 _NOTES_QUERY = "SELECT notes FROM conversations ORDER BY position"
-
-
-def _given_out(db: sqlite3.Connection, version: int) -> None:
-    """Record `version` as given out, in the transaction that commits it."""
-    db.execute(
-        "UPDATE lineage SET value = CAST(MAX(CAST(value AS INTEGER), ?) AS TEXT) WHERE key = 'last_version'",
-        (version,),
-    )
 
 
 def users(home: Path | None = None) -> list[str]:
