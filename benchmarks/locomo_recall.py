@@ -21,7 +21,7 @@ import os
 from pathlib import Path
 
 from paramem.augment.pairs import heldout_pairs
-from paramem.evaluate.experiment import USER
+from paramem.evaluate.experiment_config import USER
 from paramem.evaluate.locomo import build_locomo
 from paramem.evaluate.run import RECALL_METHODS, evaluate_yes_no, run_meta, write_json
 from paramem.model.loading import dtype_of

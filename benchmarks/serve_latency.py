@@ -40,7 +40,9 @@ def main() -> None:
     from paramem.data.formats import load_conversations
     from paramem.evaluate.run import run_meta
     from paramem.lifecycle.remember import remember
-    from paramem.serve import MemoryServer, ServeConfig, create_app
+    from paramem.serve.app import create_app
+    from paramem.serve.config import ServeConfig
+    from paramem.serve.server import MemoryServer
     from paramem.store.user import UserMemory
 
     base = args.base_model or DEFAULT_MODEL

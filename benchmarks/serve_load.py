@@ -130,7 +130,9 @@ def main() -> None:
     from paramem.model.loading import load_model
     from paramem.read.loading import load_memory
     from paramem.read.recall import recollections
-    from paramem.serve import MemoryServer, ServeConfig, create_app
+    from paramem.serve.app import create_app
+    from paramem.serve.config import ServeConfig
+    from paramem.serve.server import MemoryServer
     from paramem.store.user import UserMemory
 
     base = args.base_model or DEFAULT_MODEL

@@ -55,7 +55,8 @@ def served(demo_conversations, isolated_home):
     from paramem.augment.teachers.extractive import ExtractiveTeacher
     from paramem.config import RememberConfig, TrainConfig
     from paramem.lifecycle.remember import remember
-    from paramem.serve import MemoryServer, ServeConfig
+    from paramem.serve.config import ServeConfig
+    from paramem.serve.server import MemoryServer
     from paramem.store.user import UserMemory
 
     remember("alice", demo_conversations[:1], ExtractiveTeacher(), PLAIN)

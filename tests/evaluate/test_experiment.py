@@ -6,7 +6,9 @@ import json
 from conftest import FIXTURES
 
 from paramem.config import RememberConfig, TrainConfig
-from paramem.evaluate.experiment import ExperimentConfig, run_experiment, session_accuracies
+from paramem.evaluate.curves import session_accuracies
+from paramem.evaluate.experiment import run_experiment
+from paramem.evaluate.experiment_config import ExperimentConfig
 from paramem.evaluate.probes import load_probes
 
 

@@ -14,7 +14,6 @@ from paramem.evaluate.personalised import (
     RepliesConfig,
     dev_user,
     history_prompt,
-    learn_soft_prompt,
     reply_settings,
     run,
 )
@@ -50,34 +49,6 @@ def test_malp_dev_user_scores_only_the_reply_it_did_not_learn():
 def test_text_prompt_holds_the_whole_history():
     prompt = history_prompt(episodes()[0].history)
     assert all(m.content in prompt for c in episodes()[0].history for m in c.messages)
-
-
-def test_user_embedding_learns_a_soft_prompt_and_leaves_the_base_model_alone():
-    model, tokenizer = tiny_model()
-    before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    config = RepliesConfig(soft_prompt_tokens=4, train=TINY_TRAIN)
-    prompted = learn_soft_prompt(model, tokenizer, list(episodes()[0].history), config)
-    embedding = prompted.prompt_encoder["default"].embedding.weight
-    assert embedding.shape[0] == 4
-    assert all(p.equal(before[n]) for n, p in prompted.get_base_model().named_parameters())
-
-
-def test_the_soft_prompt_loss_is_peft_prompt_tuning_loss_without_the_full_logits():
-    import random
-
-    from peft import PromptTuningConfig, get_peft_model
-
-    from paramem.memory.batching import batches, weighted_cross_entropy
-    from paramem.memory.milp.model import reply_examples
-
-    model, tokenizer = tiny_model()
-    prompted = get_peft_model(model, PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=3))
-    examples = reply_examples(tokenizer, list(episodes()[0].history), TINY_TRAIN)
-    batch = batches(examples, 4, tokenizer.pad_token_id, 384, random.Random(0))[0]
-    assert (batch["attention_mask"] == 0).any()  # padding included
-    logits = prompted(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    expected = weighted_cross_entropy(logits[:, 3:], batch["input_ids"], batch["weights"])
-    assert personalised.soft_prompt_loss(prompted, batch).item() == pytest.approx(expected.item(), rel=1e-5)
 
 
 class Fixed:

@@ -5,7 +5,7 @@ import torch
 
 from paramem.augment.teachers.extractive import ExtractiveTeacher
 from paramem.memory.cartridge import Cartridge, CartridgeModel, memory_head, rotate_keys, slot_cache, slot_prompt
-from paramem.memory.distill import conversation_slot
+from paramem.memory.distill_teacher import conversation_slot
 from paramem.model.generate import generate
 from paramem.model.loading import decoder_and_head, tiny_model
 from paramem.model.prompts import SYSTEM_PROMPT, _template_parts, encode_prompt
@@ -87,7 +87,8 @@ def test_composing_two_then_dropping_one_gives_exactly_the_other_alone(demo_conv
 
 def test_the_scorer_the_loss_and_generation_read_the_cartridge(demo_conversations):
     from paramem.config import TrainConfig
-    from paramem.memory.distill import distill_batches, distillation_loss, encode_target, teacher_targets
+    from paramem.memory.distill import distill_batches, distillation_loss, encode_target
+    from paramem.memory.distill_teacher import teacher_targets
 
     model, tokenizer = tiny_model()
     cartridge, slot = full_cartridge(model, tokenizer, demo_conversations[0], 32)

@@ -10,19 +10,21 @@ from paramem.errors import InputError
 from paramem.lifecycle.remember import RememberConfig, remember
 from paramem.memory.cartridge import memory_head, slot_prompt
 from paramem.memory.distill import (
+    _first_line,
+    distill_batches,
+    distillation_loss,
+    encode_target,
+    hidden_distance,
+    kl_to_top_k,
+)
+from paramem.memory.distill_teacher import (
     CHECK_PROMPTS,
     SELF_STUDY_SEEDS,
     DistillTarget,
     TeacherReading,
-    _first_line,
     conversation_slot,
-    distill_batches,
     distill_queries,
-    distillation_loss,
     dump_targets,
-    encode_target,
-    hidden_distance,
-    kl_to_top_k,
     load_targets,
     matched_layers,
     notes_queries,

@@ -12,7 +12,8 @@ import uvicorn
 from paramem.config import RememberConfig, TrainConfig
 from paramem.model.generate import generate
 from paramem.read.loading import load_memory
-from paramem.serve import MemoryServer, create_app
+from paramem.serve.app import create_app
+from paramem.serve.server import MemoryServer
 
 QUESTION = "What do you remember about my garden?"
 PLAIN = RememberConfig(base_model="tiny", train=TrainConfig(epochs=2, min_epochs=2, learning_rate=5e-3))

@@ -127,7 +127,8 @@ def locomo_command(
     curve_every: int = typer.Option(5, "--curve-every", help="scale curve: after every N sessions (and the last)"),
 ):
     """PLUM's LoCoMo experiment: learn sessions in order, then every method side by side, with a report."""
-    from paramem.evaluate.experiment import ExperimentConfig, closed_only, run_experiment
+    from paramem.evaluate.experiment import closed_only, run_experiment
+    from paramem.evaluate.experiment_config import ExperimentConfig
     from paramem.evaluate.run import MethodResult, RetrievalConfig
     from paramem.model.loading import DEFAULT_MODEL
 

@@ -38,7 +38,9 @@ def serve_command(
     import uvicorn
 
     from paramem.model.loading import DEFAULT_MODEL
-    from paramem.serve import MemoryServer, ServeConfig, create_app
+    from paramem.serve.app import create_app
+    from paramem.serve.config import ServeConfig
+    from paramem.serve.server import MemoryServer
 
     config = ServeConfig(
         base_model or DEFAULT_MODEL,

@@ -1,6 +1,2 @@
-"""Evaluate: yes/no probes, scored the same way for every method."""
-
-from paramem.evaluate.probes import Probe, load_probes
-from paramem.metrics.yes_no import YesNoMetrics, yes_no_metrics
-
-__all__ = ["Probe", "load_probes", "YesNoMetrics", "yes_no_metrics"]
+"""Evaluate: every method side by side on the same probes and the same base model, scored the same
+way (run.py), the LoCoMo experiment (experiment.py), MiLP's personalised replies (personalised.py)."""

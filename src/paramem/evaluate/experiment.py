@@ -19,91 +19,26 @@ import json
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from paramem.augment.pairs import heldout_pairs
-from paramem.augment.teachers import make_teacher
-from paramem.config import RememberConfig, TrainConfig
-from paramem.errors import check_option
+from paramem.config import RememberConfig
 from paramem.evaluate.capability import choice_accuracy, load_arc, load_mmlu
+from paramem.evaluate.curves import learn_with_curve, text_curve
+from paramem.evaluate.experiment_config import USER, ExperimentConfig
 from paramem.evaluate.locomo import LocomoBenchmark, OpenQuestion, build_locomo, open_score, split_of
 from paramem.evaluate.report import write_report
 from paramem.evaluate.run import (
     ADAPTER_METHODS,
-    METHODS,
-    RetrievalConfig,
     evaluate_yes_no,
-    fitting_conversations,
     run_meta,
     system_prompts,
 )
 from paramem.files import write_atomic
-from paramem.lifecycle.remember import remember
-from paramem.model.compute import release_freed_memory
 from paramem.read.answer import answer_many
 from paramem.read.loading import load_memory
-from paramem.read.readers import TEXT_RULE, ask
 from paramem.store.user import UserMemory
-
-USER = "locomo"
-CURVE_METHODS = ("context", "bm25", "dense")  # what the scale curve can score beside the memory: no adapter
-
-
-@dataclass
-class ExperimentConfig:
-    """One run of the LoCoMo experiment; PLUM's ablations are the fields marked (ablation)."""
-
-    locomo: str  # path of locomo8.json
-    mmlu: str | None = None  # folder of MMLU (None: skip retention)
-    arc: str | None = None  # folder of ARC-Challenge
-    teacher: str = "extractive"
-    sample: int = 0  # which LoCoMo sample (pair of speakers)
-    sessions: int | None = 6  # its first N sessions in date order (None: all)
-    probes_per_session: int = 8  # yes/no probes per session, half yes
-    methods: list[str] = field(default_factory=lambda: list(METHODS))
-    open_questions: int | None = 20  # LoCoMo questions answered by generation per method (None: all)
-    open_methods: list[str] = field(default_factory=lambda: ["none", "memory", "context", "bm25", "dense", "hybrid"])
-    retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
-    # How each session is learned: base model, epochs (3 here, PLUM 10), lambda, negatives per positive,
-    # open pairs and statements are PLUM's ablations. Closed only means no open answers of any kind,
-    # the recall cue's included (`closed_only`).
-    remember: RememberConfig = field(default_factory=lambda: RememberConfig(train=TrainConfig(epochs=3)))
-    # The scale curve: these methods, after every `curve_every` sessions (and the last), on the probes
-    # of the sessions so far, reading only those sessions (the memory's curve is after every session).
-    curve_methods: list[str] = field(default_factory=list)
-    curve_every: int = 5
-
-    def __post_init__(self):
-        check_option(self.sample >= 0, "sample (--sample)", "0 or more", self.sample)
-        check_option(self.sessions is None or self.sessions >= 1, "sessions (--sessions)", "at least 1", self.sessions)
-        check_option(
-            self.probes_per_session >= 2 and self.probes_per_session % 2 == 0,
-            "probes_per_session (--probes-per-session)",
-            "an even number, 2 or more (half are yes)",
-            self.probes_per_session,
-        )
-        check_option(
-            self.open_questions is None or self.open_questions >= 0,
-            "open_questions (--open-questions)",
-            "0 or more",
-            self.open_questions,
-        )
-        check_option(
-            set(self.curve_methods) <= set(CURVE_METHODS),
-            "curve_methods (--curve-methods)",
-            f"some of {', '.join(CURVE_METHODS)} (the memory's curve is always there)",
-            ",".join(self.curve_methods),
-        )
-        check_option(self.curve_every >= 1, "curve_every (--curve-every)", "at least 1", self.curve_every)
-
-    @property
-    def base_model(self) -> str:
-        return self.remember.base_model
-
-    mmlu_subjects: int | None = 10  # None: all 57
-    mmlu_per_subject: int | None = 10  # None: every test item
-    arc_items: int | None = 100  # None: all 1,172
 
 
 def _save(results: dict, out: Path) -> None:
@@ -114,88 +49,6 @@ def closed_only(remember: RememberConfig) -> RememberConfig:
     """PLUM's closed-questions-only ablation of a learning setting: no open answers of any kind."""
     pairs = replace(remember.train.pairs, open_questions=False, recall=False)
     return replace(remember, train=replace(remember.train, pairs=pairs))
-
-
-def learn_with_curve(
-    bench: LocomoBenchmark,
-    config: ExperimentConfig,
-    home: Path,
-    results: dict,
-    save: Callable[[], None],
-    on_step: Callable[[str], None],
-) -> None:
-    """Learn session after session; after each, accuracy on every learned session's probes, read as
-    the main table reads the memory (log-odds, under the rule of its form: `readers.main_rule`)."""
-
-    teacher = make_teacher(config.teacher)
-    remember_config = config.remember
-    curve = results.setdefault("curve", [])  # curve[j][i]: session i's accuracy after learning j+1 sessions
-    resident = results.setdefault("resident_gb", {})  # the process's memory after each session, by session
-    for position, conversation in enumerate(bench.conversations):
-        on_step(f"learning {conversation.id} ({position + 1}/{len(bench.conversations)})")
-        remember(USER, [conversation], teacher, remember_config, home)
-        if position < len(curve):
-            continue
-        model, tokenizer, memory = load_memory(USER, home)
-        learned = {c.id for c in bench.conversations[: position + 1]}
-        probes = [p for p in bench.probes if p.conversation in learned]
-        answers = ask(model, tokenizer, memory, [p.question for p in probes], readout="log-odds")
-        # An answer's margin is its score minus the rule's threshold, so it is read at 0.
-        scored = [
-            {"score": a.margin, "conversation": p.conversation, "answer": p.answer} for a, p in zip(answers, probes)
-        ]
-        accuracy = session_accuracies(scored, 0.0)
-        curve.append({c.id: accuracy[c.id] for c in bench.conversations[: position + 1]})  # in learning order
-        del model, tokenizer, memory
-        freed = release_freed_memory()
-        resident[conversation.id] = None if freed is None else round(freed / 1e9, 2)
-        save()
-
-
-def session_accuracies(predictions: list[dict], threshold: float) -> dict[str, float]:
-    """Each session's yes/no accuracy when a method's scored probes are read at `threshold`."""
-    right: dict[str, list[bool]] = {}
-    for p in predictions:
-        said = "yes" if p["score"] > threshold else "no"
-        right.setdefault(p["conversation"], []).append(said == p["answer"])
-    return {session: sum(r) / len(r) for session, r in right.items()}
-
-
-def text_curve(
-    bench: LocomoBenchmark,
-    config: ExperimentConfig,
-    home: Path,
-    results: dict,
-    save: Callable[[], None],
-    on_step: Callable[[str], None],
-) -> None:
-    """The scale curve of the methods that read the text: after every `curve_every` sessions (and
-    the last), each session's accuracy (`readers.TEXT_RULE`) when only the sessions so far can be read, with
-    the prompt's length, the seconds per answer and, for context, how many sessions still fit."""
-
-    if not config.curve_methods:
-        return
-    model, tokenizer, _ = load_memory(USER, home)
-    points = results.setdefault("text_curve", [])
-    total = len(bench.conversations)
-    for learned in sorted({*range(config.curve_every, total + 1, config.curve_every), total}):
-        if any(point["learned"] == learned for point in points):
-            continue
-        on_step(f"scale curve: {', '.join(config.curve_methods)} over {learned} sessions")
-        sessions = bench.conversations[:learned]
-        probes = [p for p in bench.probes if p.conversation in {c.id for c in sessions}]
-        scored = evaluate_yes_no(model, tokenizer, probes, config.curve_methods, sessions, retrieval=config.retrieval)
-        point = {"learned": learned, "methods": {}}
-        for method in scored:
-            point["methods"][method.method] = {
-                "accuracy": session_accuracies(method.predictions, method.thresholds[TEXT_RULE]),
-                "prompt_tokens": method.prompt_tokens,
-                "seconds_per_answer": method.seconds / len(probes),
-            }
-        if "context" in point["methods"]:
-            point["methods"]["context"]["sessions_read"] = len(fitting_conversations(tokenizer, sessions))
-        points.append(point)
-        save()
 
 
 def compare_methods(bench: LocomoBenchmark, config: ExperimentConfig, home: Path) -> dict:

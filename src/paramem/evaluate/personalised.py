@@ -24,23 +24,22 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-import torch
-
 from paramem.augment.teachers import make_teacher
 from paramem.config import MiLPTrainConfig, MultiLoraConfig, PairConfig, RememberConfig, TrainConfig, setting
 from paramem.data.conversations import Conversation
 from paramem.errors import InputError, check_option
 from paramem.evaluate.episodes import Episode, malp_episodes, msc_episodes, select
 from paramem.evaluate.judge import EndpointJudge, LocalJudge, both_orders, calibrated, judge_check, strict, tally
+from paramem.evaluate.personalised_report import render
 from paramem.evaluate.run import run_meta
 from paramem.files import write_atomic
 from paramem.lifecycle.personalise import DevUser, MemoryObjective, settle_spec
 from paramem.lifecycle.remember import remember
-from paramem.memory.batching import batches, loss_at_weights
-from paramem.memory.milp.model import REPLY_SYSTEM, learn, model_depth, replies, reply_examples
-from paramem.memory.milp.search import SearchConfig, SearchSpace, choose, describe, search
+from paramem.memory.milp.model import REPLY_SYSTEM, learn, model_depth, replies
+from paramem.memory.milp.search import SearchConfig, SearchSpace, choose, search
+from paramem.memory.soft_prompt import learn_soft_prompt
 from paramem.metrics.replies import ReplyScores, mean_scores, score_reply
-from paramem.model.loading import decoder_and_head, dtype_of, load_model
+from paramem.model.loading import dtype_of, load_model
 from paramem.model.prompts import SYSTEM_PROMPT
 from paramem.read.loading import load_memory
 from paramem.read.retrieval import make_retriever, passages, retrieval_prompt
@@ -145,47 +144,6 @@ def retrieval_system(history: tuple[Conversation, ...], query: str, k: int) -> s
     return retrieval_prompt(found, REPLY_SYSTEM)
 
 
-def learn_soft_prompt(model, tokenizer, history: list[Conversation], config: RepliesConfig):
-    """UeLP's user embedding: a soft prompt before every input, learned on the history's replies
-    (the base model frozen)."""
-    import random
-
-    from peft import PromptTuningConfig, get_peft_model
-
-    torch.manual_seed(config.train.seed)
-    prompted = get_peft_model(
-        model, PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=config.soft_prompt_tokens)
-    )
-    examples = reply_examples(tokenizer, history, config.train)
-    trainable = [p for p in prompted.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=config.soft_prompt_learning_rate)
-    rng = random.Random(config.train.seed)
-    prompted.train()
-    epochs = config.train.memory_epochs + config.train.instruction_epochs
-    for _ in range(epochs):
-        for batch in batches(examples, config.train.batch_size, tokenizer.pad_token_id, config.train.max_length, rng):
-            loss = soft_prompt_loss(prompted, batch)
-            loss.backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-    prompted.eval()
-    return prompted
-
-
-def soft_prompt_loss(prompted, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """`train.training_loss` through a soft prompt: its virtual tokens' embeddings go before the input's,
-    and the vocabulary head runs only where the loss has weight (peft's own forward would make the
-    full [batch x length x vocabulary] logits, a third of the compute at this model size)."""
-
-    decoder, head = decoder_and_head(prompted)
-    embeds = decoder.get_input_embeddings()(batch["input_ids"])
-    prompt = prompted.get_prompt(batch_size=embeds.shape[0]).to(embeds.dtype)
-    virtual = prompt.shape[1]
-    mask = torch.cat([batch["attention_mask"].new_ones(embeds.shape[0], virtual), batch["attention_mask"]], dim=1)
-    hidden = decoder(inputs_embeds=torch.cat([prompt, embeds], dim=1), attention_mask=mask).last_hidden_state
-    return loss_at_weights(head, hidden[:, virtual:], batch)
-
-
 def learn_plum(model_name: str, history: tuple[Conversation, ...], config: RepliesConfig, home: Path, dtype):
     """PLUM's adapter of the history, learned by `remember` into a store of the run's own."""
 
@@ -237,7 +195,14 @@ class Replier:
             k = self.config.retrieved
             return self._replies(self.model, episode, lambda c: retrieval_system(episode.history, c[-1].content, k))
         if method == "uelp":
-            prompted = learn_soft_prompt(self.model, self.tokenizer, history, self.config)
+            prompted = learn_soft_prompt(
+                self.model,
+                self.tokenizer,
+                history,
+                self.config.train,
+                self.config.soft_prompt_tokens,
+                self.config.soft_prompt_learning_rate,
+            )
             try:
                 return self._replies(prompted, episode)
             finally:
@@ -401,6 +366,15 @@ def run(config: RepliesConfig, data: Path, out: Path, model_name: str, dtype: st
     return results
 
 
+def episode_scores(episode: Episode, replies: list[str]) -> list[ReplyScores]:
+    """Each reply scored against the gold turn it stands in for and the episode's persona facts."""
+    partner = list(episode.partner_facts) or None
+    return [
+        score_reply(text, episode.test.messages[target].content, list(episode.facts), partner)
+        for target, text in zip(episode.targets, replies)
+    ]
+
+
 def mismatched_cases(per_episode) -> list[tuple[list, str, str]]:
     """The judge's check: each scored turn's gold reply against the next episode's gold reply in
     the same place (the better reply is known)."""
@@ -415,15 +389,6 @@ def mismatched_cases(per_episode) -> list[tuple[list, str, str]]:
     return cases
 
 
-def episode_scores(episode: Episode, replies: list[str]) -> list[ReplyScores]:
-    """Each reply scored against the gold turn it stands in for and the episode's persona facts."""
-    partner = list(episode.partner_facts) or None
-    return [
-        score_reply(text, episode.test.messages[target].content, list(episode.facts), partner)
-        for target, text in zip(episode.targets, replies)
-    ]
-
-
 def gold_scores(per_episode) -> dict:
     """Persona-F1 of the gold replies themselves: the scale the methods' figures sit on."""
     scores = [
@@ -431,93 +396,3 @@ def gold_scores(per_episode) -> dict:
     ]
     means = mean_scores(scores)
     return {"persona_f1": means["persona_f1"], "partner_persona_f1": means["partner_persona_f1"]}
-
-
-def _figure(value) -> str:
-    return "-" if value is None else f"{value:.3f}"
-
-
-def _verdict(verdict: dict | None) -> str:
-    """'0.46 (8/39/13)': the win rate, then wins / ties / losses."""
-    if verdict is None:
-        return "-"
-    return f"{verdict['win_rate']:.2f} ({verdict['wins']}/{verdict['ties']}/{verdict['losses']})"
-
-
-def render(results: dict) -> str:
-
-    config = results["config"]
-    lines = [
-        f"# Personalised replies: {config['dataset']}, {len(results['episodes']['ids'])} report episodes",
-        "",
-        f"Base model {results['base_model']} ({results['dtype']}); search on development episodes "
-        f"{', '.join(results['dev_episodes'])}; judge: {results['judge']} (each pair in both orders).",
-        "",
-        "| method | ROUGE-1 | ROUGE-L | Persona-F1 | partner P-F1 | win / tie / loss vs TpLP | judge agreement "
-        "| calibrated: win rate (win / tie / loss) | s/episode |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for method, m in results["methods"].items():
-        win = m["win_vs_tplp"]
-        agreement = _figure(win["agreement"]) if win else "-"
-        balanced = m.get("calibrated_win_vs_tplp")  # absent from runs judged before it existed
-        lines.append(
-            f"| {method} | {_figure(m['rouge1'])} | {_figure(m['rouge_l'])} | {_figure(m['persona_f1'])} | "
-            f"{_figure(m['partner_persona_f1'])} | {_verdict(win)} | {agreement} | {_verdict(balanced)} | "
-            f"{m['seconds_per_episode']:.0f} |"
-        )
-    gold = results["gold"]
-    lines += [
-        "",
-        f"Gold replies: Persona-F1 {_figure(gold['persona_f1'])}, partner {_figure(gold['partner_persona_f1'])}.",
-    ]
-    check = results.get("judge_check")
-    if check and check["cases"]:
-        sure, balanced = check["strict"], check["calibrated"]
-        lines += [
-            "",
-            f"What the judge is worth: asked to pick the gold reply against another episode's gold reply "
-            f"({check['cases']} pairs, both orders), it picked it {sure['wins']} times, the other "
-            f"{sure['losses']}, and disagreed with itself {sure['ties']} times (strict rule); by the "
-            f"calibrated rule it picked the gold reply {balanced['wins']} times, the other {balanced['losses']}, "
-            f"and tied {balanced['ties']} times (the two orders' preferences summing to exactly 0).",
-        ]
-    if "plum" in results["methods"]:
-        lines += [
-            "",
-            f"PLUM learned each history session from the {config['teacher']} teacher's notes, "
-            f"{config['plum_pairs']} pairs an epoch, up to {TrainConfig().epochs} epochs (the best held-out one kept).",
-        ]
-    if len(results["search"]) > 1:
-        lines += ["", *ablation_table(results)]
-    for factors, found in results["search"].items():
-        chosen = describe(MultiLoraConfig(**found["chosen"]), results["depth"])
-        volumes = ", ".join(f"{v:.4f}" for v in found["hypervolume"])
-        lines += ["", f"Search over {factors}: chosen {chosen}.", f"Hypervolume after each trial: {volumes}."]
-    return "\n".join(lines) + "\n"
-
-
-def ablation_table(results: dict) -> list[str]:
-    """The search-space ablation side by side: per searched factor set, what its search reached on
-    the development episodes (the hypervolume shares trial 0's reference point, so the sets compare)
-    and how its chosen memory replies on the report episodes."""
-
-    last, fixed = results["config"]["factor_sets"][-1], MultiLoraConfig()
-    lines = [
-        "Search-space ablation (each factor set searched with the same trial budget on the same "
-        f"development episodes; a factor not searched keeps its default: n={fixed.loras}, every layer, "
-        f"r={fixed.rank}):",
-        "",
-        "| factors searched | chosen | dev loss | dev ROUGE-L | hypervolume | ROUGE-1 | ROUGE-L | Persona-F1 |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for factors, found in results["search"].items():
-        chosen = MultiLoraConfig(**found["chosen"])
-        trial = next(t for t in found["trials"] if MultiLoraConfig(**t["config"]) == chosen)
-        replied = results["methods"].get("milp" if factors == last else f"milp@{factors}")
-        figures = [_figure(replied[k]) if replied else "-" for k in ("rouge1", "rouge_l", "persona_f1")]
-        lines.append(
-            f"| {factors} | {describe(chosen, results['depth'])} | {trial['loss']:.3f} | {trial['rouge_l']:.3f} | "
-            f"{found['hypervolume'][-1]:.4f} | {' | '.join(figures)} |"
-        )
-    return lines

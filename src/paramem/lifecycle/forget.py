@@ -32,7 +32,7 @@ from paramem.config import PairConfig, TrainConfig
 from paramem.errors import InputError
 from paramem.files import cache_home
 from paramem.memory.cartridge import CartridgeModel
-from paramem.memory.distill import load_targets
+from paramem.memory.distill_teacher import load_targets
 from paramem.memory.lora import attach_lora
 from paramem.memory.trainer import SequentialTrainer
 from paramem.model.loading import load_model

@@ -20,7 +20,7 @@ from paramem.data.conversations import Conversation
 from paramem.errors import InputError
 from paramem.files import cache_home
 from paramem.memory.cartridge import INDEX, Cartridge, CartridgeModel, cartridge_tokens, slot_cache
-from paramem.memory.distill import as_stored, conversation_slot, dump_targets, load_targets, teacher_targets
+from paramem.memory.distill_teacher import as_stored, conversation_slot, dump_targets, load_targets, teacher_targets
 from paramem.memory.lora import attach_lora
 from paramem.memory.trainer import EpochReport, SequentialTrainer
 from paramem.model.loading import dtype_of, load_model

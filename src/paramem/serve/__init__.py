@@ -1,13 +1,10 @@
-"""`paramem serve`: an OpenAI-compatible server over the store, built in three parts:
+"""`paramem serve`: an OpenAI-compatible server over the store, built in parts with one job each:
 
 app.py       the HTTP API and the page (FastAPI); nothing in it blocks the event loop
-engine.py    one thread owning the model: replies queued, decoded in mixed-adapter batches
+server.py    what one server holds: the model, its memories, the engine and the jobs
+engine.py    one thread owning the model: replies queued and decoded together, joining and
+             leaving the batch between any two steps (continuous batching)
 memories.py  the LRU of loaded memories, named by identities that never repeat
 jobs.py      uploads and forgets as a bounded queue of child processes
+config.py    its settings; errors.py the errors it answers with
 """
-
-from paramem.serve.app import MemoryServer, create_app
-from paramem.serve.config import ServeConfig
-from paramem.serve.errors import ApiError
-
-__all__ = ["ApiError", "MemoryServer", "ServeConfig", "create_app"]
