@@ -161,19 +161,34 @@ class Engine:
 
     def _admit(self) -> None:
         """Between two steps: run the waiting calls, and start each waiting reply that fits the batch
-        (in order; one that does not yet fit keeps its place)."""
+        (in order; one that does not fit yet keeps its place). The replies starting together read
+        their prompts in one forward pass."""
         with self.changed:
             waiting, self.waiting = list(self.waiting), deque()
         kept: list[Reply | _Call] = []
+        starting: list[tuple[Reply, Loaded]] = []
         for item in waiting:
             if self.stopping:
                 kept.append(item)
             elif isinstance(item, _Call):
                 self._run_call(item)
-            elif not item.cancelled.is_set() and not self._start(item):
+            elif item.cancelled.is_set():
+                continue
+            elif not self._fits(item, starting):
                 kept.append(item)
+            else:
+                try:
+                    loaded = self._load(item)
+                except Later:
+                    kept.append(item)
+                    continue
+                if loaded is not None:  # else its error was sent
+                    starting.append((item, loaded))
+                    self._rows_changed(starting)  # loading the next memory never evicts this one
         with self.changed:
             self.waiting.extendleft(reversed(kept))  # before what arrived meanwhile
+        if starting:
+            self._start(starting)
 
     def _run_call(self, call: _Call) -> None:
         if not call.future.set_running_or_notify_cancel():
@@ -183,31 +198,37 @@ class Engine:
         except BaseException as error:
             call.future.set_exception(error)
 
-    def _start(self, reply: Reply) -> bool:
-        """Prefill `reply` and add it to the batch; False when it cannot start yet (the batch is full,
-        its memory needs a slot the running rows hold, or they read an older version of it)."""
-        if len(self.rows) >= self.max_batch:
+    def _fits(self, reply: Reply, starting: list[tuple[Reply, Loaded]]) -> bool:
+        """Whether `reply` can start now: the batch has a row for it, and its memory is read by the
+        batch already or a slot of the cache is free (a running reply's memory is never evicted)."""
+        if len(self.rows) + len(starting) >= self.max_batch:
             return False
-        if reply.memory is not None:
-            reading = any(row.reply.memory == reply.memory for row in self.rows)
-            if not reading and len(self.memories.in_use) >= self.memories.cache_size:
-                return False
-        try:
-            loaded = self._load(reply)
-        except Later:
-            return False
-        if loaded is None:  # its error was sent
+        if reply.memory is None:
             return True
-        reply.on_event(("start",))
-        try:
-            row, cache = self._prefill(reply, loaded)
-        except Exception as error:
-            log.exception("a prefill failed")
-            reply.on_event(("error", ApiError(500, f"the generation failed ({type(error).__name__})", "server_error")))
-            return True
-        if self._take(row, row.next_token):
-            self._join(row, cache)
-        return True
+        others = [row.reply for row in self.rows] + [r for r, _ in starting]
+        return any(r.memory == reply.memory for r in others) or len(self.memories.in_use) < self.memories.cache_size
+
+    def _start(self, starting: list[tuple[Reply, Loaded]]) -> None:
+        """Prefill the starting replies (the cartridge memories each alone, since their caches begin
+        with their cartridges; the rest together), hand each its first token, and add to the batch
+        those it did not end."""
+        for reply, _ in starting:
+            reply.on_event(("start",))
+        together = [s for s in starting if s[1].form != "cartridge"]
+        groups = ([together] if together else []) + [[s] for s in starting if s[1].form == "cartridge"]
+        for group in groups:
+            try:
+                rows, cache, mask = self._prefill(group)
+            except Exception as error:
+                log.exception("a prefill failed")
+                failed = ApiError(500, f"the generation failed ({type(error).__name__})", "server_error")
+                for reply, _ in group:
+                    reply.on_event(("error", failed))
+                continue
+            going = [i for i, row in enumerate(rows) if self._take(row, row.next_token)]
+            if going:
+                self._join([rows[i] for i in going], cache, _select(cache, mask, going))
+        self._rows_changed()
 
     def _load(self, reply: Reply) -> Loaded | None:
         """The reply's memory loaded (None, with the error sent, when it cannot be)."""
@@ -228,20 +249,28 @@ class Engine:
 
     # -- decoding ------------------------------------------------------------------------------
 
-    def _prefill(self, reply: Reply, loaded: Loaded) -> tuple[_Row, DynamicCache]:
-        """The reply's prompt read alone, as it would be with nothing else running: its cache, and its
-        first token chosen."""
-        cache, start, feed = DynamicCache(), 0, reply.prompt
-        if loaded.form == "cartridge":  # the cartridges' keys and values come from the base model
+    def _prefill(self, group: list[tuple[Reply, Loaded]]) -> tuple[list[_Row], DynamicCache, torch.Tensor]:
+        """The group's prompts read in one forward pass, left-padded (the padding masked, so each row
+        reads as it would alone): their rows with their first tokens chosen, their cache and its mask."""
+        cache, start = DynamicCache(), 0
+        feeds = [reply.prompt for reply, _ in group]
+        if group[0][1].form == "cartridge":  # alone; the cartridges' keys and values are the base model's
             peft = self.memories.peft
             with peft.disable_adapter() if peft is not None else nullcontext(), torch.inference_mode():
-                cache, start, feed = loaded.handle.prompt_cache(reply.prompt)
-        positions = torch.arange(start, start + len(feed))[None]
-        mask = torch.ones(1, start + len(feed), dtype=torch.long)
-        logits = self._forward(torch.tensor([feed]), cache, mask, positions, [loaded])
-        row = _Row(reply, loaded, list(reply.prompt), start + len(feed), 0)
-        row.next_token = self._choose(logits[0], row.read)
-        return row, cache
+                cache, start, feed = group[0][1].handle.prompt_cache(group[0][0].prompt)
+            feeds = [feed]
+        width = max(len(feed) for feed in feeds)
+        pad = self.tokenizer.pad_token_id or 0
+        ids = torch.tensor([[pad] * (width - len(feed)) + feed for feed in feeds])
+        mask = torch.tensor([[1] * start + [0] * (width - len(feed)) + [1] * len(feed) for feed in feeds])
+        positions = (mask.cumsum(1) - 1).clamp(min=0)[:, start:]
+        logits = self._forward(ids, cache, mask, positions, [loaded for _, loaded in group])
+        rows = []
+        for i, (reply, loaded) in enumerate(group):
+            row = _Row(reply, loaded, list(reply.prompt), start + len(feeds[i]), 0)
+            row.next_token = self._choose(logits[i], row.read)
+            rows.append(row)
+        return rows, cache, mask
 
     def _step(self) -> None:
         """One decoding step of every row: each reads its last token and chooses its next."""
@@ -301,38 +330,31 @@ class Engine:
 
     # -- the batch's cache ---------------------------------------------------------------------
 
-    def _join(self, row: _Row, cache: DynamicCache) -> None:
-        """Add a prefilled row to the batch: both caches left-padded to one width, the padding masked."""
-        mask = torch.ones(1, row.length, dtype=torch.long)
+    def _join(self, rows: list[_Row], cache: DynamicCache, mask: torch.Tensor) -> None:
+        """Add prefilled rows to the batch: both caches left-padded to one width, the padding masked."""
         if not self.rows:
             self.cache, self.mask = cache, mask
         else:
-            width = max(self.mask.shape[1], row.length)
+            width = max(self.mask.shape[1], mask.shape[1])
             for layer, new in zip(self.cache.layers, cache.layers):
                 layer.keys = torch.cat([_pad_left(layer.keys, width), _pad_left(new.keys, width)])
                 layer.values = torch.cat([_pad_left(layer.values, width), _pad_left(new.values, width)])
             self.mask = torch.cat([_pad_left(self.mask, width), _pad_left(mask, width)])
-        self.rows.append(row)
-        self._rows_changed()
+        self.rows += rows
 
     def _keep(self, going: list[int]) -> None:
         """Drop the rows that ended, and the cache's leading positions no row reads any more."""
         self.rows = [self.rows[i] for i in going]
-        if not self.rows:
-            self.cache = self.mask = None
+        if self.rows:
+            self.mask = _select(self.cache, self.mask, going)
         else:
-            index = torch.tensor(going)
-            mask = self.mask[index]
-            first = int(mask.any(0).float().argmax())  # the first position a remaining row reads
-            for layer in self.cache.layers:
-                layer.keys = layer.keys[index, :, first:]
-                layer.values = layer.values[index, :, first:]
-            self.mask = mask[:, first:]
+            self.cache = self.mask = None
         self._rows_changed()
 
-    def _rows_changed(self) -> None:
+    def _rows_changed(self, starting: list[tuple[Reply, Loaded]] = ()) -> None:
+        """The memories the batch reads (and those of replies about to join it), which eviction skips."""
         with self.changed:
-            self.memories.in_use = {row.loaded.identity for row in self.rows}
+            self.memories.in_use = {row.loaded.identity for row in self.rows} | {m.identity for _, m in starting}
 
     def _fail_rows(self, error: ApiError) -> None:
         for row in self.rows:
@@ -364,6 +386,20 @@ class Engine:
             "finish_reason": finish,
         }
         reply.on_event(("end", usage))
+
+
+def _select(cache: DynamicCache, mask: torch.Tensor, rows: list[int]) -> torch.Tensor:
+    """Keep only `rows` of the cache (in place) and of its mask, and the positions they read from the
+    first on; the mask of what is kept."""
+    if rows == list(range(mask.shape[0])):
+        return mask
+    index = torch.tensor(rows)
+    mask = mask[index]
+    first = int(mask.any(0).float().argmax())  # the first position a kept row reads
+    for layer in cache.layers:
+        layer.keys = layer.keys[index, :, first:]
+        layer.values = layer.values[index, :, first:]
+    return mask[:, first:]
 
 
 def _pad_left(tensor: torch.Tensor, width: int) -> torch.Tensor:
