@@ -54,7 +54,8 @@ def locomo() -> str:
         r = rows[key]
         low, high = r["accuracy_interval"]
         lines.append(
-            f"| {name} | {r['accuracy']:.3f} [{low:.2f}, {high:.2f}] | {r['yes_accuracy']:.2f} / {r['no_accuracy']:.2f} "
+            f"| {name} | {r['accuracy']:.3f} [{low:.2f}, {high:.2f}] "
+            f"| {r['yes_accuracy']:.2f} / {r['no_accuracy']:.2f} "
             f"| {r['auc']:.3f} | {r['open_f1']:.3f} | {r['seconds_per_answer']:.2f} |"
         )
     n = next(iter(rows.values()))["n"]
@@ -88,7 +89,8 @@ def replies() -> str:
         )
     replies_n = results["methods"]["base"]["replies"]
     source = f"{results['base_model']}, {results['dtype']}"
-    lines.append(f"\n{replies_n} replies · {source} · [results.json](benchmarks/results/replies-msc-default/results.json)")
+    link = "[results.json](benchmarks/results/replies-msc-default/results.json)"
+    lines.append(f"\n{replies_n} replies · {source} · {link}")
     return "\n".join(lines)
 
 
