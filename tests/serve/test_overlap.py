@@ -180,13 +180,14 @@ def test_a_reply_arriving_mid_generation_joins_the_batch_and_ends_first(served, 
 def test_sequential_and_cartridge_memories_decode_in_one_batch_each_as_alone(served, slow, monkeypatch):
     server, url, tokens = served
     server.memories.cache_size = 3
+    server.engine.prefill_wait = 0  # each joins at the next step: the three replies overlap for sure
     answers = {name: expected(name) for name in tokens}
     widest = []
     changed = Engine._rows_changed
 
-    def watch(self):
-        changed(self)
-        widest.append(len(self.memories.in_use))
+    def watch(self, starting=()):
+        changed(self, starting)
+        widest.append(len({row.loaded.identity for row in self.rows}))
 
     monkeypatch.setattr(Engine, "_rows_changed", watch)
     got = {}
@@ -199,3 +200,29 @@ def test_sequential_and_cartridge_memories_decode_in_one_batch_each_as_alone(ser
         t.join(120)
     assert got == answers
     assert max(widest) == 3  # alice's adapter, bob's and carol's cartridges read in the same steps
+
+
+def test_replies_arriving_while_others_decode_read_their_prompts_in_one_pass(served, slow, monkeypatch):
+    server, url, tokens = served
+    server.config.max_new_tokens = 200
+    server.engine.prefill_wait = 1.0
+    server.memories.cache_size = 3  # room for all three memories at once
+    answers = {name: expected(name, tokens=4) for name in ("alice", "bob")}
+    groups = []
+    prefill = Engine._prefill
+    monkeypatch.setattr(Engine, "_prefill", lambda self, group: groups.append(len(group)) or prefill(self, group))
+    long = threading.Thread(target=lambda: ask(url, tokens["carol"], "paramem:carol", tokens=60))
+    long.start()
+    while not server.engine.running:
+        time.sleep(0.02)
+    got = {}
+    threads = [
+        threading.Thread(target=lambda n=name: got.update({n: ask(url, tokens[n], f"paramem:{n}", tokens=4)}))
+        for name in answers
+    ]
+    for t in threads:
+        t.start()
+    for t in threads + [long]:
+        t.join(120)
+    assert got == answers  # each as alone
+    assert groups == [1, 2]  # carol alone at first; alice and bob together, not one prompt per step

@@ -20,6 +20,11 @@ class ServeConfig:
     teacher: str = setting("extractive", "the teacher of uploaded conversations")
     keep_conversations: bool = setting(False, "keep uploaded text in the manifest (the upload file goes either way)")
     max_batch: int = setting(8, "replies decoded together, each step one batched forward pass (1: one at a time)")
+    prefill_wait: float = setting(
+        1.0,
+        "seconds a reply may wait while others decode, so that replies arriving close together read "
+        "their prompts in one pass (0: each starts at the next step)",
+    )
     max_waiting: int = setting(64, "replies waiting for the model; one more is refused with 503 and Retry-After")
     max_prompt_tokens: int = setting(4096, "the longest chat a request may send, in the model's tokens")
     max_request_bytes: int = setting(1_000_000, "a chat request's body, at most")
@@ -43,6 +48,7 @@ class ServeConfig:
         ):
             value = getattr(self, name)
             check_option(isinstance(value, int) and value >= least, name, f"an integer of at least {least}", value)
+        check_option(0 <= self.prefill_wait <= 30, "prefill_wait", "from 0 to 30 seconds", self.prefill_wait)
         check_option(0 <= self.job_niceness <= 19, "job_niceness", "from 0 to 19", self.job_niceness)
         check_option(
             isinstance(self.base_model, str) and self.base_model != "", "base_model", "a model name", self.base_model

@@ -24,6 +24,7 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -53,6 +54,7 @@ class Reply:
     max_tokens: int
     on_event: Callable[[tuple], None]
     cancelled: threading.Event = field(default_factory=threading.Event)
+    arrived: float = field(default_factory=time.monotonic)
     ids: list[int] = field(default_factory=list)  # the reply's tokens so far, the end token not among them
     sent: str = ""  # the text given out so far
     finish: str | None = None  # "stop", "length" or "cancelled" once it ended
@@ -81,8 +83,9 @@ class _Row:
 
 
 class Engine:
-    def __init__(self, memories: Memories, max_batch: int, max_waiting: int):
+    def __init__(self, memories: Memories, max_batch: int, max_waiting: int, prefill_wait: float = 0.0):
         self.memories = memories
+        self.prefill_wait = prefill_wait  # how long a reply may wait while others decode, to start with more
         self.tokenizer = memories.tokenizer
         self.max_batch, self.max_waiting = max_batch, max_waiting
         stops = memories.base.generation_config.eos_token_id or self.tokenizer.eos_token_id
@@ -167,8 +170,19 @@ class Engine:
             waiting, self.waiting = list(self.waiting), deque()
         kept: list[Reply | _Call] = []
         starting: list[tuple[Reply, Loaded]] = []
+        replies = [item for item in waiting if isinstance(item, Reply)]
+        # A prompt read alone costs a CPU about three times its share of one read with others (a 126-token
+        # prompt, 0.5B model, bf16 on 2 cores: 1.0 s alone, 2.7 s for eight), and every running reply
+        # waits for it. So while others decode, a reply starts once enough wait to fill the batch, or
+        # once the first of them has waited `prefill_wait`.
+        now = time.monotonic()
+        ready = (
+            not self.rows
+            or len(replies) >= self.max_batch - len(self.rows)
+            or (replies and now - min(r.arrived for r in replies) >= self.prefill_wait)
+        )
         for item in waiting:
-            if self.stopping:
+            if self.stopping or (isinstance(item, Reply) and not ready):
                 kept.append(item)
             elif isinstance(item, _Call):
                 self._run_call(item)

@@ -32,7 +32,7 @@ class MemoryServer:
         self.memories = Memories(
             base, self.tokenizer, config.home, config.base_model, config.cache_size, self.jobs.forgetting
         )
-        self.engine = Engine(self.memories, config.max_batch, config.max_waiting)
+        self.engine = Engine(self.memories, config.max_batch, config.max_waiting, config.prefill_wait)
 
     @property
     def loaded(self):
