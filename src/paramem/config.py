@@ -14,6 +14,7 @@ model code, so `paramem --help` stays fast.
 from __future__ import annotations
 
 from dataclasses import MISSING, dataclass, field, fields
+from enum import StrEnum
 from typing import Any
 
 from paramem.errors import InputError, check_option
@@ -27,6 +28,28 @@ DEFAULT_MODEL = "qwen2.5-0.5b"  # the embedded default (README, "Choosing the de
 # the reply divided by it). None by default: on MSC development episodes (benchmarks/reply_decoding.py)
 # unpenalised replies repeated a 4-word run in 1 of 90, and 1.1 or 1.2 lowered Persona-F1 and ROUGE-L.
 REPLY_REPETITION_PENALTY = 1.0
+
+
+class Form(StrEnum):
+    """What a user's memory is made of."""
+
+    SEQUENTIAL = "sequential"  # one LoRA adapter, learned conversation after conversation
+    CARTRIDGE = "cartridge"  # one key/value prefix per conversation, composed at answer time
+
+
+class Objective(StrEnum):
+    """What a memory learns from a conversation."""
+
+    PLUM = "plum"  # the teacher's template answers, under PLUM's weighted cross-entropy
+    DISTILL = "distill"  # the base model's own answers with the conversation in its prompt, under KL
+
+
+def _choice(kind: type[StrEnum], value, name: str) -> StrEnum:
+    """`value` as a member of `kind`; one line naming the choices if it is none of them."""
+    try:
+        return kind(value)
+    except ValueError:
+        check_option(False, name, " or ".join(kind), value)
 
 
 DTYPE_NAMES = ("float32", "bfloat16")  # the dtypes paramem computes in (model/compute.py chooses one)
@@ -122,8 +145,8 @@ class TrainConfig:
     # accuracy dropped (benchmarks/train_speed.py, variant paramem-fast), so float32 stays.
     adapter_float32: bool = setting(True, "LoRA weights in float32 (exact optimizer updates), else the base dtype")
     seed: int = setting(0, "seed of batching and replay draws")
-    objective: str = setting(
-        "plum",
+    objective: Objective = setting(
+        Objective.PLUM,
         "plum: PLUM's weighted cross-entropy on the teacher's template answers; distill: KL to the base "
         "model's own answers with the conversation in its prompt (distill.py)",
     )
@@ -151,8 +174,8 @@ class TrainConfig:
     distill_hidden_layers: int = setting(
         4, "distill: how many layers' hidden states are matched, spread evenly over the depth, the last included"
     )
-    form: str = setting(
-        "sequential",
+    form: Form = setting(
+        Form.SEQUENTIAL,
         "sequential: one LoRA adapter learned conversation after conversation; cartridge: a key/value "
         "prefix learned per conversation and composed at answer time, so forgetting one is exact "
         "(cartridge.py; objective distill only)",
@@ -183,9 +206,7 @@ class TrainConfig:
         check_option(self.replayed_cues >= 0, "replayed_cues (--replayed-cues)", "0 or more", self.replayed_cues)
         check_option(self.max_length >= 16, "max_length", "at least 16 tokens", self.max_length)
         check_option(self.attention in ("eager", "sdpa"), "attention", "eager or sdpa", self.attention)
-        check_option(
-            self.objective in ("plum", "distill"), "objective (--objective)", "plum or distill", self.objective
-        )
+        self.objective = _choice(Objective, self.objective, "objective (--objective)")
         check_option(
             self.distill_queries >= 1, "distill_queries (--distill-queries)", "at least 1", self.distill_queries
         )
@@ -206,15 +227,15 @@ class TrainConfig:
             self.distill_hidden_weight,
         )
         check_option(self.distill_hidden_layers >= 1, "distill_hidden_layers", "at least 1", self.distill_hidden_layers)
-        check_option(self.form in ("sequential", "cartridge"), "form (--form)", "sequential or cartridge", self.form)
+        self.form = _choice(Form, self.form, "form (--form)")
         check_option(
-            self.distill_hidden_weight == 0 or self.form == "sequential",
+            self.distill_hidden_weight == 0 or self.form == Form.SEQUENTIAL,
             "distill_hidden_weight (--distill-hidden-weight)",
             "0 for the cartridge form (its hidden states are not matched)",
             self.distill_hidden_weight,
         )
         check_option(
-            self.form == "sequential" or self.objective == "distill",
+            self.form == Form.SEQUENTIAL or self.objective == Objective.DISTILL,
             "objective (--objective)",
             "distill for the cartridge form (a cartridge learns only by distillation)",
             self.objective,
@@ -233,7 +254,7 @@ class TrainConfig:
 
     def rates(self) -> list[float]:
         """The learning rates each conversation is learned at (the best held-out run is kept)."""
-        if self.form == "cartridge":
+        if self.form == Form.CARTRIDGE:
             return [self.cartridge_learning_rate]
         return self.learning_rates or [self.learning_rate]
 

@@ -9,36 +9,27 @@ import typer
 from paramem.cli.app import app, errors, exits_cleanly
 from paramem.cli.options import (
     BaseModelOption,
-    DistillChecksOption,
-    DistillHiddenWeightOption,
-    DistillQueriesOption,
     DtypeOption,
-    EpochsOption,
-    FormOption,
     HomeOption,
     KeepConversationsOption,
-    LambdaOption,
-    LearningRateOption,
-    NegativeRatioOption,
     NotesCacheOption,
-    ObjectiveOption,
     RegenerateNotesOption,
-    ReplayedCuesOption,
-    ReplayOption,
     TeacherKeyEnvOption,
     TeacherModelOption,
     TeacherOption,
     TeacherUrlOption,
     chosen_dtype,
     chosen_teacher,
-    train_config,
+    learning_options,
 )
 from paramem.cli.progress import StepLog, console, learn_with_progress
+from paramem.config import TrainConfig
 from paramem.errors import InputError
 
 
 @app.command("remember", rich_help_panel="Learn")
 @exits_cleanly
+@learning_options
 def remember_command(
     file: Path = typer.Argument(..., help="conversation file (JSONL, ShareGPT, ChatGPT export, LoCoMo, MSC, MaLP)"),
     user: str = typer.Option(..., "--user", "-u", help="whose memory to add to"),
@@ -48,22 +39,12 @@ def remember_command(
     teacher_model: str | None = TeacherModelOption,
     teacher_url: str | None = TeacherUrlOption,
     teacher_key_env: str = TeacherKeyEnvOption,
-    epochs: int = EpochsOption,
-    lr: str = LearningRateOption,
-    qa_weight: float = LambdaOption,
-    replay: float = ReplayOption,
-    replayed_cues: int = ReplayedCuesOption,
-    negative_ratio: float = NegativeRatioOption,
-    objective: str = ObjectiveOption,
-    form: str = FormOption,
-    distill_queries: int = DistillQueriesOption,
-    distill_checks: int = DistillChecksOption,
-    distill_hidden_weight: float = DistillHiddenWeightOption,
     keep_conversations: bool = KeepConversationsOption,
     regenerate_notes: bool = RegenerateNotesOption,
     notes_cache: bool = NotesCacheOption,
     dtype: str | None = DtypeOption,
     home: Path | None = HomeOption,
+    train: TrainConfig = None,
 ):
     """Learn conversations into USER's memory (skips the ones already learned)."""
     from paramem.data.formats import load_conversations
@@ -79,19 +60,7 @@ def remember_command(
         regenerate_notes=regenerate_notes,
         notes_cache=notes_cache,
         dtype=chosen_dtype(dtype),
-        train=train_config(
-            epochs,
-            lr,
-            qa_weight,
-            replay,
-            replayed_cues,
-            negative_ratio,
-            objective,
-            form,
-            distill_queries,
-            distill_checks,
-            distill_hidden_weight,
-        ),
+        train=train,
     )
     learned = learn_with_progress(
         user, conversations, chosen_teacher(teacher, teacher_model, teacher_url, teacher_key_env), config, home
@@ -111,6 +80,7 @@ def remember_command(
 
 @app.command("remember-many", rich_help_panel="Learn")
 @exits_cleanly
+@learning_options
 def remember_many_command(
     source: Path = typer.Argument(
         ...,
@@ -124,21 +94,11 @@ def remember_many_command(
     teacher_model: str | None = TeacherModelOption,
     teacher_url: str | None = TeacherUrlOption,
     teacher_key_env: str = TeacherKeyEnvOption,
-    epochs: int = EpochsOption,
-    lr: str = LearningRateOption,
-    qa_weight: float = LambdaOption,
-    replay: float = ReplayOption,
-    replayed_cues: int = ReplayedCuesOption,
-    negative_ratio: float = NegativeRatioOption,
-    objective: str = ObjectiveOption,
-    form: str = FormOption,
-    distill_queries: int = DistillQueriesOption,
-    distill_checks: int = DistillChecksOption,
-    distill_hidden_weight: float = DistillHiddenWeightOption,
     dtype: str | None = DtypeOption,
     home: Path | None = typer.Option(
         None, "--home", help="the shared store (default: $PARAMEM_HOME); on a cluster, a path every node sees"
     ),
+    train: TrainConfig = None,
 ):
     """Learn many users' conversations, one Ray task per user, into one shared store."""
     from rich.table import Table
@@ -155,19 +115,7 @@ def remember_many_command(
     config = RememberConfig(
         base_model=base_model or DEFAULT_MODEL,
         dtype=chosen_dtype(dtype),
-        train=train_config(
-            epochs,
-            lr,
-            qa_weight,
-            replay,
-            replayed_cues,
-            negative_ratio,
-            objective,
-            form,
-            distill_queries,
-            distill_checks,
-            distill_hidden_weight,
-        ),
+        train=train,
     )
     with StepLog("users") as log:
         log.status(f"{len(jobs)} to learn", total=len(jobs))

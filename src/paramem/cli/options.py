@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
+from functools import wraps
+
 import typer
 
 from paramem.config import PairConfig, RememberConfig, TrainConfig, option_default, option_help
@@ -167,6 +170,23 @@ def learning_rate_list(text: str) -> list[float]:
     return rates
 
 
+# The options that shape how a conversation is learned, with their types: `remember` and
+# `remember-many` take them all through `learning_options`, so each is declared here only.
+LEARNING_OPTIONS = {
+    "epochs": (int, EpochsOption),
+    "lr": (str, LearningRateOption),
+    "qa_weight": (float, LambdaOption),
+    "replay": (float, ReplayOption),
+    "replayed_cues": (int, ReplayedCuesOption),
+    "negative_ratio": (float, NegativeRatioOption),
+    "objective": (str, ObjectiveOption),
+    "form": (str, FormOption),
+    "distill_queries": (int, DistillQueriesOption),
+    "distill_checks": (int, DistillChecksOption),
+    "distill_hidden_weight": (float, DistillHiddenWeightOption),
+}
+
+
 def train_config(
     epochs: int,
     lr: str,
@@ -180,7 +200,7 @@ def train_config(
     distill_checks: int,
     distill_hidden_weight: float,
 ) -> TrainConfig:
-    """The learning options `remember` and `remember-many` share, as a TrainConfig."""
+    """The learning options as a TrainConfig."""
     rates = learning_rate_list(lr)
     return TrainConfig(
         epochs=epochs,
@@ -196,3 +216,23 @@ def train_config(
         distill_hidden_weight=distill_hidden_weight,
         pairs=PairConfig(negative_ratio=negative_ratio),
     )
+
+
+def learning_options(command):
+    """Give `command` every option of LEARNING_OPTIONS (typer reads them from its signature), and
+    call it with `train`, the TrainConfig they make, in their place."""
+    signature = inspect.signature(command, eval_str=True)
+    own = [p for p in signature.parameters.values() if p.name != "train"]
+    added = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=kind)
+        for name, (kind, option) in LEARNING_OPTIONS.items()
+    ]
+
+    @wraps(command)
+    def with_train(*args, **kwargs):
+        chosen = {name: kwargs.pop(name) for name in LEARNING_OPTIONS}
+        return command(*args, train=train_config(**chosen), **kwargs)
+
+    with_train.__signature__ = signature.replace(parameters=own + added)
+    with_train.__annotations__ = {**command.__annotations__, **{n: k for n, (k, _) in LEARNING_OPTIONS.items()}}
+    return with_train

@@ -7,13 +7,10 @@ from pathlib import Path
 import typer
 
 from paramem.cli.app import app, exits_cleanly
-from paramem.cli.options import (
-    DtypeOption,
-    HomeOption,
-    chosen_dtype,
-)
+from paramem.cli.options import DtypeOption, HomeOption, chosen_dtype, config_option
 from paramem.cli.progress import console
 from paramem.errors import InputError
+from paramem.serve.config import ServeConfig
 
 
 @app.command("serve", rich_help_panel="Serve")
@@ -22,13 +19,12 @@ def serve_command(
     base_model: str | None = typer.Option(None, "--base-model", help="default: the embedded default model"),
     host: str = typer.Option("127.0.0.1", "--host"),
     port: int = typer.Option(8000, "--port", min=1, max=65535),
-    cache: int = typer.Option(8, "--cache", help="memories kept loaded (least recently used goes first)"),
-    max_tokens: int = typer.Option(256, "--max-tokens", help="the longest reply a request may ask for"),
-    batch: int = typer.Option(8, "--batch", help="replies decoded together, several users' memories in one pass"),
-    job_workers: int = typer.Option(1, "--job-workers", help="learning and forgetting jobs run at once"),
-    keep_conversations: bool = typer.Option(
-        False, "--keep-conversations", help="keep uploaded conversations' text in the manifest"
-    ),
+    cache: int = config_option(ServeConfig, "cache_size", "--cache"),
+    max_tokens: int = config_option(ServeConfig, "max_new_tokens", "--max-tokens"),
+    batch: int = config_option(ServeConfig, "max_batch", "--batch"),
+    prefill_wait: float = config_option(ServeConfig, "prefill_wait", "--prefill-wait"),
+    job_workers: int = config_option(ServeConfig, "job_workers", "--job-workers"),
+    keep_conversations: bool = config_option(ServeConfig, "keep_conversations", "--keep-conversations"),
     dtype: str | None = DtypeOption,
     home: Path | None = HomeOption,
 ):
@@ -39,7 +35,6 @@ def serve_command(
 
     from paramem.model.loading import DEFAULT_MODEL
     from paramem.serve.app import create_app
-    from paramem.serve.config import ServeConfig
     from paramem.serve.server import MemoryServer
 
     config = ServeConfig(
@@ -50,6 +45,7 @@ def serve_command(
         chosen_dtype(dtype),
         keep_conversations=keep_conversations,
         max_batch=batch,
+        prefill_wait=prefill_wait,
         job_workers=job_workers,
     )
     # Every option is checked, and the port taken, before the model loads or any job resumes.

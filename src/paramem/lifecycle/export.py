@@ -14,6 +14,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from paramem.config import Form
 from paramem.errors import InputError
 from paramem.read.loading import load_memory
 from paramem.store.user import UserMemory
@@ -25,7 +26,7 @@ def export(user: str, out: Path, format: str = "peft", home: Path | None = None,
     if format not in FORMATS:
         raise InputError(f"unknown export format {format!r} (available: {', '.join(FORMATS)})")
     memory = UserMemory(user, home).require()
-    if memory.settings().get("form") == "cartridge":
+    if memory.form == Form.CARTRIDGE:
         raise InputError(
             f"user {user!r} is a cartridge memory: there is no adapter to export, and vLLM cannot serve cartridges"
         )

@@ -28,7 +28,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from paramem.augment.teaching import NotesCache
-from paramem.config import PairConfig, TrainConfig
+from paramem.config import Form, Objective, PairConfig, TrainConfig
 from paramem.errors import InputError
 from paramem.files import cache_home
 from paramem.memory.cartridge import CartridgeModel
@@ -78,8 +78,7 @@ def forget(
         if gone is None:
             raise InputError(f"user {user!r} has no learned conversation {conversation_id!r}")
         kept = [r for r in learned if r.id != conversation_id]
-        settings = memory.settings()
-        if settings.get("form") == "cartridge":
+        if memory.form == Form.CARTRIDGE:
             model = _without_cartridge(memory, conversation_id) if kept else None
             memory.commit_forgetting(model, conversation_id, kept)
             result = Forgotten(
@@ -133,7 +132,7 @@ def _retrained(
     base, tokenizer = load_model(settings["base_model"], None, settings.get("dtype"))
     model = attach_lora(base, train)
     trainer = SequentialTrainer(model, tokenizer, train)
-    if train.objective == "distill":
+    if train.objective == Objective.DISTILL:
         for n in notes:
             stored = memory.targets(n.conversation_id)
             if stored is None:

@@ -15,7 +15,7 @@ from safetensors import SafetensorError
 
 from paramem.augment.teachers.base import Teacher, drop_contradicting_negatives
 from paramem.augment.teaching import NotesCache, augment
-from paramem.config import RememberConfig, TrainConfig
+from paramem.config import Form, Objective, RememberConfig, TrainConfig
 from paramem.data.conversations import Conversation
 from paramem.errors import InputError
 from paramem.files import cache_home
@@ -74,7 +74,7 @@ def remember(
                     conversation.metadata.get("line"),
                 )
         earlier = memory.notes()
-        if config.train.form == "sequential":  # one adapter answers for every conversation at once
+        if config.train.form == Form.SEQUENTIAL:  # one adapter answers for every conversation at once
             notes = drop_contradicting_negatives([*earlier, *notes], [c.text for c in todo])[len(earlier) :]
             memory.update_notes(earlier)  # earlier negatives the new conversations made untrue stay dropped
         # A cartridge answers for its own conversation only, so its notes depend on no other one, and
@@ -82,14 +82,14 @@ def remember(
         model, tokenizer = load_model(config.base_model, config.dtype, memory.settings().get("dtype"))
         # answers load the model the same way; `forget` learns again with the last run's settings
         memory.save_settings({**new_settings, "dtype": dtype_of(model), "train": asdict(config.train)})
-        cartridges = config.train.form == "cartridge"
+        cartridges = config.train.form == Form.CARTRIDGE
         if cartridges:  # earlier conversations' cartridges stay on disk; each new one is learned alone
             model = CartridgeModel(model, tokenizer)
             kept = _stored_cartridges(memory, model, tokenizer)
         else:
             model = attach_lora(model, config.train, adapter=_adapter_path(memory))
         trainer = SequentialTrainer(model, tokenizer, config.train)
-        distill = config.train.objective == "distill"
+        distill = config.train.objective == Objective.DISTILL
         if distill:  # earlier conversations replay from their stored targets (none for plum-learned ones)
             for old in earlier:
                 stored = memory.targets(old.conversation_id)
@@ -182,7 +182,7 @@ def _memory_settings(memory: UserMemory, config: RememberConfig) -> dict:
         raise InputError(
             f"user {memory.user!r} was learned on base model {stored.get('base_model')!r}, not {config.base_model!r}"
         )
-    if stored and stored.get("form", "sequential") != train.form:
+    if stored and stored.get("form", Form.SEQUENTIAL) != train.form:
         raise InputError(
             f"user {memory.user!r} is a {stored.get('form', 'sequential')} memory; it cannot learn as {train.form}"
         )

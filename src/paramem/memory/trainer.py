@@ -13,7 +13,7 @@ from peft import PeftModel
 from transformers import PreTrainedTokenizerBase
 
 from paramem.augment.pairs import QAPair, training_pairs, validation_pairs
-from paramem.config import TrainConfig
+from paramem.config import Form, Objective, TrainConfig
 from paramem.data.notes import Notes
 from paramem.memory.batching import batches, training_loss
 from paramem.memory.distill import distill_batches, distillation_loss, encode_target
@@ -114,7 +114,7 @@ class SequentialTrainer:
         """This epoch's examples: the conversation's own pairs, then replay of earlier ones, bounded
         so that an epoch costs the same after 30 conversations as after 3."""
         config = self.config
-        if config.objective == "distill":
+        if config.objective == Objective.DISTILL:
             return self._distill_examples(notes, earlier, rng)
         own = training_pairs(notes, epoch, config.pairs)
         replay: list[QAPair] = []
@@ -137,7 +137,7 @@ class SequentialTrainer:
 
         own = self.targets[notes.conversation_id]
         # A cartridge is learned alone: it holds its own conversation and depends on no other.
-        shared = self.config.form == "sequential"
+        shared = self.config.form == Form.SEQUENTIAL
         pool = [t for old in earlier for t in self.targets.get(old.conversation_id, [])] if shared else []
         want = round(len(own) * self.config.replay_share / (1 - self.config.replay_share)) if pool else 0
         chosen = own + rng.sample(pool, min(want, len(pool)))
@@ -246,12 +246,12 @@ class SequentialTrainer:
         return best
 
     def _batches(self, examples: list, rng: random.Random) -> list[dict[str, torch.Tensor]]:
-        if self.config.objective == "distill":
+        if self.config.objective == Objective.DISTILL:
             return distill_batches(examples, self.config.batch_size, self.tokenizer.pad_token_id, rng)
         return batches(examples, self.config.batch_size, self.tokenizer.pad_token_id, self.config.max_length, rng)
 
     def _loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        if self.config.objective == "distill":
+        if self.config.objective == Objective.DISTILL:
             return distillation_loss(model, batch, self.config.distill_hidden_weight)
         return training_loss(model, batch)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from peft import PeftModel
 from safetensors import SafetensorError
 
+from paramem.config import Form
 from paramem.memory.cartridge import INDEX, CartridgeModel
 from paramem.model.loading import load_model
 from paramem.store.user import UserMemory
@@ -18,7 +19,7 @@ def load_memory(user: str, home=None, dtype: str | None = None):
     memory = UserMemory(user, home).require()
     settings = memory.settings()
     base, tokenizer = load_model(settings["base_model"], dtype, settings.get("dtype"))
-    cartridges = settings.get("form") == "cartridge"
+    cartridges = memory.form == Form.CARTRIDGE
     with memory.reading() as adapter:
         try:
             if cartridges:

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from transformers import PreTrainedTokenizerBase
 
 from paramem.augment.pairs import QAPair, heldout_pairs
+from paramem.config import Form
 from paramem.data.conversations import Conversation
 from paramem.errors import InputError
 from paramem.metrics.yes_no import fit_threshold
@@ -53,7 +54,7 @@ TEXT_RULE = MAIN_RULE["log-odds"]
 
 def main_rule(readout: str, form: str | None = None) -> str:
     """The rule a memory of `form` ("sequential" or "cartridge") is read under by default."""
-    if form == "cartridge" and readout == "log-odds":
+    if form == Form.CARTRIDGE and readout == "log-odds":
         return CARTRIDGE_RULE
     return MAIN_RULE.get(readout, "prior")
 
@@ -76,7 +77,7 @@ class RecallReader:
 def default_readout(memory: UserMemory) -> str:
     """recall for a sequential memory (it learned the recall cue); log-odds for cartridges, which
     answer as the model reading the conversation does."""
-    return "log-odds" if memory.settings().get("form") == "cartridge" else "recall"
+    return "log-odds" if memory.form == Form.CARTRIDGE else "recall"
 
 
 def memory_reader(
@@ -84,7 +85,7 @@ def memory_reader(
 ) -> Reader:
     """The reader of a user's memory (loaded in `model` by `answer.load_memory`), as `ask` reads it;
     recollections are cached beside the adapter version."""
-    if readout == "recall" and memory.settings().get("form") == "cartridge":
+    if readout == "recall" and memory.form == Form.CARTRIDGE:
         raise InputError("the recall readout reads sequential memories; cartridges are read by log-odds")
     if readout == "recall":
         config = recall or RecallConfig()

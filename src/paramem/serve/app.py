@@ -31,6 +31,7 @@ from pathlib import Path
 from fastapi import FastAPI, Header, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, StreamingResponse
 
+from paramem.config import Form
 from paramem.errors import InputError
 from paramem.read.recall import cached_recollections, recollections
 from paramem.serve.engine import Reply
@@ -265,7 +266,7 @@ def create_app(server: MemoryServer) -> FastAPI:
         ]
         return {
             "user": caller,
-            "form": memory.settings().get("form", "sequential"),
+            "form": memory.form,
             "conversations": conversations,
             "forgotten": [{"id": i, "at": at} for i, at in memory.forgotten()],
             "forgetting": server.jobs.forgetting(caller),
@@ -280,7 +281,7 @@ def create_app(server: MemoryServer) -> FastAPI:
         version, usually by the job that learned it, and read from beside the version after that."""
         caller = server.caller(authorization)
         memory = UserMemory(caller, server.config.home)
-        if memory.settings().get("form") == "cartridge":
+        if memory.form == Form.CARTRIDGE:
             raise ApiError(400, "recollections are generated from sequential memories; cartridges answer questions")
         await asyncio.to_thread(server.memories.check, ("plum", caller))
         texts = await asyncio.to_thread(cached_recollections, memory)

@@ -31,7 +31,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from paramem.augment.teachers import make_teacher
-from paramem.config import RememberConfig
+from paramem.config import Form, RememberConfig
 from paramem.data.formats import load_conversations
 from paramem.errors import InputError
 from paramem.files import write_atomic
@@ -313,7 +313,7 @@ class Jobs:
         the server reads it from beside the version instead of generating it while users wait."""
 
         memory = UserMemory(user, self.config.home)
-        if not memory.learned() or memory.settings().get("form") == "cartridge":
+        if not memory.learned() or memory.form == Form.CARTRIDGE:
             return
         try:
             model, tokenizer, loaded = load_memory(user, self.config.home, self.config.dtype)

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from peft import PeftModel
 
+from paramem.config import Form
 from paramem.errors import InputError
 from paramem.memory.cartridge import CartridgeModel
 from paramem.serve.errors import ApiError, Later, public_reason
@@ -159,7 +160,7 @@ class Memories:
         if key[0] == "milp":
             return False
         try:
-            return UserMemory(key[1], self.home).settings().get("form") == "cartridge"
+            return UserMemory(key[1], self.home).form == Form.CARTRIDGE
         except InputError:
             return False  # acquire() says what is wrong
 

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from paramem.config import Form
 from paramem.data.notes import Notes
 from paramem.errors import InputError, user_file_problem
 from paramem.files import fsync_dir, fsync_tree, paramem_home, write_atomic_bytes
@@ -142,6 +143,11 @@ class UserMemory:
             return {k: json.loads(v) for k, v in self._rows("SELECT key, value FROM settings")}
         except ValueError as error:
             raise self.damaged(self.manifest, error) from None
+
+    @property
+    def form(self) -> Form:
+        """What this memory is made of (sequential until something else is learned)."""
+        return Form(self.settings().get("form", Form.SEQUENTIAL))
 
     def save_settings(self, values: dict[str, Any]) -> None:
         with self._db() as db:
