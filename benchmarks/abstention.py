@@ -21,9 +21,10 @@ import sys
 import time
 from pathlib import Path
 
+from paramem.config import DEFAULT_MODEL
 from paramem.evaluate.locomo import NOT_MENTIONED, build_locomo, never_discussed_questions, open_score
 from paramem.evaluate.run import context_prompt, run_meta
-from paramem.model.loading import DEFAULT_MODEL, dtype_of, load_model
+from paramem.model.loading import dtype_of, load_model
 from paramem.model.prompts import SYSTEM_PROMPT
 from paramem.read.answer import answer_many
 

@@ -20,11 +20,10 @@ from paramem.augment.pairs import PairConfig, heldout_pairs
 from paramem.augment.teachers import make_teacher
 from paramem.cli.demo import demo_files, seed_teacher_cache
 from paramem.cli.progress import learn_with_progress, print_results
-from paramem.config import TrainConfig
+from paramem.config import RememberConfig, TrainConfig
 from paramem.data.formats import load_conversations
 from paramem.evaluate.probes import load_probes
 from paramem.evaluate.run import METHODS, RECALL_METHODS, evaluate_yes_no, run_meta
-from paramem.lifecycle.remember import RememberConfig
 from paramem.read.loading import load_memory
 from paramem.read.recall import RecallConfig, recall_cues
 

@@ -30,9 +30,10 @@ from paramem.config import DEFAULT_MODEL
 from paramem.errors import InputError
 from paramem.evaluate.experiment import spread_over_categories
 from paramem.evaluate.locomo import build_locomo
-from paramem.evaluate.run import RetrievalConfig, run_meta, system_prompts
+from paramem.evaluate.run import run_meta, system_prompts
 from paramem.model.loading import load_model
 from paramem.model.prompts import encode_prompt
+from paramem.read.retrieval import RetrievalConfig
 
 
 @torch.inference_mode()

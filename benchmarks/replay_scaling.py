@@ -29,11 +29,11 @@ from pathlib import Path
 
 from paramem.augment.pairs import PairConfig
 from paramem.augment.teachers.extractive import ExtractiveTeacher
-from paramem.config import TrainConfig
+from paramem.config import RememberConfig, TrainConfig
 from paramem.data.formats import load_conversations
 from paramem.evaluate.run import run_meta
 from paramem.files import write_atomic
-from paramem.lifecycle.remember import Callbacks, RememberConfig, remember
+from paramem.lifecycle.remember import Callbacks, remember
 from paramem.memory.trainer import SequentialTrainer
 from paramem.model.compute import cpu_info
 from paramem.model.loading import dtype_of

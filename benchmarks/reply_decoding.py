@@ -23,11 +23,12 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
+from paramem.config import DEFAULT_MODEL
 from paramem.evaluate.episodes import select
 from paramem.evaluate.personalised import Replier, RepliesConfig, load_episodes
 from paramem.evaluate.run import run_meta
 from paramem.metrics.replies import mean_scores, score_reply
-from paramem.model.loading import DEFAULT_MODEL, dtype_of, load_model
+from paramem.model.loading import dtype_of, load_model
 
 METHODS = ("base", "tplp", "rag")
 

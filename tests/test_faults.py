@@ -17,9 +17,10 @@ from paramem.store.user import UserMemory
 LEARN = """
 import sys
 from paramem.augment.teachers.extractive import ExtractiveTeacher
-from paramem.data.conversations import load_conversations
-from paramem.lifecycle.remember import RememberConfig, remember
-from paramem.memory.trainer import TrainConfig
+from paramem.data.formats import load_conversations
+from paramem.config import RememberConfig, TrainConfig
+from paramem.lifecycle.remember import remember
+
 conversations = load_conversations(sys.argv[1])
 print("ready", flush=True)
 remember("k", conversations, ExtractiveTeacher(), RememberConfig(base_model="tiny", train=TrainConfig(epochs=1,

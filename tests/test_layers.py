@@ -102,3 +102,8 @@ def test_paramem_is_imported_inside_functions_only_by_the_cli():
         if inside
     ]
     assert hidden == []
+
+
+def test_every_module_is_under_400_lines():
+    long = {str(p.relative_to(SOURCE)): n for p in modules().values() if (n := len(p.read_text().splitlines())) >= 400}
+    assert long == {}

@@ -6,10 +6,10 @@ from conftest import DEMO
 
 from paramem.augment.pairs import PairConfig
 from paramem.augment.teachers.extractive import ExtractiveTeacher
-from paramem.config import TrainConfig
+from paramem.config import RememberConfig, TrainConfig
 from paramem.data.notes import content_words
 from paramem.evaluate.probes import load_probes
-from paramem.lifecycle.remember import RememberConfig, remember
+from paramem.lifecycle.remember import remember
 from paramem.read.loading import load_memory
 from paramem.read.recall import RecallConfig, SentenceMatcher, recall_cues, recollect
 from paramem.store.user import UserMemory

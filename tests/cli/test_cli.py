@@ -210,8 +210,8 @@ def test_remember_many_with_an_empty_folder_is_one_line_and_exit_2(tmp_path):
 
 def test_retrieval_methods_need_the_conversations(tmp_path, demo_conversations):
     from paramem.augment.teachers.extractive import ExtractiveTeacher
-    from paramem.config import TrainConfig
-    from paramem.lifecycle.remember import RememberConfig, remember
+    from paramem.config import RememberConfig, TrainConfig
+    from paramem.lifecycle.remember import remember
 
     remember(
         "u",

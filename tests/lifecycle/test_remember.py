@@ -5,9 +5,9 @@ import torch
 from peft import PeftModel
 
 from paramem.augment.teachers.extractive import ExtractiveTeacher
-from paramem.config import TrainConfig
+from paramem.config import RememberConfig, TrainConfig
 from paramem.errors import InputError
-from paramem.lifecycle.remember import Callbacks, RememberConfig, remember
+from paramem.lifecycle.remember import Callbacks, remember
 from paramem.model.loading import tiny_model
 from paramem.store.user import UserMemory
 

@@ -5,23 +5,17 @@ import pytest
 import torch
 
 from paramem.augment.teachers.extractive import ExtractiveTeacher
-from paramem.config import TrainConfig
+from paramem.config import RememberConfig, TrainConfig
 from paramem.errors import InputError
-from paramem.lifecycle.remember import RememberConfig, remember
+from paramem.lifecycle.remember import remember
 from paramem.memory.cartridge import memory_head, slot_prompt
-from paramem.memory.distill import (
-    _first_line,
-    distill_batches,
-    distillation_loss,
-    encode_target,
-    hidden_distance,
-    kl_to_top_k,
-)
+from paramem.memory.distill import distill_batches, distillation_loss, encode_target, hidden_distance, kl_to_top_k
 from paramem.memory.distill_teacher import (
     CHECK_PROMPTS,
     SELF_STUDY_SEEDS,
     DistillTarget,
     TeacherReading,
+    _first_line,
     conversation_slot,
     distill_queries,
     dump_targets,

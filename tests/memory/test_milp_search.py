@@ -1,7 +1,7 @@
 import json
 
 import pytest
-from tests.test_milp import chat
+from test_milp import chat
 from typer.testing import CliRunner
 
 from paramem.cli.main import app

@@ -2,9 +2,9 @@ import pytest
 
 from paramem.augment.pairs import heldout_pairs
 from paramem.augment.teachers.extractive import ExtractiveTeacher
-from paramem.config import TrainConfig
+from paramem.config import RememberConfig, TrainConfig
 from paramem.errors import InputError
-from paramem.lifecycle.remember import RememberConfig, remember
+from paramem.lifecycle.remember import remember
 from paramem.model.scoring import LogOddsReader
 from paramem.read.loading import load_memory
 from paramem.read.readers import RecallReader, ask, main_rule, memory_reader, rule_thresholds

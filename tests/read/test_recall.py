@@ -6,11 +6,11 @@ from conftest import DEMO
 
 from paramem.augment.pairs import PairConfig, recall_question, summary, training_pairs
 from paramem.augment.teachers.extractive import ExtractiveTeacher
-from paramem.config import TrainConfig
+from paramem.config import RememberConfig, TrainConfig
 from paramem.data.notes import Fact, Notes, Topic
 from paramem.evaluate.probes import load_probes
 from paramem.evaluate.run import evaluate_yes_no
-from paramem.lifecycle.remember import RememberConfig, remember
+from paramem.lifecycle.remember import remember
 from paramem.memory.lora import attach_lora
 from paramem.model.loading import tiny_model
 from paramem.read.loading import load_memory

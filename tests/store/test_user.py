@@ -9,8 +9,8 @@ from paramem.data.notes import Notes, Topic
 from paramem.errors import InputError
 from paramem.memory.lora import attach_lora
 from paramem.model.loading import tiny_model
-from paramem.store.manifest import LearnedConversation
-from paramem.store.user import UserLocked, UserMemory, now_iso
+from paramem.store.manifest import LearnedConversation, now_iso
+from paramem.store.user import UserLocked, UserMemory
 
 
 def record(cid, version):

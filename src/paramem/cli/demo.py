@@ -18,14 +18,13 @@ from paramem.augment.pairs import PairConfig, heldout_pairs
 from paramem.augment.teachers import make_teacher
 from paramem.augment.teaching import NotesCache
 from paramem.cli.progress import console, learn_with_progress, print_results
-from paramem.config import TrainConfig
+from paramem.config import DEFAULT_MODEL, RememberConfig, TrainConfig
 from paramem.data.formats import load_conversations
 from paramem.data.notes import Notes
 from paramem.evaluate.probes import load_probes
 from paramem.evaluate.run import evaluate_yes_no, run_meta, write_json
 from paramem.files import cache_home
-from paramem.lifecycle.remember import RememberConfig
-from paramem.model.loading import DEFAULT_MODEL, dtype_of
+from paramem.model.loading import dtype_of
 from paramem.read.loading import load_memory
 from paramem.read.readers import READOUTS
 from paramem.read.recall import recall_cues

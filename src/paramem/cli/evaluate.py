@@ -48,10 +48,11 @@ def eval_command(
     from paramem.augment.pairs import heldout_pairs
     from paramem.data.formats import load_conversations
     from paramem.evaluate.probes import load_probes
-    from paramem.evaluate.run import TEXT_METHODS, RetrievalConfig, evaluate_yes_no, run_meta, write_json
+    from paramem.evaluate.run import TEXT_METHODS, evaluate_yes_no, run_meta, write_json
     from paramem.model.loading import dtype_of
     from paramem.read.loading import load_memory
     from paramem.read.recall import recall_cues
+    from paramem.read.retrieval import RetrievalConfig
     from paramem.store.user import UserMemory
 
     chosen, readout = method_list(methods), chosen_readout(readout)
@@ -127,10 +128,11 @@ def locomo_command(
     curve_every: int = typer.Option(5, "--curve-every", help="scale curve: after every N sessions (and the last)"),
 ):
     """PLUM's LoCoMo experiment: learn sessions in order, then every method side by side, with a report."""
+    from paramem.config import DEFAULT_MODEL
     from paramem.evaluate.experiment import closed_only, run_experiment
     from paramem.evaluate.experiment_config import ExperimentConfig
-    from paramem.evaluate.run import MethodResult, RetrievalConfig
-    from paramem.model.loading import DEFAULT_MODEL
+    from paramem.evaluate.run import MethodResult
+    from paramem.read.retrieval import RetrievalConfig
 
     locomo = data / "locomo" / "locomo8.json"
     if not locomo.is_file():
@@ -212,9 +214,9 @@ def replies_command(
     """MiLP's evaluation: personalised replies by MiLP, TpLP, RAG, UeLP and PLUM, on one base model."""
     import os
 
+    from paramem.config import DEFAULT_MODEL
     from paramem.evaluate.personalised import FACTOR_SETS, RepliesConfig, run
     from paramem.memory.milp.search import SearchConfig
-    from paramem.model.loading import DEFAULT_MODEL
 
     root = data or Path(os.environ.get("PARAMEM_DATA", Path.cwd().parent / "shared" / "data"))
     if not root.is_dir():

@@ -47,9 +47,8 @@ def remember_command(
     train: TrainConfig = None,
 ):
     """Learn conversations into USER's memory (skips the ones already learned)."""
+    from paramem.config import DEFAULT_MODEL, RememberConfig
     from paramem.data.formats import load_conversations
-    from paramem.lifecycle.remember import RememberConfig
-    from paramem.model.loading import DEFAULT_MODEL
     from paramem.store.user import UserMemory
 
     conversations = load_conversations(file, format)  # validated before anything is touched
@@ -103,10 +102,9 @@ def remember_many_command(
     """Learn many users' conversations, one Ray task per user, into one shared store."""
     from rich.table import Table
 
+    from paramem.config import DEFAULT_MODEL, RememberConfig
     from paramem.files import paramem_home
     from paramem.lifecycle.distributed import TeacherSpec, read_jobs, remember_many
-    from paramem.lifecycle.remember import RememberConfig
-    from paramem.model.loading import DEFAULT_MODEL
 
     if cpus_per_user < 1:
         raise InputError(f"--cpus-per-user must be at least 1, not {cpus_per_user}")

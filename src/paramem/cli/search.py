@@ -48,11 +48,10 @@ def search_command(
     """MiLP: search the LoRA configuration for USER by Bayesian optimisation, then learn and store it."""
     from rich.progress import Progress
 
-    from paramem.config import MiLPTrainConfig
+    from paramem.config import DEFAULT_MODEL, MiLPTrainConfig
     from paramem.data.formats import load_conversations
     from paramem.lifecycle.personalise import search_user
     from paramem.memory.milp.search import SearchConfig, trials_to_run
-    from paramem.model.loading import DEFAULT_MODEL
     from paramem.store.user import UserMemory
 
     conversations = load_conversations(file, format)

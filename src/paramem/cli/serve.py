@@ -33,7 +33,7 @@ def serve_command(
 
     import uvicorn
 
-    from paramem.model.loading import DEFAULT_MODEL
+    from paramem.config import DEFAULT_MODEL
     from paramem.serve.app import create_app
     from paramem.serve.server import MemoryServer
 

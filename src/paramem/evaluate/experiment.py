@@ -19,6 +19,7 @@ import json
 import sys
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -68,7 +69,6 @@ def compare_methods(bench: LocomoBenchmark, config: ExperimentConfig, home: Path
 
 def answer_open_questions(bench: LocomoBenchmark, config: ExperimentConfig, home: Path) -> dict:
     """Each method answers the same open questions by greedy generation; mean score per category."""
-    from contextlib import nullcontext
 
     model, tokenizer, _ = load_memory(USER, home)
     questions = spread_over_categories(bench.open_questions, config.open_questions)

@@ -6,10 +6,8 @@ from dataclasses import dataclass, field
 
 from paramem.config import RememberConfig, TrainConfig
 from paramem.errors import check_option
-from paramem.evaluate.run import (
-    METHODS,
-    RetrievalConfig,
-)
+from paramem.evaluate.run import METHODS
+from paramem.read.retrieval import RetrievalConfig
 
 USER = "locomo"
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass
 
+import httpx
 import torch
 
 from paramem.errors import InputError
@@ -75,7 +76,6 @@ class EndpointJudge:
         self.name = f"{url} {model}"
 
     def prefers_a(self, context: list, a: str, b: str) -> float:
-        import httpx
 
         body = {
             "model": self.model,

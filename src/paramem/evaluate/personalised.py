@@ -17,12 +17,15 @@ interrupted run resumes where it stopped.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import statistics
 import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+
+from peft import PeftModel
 
 from paramem.augment.teachers import make_teacher
 from paramem.config import MiLPTrainConfig, MultiLoraConfig, PairConfig, RememberConfig, TrainConfig, setting
@@ -183,7 +186,6 @@ class Replier:
         return replies(model, self.tokenizer, contexts, train or self.config.train, systems)
 
     def replies(self, method: str, episode: Episode) -> list[str]:
-        from peft import PeftModel
 
         history = list(episode.history)
         if method == "base":
@@ -265,7 +267,6 @@ def reply_settings(method: str, config: RepliesConfig, chosen: dict, model_name:
     """A digest of everything a method's saved replies depend on, so that a rerun into the same folder
     never mixes replies made under other settings (a longer search can choose another memory). Replies
     saved before digests were kept carry none and are taken as they are."""
-    import hashlib
 
     family = method.split("@")[0]  # "milp@rank" is a MiLP row
     others = {k for m, keys in ONE_METHOD_SETTINGS.items() if m != family for k in keys}

@@ -14,10 +14,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from paramem.augment.teachers import make_teacher
+from paramem.config import RememberConfig
 from paramem.data.formats import load_conversations
 from paramem.errors import InputError
-from paramem.lifecycle.remember import RememberConfig, remember
+from paramem.lifecycle.remember import remember
 
 CONVERSATION_SUFFIXES = (".jsonl", ".json")
 
@@ -89,7 +92,6 @@ def read_jobs(source: Path) -> list[UserJob]:
 
 def learn_user(job: UserJob, teacher: TeacherSpec, config: RememberConfig, home: Path, threads: int) -> UserOutcome:
     """Everything for one user, in whatever process runs it; bad input becomes a failed outcome."""
-    import torch
 
     torch.set_num_threads(threads)
     start = time.perf_counter()

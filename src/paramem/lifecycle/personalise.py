@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import functools
 import json
+import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from peft import PeftModel
 
 from paramem.config import MultiLoraConfig
 from paramem.errors import InputError
@@ -52,7 +55,6 @@ class MemoryObjective:
         self.train_config, self.replies, self.on_epoch = train_config, replies, on_epoch
 
     def __call__(self, memory: MultiLoraConfig) -> Objectives:
-        from peft import PeftModel
 
         losses, rouges = [], []
         for user in self.users:
@@ -102,7 +104,6 @@ def search_user(
     """`paramem search`: search on the user's conversations (all but the last learned, the last's
     replies scored), learn the chosen configuration from all of them, store it beside the PLUM memory.
     An interrupted search resumes from its saved trials when run again with the same settings."""
-    import shutil
 
     if len(conversations) < 2:
         raise InputError("a search needs at least 2 conversations: it scores replies in the last one")

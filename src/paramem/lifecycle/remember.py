@@ -24,8 +24,8 @@ from paramem.memory.distill_teacher import as_stored, conversation_slot, dump_ta
 from paramem.memory.lora import attach_lora
 from paramem.memory.trainer import EpochReport, SequentialTrainer
 from paramem.model.loading import dtype_of, load_model
-from paramem.store.manifest import LearnedConversation
-from paramem.store.user import UserMemory, now_iso
+from paramem.store.manifest import LearnedConversation, now_iso
+from paramem.store.user import UserMemory
 
 
 @dataclass

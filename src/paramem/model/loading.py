@@ -16,7 +16,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    PreTrainedTokenizerFast,
+)
 from transformers.utils import logging as transformers_logging
 
 from paramem.config import DEFAULT_MODEL
@@ -201,8 +211,6 @@ TINY_CHAT_TEMPLATE = (
 
 def tiny_tokenizer() -> PreTrainedTokenizerBase:
     """A byte-level tokenizer built in code (no file, no download): every text encodes."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
 
     alphabet = pre_tokenizers.ByteLevel.alphabet()
     vocab = {token: i for i, token in enumerate(sorted(alphabet))}
@@ -221,7 +229,6 @@ def tiny_tokenizer() -> PreTrainedTokenizerBase:
 
 def tiny_model(seed: int = 0) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """A randomly initialised 2-layer Llama with the tiny tokenizer: the mechanics, in milliseconds."""
-    from transformers import LlamaConfig, LlamaForCausalLM
 
     tokenizer = tiny_tokenizer()
     config = LlamaConfig(

@@ -5,9 +5,12 @@ dense methods, and the hybrid answer: the memory with the passages of HYBRID_RET
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
+
+import bm25s
 
 from paramem.data.conversations import Conversation
 from paramem.errors import check_option
@@ -60,9 +63,6 @@ class BM25Retriever:
     name = "bm25"
 
     def __init__(self, corpus: list[Passage]):
-        import logging
-
-        import bm25s
 
         # bm25s logs every index build at DEBUG, and rouge-score (absl) gives the root logger a handler
         # that prints it: one line per episode in `paramem replies`.
@@ -74,7 +74,6 @@ class BM25Retriever:
         )
 
     def search(self, queries: list[str], k: int) -> list[list[Passage]]:
-        import bm25s
 
         if not queries:
             return []

@@ -34,9 +34,9 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Streamin
 from paramem.config import Form
 from paramem.errors import InputError
 from paramem.read.recall import cached_recollections, recollections
-from paramem.serve.engine import Reply
 from paramem.serve.errors import ApiError, public_reason
 from paramem.serve.memories import Memories
+from paramem.serve.reply import Reply
 from paramem.serve.server import MemoryServer
 from paramem.store.user import UserMemory
 

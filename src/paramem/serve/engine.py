@@ -7,12 +7,11 @@ model under any generation running. Here only the engine's thread loads, evicts 
 memory read by a running reply is never evicted (`Memories.in_use`), so a reply reads the same
 adapter from its first token to its last.
 
-Why continuous batching: on a CPU a decoding step of eight rows costs little more than one (the
-weights are read once either way), and a reply that arrives while others decode should not wait for
-the longest of them to end. Each new reply reads its prompt alone (its prefill, exactly as it would
-alone), then its keys and values join the batch's cache, left-padded and masked. Each step feeds every
-row its last token, each row through its own adapter (peft's `adapter_names`; `__base__` for none); a
-cartridge memory's row starts from a cache that holds its cartridges, and reads the base model.
+Why continuous batching: on a CPU a decoding step of eight rows costs little more than one, and a
+reply that arrives while others decode should not wait for the longest of them to end. The replies
+that start together read their prompts in one pass (left-padded and masked, so each reads as alone),
+and their keys and values join the batch's cache. Each step feeds every row its last token through
+its own adapter (peft's `adapter_names`). docs/serving.md has the whole picture and the figures.
 
 Nothing here blocks the event loop: a request is put in the queue, and what it yields comes back
 through `on_event`, which the app hands to the loop. A cancelled request (a client gone, the server
@@ -36,31 +35,10 @@ from transformers import DynamicCache, RepetitionPenaltyLogitsProcessor
 
 from paramem.config import REPLY_REPETITION_PENALTY
 from paramem.serve.errors import ApiError, Later
-from paramem.serve.memories import Loaded, Memories, Memory
+from paramem.serve.memories import Loaded, Memories
+from paramem.serve.reply import Reply
 
 log = logging.getLogger("paramem.serve")
-
-
-@dataclass
-class Reply:
-    """One request's reply: what it reads, and where its pieces go.
-
-    `on_event` gets ("start",) once the reply's memory is loaded, then ("text", piece) as the reply
-    grows, then ("end", usage) with the whole text, the token counts and the finish reason; or
-    ("error", ApiError) instead of any of them."""
-
-    memory: Memory | None  # None: the base model alone
-    prompt: list[int]  # the chat as the model reads it
-    max_tokens: int
-    on_event: Callable[[tuple], None]
-    cancelled: threading.Event = field(default_factory=threading.Event)
-    arrived: float = field(default_factory=time.monotonic)
-    ids: list[int] = field(default_factory=list)  # the reply's tokens so far, the end token not among them
-    sent: str = ""  # the text given out so far
-    finish: str | None = None  # "stop", "length" or "cancelled" once it ended
-
-    def cancel(self) -> None:
-        self.cancelled.set()
 
 
 @dataclass
@@ -171,16 +149,12 @@ class Engine:
         kept: list[Reply | _Call] = []
         starting: list[tuple[Reply, Loaded]] = []
         replies = [item for item in waiting if isinstance(item, Reply)]
-        # A prompt read alone costs a CPU about three times its share of one read with others (a 126-token
-        # prompt, 0.5B model, bf16 on 2 cores: 1.0 s alone, 2.7 s for eight), and every running reply
-        # waits for it. So while others decode, a reply starts once enough wait to fill the batch, or
-        # once the first of them has waited `prefill_wait`.
-        now = time.monotonic()
-        ready = (
-            not self.rows
-            or len(replies) >= self.max_batch - len(self.rows)
-            or (replies and now - min(r.arrived for r in replies) >= self.prefill_wait)
-        )
+        # A prompt read alone costs a CPU 3x its share of one read with others (0.5B, bf16, 2 cores: 1.0 s
+        # alone, 2.7 s for eight), and the running replies wait for it. So while others decode, replies
+        # start once they would fill the batch, or once the first has waited `prefill_wait`.
+        oldest = min((r.arrived for r in replies), default=time.monotonic())
+        full = len(replies) >= self.max_batch - len(self.rows)
+        ready = not self.rows or full or time.monotonic() - oldest >= self.prefill_wait
         for item in waiting:
             if self.stopping or (isinstance(item, Reply) and not ready):
                 kept.append(item)

@@ -5,6 +5,7 @@ version's name unique for the memory's whole life."""
 from __future__ import annotations
 
 import sqlite3
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,3 +92,7 @@ def given_out(db: sqlite3.Connection, version: int) -> None:
         "UPDATE lineage SET value = CAST(MAX(CAST(value AS INTEGER), ?) AS TEXT) WHERE key = 'last_version'",
         (version,),
     )
+
+
+def now_iso() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

@@ -11,7 +11,6 @@ import os
 import re
 import shutil
 import sqlite3
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,7 +20,7 @@ from paramem.config import Form
 from paramem.data.notes import Notes
 from paramem.errors import InputError, user_file_problem
 from paramem.files import fsync_dir, fsync_tree, paramem_home, write_atomic_bytes
-from paramem.store.manifest import LearnedConversation, connect, given_out
+from paramem.store.manifest import LearnedConversation, connect, given_out, now_iso
 from paramem.store.milp_slot import MilpSlot
 from paramem.store.tokens import Tokens
 
@@ -396,7 +395,3 @@ def users(home: Path | None = None) -> list[str]:
     return sorted(
         p.name for p in folder.iterdir() if (p / "manifest.sqlite").exists() or (p / "milp" / "current.json").exists()
     )
-
-
-def now_iso() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

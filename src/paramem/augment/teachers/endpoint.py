@@ -10,6 +10,8 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 
+import httpx
+
 from paramem.augment.teachers.local import model_notes
 from paramem.data.conversations import Conversation
 from paramem.data.notes import Notes
@@ -55,7 +57,6 @@ class OpenAITeacher:
         return f"openai:{self.url}:{self.model}"
 
     def complete(self, messages: list[dict[str, str]]) -> str:
-        import httpx
 
         key = os.environ.get(self.api_key_env, "").strip()
         headers = {"Authorization": f"Bearer {key}"} if key else {}

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+import torch
+
 from paramem.augment.teachers.base import human_date, overlaps
 from paramem.augment.teachers.extractive import ExtractiveTeacher, second_person
 from paramem.data.conversations import Conversation
@@ -143,7 +145,6 @@ class LocalTeacher:
         self._loaded = None
 
     def complete(self, messages: list[dict[str, str]]) -> str:
-        import torch
 
         if self._loaded is None:
             self._loaded = load_model(self.model_name)

@@ -22,6 +22,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
@@ -297,7 +298,6 @@ def save(model: torch.nn.Module, folder) -> None:
 
 def load(base: PreTrainedModel, folder) -> torch.nn.Module:
     """The base model with a saved MiLP memory (the base model when the folder holds none)."""
-    from pathlib import Path
 
     if not (Path(folder) / "adapter_config.json").exists():
         return base
