@@ -187,34 +187,15 @@ LEARNING_OPTIONS = {
 }
 
 
-def train_config(
-    epochs: int,
-    lr: str,
-    qa_weight: float,
-    replay: float,
-    replayed_cues: int,
-    negative_ratio: float,
-    objective: str,
-    form: str,
-    distill_queries: int,
-    distill_checks: int,
-    distill_hidden_weight: float,
-) -> TrainConfig:
-    """The learning options as a TrainConfig."""
-    rates = learning_rate_list(lr)
+def train_config(**chosen) -> TrainConfig:
+    """The options of LEARNING_OPTIONS, by name, as a TrainConfig."""
+    rates = learning_rate_list(chosen.pop("lr"))
     return TrainConfig(
-        epochs=epochs,
         learning_rate=rates[0],
         learning_rates=rates if len(rates) > 1 else None,
-        qa_weight=qa_weight,
-        replay_share=replay,
-        replayed_cues=replayed_cues,
-        objective=objective,
-        form=form,
-        distill_queries=distill_queries,
-        distill_checks=distill_checks,
-        distill_hidden_weight=distill_hidden_weight,
-        pairs=PairConfig(negative_ratio=negative_ratio),
+        replay_share=chosen.pop("replay"),
+        pairs=PairConfig(negative_ratio=chosen.pop("negative_ratio")),
+        **chosen,  # the rest are TrainConfig's own names
     )
 
 
