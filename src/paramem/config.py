@@ -23,7 +23,7 @@ from paramem.errors import InputError, check_option
 # probes (LoCoMo 0-3) matched against their own conversation text (benchmarks/recall_threshold.py),
 # never on the report samples (4-7: 0.750 there, yes 0.59 / no 0.91) nor on the demo set.
 RECALL_THRESHOLD = 0.525
-DEFAULT_MODEL = "qwen2.5-0.5b"  # the embedded default (README, "Choosing the default base model")
+DEFAULT_MODEL = "qwen2.5-0.5b"  # the embedded default (docs/usage.md, "Choosing the default base model")
 # transformers' repetition penalty on greedy replies (the logits of tokens already in the prompt or
 # the reply divided by it). None by default: on MSC development episodes (benchmarks/reply_decoding.py)
 # unpenalised replies repeated a 4-word run in 1 of 90, and 1.1 or 1.2 lowered Persona-F1 and ROUGE-L.

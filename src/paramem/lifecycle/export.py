@@ -1,7 +1,7 @@
 """Export: a user's memory in a form other tools load.
 
   peft    the adapter folder as it is (adapter_config.json + adapter_model.safetensors): any PEFT
-          loader, and vLLM's multi-LoRA serving, read it beside the base model paramem used (README)
+          loader, and vLLM's multi-LoRA serving, read it beside the base model paramem used (docs/serving.md)
   merged  the base model with the adapter merged into its weights, with the tokenizer: a plain
           Hugging Face model folder, no PEFT needed
 

@@ -123,7 +123,7 @@ class SequentialTrainer:
             pool = [p for old in earlier for p in training_pairs(old, epoch, config.pairs) if p.kind != "recall"]
             replay = rng.sample(pool, min(want, len(pool)))
         # Earlier conversations' recall cues: without them the newest conversation's cue overwrites
-        # the others (README, recall readout). All of them up to `replayed_cues`, beyond that that many
+        # the others (docs/usage.md, recall readout). All of them up to `replayed_cues`, beyond that that many
         # in rotation, each coming back every ceil(earlier / replayed_cues) epochs.
         turn = len(earlier) * config.epochs + epoch
         for index in rotation(len(earlier), config.replayed_cues, turn):

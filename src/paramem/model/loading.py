@@ -62,7 +62,7 @@ PRESETS: dict[str, Preset] = {
     ),
 }
 
-# The embedded default, config.DEFAULT_MODEL: the smallest preset that does the job (README).
+# The embedded default, config.DEFAULT_MODEL: the smallest preset that does the job (docs/usage.md).
 
 TINY_MODEL = "tiny"  # a randomly initialised model built in code, for tests
 

@@ -4,7 +4,7 @@ conversation, asked with nothing but the conversation's date (the cue it was tra
 sentence it recalled (cosine similarity of all-MiniLM-L6-v2 embeddings).
 
 Why: a 0.5B model reads its own first answer token poorly on near-miss questions, even with the
-conversations pasted in its prompt (README, "Measured on the demo set"). Writing back what it was
+conversations pasted in its prompt (docs/figures.md). Writing back what it was
 trained to write, then matching, asks of it only what it learned. What is recalled comes from the
 adapter's weights and the conversations' dates alone; the raw conversations are not kept, and the
 teacher's notes are read only to place the threshold (their held-out questions, `readers.ask`).
