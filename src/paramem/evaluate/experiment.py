@@ -53,7 +53,6 @@ def closed_only(remember: RememberConfig) -> RememberConfig:
 
 
 def compare_methods(bench: LocomoBenchmark, config: ExperimentConfig, home: Path) -> dict:
-
     model, tokenizer, memory = load_memory(USER, home)
     methods = evaluate_yes_no(
         model,
@@ -122,7 +121,6 @@ def spread_over_categories(questions: list[OpenQuestion], limit: int | None) -> 
 
 
 def capability_retention(config: ExperimentConfig, home: Path) -> dict:
-
     model, tokenizer, _ = load_memory(USER, home)
     sets = {}
     if config.mmlu:

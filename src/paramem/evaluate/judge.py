@@ -76,7 +76,6 @@ class EndpointJudge:
         self.name = f"{url} {model}"
 
     def prefers_a(self, context: list, a: str, b: str) -> float:
-
         body = {
             "model": self.model,
             "messages": [{"role": "user", "content": JUDGE_PROMPT.format(context=render_context(context), a=a, b=b)}],

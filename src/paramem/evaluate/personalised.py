@@ -136,13 +136,11 @@ def dev_user(episode: Episode):
 
 
 def history_prompt(history: tuple[Conversation, ...]) -> str:
-
     sessions = "\n\n".join(f"[conversation {i}]\n{c.text}" for i, c in enumerate(history, start=1))
     return f"{REPLY_SYSTEM}\n\nYour past conversations with this user:\n{sessions}"
 
 
 def retrieval_system(history: tuple[Conversation, ...], query: str, k: int) -> str:
-
     found = make_retriever("bm25", passages(list(history))).search([query], k)[0]
     return retrieval_prompt(found, REPLY_SYSTEM)
 
@@ -180,13 +178,11 @@ class Replier:
         self.model_name, self.dtype = model_name, dtype  # PLUM loads its own copy of the base model
 
     def _replies(self, model, episode: Episode, system_of=None, train=None) -> list[str]:
-
         contexts = [list(episode.test.messages[:target]) for target in episode.targets]
         systems = [system_of(c) if system_of else REPLY_SYSTEM for c in contexts]
         return replies(model, self.tokenizer, contexts, train or self.config.train, systems)
 
     def replies(self, method: str, episode: Episode) -> list[str]:
-
         history = list(episode.history)
         if method == "base":
             return self._replies(self.model, episode)

@@ -19,7 +19,6 @@ def _verdict(verdict: dict | None) -> str:
 
 
 def render(results: dict) -> str:
-
     config = results["config"]
     lines = [
         f"# Personalised replies: {config['dataset']}, {len(results['episodes']['ids'])} report episodes",

@@ -42,7 +42,6 @@ class DevUser:
     scored_from: int = 0  # only the assistant turns from this place on are scored (the rest are context)
 
     def scored_turns(self) -> list:
-
         return [(c, r) for c, r in assistant_turns(self.validation) if len(c) >= self.scored_from]
 
 
@@ -55,7 +54,6 @@ class MemoryObjective:
         self.train_config, self.replies, self.on_epoch = train_config, replies, on_epoch
 
     def __call__(self, memory: MultiLoraConfig) -> Objectives:
-
         losses, rouges = [], []
         for user in self.users:
             learned = learn(self.model, self.tokenizer, user.train, memory, self.train_config, self.on_epoch)

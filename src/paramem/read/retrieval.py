@@ -63,7 +63,6 @@ class BM25Retriever:
     name = "bm25"
 
     def __init__(self, corpus: list[Passage]):
-
         # bm25s logs every index build at DEBUG, and rouge-score (absl) gives the root logger a handler
         # that prints it: one line per episode in `paramem replies`.
         logging.getLogger("bm25s").setLevel(logging.WARNING)
@@ -74,7 +73,6 @@ class BM25Retriever:
         )
 
     def search(self, queries: list[str], k: int) -> list[list[Passage]]:
-
         if not queries:
             return []
         k = min(k, len(self.corpus))

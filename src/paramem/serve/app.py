@@ -294,7 +294,6 @@ def create_app(server: MemoryServer) -> FastAPI:
             )
 
         def read(memories: Memories) -> tuple[list, list[str]]:  # on the engine's thread: nothing else runs
-
             loaded = memories.acquire(("plum", caller))
             memories.peft.set_adapter(loaded.handle)
             memory.loaded_version = loaded.version

@@ -277,7 +277,6 @@ class Jobs:
             self._end(user, job, state="failed", message=public_reason(error))
 
     def _learn(self, user: str, job: str) -> None:
-
         memory = UserMemory(user, self.config.home)
         upload = self._folder(user) / f"{job}.jsonl"
         if not upload.exists():  # stopped between deleting it and recording the end: nothing left to learn
@@ -297,7 +296,6 @@ class Jobs:
         self._end(user, job, state="done", done=len(learned), message=f"learned {len(learned)} conversations")
 
     def _forget(self, user: str, job: str, conversation: str) -> None:
-
         memory = UserMemory(user, self.config.home)
         if conversation in {i for i, _ in memory.forgotten()} and conversation not in {r.id for r in memory.learned()}:
             # committed by an earlier run of this job that stopped before recording its end

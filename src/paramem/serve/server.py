@@ -24,7 +24,6 @@ class MemoryServer:
     """The base model, the memories loaded into it, the engine that replies from them, and the jobs."""
 
     def __init__(self, config: ServeConfig):
-
         self.config = config
         self.jobs = Jobs(config)
         base, self.tokenizer = load_model(config.base_model, config.dtype)

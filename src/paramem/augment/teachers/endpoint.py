@@ -57,7 +57,6 @@ class OpenAITeacher:
         return f"openai:{self.url}:{self.model}"
 
     def complete(self, messages: list[dict[str, str]]) -> str:
-
         key = os.environ.get(self.api_key_env, "").strip()
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         body = {"model": self.model, "messages": messages, "temperature": 0.0, "max_tokens": 300}

@@ -145,7 +145,6 @@ class LocalTeacher:
         self._loaded = None
 
     def complete(self, messages: list[dict[str, str]]) -> str:
-
         if self._loaded is None:
             self._loaded = load_model(self.model_name)
         model, tokenizer = self._loaded
