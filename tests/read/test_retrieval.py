@@ -1,6 +1,15 @@
 import pytest
 
-from paramem.read.retrieval import BM25Retriever, DenseRetriever, passages, retrieval_prompt
+from paramem.read.retrieval import (
+    RRF_K,
+    BM25Retriever,
+    DenseRetriever,
+    FusedRetriever,
+    Passage,
+    make_retriever,
+    passages,
+    retrieval_prompt,
+)
 
 
 def test_turn_passages_are_dated_and_attributed(demo_conversations):
@@ -31,3 +40,26 @@ def test_retrieval_prompt_lists_the_excerpts(demo_conversations):
 def test_unknown_unit_is_refused(demo_conversations):
     with pytest.raises(ValueError):
         passages(demo_conversations, unit="paragraph")
+
+
+def test_fused_retrieval_ranks_a_planted_turn_first_on_a_toy_store(demo_conversations):
+    planted = Passage("toy", "[2026-04-01] user: On the balcony I planted basil and chillies in two pots.")
+    store = [*passages(demo_conversations), planted]
+    assert make_retriever("fused", store).search(["Which herbs did I plant in pots on my balcony?"], k=1) == [[planted]]
+
+
+class Ranked:
+    def __init__(self, order):
+        self.order = order
+
+    def search(self, queries, k):
+        return [self.order[:k] for _ in queries]
+
+
+def test_reciprocal_rank_fusion_puts_what_both_find_before_what_one_finds_first():
+    a, b, c, d = (Passage("x", t) for t in "abcd")
+    # a: first for one, absent for the other; c: second and third, so 1/(K+2) + 1/(K+3) > 1/(K+1)
+    fused = FusedRetriever([a, b, c, d], parts=[Ranked([a, c, d]), Ranked([b, d, c])])
+    assert fused.search(["q"], k=4) == [[c, d, a, b]]
+    assert 1 / (RRF_K + 2) + 1 / (RRF_K + 3) > 1 / (RRF_K + 1)
+    assert fused.search(["q", "r"], k=1) == [[c], [c]]  # one list per question

@@ -68,4 +68,4 @@ class ExperimentConfig:
     arc_items: int | None = 100  # None: all 1,172
 
 
-CURVE_METHODS = ("context", "bm25", "dense")  # what the scale curve can score beside the memory: no adapter
+CURVE_METHODS = ("context", "bm25", "dense", "fused")  # what the scale curve can score beside the memory: no adapter

@@ -30,11 +30,12 @@ from paramem.read.retrieval import HYBRID_RETRIEVER, RetrievalConfig, retrieval_
 #          (MiLP's text-prompt baseline)
 # bm25     the base model with the top-k BM25 passages of the conversations in the prompt (PLUM's RAG)
 # dense    the same with all-MiniLM-L6-v2 embeddings instead of BM25
+# fused    the same with BM25's and dense's rankings fused by reciprocal rank
 # hybrid   the user's memory and the passages of retrieval.HYBRID_RETRIEVER together
 # Every method but none and memory needs the conversations.
-METHODS = ("none", "memory", "context", "bm25", "dense", "hybrid")
+METHODS = ("none", "memory", "context", "bm25", "dense", "fused", "hybrid")
 ADAPTER_METHODS = ("memory", "hybrid")
-TEXT_METHODS = ("context", "bm25", "dense", "hybrid")  # these read the conversations
+TEXT_METHODS = ("context", "bm25", "dense", "fused", "hybrid")  # these read the conversations
 CONTEXT_TOKENS = 6000  # prompt budget of the context method, in tokens
 
 RECALL_METHODS = ("none", "memory", "context")  # the methods the recall readout can read (readers.py)

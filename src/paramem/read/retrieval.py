@@ -1,7 +1,7 @@
-"""Retrieval: the user's past turns (or whole sessions) searched with BM25 (bm25s, PLUM's baseline)
-or a small sentence-embedding model, the top k pasted into the prompt. The evaluation's bm25 and
-dense methods, and the hybrid answer: the memory with the passages of HYBRID_RETRIEVER
-(`paramem ask --retrieve`, `chat --retrieve`, `eval --methods hybrid`)."""
+"""Retrieval: the user's past turns (or whole sessions) searched with BM25 (bm25s, PLUM's baseline),
+a small sentence-embedding model, or both fused by reciprocal rank; the top k pasted into the prompt.
+The evaluation's bm25, dense and fused methods, and the hybrid answer: the memory with the passages
+of HYBRID_RETRIEVER (`paramem ask --retrieve`, `chat --retrieve`, `eval --methods hybrid`)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,11 @@ from paramem.model.prompts import SYSTEM_PROMPT
 # The retriever the hybrid answer pairs with the memory: the better one on the development samples
 # (LoCoMo sample 0, log-odds readout: dense 0.958, BM25 0.875).
 HYBRID_RETRIEVER = "dense"
+# Reciprocal rank fusion (Cormack, Clarke & Buettcher, 2009): a passage scores the sum over rankings
+# of 1 / (RRF_K + its rank); 60 is the paper's constant, not tuned here. Each ranking is read to
+# RRF_DEPTH passages.
+RRF_K = 60
+RRF_DEPTH = 50
 
 
 @dataclass
@@ -99,12 +104,35 @@ class DenseRetriever:
         return [[self.corpus[i] for i in row.tolist()] for row in top]
 
 
+class FusedRetriever:
+    """BM25's and the dense retriever's rankings fused by reciprocal rank: a passage either finds
+    high comes before one both find low, and neither score scale matters."""
+
+    name = "fused"
+
+    def __init__(self, corpus: list[Passage], parts: list[Retriever] | None = None):
+        self.corpus = corpus
+        self.parts = parts or [BM25Retriever(corpus), DenseRetriever(corpus)]
+
+    def search(self, queries: list[str], k: int) -> list[list[Passage]]:
+        rankings = [part.search(queries, max(k, RRF_DEPTH)) for part in self.parts]
+        fused = []
+        for ranked in zip(*rankings):
+            scores: dict[Passage, float] = {}
+            for ranking in ranked:
+                for rank, passage in enumerate(ranking, start=1):
+                    scores[passage] = scores.get(passage, 0.0) + 1.0 / (RRF_K + rank)
+            fused.append(sorted(scores, key=scores.get, reverse=True)[:k])  # ties: BM25's order
+        return fused
+
+
+RETRIEVERS = {"bm25": BM25Retriever, "dense": DenseRetriever, "fused": FusedRetriever}
+
+
 def make_retriever(kind: str, corpus: list[Passage]) -> Retriever:
-    if kind == "bm25":
-        return BM25Retriever(corpus)
-    if kind == "dense":
-        return DenseRetriever(corpus)
-    raise ValueError(f"unknown retriever {kind!r} (bm25, dense)")
+    if kind not in RETRIEVERS:
+        raise ValueError(f"unknown retriever {kind!r} ({', '.join(RETRIEVERS)})")
+    return RETRIEVERS[kind](corpus)
 
 
 def retrieval_prompt(found: list[Passage], system: str = SYSTEM_PROMPT) -> str:
