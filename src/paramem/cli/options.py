@@ -11,8 +11,6 @@ from paramem.config import PairConfig, RememberConfig, TrainConfig, option_defau
 from paramem.errors import InputError
 
 HomeOption = typer.Option(None, "--home", help="memory home (default: $PARAMEM_HOME or ~/.local/share/paramem)")
-
-
 ReadoutOption = typer.Option(
     None,
     "--readout",
@@ -21,16 +19,12 @@ ReadoutOption = typer.Option(
     "or log-odds (P(yes) vs P(no) of the answer token); default: recall for a sequential memory, "
     "log-odds for cartridges",
 )
-
-
 RetrieveOption = typer.Option(
     None,
     "--retrieve",
     help="the user's conversation file (any format remember reads): read the memory beside the turns "
     "the dense retriever finds in it for each question (the hybrid method; yes/no by log-odds)",
 )
-
-
 PassagesOption = typer.Option(5, "--k", help="turns retrieved per question (with --retrieve)")
 
 
@@ -51,71 +45,33 @@ BaseModelOption = typer.Option(
     help=option_help(RememberConfig, "base_model")
     + " (default: what the memory was started on, else the embedded default)",
 )
-
-
 TeacherOption = typer.Option("extractive", "--teacher", help="extractive, local or openai")
-
-
 TeacherModelOption = typer.Option(None, "--teacher-model", help="model of the local/openai teacher")
-
-
 TeacherUrlOption = typer.Option(None, "--teacher-url", help="OpenAI-compatible base URL")
-
-
 TeacherKeyEnvOption = typer.Option(
     "OPENAI_API_KEY",
     "--teacher-key-env",
     help="environment variable holding the openai teacher's API key (a key is never "
     "given as a flag: flags show in `ps`)",
 )
-
-
 EpochsOption = config_option(TrainConfig, "epochs", "--epochs")
-
-
 LearningRateOption = typer.Option(
     str(option_default(TrainConfig, "learning_rate")),
     "--lr",
     help="learning rate; several, comma-separated (2e-4,5e-4,1e-3): " + option_help(TrainConfig, "learning_rates"),
 )
-
-
 LambdaOption = config_option(TrainConfig, "qa_weight", "--lambda")
-
-
 ReplayOption = config_option(TrainConfig, "replay_share", "--replay")
-
-
 ReplayedCuesOption = config_option(TrainConfig, "replayed_cues", "--replayed-cues")
-
-
 DistillQueriesOption = config_option(TrainConfig, "distill_queries", "--distill-queries")
-
-
 SelfStudyQueriesOption = config_option(TrainConfig, "self_study_queries", "--self-study-queries")
-
-
 DistillChecksOption = config_option(TrainConfig, "distill_checks", "--distill-checks")
-
-
 DistillHiddenWeightOption = config_option(TrainConfig, "distill_hidden_weight", "--distill-hidden-weight")
-
-
 NegativeRatioOption = config_option(PairConfig, "negative_ratio", "--negative-ratio")
-
-
 ObjectiveOption = config_option(TrainConfig, "objective", "--objective")
-
-
 FormOption = config_option(TrainConfig, "form", "--form")
-
-
 KeepConversationsOption = config_option(RememberConfig, "keep_conversations", "--keep-conversations")
-
-
 RegenerateNotesOption = config_option(RememberConfig, "regenerate_notes", "--regenerate-notes")
-
-
 NotesCacheOption = config_option(RememberConfig, "notes_cache", "--notes-cache/--no-notes-cache")
 
 

@@ -22,7 +22,6 @@ from pathlib import Path
 
 from peft import PeftModel
 
-from paramem.config import Form
 from paramem.errors import InputError
 from paramem.memory.cartridge import CartridgeModel
 from paramem.serve.errors import ApiError, Later, public_reason
@@ -154,15 +153,6 @@ class Memories:
                 break
             self._evict(old)
         return loaded
-
-    def is_cartridge(self, key: Memory) -> bool:
-        """Whether `key` is a cartridge memory (read from its settings, nothing loaded)."""
-        if key[0] == "milp":
-            return False
-        try:
-            return UserMemory(key[1], self.home).form == Form.CARTRIDGE
-        except InputError:
-            return False  # acquire() says what is wrong
 
     def _add_adapter(self, folder: Path, name: str) -> str:
         """Load an adapter folder into the one PeftModel under `name`."""

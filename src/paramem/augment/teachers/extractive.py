@@ -127,8 +127,6 @@ FACT_BANK = [
 
 # A sentence ends at . ! ? and a space, or at the full-width and Arabic marks, which need no space.
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|(?<=[\u3002\uff01\uff1f\u061f\u06d4])\s*")
-
-
 QUESTION_MARKS = ("?", "\uff1f", "\u061f")  # ASCII, full-width, Arabic
 
 

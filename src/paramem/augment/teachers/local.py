@@ -13,8 +13,6 @@ from paramem.data.notes import Fact, Notes, Topic, content_words, is_absent
 from paramem.model.loading import load_model
 
 TEACHER_SYSTEM = "You write short, precise notes about conversations. Answer with a list, one item per line."
-
-
 EXAMPLE_MESSAGE = "I'm flying to Kyoto in April and want to see the cherry blossoms."
 
 
@@ -24,29 +22,21 @@ TOPICS_PROMPT = (
     EXAMPLE_MESSAGE,
     "- a trip to Kyoto\n- cherry blossoms",
 )
-
-
 FACTS_PROMPT = (
     "List the facts about the user in this message, one short sentence each, each starting with 'The user'.",
     EXAMPLE_MESSAGE,
     "- The user is flying to Kyoto in April.\n- The user wants to see the cherry blossoms.",
 )
-
-
 PARAPHRASE_PROMPT = (
     "Give 3 other ways to say this topic.",
     "learning to play the piano",
     "- piano lessons\n- practising the piano\n- studying music on the piano",
 )
-
-
 NEAR_MISS_PROMPT = (
     "Name 3 topics that are similar to this one but clearly different.",
     "learning to play the piano",
     "- learning to play the violin\n- singing lessons\n- learning to paint",
 )
-
-
 _EXAMPLE_WORDS = content_words(
     " ".join(" ".join(p[1:]) for p in (TOPICS_PROMPT, FACTS_PROMPT, PARAPHRASE_PROMPT, NEAR_MISS_PROMPT))
 )
