@@ -22,7 +22,7 @@ def test_cli_options_take_their_default_and_help_from_the_config_fields():
         (TrainConfig, "replay_share", "replay"),
         (PairConfig, "negative_ratio", "negative_ratio"),
         (TrainConfig, "epochs", "epochs"),
-        (RememberConfig, "keep_conversations", "keep_conversations"),
+        (RememberConfig, "keep_text", "keep_text"),
     ):
         assert options[option].help == option_help(config, name)
         assert options[option].default == option_default(config, name)

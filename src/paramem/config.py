@@ -44,6 +44,14 @@ class Objective(StrEnum):
     DISTILL = "distill"  # the base model's own answers with the conversation in its prompt, under KL
 
 
+class KeepText(StrEnum):
+    """How long a user's conversations stay in the store as text (`--keep-text`)."""
+
+    ALWAYS = "always"  # retrieval reads them beside the memory: the best answers measured
+    UNTIL_CONSOLIDATED = "until-consolidated"  # PLUM's promise: discarded once learned into the memory
+    NEVER = "never"  # never written: answerable only once consolidated
+
+
 def _choice(kind: type[StrEnum], value, name: str) -> StrEnum:
     """`value` as a member of `kind`; one line naming the choices if it is none of them."""
     try:
@@ -264,7 +272,11 @@ class RememberConfig:
     """One user's learning run: which base model, what is kept, and how each conversation is learned."""
 
     base_model: str = setting(DEFAULT_MODEL, "preset, HF folder or id, GGUF file, or tiny (tests)")
-    keep_conversations: bool = setting(False, "keep the raw text in the manifest (PLUM discards it once learned)")
+    keep_text: KeepText = setting(
+        KeepText.ALWAYS,
+        "always: each conversation is indexed for retrieval as it arrives and kept; until-consolidated: "
+        "indexed, then deleted once learned into the memory; never: not stored, answerable once learned",
+    )
     regenerate_notes: bool = setting(False, "ask the teacher again even when its notes are cached")
     notes_cache: bool = setting(
         True,
@@ -278,6 +290,7 @@ class RememberConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self):
+        self.keep_text = _choice(KeepText, self.keep_text, "keep_text (--keep-text)")
         if self.dtype is not None:
             self.dtype = dtype_name(self.dtype)
 

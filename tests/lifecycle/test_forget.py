@@ -116,3 +116,16 @@ def test_users_delete_and_export_from_the_cli(demo_conversations, tmp_path):
     assert not (paramem_home() / "users" / "a").exists()
     assert not list(cache.root.rglob(f"{demo_conversations[0].content_hash}.json"))
     assert runner.invoke(app, ["users"]).output.strip().startswith("b")
+
+
+def test_forgetting_a_conversation_indexed_but_not_learned_deletes_its_text(demo_conversations, monkeypatch):
+    import paramem.lifecycle.remember as remember_module
+
+    first = demo_conversations[0]
+    with monkeypatch.context() as patched, pytest.raises(KeyboardInterrupt):
+        patched.setattr(remember_module, "load_model", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+        remember("f", [first], ExtractiveTeacher(), SEQUENTIAL)  # stopped after indexing
+    result = forget("f", first.id)
+    assert (result.how, result.exact, result.relearned) == ("unindexed", True, 0)
+    assert not sentences_left(first, paramem_home(), cache_home())
+    assert [i for i, _ in UserMemory("f").forgotten()] == [first.id]

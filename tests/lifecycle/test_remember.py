@@ -1,4 +1,5 @@
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -60,21 +61,51 @@ def test_same_id_with_new_content_is_refused(demo_conversations):
         remember("u", [changed], ExtractiveTeacher(), config())
 
 
-def test_raw_text_is_discarded_unless_kept(demo_conversations):
+def test_each_keep_text_mode_keeps_what_it_says(demo_conversations):
+    """always: the text stays after learning; until-consolidated: indexed, then deleted in the commit;
+    never: not written. The old `text` column stays empty in every mode."""
     import sqlite3
 
-    remember("u", demo_conversations[:1], ExtractiveTeacher(), config())
-    remember(
-        "k",
-        demo_conversations[:1],
-        ExtractiveTeacher(),
-        RememberConfig(base_model="tiny", keep_conversations=True, train=TrainConfig(epochs=1, min_epochs=1)),
-    )
-    texts = {}
-    for user in ("u", "k"):
-        db = sqlite3.connect(UserMemory(user).root / "manifest.sqlite")
-        texts[user] = db.execute("SELECT text FROM conversations").fetchone()[0]
-    assert texts["u"] is None and "tomato" in texts["k"]
+    kept = {}
+    for mode in ("always", "until-consolidated", "never"):
+        remember(mode, demo_conversations[:1], ExtractiveTeacher(), replace(config(), keep_text=mode))
+        memory = UserMemory(mode)
+        kept[mode] = [c.id for c in memory.texts.conversations()]
+        with sqlite3.connect(memory.manifest) as db:
+            assert db.execute("SELECT text FROM conversations").fetchone()[0] is None
+    assert kept == {"always": [demo_conversations[0].id], "until-consolidated": [], "never": []}
+
+
+def test_a_conversation_is_indexed_before_any_model_loads(demo_conversations, monkeypatch):
+    import paramem.lifecycle.remember as remember_module
+
+    seen = []
+
+    def crash(*args, **kwargs):
+        seen.append([c.id for c in UserMemory("u").texts.conversations()])
+        raise KeyboardInterrupt  # the process dies as the model would load
+
+    with monkeypatch.context() as patched, pytest.raises(KeyboardInterrupt):
+        patched.setattr(remember_module, "load_model", crash)
+        remember("u", demo_conversations[:2], ExtractiveTeacher(), config())
+    assert seen == [[c.id for c in demo_conversations[:2]]]
+    memory = UserMemory("u")
+    assert {c.id: s for c, s in zip(demo_conversations[:2], memory.texts.states().values())} == {
+        c.id: "indexed" for c in demo_conversations[:2]
+    }
+    # the next run, given nothing new, learns what the crashed one indexed
+    learned = remember("u", [], ExtractiveTeacher(), config())
+    assert [r.id for r in learned] == [c.id for c in demo_conversations[:2]]
+    assert set(memory.texts.states().values()) == {"consolidated"}
+
+
+def test_a_refused_conversation_leaves_no_text(demo_conversations):
+    from paramem.data.conversations import Conversation, Message
+
+    empty = Conversation("hm", (Message("user", "hm"), Message("assistant", "ok")))
+    with pytest.raises(InputError, match="found nothing to learn"):
+        remember("u", [empty], ExtractiveTeacher(), config())
+    assert not UserMemory("u").exists
 
 
 def test_the_dtype_a_memory_learned_in_is_recorded_and_used_to_load_it(demo_conversations):

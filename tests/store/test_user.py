@@ -24,8 +24,8 @@ def notes(cid):
 def test_commit_writes_a_peft_folder_and_the_manifest(isolated_home):
     model = attach_lora(tiny_model()[0], TrainConfig())
     with UserMemory("alice") as memory:
-        memory.commit(model, record("c1", 1), notes("c1"), text=None)
-        memory.commit(model, record("c2", 2), notes("c2"), text="user: hi")
+        memory.commit(model, record("c1", 1), notes("c1"))
+        memory.commit(model, record("c2", 2), notes("c2"))
     assert [c.id for c in memory.learned()] == ["c1", "c2"]
     assert memory.learned()[0].heldout_accuracy == 0.75
     assert [n.conversation_id for n in memory.notes()] == ["c1", "c2"]
@@ -50,7 +50,7 @@ def test_the_learning_rate_is_recorded_and_older_manifests_gain_the_column(isola
         )
     model = attach_lora(tiny_model()[0], TrainConfig())
     with UserMemory("carl") as memory:
-        memory.commit(model, dataclasses.replace(record("c1", 2), learning_rate=1e-3), notes("c1"), text=None)
+        memory.commit(model, dataclasses.replace(record("c1", 2), learning_rate=1e-3), notes("c1"))
     assert [(c.id, c.learning_rate) for c in memory.learned()] == [("c0", None), ("c1", 1e-3)]
 
 
@@ -74,7 +74,7 @@ def test_unknown_and_invalid_users():
 def test_repair_points_the_link_at_the_committed_version():
     model = attach_lora(tiny_model()[0], TrainConfig())
     with UserMemory("carol") as memory:
-        memory.commit(model, record("c1", 1), notes("c1"), text=None)
+        memory.commit(model, record("c1", 1), notes("c1"))
         model.save_pretrained(memory.root / "versions" / "2")  # a crash after writing, before the commit
         memory.repair()
     assert memory.current_adapter().name == "1"
@@ -121,26 +121,26 @@ def test_the_adapter_is_flushed_to_disk_before_the_manifest_names_it(isolated_ho
     monkeypatch.setattr(store, "fsync_tree", recording)
     model = attach_lora(tiny_model()[0], TrainConfig())
     with UserMemory("erin") as memory:
-        memory.commit(model, record("c1", 1), notes("c1"), text=None)
+        memory.commit(model, record("c1", 1), notes("c1"))
     assert seen == [[]] and [c.id for c in memory.learned()] == ["c1"]
 
 
 def test_a_version_being_read_is_kept_until_its_reader_is_done(isolated_home):
     model = attach_lora(tiny_model()[0], TrainConfig())
     with UserMemory("fay") as writer:
-        writer.commit(model, record("c1", 1), notes("c1"), text=None)
+        writer.commit(model, record("c1", 1), notes("c1"))
         with UserMemory("fay").reading() as folder:
             assert folder.name == "1"
-            writer.commit(model, record("c2", 2), notes("c2"), text=None)
+            writer.commit(model, record("c2", 2), notes("c2"))
             assert (folder / "adapter_model.safetensors").exists()  # still there under its reader
-        writer.commit(model, record("c3", 3), notes("c3"), text=None)
+        writer.commit(model, record("c3", 3), notes("c3"))
     assert sorted(p.name for p in (writer.root / "versions").iterdir()) == ["3"]
 
 
 def test_notes_changed_after_learning_are_written_back(isolated_home):
     model = attach_lora(tiny_model()[0], TrainConfig())
     with UserMemory("gus") as memory:
-        memory.commit(model, record("c1", 1), notes("c1"), text=None)
+        memory.commit(model, record("c1", 1), notes("c1"))
         changed = notes("c1")
         changed.negatives = []
         memory.update_notes([changed])

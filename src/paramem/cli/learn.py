@@ -11,7 +11,7 @@ from paramem.cli.options import (
     BaseModelOption,
     DtypeOption,
     HomeOption,
-    KeepConversationsOption,
+    KeepTextOption,
     NotesCacheOption,
     RegenerateNotesOption,
     TeacherKeyEnvOption,
@@ -39,7 +39,7 @@ def remember_command(
     teacher_model: str | None = TeacherModelOption,
     teacher_url: str | None = TeacherUrlOption,
     teacher_key_env: str = TeacherKeyEnvOption,
-    keep_conversations: bool = KeepConversationsOption,
+    keep_text: str = KeepTextOption,
     regenerate_notes: bool = RegenerateNotesOption,
     notes_cache: bool = NotesCacheOption,
     dtype: str | None = DtypeOption,
@@ -55,7 +55,7 @@ def remember_command(
     stored_model = UserMemory(user, home).settings().get("base_model")
     config = RememberConfig(
         base_model=base_model or stored_model or DEFAULT_MODEL,
-        keep_conversations=keep_conversations,
+        keep_text=keep_text,
         regenerate_notes=regenerate_notes,
         notes_cache=notes_cache,
         dtype=chosen_dtype(dtype),

@@ -70,7 +70,7 @@ DistillHiddenWeightOption = config_option(TrainConfig, "distill_hidden_weight", 
 NegativeRatioOption = config_option(PairConfig, "negative_ratio", "--negative-ratio")
 ObjectiveOption = config_option(TrainConfig, "objective", "--objective")
 FormOption = config_option(TrainConfig, "form", "--form")
-KeepConversationsOption = config_option(RememberConfig, "keep_conversations", "--keep-conversations")
+KeepTextOption = config_option(RememberConfig, "keep_text", "--keep-text")
 RegenerateNotesOption = config_option(RememberConfig, "regenerate_notes", "--regenerate-notes")
 NotesCacheOption = config_option(RememberConfig, "notes_cache", "--notes-cache/--no-notes-cache")
 

@@ -24,7 +24,7 @@ def serve_command(
     batch: int = config_option(ServeConfig, "max_batch", "--batch"),
     prefill_wait: float = config_option(ServeConfig, "prefill_wait", "--prefill-wait"),
     job_workers: int = config_option(ServeConfig, "job_workers", "--job-workers"),
-    keep_conversations: bool = config_option(ServeConfig, "keep_conversations", "--keep-conversations"),
+    keep_text: str = config_option(ServeConfig, "keep_text", "--keep-text"),
     dtype: str | None = DtypeOption,
     home: Path | None = HomeOption,
 ):
@@ -43,7 +43,7 @@ def serve_command(
         cache,
         max_tokens,
         chosen_dtype(dtype),
-        keep_conversations=keep_conversations,
+        keep_text=keep_text,
         max_batch=batch,
         prefill_wait=prefill_wait,
         job_workers=job_workers,

@@ -9,11 +9,14 @@
                      trace: when the forgotten conversation arrived, negatives of other conversations'
                      notes that its text contradicted were dropped (`drop_contradicting_negatives`), and
                      they stay dropped.
+  indexed only       exact: a conversation `remember` indexed but has not learned yet (issue 38) has
+                     only its text to lose, and it is deleted ("unindexed").
 
-Either way the conversation's manifest row (its notes with it), its teacher targets, its teacher-notes
-cache entry and every cached recollection (`recall.json` of old versions) go, and the manifest records
-that a conversation was forgotten: its id and the date, never its content. The old memory stays in use
-until the new one is committed, so an interrupted retraining forgets nothing and can be run again.
+Either way the conversation's manifest row and its text (its notes with them), its teacher targets,
+its teacher-notes cache entry and every cached recollection (`recall.json` of old versions) go, and
+the manifest records that a conversation was forgotten: its id and the date, never its content. The
+old memory stays in use until the new one is committed, so an interrupted retraining forgets nothing
+and can be run again.
 
   MiLP memory        dropped whole when it learned the conversation (`paramem search` learned all its
                      conversations at once and keeps none of their text, so it cannot learn the others
@@ -75,6 +78,9 @@ def forget(
             memory.milp.drop()
         learned = memory.learned()
         gone = next((r for r in learned if r.id == conversation_id), None)
+        if gone is None and conversation_id in memory.texts.ids():  # indexed, not learned yet: text only
+            NotesCache(cache_home() / "teacher").remove(memory.texts.forget(conversation_id))
+            return Forgotten(conversation_id, "unindexed", True, 0, time.perf_counter() - start, "it was never learned")
         if gone is None:
             raise InputError(f"user {user!r} has no learned conversation {conversation_id!r}")
         kept = [r for r in learned if r.id != conversation_id]

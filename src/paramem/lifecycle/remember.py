@@ -15,7 +15,7 @@ from safetensors import SafetensorError
 
 from paramem.augment.teachers.base import Teacher, drop_contradicting_negatives
 from paramem.augment.teaching import NotesCache, augment
-from paramem.config import Form, Objective, RememberConfig, TrainConfig
+from paramem.config import Form, KeepText, Objective, RememberConfig, TrainConfig
 from paramem.data.conversations import Conversation
 from paramem.errors import InputError
 from paramem.files import cache_home
@@ -30,6 +30,7 @@ from paramem.store.user import UserMemory
 
 @dataclass
 class Callbacks:
+    on_indexed: Callable[[int], None] | None = None  # conversations indexed, answerable from now on
     on_augmented: Callable[[int], None] | None = None  # number of conversations to learn
     on_conversation: Callable[[int, int, str], None] | None = None  # position, total, conversation id
     on_epoch: Callable[[EpochReport], None] | None = None
@@ -50,15 +51,14 @@ def remember(
     with memory:  # the write lock: a second `remember` for this user fails at once
         memory.repair()
         new_settings = _memory_settings(memory, config)  # checked now, written once there is work to do
-        known = {c.id: c.content_hash for c in memory.learned()}
-        todo = []
-        for conversation in conversations:
-            if conversation.id in known:
-                if known[conversation.id] != conversation.content_hash:
-                    raise InputError(f"conversation {conversation.id!r} is already learned with different content")
-                continue
-            if conversation.content_hash not in known.values():
-                todo.append(conversation)
+        existed = memory.exists
+        todo = _to_learn(memory, conversations)
+        if config.keep_text != KeepText.ALWAYS:  # texts already learned go (a user may change their mind)
+            memory.texts.drop(sorted(memory.texts.ids() & {r.id for r in memory.learned()}))
+        # Indexed first, before any model loads: answerable through retrieval from now on.
+        indexed = memory.texts.add(todo) if config.keep_text != KeepText.NEVER else []
+        if callbacks.on_indexed:
+            callbacks.on_indexed(len(indexed))
         if callbacks.on_augmented:
             callbacks.on_augmented(len(todo))
         if not todo:
@@ -67,6 +67,9 @@ def remember(
         notes = augment(todo, teacher, cache, regenerate=config.regenerate_notes)
         for conversation, conversation_notes in zip(todo, notes):  # refused before anything is learned
             if not (conversation_notes.topics or conversation_notes.facts):
+                memory.texts.drop(indexed)  # a refused call leaves the store as it found it
+                if not existed:
+                    memory.manifest.unlink()
                 raise InputError(
                     f"conversation {conversation.id!r}: the {teacher.name} teacher found nothing to "
                     "learn in it (no topics, no facts)",
@@ -131,12 +134,30 @@ def remember(
                 **teacher,
                 **result.record_fields(),
             )
-            memory.commit(model, record, conversation_notes, conversation.text if config.keep_conversations else None)
+            memory.commit(model, record, conversation_notes, drop_text=config.keep_text != KeepText.ALWAYS)
             earlier.append(conversation_notes)
             learned.append(record)
             if callbacks.on_learned:
                 callbacks.on_learned(record)
         return learned
+
+
+def _to_learn(memory: UserMemory, conversations: list[Conversation]) -> list[Conversation]:
+    """What this run learns: the stored conversations an earlier run indexed but did not finish
+    learning, then the given ones not learned yet (one learned under another id with the same
+    content is skipped; the same id with other content is refused)."""
+    known = {c.id: c.content_hash for c in memory.learned()}
+    todo, hashes = [], set(known.values())
+    for conversation in [*memory.texts.waiting(), *conversations]:
+        if conversation.id in known:
+            if known[conversation.id] != conversation.content_hash:
+                raise InputError(f"conversation {conversation.id!r} is already learned with different content")
+            continue
+        if conversation.content_hash not in hashes:
+            todo.append(conversation)
+            hashes.add(conversation.content_hash)
+            known[conversation.id] = conversation.content_hash
+    return todo
 
 
 def initial_cartridge(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from paramem.config import setting
+from paramem.config import KeepText, setting
 from paramem.errors import check_option
 
 
@@ -18,7 +18,11 @@ class ServeConfig:
     dtype: str | None = setting(None, "the base model's dtype (default: the fastest exact one on this CPU)")
     max_upload_bytes: int = setting(10_000_000, "an uploaded conversation file, at most")
     teacher: str = setting("extractive", "the teacher of uploaded conversations")
-    keep_conversations: bool = setting(False, "keep uploaded text in the manifest (the upload file goes either way)")
+    keep_text: str = setting(
+        KeepText.ALWAYS,
+        "how long uploaded conversations stay as text: always, until-consolidated or never (the upload "
+        "file goes either way)",
+    )
     max_batch: int = setting(8, "replies decoded together, each step one batched forward pass (1: one at a time)")
     prefill_wait: float = setting(
         1.0,
@@ -48,6 +52,7 @@ class ServeConfig:
         ):
             value = getattr(self, name)
             check_option(isinstance(value, int) and value >= least, name, f"an integer of at least {least}", value)
+        check_option(self.keep_text in set(KeepText), "keep_text", " or ".join(KeepText), self.keep_text)
         check_option(0 <= self.prefill_wait <= 30, "prefill_wait", "from 0 to 30 seconds", self.prefill_wait)
         check_option(0 <= self.job_niceness <= 19, "job_niceness", "from 0 to 19", self.job_niceness)
         check_option(

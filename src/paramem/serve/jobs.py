@@ -287,7 +287,7 @@ class Jobs:
             base_model=self.config.base_model,
             dtype=self.config.dtype,
             train=stored_train_config(memory.settings()),
-            keep_conversations=self.config.keep_conversations,
+            keep_text=self.config.keep_text,
         )
         known = len(memory.learned())
         callbacks = Callbacks(on_learned=lambda _: self._save(user, job, done=len(memory.learned()) - known))

@@ -24,12 +24,22 @@ CREATE TABLE IF NOT EXISTS conversations (
     adapter_version INTEGER NOT NULL,
     learned_at TEXT NOT NULL,
     notes TEXT NOT NULL,               -- the teacher's notes as JSON, replayed later
-    text TEXT,                         -- raw conversation, only with --keep-conversations
+    text TEXT,                         -- unused since the texts table (was: raw text, --keep-conversations)
     learning_rate REAL,                -- the rate kept (chosen on held-out pairs when several were tried)
     teacher_seconds REAL,              -- objective distill: the teacher's reading, queries and answers
     teacher_prefill_seconds REAL,      -- of which reading the conversation once (its keys and values)
     teacher_writing_seconds REAL,      -- of which writing its own self-study queries
     teacher_queries INTEGER            -- queries the teacher answered (the query budget spent)
+);
+-- The conversations as text, indexed for retrieval the moment they arrive (texts.py): kept with
+-- --keep-text always, deleted once learned with until-consolidated, never written with never.
+CREATE TABLE IF NOT EXISTS texts (
+    position INTEGER PRIMARY KEY,      -- arrival order
+    id TEXT UNIQUE NOT NULL,
+    content_hash TEXT NOT NULL,
+    timestamp TEXT,
+    messages TEXT NOT NULL,            -- JSON: [[role, name, content], ...]
+    indexed_at TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS forgotten (id TEXT NOT NULL, forgotten_at TEXT NOT NULL);  -- never the content
 -- What makes a memory's versions unique for its whole life: a random id made with the manifest (a

@@ -13,6 +13,7 @@ import shutil
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from paramem.errors import InputError, user_file_problem
 from paramem.files import fsync_dir, fsync_tree, paramem_home, write_atomic_bytes
 from paramem.store.manifest import LearnedConversation, connect, given_out, now_iso
 from paramem.store.milp_slot import MilpSlot
+from paramem.store.texts import Texts
 from paramem.store.tokens import Tokens
 
 _USER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}$")
@@ -108,11 +110,25 @@ class UserMemory:
         """Whether this object holds the user's lock (`with UserMemory(...)`)."""
         return self._lock_file is not None
 
+    def being_changed(self) -> bool:
+        """Whether some process (this one included) holds the user's write lock right now."""
+        if self.locked:
+            return True
+        if not (self.root / ".lock").exists():
+            return False
+        with open(self.root / ".lock", "a+") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            return False
+
     def create(self) -> None:
         """Make the user's folder and manifest, if they are not there yet."""
-        self._db().close()
+        self.db().close()
 
-    def _db(self) -> sqlite3.Connection:
+    def db(self) -> sqlite3.Connection:
         self.root.mkdir(parents=True, exist_ok=True)
         try:
             return connect(self.manifest)
@@ -127,11 +143,11 @@ class UserMemory:
             path=path,
         )
 
-    def _rows(self, query: str) -> list[tuple]:
+    def rows(self, query: str, parameters: tuple = ()) -> list[tuple]:
         """Run a read query, turning a damaged manifest into one clear line."""
         try:
-            with self._db() as db:
-                return db.execute(query).fetchall()
+            with self.db() as db:
+                return db.execute(query, parameters).fetchall()
         except sqlite3.DatabaseError as error:
             raise self.damaged(self.manifest, error) from None
 
@@ -139,7 +155,7 @@ class UserMemory:
         if not self.exists:
             return {}
         try:
-            return {k: json.loads(v) for k, v in self._rows("SELECT key, value FROM settings")}
+            return {k: json.loads(v) for k, v in self.rows("SELECT key, value FROM settings")}
         except ValueError as error:
             raise self.damaged(self.manifest, error) from None
 
@@ -149,7 +165,7 @@ class UserMemory:
         return Form(self.settings().get("form", Form.SEQUENTIAL))
 
     def save_settings(self, values: dict[str, Any]) -> None:
-        with self._db() as db:
+        with self.db() as db:
             db.executemany(
                 "INSERT OR REPLACE INTO settings VALUES (?, ?)", [(k, json.dumps(v)) for k, v in values.items()]
             )
@@ -157,12 +173,8 @@ class UserMemory:
     def learned(self) -> list[LearnedConversation]:
         if not self.exists:
             return []
-        rows = self._rows(
-            "SELECT id, content_hash, timestamp, qa_pairs, epochs, final_loss, heldout_accuracy,"
-            " seconds, adapter_version, learned_at, learning_rate, teacher_seconds, teacher_prefill_seconds,"
-            " teacher_writing_seconds, teacher_queries FROM conversations"
-            " ORDER BY position"
-        )
+        columns = ", ".join(f.name for f in fields(LearnedConversation))
+        rows = self.rows(f"SELECT {columns} FROM conversations ORDER BY position")
         return [LearnedConversation(*row) for row in rows]
 
     def notes(self) -> list[Notes]:
@@ -170,7 +182,7 @@ class UserMemory:
         if not self.exists:
             return []
         try:
-            return [Notes.from_dict(json.loads(row[0])) for row in self._rows(_NOTES_QUERY)]
+            return [Notes.from_dict(json.loads(row[0])) for row in self.rows(_NOTES_QUERY)]
         except (ValueError, KeyError, TypeError) as error:
             raise self.damaged(self.manifest, error) from None
 
@@ -178,7 +190,7 @@ class UserMemory:
         """Write back learned conversations' notes changed after they were learned (negatives that a
         later conversation made untrue are dropped), so replay in later runs uses them as changed."""
         assert self._lock_file is not None, "update_notes() needs the user's lock"
-        with self._db() as db:
+        with self.db() as db:
             db.executemany(
                 "UPDATE conversations SET notes = ? WHERE id = ?",
                 [(json.dumps(n.to_dict(), ensure_ascii=False), n.conversation_id) for n in notes],
@@ -212,12 +224,12 @@ class UserMemory:
     def current_version(self) -> int | None:
         if not self.exists:
             return None
-        return self._rows("SELECT MAX(adapter_version) FROM conversations")[0][0]
+        return self.rows("SELECT MAX(adapter_version) FROM conversations")[0][0]
 
     def next_version(self) -> int:
         """The number of the next version to commit: above every version this memory ever had, so a
         number is never given twice, even after every conversation was forgotten."""
-        last = int(self._rows("SELECT value FROM lineage WHERE key = 'last_version'")[0][0])
+        last = int(self.rows("SELECT value FROM lineage WHERE key = 'last_version'")[0][0])
         return max(last, self.current_version() or 0) + 1
 
     def store_id(self) -> str | None:
@@ -225,7 +237,7 @@ class UserMemory:
         version uniquely for the memory's life, across forgetting and across deleting the user."""
         if not self.exists:
             return None
-        return self._rows("SELECT value FROM lineage WHERE key = 'store_id'")[0][0]
+        return self.rows("SELECT value FROM lineage WHERE key = 'store_id'")[0][0]
 
     def current_adapter(self) -> Path | None:
         """The committed adapter folder (the manifest, not the link, is the source of truth)."""
@@ -265,36 +277,19 @@ class UserMemory:
         fsync_dir(self.versions)
         return target
 
-    def commit(self, model, record: LearnedConversation, notes: Notes, text: str | None) -> None:
-        """Write the adapter and the manifest row for one learned conversation, crash-safely."""
+    def commit(self, model, record: LearnedConversation, notes: Notes, drop_text: bool = False) -> None:
+        """Write the adapter and the manifest row for one learned conversation, crash-safely; with
+        `drop_text` (--keep-text until-consolidated), its text goes in the same transaction."""
         assert self._lock_file is not None, "commit() needs the user's lock"
         target = self._write_version(model, record.adapter_version)
-        with self._db() as db:  # one transaction: the row and its version appear together
+        with self.db() as db:  # one transaction: the row and its version appear together
+            row = {**asdict(record), "notes": json.dumps(notes.to_dict(), ensure_ascii=False)}
             db.execute(
-                "INSERT INTO conversations (id, content_hash, timestamp, qa_pairs, epochs, final_loss,"
-                " heldout_accuracy, seconds, adapter_version, learned_at, notes, text, learning_rate,"
-                " teacher_seconds, teacher_prefill_seconds, teacher_writing_seconds, teacher_queries)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    record.id,
-                    record.content_hash,
-                    record.timestamp,
-                    record.qa_pairs,
-                    record.epochs,
-                    record.final_loss,
-                    record.heldout_accuracy,
-                    record.seconds,
-                    record.adapter_version,
-                    record.learned_at,
-                    json.dumps(notes.to_dict(), ensure_ascii=False),
-                    text,
-                    record.learning_rate,
-                    record.teacher_seconds,
-                    record.teacher_prefill_seconds,
-                    record.teacher_writing_seconds,
-                    record.teacher_queries,
-                ),
+                f"INSERT INTO conversations ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
+                tuple(row.values()),
             )
+            if drop_text:
+                db.execute("DELETE FROM texts WHERE id = ?", (record.id,))
             given_out(db, record.adapter_version)
         self._point_adapter_link(target)
         self._drop_old_versions(keep=record.adapter_version)
@@ -307,8 +302,9 @@ class UserMemory:
         assert self._lock_file is not None, "commit_forgetting() needs the user's lock"
         version = self.next_version()
         target = self._write_version(model, version) if model is not None else None
-        with self._db() as db:
+        with self.db() as db:
             db.execute("DELETE FROM conversations WHERE id = ?", (forgotten_id,))
+            db.execute("DELETE FROM texts WHERE id = ?", (forgotten_id,))
             for r in kept:
                 db.execute(
                     "UPDATE conversations SET qa_pairs = ?, epochs = ?, final_loss = ?, heldout_accuracy = ?,"
@@ -329,10 +325,15 @@ class UserMemory:
     def forgotten(self) -> list[tuple[str, str]]:
         """(conversation id, date) of every forgetting, oldest first."""
         return (
-            [tuple(row) for row in self._rows("SELECT id, forgotten_at FROM forgotten ORDER BY rowid")]
+            [tuple(row) for row in self.rows("SELECT id, forgotten_at FROM forgotten ORDER BY rowid")]
             if self.exists
             else []
         )
+
+    @property
+    def texts(self) -> Texts:
+        """This user's conversations as text, indexed for retrieval (texts.py)."""
+        return Texts(self)
 
     @property
     def tokens(self) -> Tokens:
