@@ -119,32 +119,27 @@ def test_remember_ask_eval_end_to_end_on_the_tiny_model(tmp_path):
     again = run("remember", conversations, "--user", "amy", "--epochs", "1")
     assert again.exit_code == 0 and "learned 0 conversation(s)" in again.output and "skipped 2" in again.output
 
+    # The answer path: the stored turns, read by the base model, the evidence named
     answer = run("ask", "--user", "amy", "Did we discuss tomatoes?")
+    assert answer.exit_code == 0 and answer.output.split()[0] in ("Yes", "No"), answer.output
+    assert "(text; log-odds" in answer.output and "garden (2026-" in answer.output
+    answer = run("ask", "--user", "amy", "--k", "2", "What did I plant on my balcony?")
+    assert answer.exit_code == 0 and answer.output.strip(), answer.output
+    answer = run("ask", "--user", "amy", "--k", "0", "Did we?")
+    assert answer.exit_code == 2 and "k (--k) must be at least 1, not 0" in one_line_error(answer)
+    answer = run("ask", "--user", "amy", "--readout", "recall", "Did we?")
+    assert answer.exit_code == 2 and "add --memory-alone" in one_line_error(answer)
+    # The memory alone (research): its readouts
+    answer = run("ask", "--user", "amy", "--memory-alone", "Did we discuss tomatoes?")
     assert answer.exit_code == 0 and answer.output.split()[0] in ("Yes", "No") and "closest recalled" in answer.output
-    answer = run("ask", "--user", "amy", "--readout", "log-odds", "Did we discuss tomatoes?")
+    answer = run("ask", "--user", "amy", "--memory-alone", "--readout", "log-odds", "Did we discuss tomatoes?")
     assert answer.exit_code == 0 and answer.output.split()[0] in ("Yes", "No") and "log-odds" in answer.output
-    answer = run("ask", "--user", "amy", "--readout", "tea-leaves", "Did we discuss tomatoes?")
+    answer = run("ask", "--user", "amy", "--memory-alone", "--readout", "tea-leaves", "Did we discuss tomatoes?")
     assert answer.exit_code == 2 and "unknown readout 'tea-leaves'" in one_line_error(answer)
     chat = runner.invoke(app, ["chat", "--user", "amy", "--max-new-tokens", "4"], input="Hello there\n\n")
     assert chat.exit_code == 0, chat.output
     assert chat.output.count("memory>") == 1  # one reply, then the empty line ends the chat
-
-    # Beside the turns retrieved from the user's file: the hybrid method, its best turn named
-    answer = run("ask", "--user", "amy", "--retrieve", conversations, "--k", "2", "Did we discuss tomatoes?")
-    assert answer.exit_code == 0 and 'best retrieved turn: "[2026-' in answer.output, answer.output
-    answer = run("ask", "--user", "amy", "--retrieve", conversations, "--readout", "recall", "Did we?")
-    assert answer.exit_code == 2 and "--retrieve reads the memory by log-odds" in one_line_error(answer)
-    answer = run("ask", "--user", "amy", "--retrieve", conversations, "--k", "0", "Did we?")
-    assert answer.exit_code == 2 and "k (--k) must be at least 1, not 0" in one_line_error(answer)
-    bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"id": "a", "messages": [{"role": "user"}]}\n')
-    answer = run("ask", "--user", "amy", "--retrieve", bad, "Did we?")
-    assert answer.exit_code == 2 and one_line_error(answer) == f"error: {bad}:1: message 0: missing 'content'"
-    chat = runner.invoke(
-        app,
-        ["chat", "--user", "amy", "--retrieve", str(conversations), "--max-new-tokens", "4"],
-        input="Tomatoes?\n\n",
-    )
+    chat = runner.invoke(app, ["chat", "--user", "amy", "--k", "2", "--max-new-tokens", "4"], input="Tomatoes?\n\n")
     assert chat.exit_code == 0 and chat.output.count("memory>") == 1, chat.output
 
     probes = write_jsonl(
@@ -232,10 +227,10 @@ def test_a_damaged_adapter_or_recall_cache_is_one_line_and_exit_2(tmp_path, isol
         tmp_path / "c.jsonl", [json.loads(line) for line in (DEMO / "conversations.jsonl").read_text().splitlines()[:1]]
     )
     assert run("remember", conversations, "--user", "dan", "--base-model", "tiny", "--epochs", "1").exit_code == 0
-    assert run("ask", "--user", "dan", "Did we discuss tomatoes?").exit_code == 0  # writes recall.json
+    assert run("ask", "--user", "dan", "--memory-alone", "Did we discuss tomatoes?").exit_code == 0  # recall.json
     version = isolated_home / "users" / "dan" / "versions" / "1"
     (version / "recall.json").write_text("{half a file")
-    result = run("ask", "--user", "dan", "Did we discuss tomatoes?")
+    result = run("ask", "--user", "dan", "--memory-alone", "Did we discuss tomatoes?")
     assert result.exit_code == 2
     assert one_line_error(result).startswith(f"error: {version / 'recall.json'}: cannot be read")
     (version / "adapter_model.safetensors").write_bytes(b"\x00" * 64)

@@ -95,9 +95,11 @@ def test_users_delete_and_export_from_the_cli(demo_conversations, tmp_path):
     listed = runner.invoke(app, ["users"])
     assert (
         listed.exit_code == 0
-        and "a  1 conversations  sequential" in listed.output
-        and "b  1 conversations  cartridge" in listed.output
+        and "a  1 conversations (1 consolidated)  sequential" in listed.output
+        and "b  1 conversations (1 consolidated)  cartridge" in listed.output
     )
+    listed = runner.invoke(app, ["users", "--conversations"])
+    assert f"  {demo_conversations[0].id}  consolidated  text kept" in listed.output
 
     assert runner.invoke(app, ["export", "--user", "a", "--out", str(tmp_path / "peft")]).exit_code == 0
     peft = PeftModel.from_pretrained(tiny_model()[0], str(tmp_path / "peft"))

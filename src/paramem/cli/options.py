@@ -19,13 +19,12 @@ ReadoutOption = typer.Option(
     "or log-odds (P(yes) vs P(no) of the answer token); default: recall for a sequential memory, "
     "log-odds for cartridges",
 )
-RetrieveOption = typer.Option(
-    None,
-    "--retrieve",
-    help="the user's conversation file (any format remember reads): read the memory beside the turns "
-    "the dense retriever finds in it for each question (the hybrid method; yes/no by log-odds)",
+PassagesOption = typer.Option(None, "--k", help="stored turns read per question (default: the text side's, TEXT_K)")
+MemoryAloneOption = typer.Option(
+    False,
+    "--memory-alone",
+    help="read the memory alone, as if no text were stored (research: --readout and --decision apply)",
 )
-PassagesOption = typer.Option(5, "--k", help="turns retrieved per question (with --retrieve)")
 
 
 def config_option(config: type, name: str, *flags: str, default=None):

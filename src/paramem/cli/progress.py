@@ -61,8 +61,13 @@ def learn_with_progress(user: str, conversations, teacher, config, home: Path | 
     from paramem.lifecycle.remember import Callbacks, remember
 
     with StepLog("conversations") as log:
-        log.status("teacher is writing notes")
         state = {"id": "", "position": 0, "total": 0}
+
+        def on_indexed(n: int) -> None:
+            if n:
+                log.status(f"{n} indexed: `paramem ask` answers from them now; the teacher is writing notes")
+            else:
+                log.status("teacher is writing notes")
 
         def on_augmented(n: int) -> None:
             state["total"] = n
@@ -83,7 +88,12 @@ def learn_with_progress(user: str, conversations, teacher, config, home: Path | 
             log.advance(f"{state['position']}/{state['total']} {record.id}: learned, epoch {record.epochs} kept")
 
         return remember(
-            user, conversations, teacher, config, home, Callbacks(on_augmented, on_conversation, on_epoch, on_learned)
+            user,
+            conversations,
+            teacher,
+            config,
+            home,
+            Callbacks(on_augmented, on_conversation, on_epoch, on_learned, on_indexed),
         )
 
 

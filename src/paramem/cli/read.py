@@ -1,4 +1,5 @@
-"""paramem ask and chat: answering from a user's memory."""
+"""paramem ask and chat: answering from what a user's store holds, through the one answer path
+(read/respond.py), or from the memory alone (--memory-alone, research)."""
 
 from __future__ import annotations
 
@@ -10,23 +11,22 @@ from paramem.cli.app import app, exits_cleanly
 from paramem.cli.options import (
     DtypeOption,
     HomeOption,
+    MemoryAloneOption,
     PassagesOption,
     ReadoutOption,
-    RetrieveOption,
     chosen_dtype,
     chosen_readout,
 )
 from paramem.cli.progress import console
 from paramem.errors import InputError
 
+SHOWN_PASSAGES = 3  # the evidence printed under an answer; the reader read all k
 
-def retrieving(file: Path | None, k: int):
-    """The conversations to retrieve from (loaded and checked before any model is), and how."""
-    from paramem.data.formats import load_conversations
-    from paramem.read.retrieval import RetrievalConfig
 
-    retrieval = RetrievalConfig(k=k)  # checks k
-    return (load_conversations(file) if file is not None else None), retrieval
+def answer_config(k: int | None):
+    from paramem.read.respond import AnswerConfig
+
+    return AnswerConfig() if k is None else AnswerConfig(k=k)  # checks k
 
 
 @app.command("ask", rich_help_panel="Answer")
@@ -34,54 +34,75 @@ def retrieving(file: Path | None, k: int):
 def ask_command(
     question: str = typer.Argument(..., help="the question"),
     user: str = typer.Option(..., "--user", "-u"),
+    k: int | None = PassagesOption,
+    memory_alone: bool = MemoryAloneOption,
     readout: str = ReadoutOption,
     decision: str | None = typer.Option(
         None,
-        help="yes/no rule: prior (content-free question), heldout "
-        "(threshold fitted on the held-out reworded pairs), balanced "
-        "(their median score) or raw; default: balanced for recall and for "
-        "cartridges, prior for a sequential memory read by log-odds and with --retrieve",
+        help="with --memory-alone, the yes/no rule: prior (content-free question), heldout (threshold "
+        "fitted on the held-out reworded pairs), balanced (their median score) or raw; default: balanced "
+        "for recall and for cartridges, prior for a sequential memory read by log-odds",
     ),
-    retrieve: Path | None = RetrieveOption,
-    k: int = PassagesOption,
     dtype: str | None = DtypeOption,
     home: Path | None = HomeOption,
 ):
-    """Answer a question from USER's memory (yes/no questions by recall or by P(yes) vs P(no)), alone
-    or beside the turns retrieved from USER's conversations (--retrieve)."""
+    """Answer a question from USER's store: the turns retrieved from their conversations (and their
+    memory where the text is gone); yes/no questions by log-odds, others in words or "I don't know".
+    Each answer names its evidence: the conversations and dates it read."""
+    if not question.strip():
+        raise InputError("the question is empty")
+    if memory_alone:
+        return _ask_memory_alone(question, user, readout, decision, dtype, home)
+    if readout is not None or decision is not None:
+        raise InputError("--readout and --decision read the memory alone; add --memory-alone")
+    from paramem.read.respond import Responder
+
+    config = answer_config(k)
+    [response] = Responder.for_user(user, home, chosen_dtype(dtype), config).respond([question])
+    if response.yes_no:
+        margin = "" if response.margin is None else f"; log-odds {response.margin:+.2f} from the threshold"
+        console.print(
+            f"{response.answer.capitalize()}  ({response.supported_by}{margin})", markup=False, highlight=False
+        )
+    else:
+        console.print(response.answer, markup=False, highlight=False)
+        if response.margin is not None:
+            detail = f"({response.supported_by}; support log-odds {response.margin:+.2f})"
+            console.print(detail, markup=False, highlight=False)
+    for line in evidence_lines(response):
+        console.print(line, markup=False, highlight=False, style="dim")
+
+
+def evidence_lines(response) -> list[str]:
+    """The evidence of an answer as a few lines: the passages read first, then what the memory carried."""
+    text = [e for e in response.evidence if e.source == "text"][:SHOWN_PASSAGES]
+    lines = [f"  {e.conversation} ({e.date or 'undated'}): {e.text}" for e in text]
+    carried = [e.conversation for e in response.evidence if e.source == "memory" and e.conversation]
+    if carried:
+        lines.append(f"  the memory carries {', '.join(carried)} (their text is not kept)")
+    return lines
+
+
+def _ask_memory_alone(question: str, user: str, readout, decision, dtype, home) -> None:
     from paramem.model.generate import generate
-    from paramem.model.prompts import SYSTEM_PROMPT
     from paramem.model.scoring import is_yes_no_question
     from paramem.read.loading import load_memory
     from paramem.read.readers import DECISION_RULES, ask
-    from paramem.read.retrieval import hybrid_retriever, retrieval_prompt
 
-    if not question.strip():
-        raise InputError("the question is empty")
     chosen_readout(readout)
     if decision is not None and decision not in DECISION_RULES:
         raise InputError(f"unknown decision rule {decision!r} ({', '.join(DECISION_RULES)})")
-    if retrieve is not None and readout not in (None, "log-odds"):
-        raise InputError("--retrieve reads the memory by log-odds; drop --readout recall")
-    conversations, retrieval = retrieving(retrieve, k)
     model, tokenizer, memory = load_memory(user, home, chosen_dtype(dtype))
     if not is_yes_no_question(question):
-        system = SYSTEM_PROMPT
-        if conversations is not None:
-            found = hybrid_retriever(conversations, retrieval).search([question], retrieval.k)[0]
-            system = retrieval_prompt(found)
-        console.print(generate(model, tokenizer, [{"role": "user", "content": question}], system=system))
+        console.print(generate(model, tokenizer, [{"role": "user", "content": question}]), markup=False)
         return
-    if conversations is None:
-        readout = chosen_readout(readout, memory)
-    [answer] = ask(model, tokenizer, memory, [question], readout, decision, conversations, retrieval)
+    readout = chosen_readout(readout, memory)
+    [answer] = ask(model, tokenizer, memory, [question], readout, decision)
     if readout == "recall":
         detail = f"similarity {answer.margin:+.2f} from the threshold; closest recalled: {answer.evidence!r}"
-    elif conversations is not None:
-        detail = f"log-odds {answer.margin:+.2f} from the threshold; best retrieved turn: {answer.evidence!r}"
     else:
         detail = f"log-odds {answer.margin:+.2f} from the threshold"
-    console.print(f"{answer.answer.capitalize()}  ({detail})", markup=False, highlight=False)
+    console.print(f"{answer.answer.capitalize()}  (memory alone; {detail})", markup=False, highlight=False)
 
 
 @app.command("chat", rich_help_panel="Answer")
@@ -91,35 +112,37 @@ def chat_command(
     memory: str = typer.Option(
         "plum", "--memory", help="plum: the memory `remember` learned; milp: the one `search` chose and learned"
     ),
-    retrieve: Path | None = RetrieveOption,
-    k: int = PassagesOption,
+    k: int | None = PassagesOption,
     home: Path | None = HomeOption,
     max_new_tokens: int = typer.Option(200, help="longest reply in tokens"),
     dtype: str | None = DtypeOption,
 ):
-    """Chat with the model personalised by USER's memory (empty line or Ctrl-D ends); with --retrieve,
-    each reply also reads the turns of USER's conversations most like the last message."""
+    """Chat with the model that knows USER (empty line or Ctrl-D ends): each reply reads the stored
+    turns most like the last message, and the memory where their text is gone (as `ask` does); with
+    --memory milp, the MiLP memory personalises the replies."""
+    from contextlib import nullcontext
+
     from paramem.model.generate import generate
-    from paramem.read.loading import load_memory
-    from paramem.read.retrieval import hybrid_retriever, retrieval_prompt
 
     if max_new_tokens < 1:
         raise InputError(f"--max-new-tokens must be at least 1, not {max_new_tokens}")
     if memory not in ("plum", "milp"):
         raise InputError(f"--memory must be plum or milp, not {memory!r}")
-    conversations, retrieval = retrieving(retrieve, k)
+    config = answer_config(k)
     if memory == "milp":
         from paramem.lifecycle.personalise import load_milp_memory
         from paramem.memory.milp.model import REPLY_SYSTEM
 
         model, tokenizer, _ = load_milp_memory(user, home, chosen_dtype(dtype))
-        system = REPLY_SYSTEM  # the prompt its replies were tuned under
+        system_for, reading = (lambda message: REPLY_SYSTEM), nullcontext  # the prompt its replies were tuned under
     else:
-        from paramem.model.prompts import SYSTEM_PROMPT
+        from paramem.read.respond import Responder
 
-        model, tokenizer, _ = load_memory(user, home, chosen_dtype(dtype))
-        system = SYSTEM_PROMPT
-    retriever = None if conversations is None else hybrid_retriever(conversations, retrieval)
+        responder = Responder.for_user(user, home, chosen_dtype(dtype), config)
+        if responder.model is None:
+            raise InputError(f"user {user!r} has nothing stored yet (run `paramem remember`)")
+        model, tokenizer = responder.model, responder.tokenizer
+        system_for, reading = responder.system_for, responder.reading
     history: list[dict[str, str]] = []
     console.print(f"chatting with {user!r}'s {memory} memory; an empty line ends the chat")
     while True:
@@ -130,7 +153,7 @@ def chat_command(
         if not line:
             break
         history.append({"role": "user", "content": line})
-        turn_system = system if retriever is None else retrieval_prompt(retriever.search([line], k)[0], system)
-        reply = generate(model, tokenizer, history, max_new_tokens, turn_system)
+        with reading():
+            reply = generate(model, tokenizer, history, max_new_tokens, system_for(line))
         history.append({"role": "assistant", "content": reply})
         console.print(f"[bold]memory>[/bold] {reply}")

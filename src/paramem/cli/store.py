@@ -39,19 +39,34 @@ def forget_command(
 
 @app.command("users", rich_help_panel="What is stored")
 @exits_cleanly
-def users_command(home: Path | None = HomeOption):
-    """List the users with a memory, with how many conversations each holds."""
+def users_command(
+    conversations: bool = typer.Option(False, "--conversations", "-c", help="list each conversation and its state"),
+    home: Path | None = HomeOption,
+):
+    """List the users with a memory: their conversations by state (indexed: answerable from the text;
+    consolidating: being learned now; consolidated: learned into the memory), and their memory's form."""
+    from collections import Counter
+
     from paramem.store.user import UserMemory, users
 
     for name in users(home):
         memory = UserMemory(name, home)
-        line = f"{name}  {len(memory.learned())} conversations"
-        if memory.exists:
-            line += f"  {memory.settings().get('form', 'sequential')}"
+        states = memory.texts.states()
+        counts = Counter(states.values())
+        line = f"{name}  {len(states)} conversations"
+        if counts:
+            line += " (" + ", ".join(f"{n} {state}" for state, n in sorted(counts.items())) + ")"
+        if memory.current_version() is not None:
+            line += f"  {memory.form}"
         milp = memory.milp.record()
         if milp is not None:
             line += f"  milp: {milp.get('described', '')} ({len(milp.get('conversations', []))} conversations)"
         console.print(line, markup=False, highlight=False)
+        if conversations:
+            kept = memory.texts.ids()
+            for cid, state in states.items():
+                text = "text kept" if cid in kept else "text not kept"
+                console.print(f"  {cid}  {state}  {text}", markup=False, highlight=False)
 
 
 @app.command("delete", rich_help_panel="What is stored")

@@ -30,11 +30,11 @@ from paramem.store.user import UserMemory
 
 @dataclass
 class Callbacks:
-    on_indexed: Callable[[int], None] | None = None  # conversations indexed, answerable from now on
     on_augmented: Callable[[int], None] | None = None  # number of conversations to learn
     on_conversation: Callable[[int, int, str], None] | None = None  # position, total, conversation id
     on_epoch: Callable[[EpochReport], None] | None = None
     on_learned: Callable[[LearnedConversation], None] | None = None
+    on_indexed: Callable[[int], None] | None = None  # conversations indexed, answerable from now on
 
 
 def remember(
@@ -57,6 +57,8 @@ def remember(
             memory.texts.drop(sorted(memory.texts.ids() & {r.id for r in memory.learned()}))
         # Indexed first, before any model loads: answerable through retrieval from now on.
         indexed = memory.texts.add(todo) if config.keep_text != KeepText.NEVER else []
+        if indexed:  # the base model answers from the text before the memory exists
+            memory.save_settings(new_settings)
         if callbacks.on_indexed:
             callbacks.on_indexed(len(indexed))
         if callbacks.on_augmented:

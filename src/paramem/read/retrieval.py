@@ -17,6 +17,10 @@ from paramem.errors import check_option
 from paramem.model.embeddings import load_embedder
 from paramem.model.prompts import SYSTEM_PROMPT
 
+# The text side as shipped (`paramem ask`, the evaluation's `text` method): the retriever and passages
+# per question that read best on LoCoMo development samples 0-3 (benchmarks/text_side.py).
+TEXT_RETRIEVER = "fused"
+TEXT_K = 5
 # The retriever the hybrid answer pairs with the memory: the better one on the development samples
 # (LoCoMo sample 0, log-odds readout: dense 0.958, BM25 0.875).
 HYBRID_RETRIEVER = "dense"
@@ -41,6 +45,7 @@ class RetrievalConfig:
 class Passage:
     conversation: str
     text: str  # "[date] speaker: content" for a turn; the whole conversation for a session
+    date: str | None = None  # the conversation's day (YYYY-MM-DD), where known
 
 
 def passages(conversations: list[Conversation], unit: str = "turn") -> list[Passage]:
@@ -49,12 +54,13 @@ def passages(conversations: list[Conversation], unit: str = "turn") -> list[Pass
         raise ValueError(f"unknown retrieval unit {unit!r} (turn, session)")
     out = []
     for conversation in conversations:
-        date = f"[{conversation.timestamp[:10]}] " if conversation.timestamp else ""
+        day = conversation.timestamp[:10] if conversation.timestamp else None
+        date = f"[{day}] " if day else ""
         if unit == "session":
-            out.append(Passage(conversation.id, date + conversation.text))
+            out.append(Passage(conversation.id, date + conversation.text, day))
             continue
         for message in conversation.messages:
-            out.append(Passage(conversation.id, f"{date}{message.name or message.role}: {message.content}"))
+            out.append(Passage(conversation.id, f"{date}{message.name or message.role}: {message.content}", day))
     return out
 
 

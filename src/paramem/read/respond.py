@@ -1,0 +1,225 @@
+"""The one answer path (issue 38): `paramem ask`, `chat`, the server and the evaluation's `paramem`
+method all answer through `Responder`, so what is measured is what a user gets.
+
+Where each answer comes from:
+  text             the user's stored conversations (store/texts.py) hold every one the memory
+                   learned: the base model reads the passages the text side retrieves (TEXT_RETRIEVER,
+                   TEXT_K), the memory switched off. On LoCoMo the memory read beside retrieved
+                   passages measured below the passages alone (README), so it is not added unproven.
+  text and memory  some learned conversations' text is gone (--keep-text until-consolidated): the
+                   memory reads the passages of the conversations still stored, and carries the rest.
+  memory           no text at all: the memory alone, read as `ask` reads it (readers.py).
+  nothing          nothing stored: every question is answered `ABSTAIN`, without a model.
+
+Yes/no questions are answered by log-odds under the source's rule, fitted without the questions
+asked (readers.py). Other questions are answered in words, greedily, unless the support check says
+the source does not hold an answer: the model is asked SUPPORT_QUESTION about the question, reading
+the same passages, and a log-odds below SUPPORT_THRESHOLD abstains. Each answer names its evidence:
+the passages read (their conversations and dates), or that the memory alone answered.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+
+from transformers import PreTrainedTokenizerBase
+
+from paramem.config import DEFAULT_MODEL
+from paramem.data.conversations import Conversation
+from paramem.errors import check_option
+from paramem.model.loading import load_model
+from paramem.model.prompts import SYSTEM_PROMPT
+from paramem.model.scoring import LogOddsReader, YesNoScorer, is_yes_no_question
+from paramem.read.answer import answer_many
+from paramem.read.loading import load_memory
+from paramem.read.readers import HYBRID_RULE, TEXT_RULE, ask, rule_thresholds
+from paramem.read.retrieval import (
+    RETRIEVERS,
+    TEXT_K,
+    TEXT_RETRIEVER,
+    Passage,
+    make_retriever,
+    passages,
+    retrieval_prompt,
+)
+from paramem.store.user import UserMemory
+
+ABSTAIN = "I don't know: we have not talked about that."
+# The support check of an open question. Its log-odds threshold was fitted on LoCoMo development
+# samples 0-3 (benchmarks/abstention.py): the highest that keeps false abstentions on answerable
+# questions at or below 0.1 there.
+SUPPORT_QUESTION = 'Do the excerpts say the answer to the question "{question}"?'
+SUPPORT_THRESHOLD = -2.0
+# The memory alone is asked whether the conversation was had, and answers under its own rule.
+MEMORY_SUPPORT_QUESTION = 'Did we talk about this: "{question}"?'
+
+
+@dataclass(frozen=True)
+class Evidence:
+    conversation: str
+    date: str | None
+    text: str | None  # the passage read; None when the memory's weights answered
+    source: str  # "text" or "memory"
+
+
+@dataclass(frozen=True)
+class Response:
+    question: str
+    answer: str  # "yes" or "no" for a yes/no question; words otherwise; ABSTAIN when abstaining
+    yes_no: bool
+    margin: float | None  # yes/no: the score minus its rule's threshold; open: the support log-odds
+    evidence: tuple[Evidence, ...]
+    supported_by: str  # "text", "text and memory", "memory" or "nothing"
+    abstained: bool = False
+
+
+@dataclass(frozen=True)
+class AnswerConfig:
+    """How the answer path reads; the defaults are what ships."""
+
+    retriever: str = TEXT_RETRIEVER  # bm25, dense or fused
+    k: int = TEXT_K  # passages read per question
+    support_threshold: float = SUPPORT_THRESHOLD  # an open question's support log-odds below it abstains
+    max_new_tokens: int = 48  # the longest answer in words
+
+    def __post_init__(self):
+        check_option(self.retriever in RETRIEVERS, "retriever", " or ".join(RETRIEVERS), self.retriever)
+        check_option(self.k >= 1, "k (--k)", "at least 1", self.k)
+        check_option(self.max_new_tokens >= 1, "max_new_tokens", "at least 1", self.max_new_tokens)
+
+
+class Responder:
+    """Answers for one user from `conversations` (their stored text) and `model` (their memory, or
+    the base model when they have none). `memory` is None when the model holds no memory of theirs."""
+
+    def __init__(
+        self,
+        model,
+        tokenizer: PreTrainedTokenizerBase,
+        conversations: list[Conversation],
+        memory: UserMemory | None = None,
+        config: AnswerConfig | None = None,
+    ):
+        self.model, self.tokenizer, self.memory = model, tokenizer, memory
+        self.config = config or AnswerConfig()
+        self.retriever = make_retriever(self.config.retriever, passages(conversations)) if conversations else None
+        stored = {c.id for c in conversations}
+        learned = [] if memory is None else [r.id for r in memory.learned()]
+        self.memory_only = [i for i in learned if i not in stored]  # learned, text gone: the memory carries them
+        if self.retriever is None:
+            self.source = "memory" if memory is not None and learned else "nothing"
+        else:
+            self.source = "text and memory" if self.memory_only else "text"
+
+    @classmethod
+    def for_user(cls, user: str, home=None, dtype: str | None = None, config: AnswerConfig | None = None) -> Responder:
+        """The answer path over everything `user`'s store holds: the base model with their memory
+        when they have one, the base model alone when only text is stored (indexed, not learned yet),
+        and no model when nothing is stored."""
+        memory = UserMemory(user, home).require()
+        conversations = memory.texts.conversations()
+        if memory.current_version() is not None:
+            model, tokenizer, memory = load_memory(user, home, dtype)
+            return cls(model, tokenizer, conversations, memory, config)
+        if not conversations:
+            return cls(None, None, [], None, config)
+        settings = memory.settings()
+        model, tokenizer = load_model(settings.get("base_model", DEFAULT_MODEL), dtype, settings.get("dtype"))
+        return cls(model.eval(), tokenizer, conversations, None, config)
+
+    def respond(self, questions: list[str]) -> list[Response]:
+        if self.source == "nothing":
+            return [
+                Response(
+                    q,
+                    "no" if is_yes_no_question(q) else ABSTAIN,
+                    is_yes_no_question(q),
+                    None,
+                    (),
+                    "nothing",
+                    not is_yes_no_question(q),
+                )
+                for q in questions
+            ]
+        closed = [q for q in questions if is_yes_no_question(q)]
+        opened = [q for q in questions if not is_yes_no_question(q)]
+        answers = {**dict(zip(closed, self._yes_no(closed))), **dict(zip(opened, self._open(opened)))}
+        return [answers[q] for q in questions]
+
+    # -- reading -------------------------------------------------------------------------------
+
+    @contextmanager
+    def reading(self) -> Iterator[None]:
+        """The model as this source reads: the memory off when the text holds everything."""
+        off = self.source == "text" and hasattr(self.model, "disable_adapter")
+        with self.model.disable_adapter() if off else nullcontext():
+            yield
+
+    def _found(self, questions: list[str]) -> list[list[Passage]]:
+        return self.retriever.search(questions, self.config.k) if questions else []
+
+    def _evidence(self, found: list[Passage]) -> tuple[Evidence, ...]:
+        text = tuple(Evidence(p.conversation, p.date, p.text, "text") for p in found)
+        return text + tuple(Evidence(i, None, None, "memory") for i in self.memory_only)
+
+    def _yes_no(self, questions: list[str]) -> list[Response]:
+        if not questions:
+            return []
+        if self.retriever is None:  # the memory alone, as `ask` reads it
+            return [
+                Response(a.question, a.answer, True, a.margin, (Evidence("", None, a.evidence, "memory"),), "memory")
+                for a in ask(self.model, self.tokenizer, self.memory, questions)
+            ]
+        rule = TEXT_RULE if self.source == "text" else HYBRID_RULE
+        with self.reading():
+            reader = LogOddsReader(self.model, self.tokenizer, self._systems)
+            threshold = rule_thresholds(reader.score)[rule]
+            found = self._found(questions)
+            scores = reader.scorer.log_odds(questions, [retrieval_prompt(f) for f in found])
+        return [
+            Response(q, "yes" if s > threshold else "no", True, s - threshold, self._evidence(f), self.source)
+            for q, s, f in zip(questions, scores, found)
+        ]
+
+    def _systems(self, questions: list[str]) -> list[str]:
+        return [retrieval_prompt(found) for found in self._found(questions)]
+
+    def system_for(self, message: str, system: str = SYSTEM_PROMPT) -> str:
+        """The system prompt a chat reply to `message` is written under: `system`, then the stored
+        passages retrieved for the message, where there is text (`chat` and the server)."""
+        return system if self.retriever is None else retrieval_prompt(self._found([message])[0], system)
+
+    def _open(self, questions: list[str]) -> list[Response]:
+        if not questions:
+            return []
+        if self.retriever is None:
+            found = [[] for _ in questions]
+            systems = [SYSTEM_PROMPT] * len(questions)
+            asked = [MEMORY_SUPPORT_QUESTION.format(question=q.strip()) for q in questions]
+            support = [a.margin for a in ask(self.model, self.tokenizer, self.memory, asked)]
+            threshold = 0.0  # the memory's own rule decided: a margin above 0 is a "yes"
+        else:
+            found = self._found(questions)
+            systems = [retrieval_prompt(f) for f in found]
+            with self.reading():
+                asked = [SUPPORT_QUESTION.format(question=q.strip()) for q in questions]
+                support = YesNoScorer(self.model, self.tokenizer).log_odds(asked, systems)
+            threshold = self.config.support_threshold
+        kept = [i for i, s in enumerate(support) if s >= threshold]
+        with self.reading():
+            words = answer_many(
+                self.model,
+                self.tokenizer,
+                [questions[i] for i in kept],
+                [systems[i] for i in kept],
+                self.config.max_new_tokens,
+            )
+        replies = dict(zip(kept, words))
+        return [
+            Response(
+                q, replies.get(i, ABSTAIN), False, support[i], self._evidence(found[i]), self.source, i not in replies
+            )
+            for i, q in enumerate(questions)
+        ]

@@ -1,0 +1,93 @@
+"""The one answer path (read/respond.py): where each answer comes from, its evidence, abstention."""
+
+from dataclasses import replace
+
+import pytest
+
+from paramem.augment.teachers.extractive import ExtractiveTeacher
+from paramem.config import RememberConfig, TrainConfig
+from paramem.lifecycle.remember import remember
+from paramem.model.loading import tiny_model
+from paramem.read.respond import ABSTAIN, AnswerConfig, Responder
+from paramem.store.user import UserMemory
+
+CONFIG = RememberConfig(base_model="tiny", train=TrainConfig(epochs=1, min_epochs=1))
+NEVER_ABSTAIN = AnswerConfig(support_threshold=float("-inf"), max_new_tokens=3)
+ALWAYS_ABSTAIN = AnswerConfig(support_threshold=float("inf"), max_new_tokens=3)
+
+
+def indexed_only(user, conversations, monkeypatch):
+    """Remember stopped as the model would load: the conversations are indexed, nothing is learned."""
+    import paramem.lifecycle.remember as remember_module
+
+    with monkeypatch.context() as patched, pytest.raises(KeyboardInterrupt):
+        patched.setattr(remember_module, "load_model", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+        remember(user, conversations, ExtractiveTeacher(), CONFIG)
+
+
+def test_a_user_with_nothing_stored_is_answered_without_a_model():
+    with UserMemory("nobody") as memory:
+        memory.create()
+    responder = Responder.for_user("nobody")
+    assert responder.model is None and responder.source == "nothing"
+    said, asked = responder.respond(["What did I plant?", "Did we talk about tomatoes?"])
+    assert (said.answer, said.abstained, said.supported_by) == (ABSTAIN, True, "nothing")
+    assert (asked.answer, asked.yes_no, asked.abstained) == ("no", True, False)
+
+
+def test_an_indexed_conversation_answers_from_its_text_before_it_is_learned(demo_conversations, monkeypatch):
+    indexed_only("u", demo_conversations[:3], monkeypatch)
+    responder = Responder.for_user("u", config=NEVER_ABSTAIN)
+    assert responder.memory is None and responder.source == "text"
+    closed, opened = responder.respond(["Did my tomato seedlings get yellow leaves?", "Why were my seedlings yellow?"])
+    assert closed.yes_no and closed.answer in ("yes", "no") and closed.margin is not None
+    assert closed.evidence[0].conversation == "garden" and closed.evidence[0].date == "2026-03-02"
+    assert all(e.source == "text" for e in closed.evidence) and len(closed.evidence) == NEVER_ABSTAIN.k
+    assert not opened.yes_no and not opened.abstained and opened.answer != ABSTAIN
+    assert opened.evidence[0].conversation == "garden"
+
+
+def test_an_unsupported_open_question_abstains_and_writes_nothing(demo_conversations, monkeypatch):
+    indexed_only("u", demo_conversations[:1], monkeypatch)
+    [response] = Responder.for_user("u", config=ALWAYS_ABSTAIN).respond(["Where did I run the marathon?"])
+    assert response.abstained and response.answer == ABSTAIN and response.supported_by == "text"
+
+
+def test_the_text_side_reads_with_the_memory_switched_off(demo_conversations):
+    remember("u", demo_conversations[:2], ExtractiveTeacher(), CONFIG)
+    responder = Responder.for_user("u", config=NEVER_ABSTAIN)
+    assert responder.memory is not None and responder.source == "text"
+    question = "Did my tomato seedlings get yellow leaves?"
+    [with_memory_loaded] = responder.respond([question])
+    base, tokenizer = tiny_model()
+    alone = Responder(base.eval(), tokenizer, UserMemory("u").texts.conversations(), None, NEVER_ABSTAIN)
+    [base_only] = alone.respond([question])
+    assert with_memory_loaded.margin == pytest.approx(base_only.margin, abs=1e-4)
+
+
+def test_once_the_text_is_gone_the_memory_answers_and_says_so(demo_conversations):
+    dropping = replace(CONFIG, keep_text="until-consolidated")
+    remember("u", demo_conversations[:2], ExtractiveTeacher(), dropping)
+    responder = Responder.for_user("u", config=NEVER_ABSTAIN)
+    assert responder.source == "memory"
+    closed, opened = responder.respond(["Did we talk about tomatoes?", "What did I plant?"])
+    assert closed.supported_by == "memory" and closed.answer in ("yes", "no")
+    assert opened.supported_by == "memory" and opened.margin is not None
+
+    # a third conversation kept as text: the memory reads its passages and carries the other two
+    remember("u", demo_conversations[2:3], ExtractiveTeacher(), CONFIG)
+    responder = Responder.for_user("u", config=NEVER_ABSTAIN)
+    assert responder.source == "text and memory"
+    [answer] = responder.respond(["Did we talk about the marathon?"])
+    carried = [e.conversation for e in answer.evidence if e.source == "memory"]
+    assert carried == [c.id for c in demo_conversations[:2]]
+    assert {e.conversation for e in answer.evidence if e.source == "text"} == {demo_conversations[2].id}
+
+
+def test_a_bad_answer_config_is_one_line():
+    from paramem.errors import InputError
+
+    with pytest.raises(InputError, match="k \\(--k\\) must be at least 1"):
+        AnswerConfig(k=0)
+    with pytest.raises(InputError, match="retriever must be"):
+        AnswerConfig(retriever="grep")
