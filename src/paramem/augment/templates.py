@@ -3,6 +3,8 @@ validation accuracy measures whether a memory answers questions worded in ways i
 
 from __future__ import annotations
 
+import re
+
 # Closed (yes/no) questions about a topic. `{t}` is a topic wording.
 TRAIN_TOPIC_QUESTIONS = [
     "Did we discuss {t}?",
@@ -94,3 +96,17 @@ def fact_clause(fact: str) -> str:
     fact = fact.strip().rstrip(".")
     first, _, rest = fact.partition(" ")
     return f"{first.lower()} {rest}" if first in _LOWER_STARTS else fact
+
+
+# The openings of every answer and statement above: an answer in words that starts with one is the
+# memory reciting its training, not answering (issue 38 measures how often that happens).
+_TEMPLATE_OPENING = re.compile(
+    r"^\s*(yes[,.]|no[,.]|(on [^,.]{3,40} )?we (talked about|discussed)\b|once we talked about\b"
+    r"|.{0,80}\b(came up( in one of our conversations)?|is something we discussed)\b)",
+    re.IGNORECASE,
+)
+
+
+def in_training_template(answer: str) -> bool:
+    """Whether an answer in words opens as the memory's training answers and statements do."""
+    return bool(_TEMPLATE_OPENING.match(answer))

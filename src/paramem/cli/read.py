@@ -67,7 +67,7 @@ def ask_command(
     else:
         console.print(response.answer, markup=False, highlight=False)
         if response.margin is not None:
-            detail = f"({response.supported_by}; support log-odds {response.margin:+.2f})"
+            detail = f"({response.supported_by}; support {response.margin:+.2f} from the threshold)"
             console.print(detail, markup=False, highlight=False)
     for line in evidence_lines(response):
         console.print(line, markup=False, highlight=False, style="dim")

@@ -191,35 +191,35 @@ class Responder:
         passages retrieved for the message, where there is text (`chat` and the server)."""
         return system if self.retriever is None else retrieval_prompt(self._found([message])[0], system)
 
+    def support(self, questions: list[str]) -> tuple[list[list[Passage]], list[str], list[float]]:
+        """For open questions: the passages found, the system prompts the answers are written under,
+        and each question's support margin (below 0: abstain). From the text, the support question's
+        log-odds minus `support_threshold`; from the memory alone, its margin under the memory's rule."""
+        if self.retriever is None:
+            asked = [MEMORY_SUPPORT_QUESTION.format(question=q.strip()) for q in questions]
+            margins = [a.margin for a in ask(self.model, self.tokenizer, self.memory, asked)]
+            return [[] for _ in questions], [SYSTEM_PROMPT] * len(questions), margins
+        found = self._found(questions)
+        systems = [retrieval_prompt(f) for f in found]
+        asked = [SUPPORT_QUESTION.format(question=q.strip()) for q in questions]
+        with self.reading():
+            scores = YesNoScorer(self.model, self.tokenizer).log_odds(asked, systems)
+        return found, systems, [s - self.config.support_threshold for s in scores]
+
+    def write(self, questions: list[str], systems: list[str]) -> list[str]:
+        """Greedy answers in words, each under its system prompt."""
+        with self.reading():
+            return answer_many(self.model, self.tokenizer, questions, systems, self.config.max_new_tokens)
+
     def _open(self, questions: list[str]) -> list[Response]:
         if not questions:
             return []
-        if self.retriever is None:
-            found = [[] for _ in questions]
-            systems = [SYSTEM_PROMPT] * len(questions)
-            asked = [MEMORY_SUPPORT_QUESTION.format(question=q.strip()) for q in questions]
-            support = [a.margin for a in ask(self.model, self.tokenizer, self.memory, asked)]
-            threshold = 0.0  # the memory's own rule decided: a margin above 0 is a "yes"
-        else:
-            found = self._found(questions)
-            systems = [retrieval_prompt(f) for f in found]
-            with self.reading():
-                asked = [SUPPORT_QUESTION.format(question=q.strip()) for q in questions]
-                support = YesNoScorer(self.model, self.tokenizer).log_odds(asked, systems)
-            threshold = self.config.support_threshold
-        kept = [i for i, s in enumerate(support) if s >= threshold]
-        with self.reading():
-            words = answer_many(
-                self.model,
-                self.tokenizer,
-                [questions[i] for i in kept],
-                [systems[i] for i in kept],
-                self.config.max_new_tokens,
-            )
-        replies = dict(zip(kept, words))
+        found, systems, margins = self.support(questions)
+        kept = [i for i, m in enumerate(margins) if m >= 0]
+        replies = dict(zip(kept, self.write([questions[i] for i in kept], [systems[i] for i in kept])))
         return [
             Response(
-                q, replies.get(i, ABSTAIN), False, support[i], self._evidence(found[i]), self.source, i not in replies
+                q, replies.get(i, ABSTAIN), False, margins[i], self._evidence(found[i]), self.source, i not in replies
             )
             for i, q in enumerate(questions)
         ]

@@ -1,0 +1,175 @@
+"""The answer path (read/respond.py) on LoCoMo's open questions: the support threshold that decides
+abstention fitted on the development samples, then abstention and open F1 on the report samples.
+
+    .venv/bin/python benchmarks/answer_path.py [--sessions 6] [--never 20] [--no-answers]
+
+Questions, per sample: every open question whose evidence lies in the first `--sessions` sessions
+(categories 1-4 answerable, category 5 adversarial: asked of the wrong speaker) and `--never`
+never-discussed ones (other samples' single-hop questions renamed to this sample's speakers, their
+words absent from the sessions). The text side reads the sessions as the answer path does (the
+base model, TEXT_RETRIEVER's TEXT_K passages) and the support check scores each question.
+
+Development samples 0-3: the threshold is the highest support log-odds that leaves at most
+`--false-abstention` (0.1) of the answerable questions abstained. Report samples 4-7, never looked
+at while fitting: the share abstained of category 5, of never-discussed and of answerable questions,
+each with a 95% interval; with answers (the default), every report question answered greedily, and
+LoCoMo's F1 by category with abstention and without (an abstained category-5 question scores 1, an
+abstained answerable one 0), plus the share of answers that open as a training template. On a 2-core
+CPU the support checks take about a second a question, the answers about five.
+Writes benchmarks/results/answer_path-<model>-<dtype>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+from paramem.augment.templates import in_training_template
+from paramem.config import DEFAULT_MODEL
+from paramem.evaluate.locomo import NOT_MENTIONED, build_locomo, never_discussed_questions, open_score
+from paramem.evaluate.run import run_meta
+from paramem.model.compute import cpu_info
+from paramem.model.loading import dtype_of, load_model
+from paramem.read.respond import ABSTAIN, SUPPORT_QUESTION, AnswerConfig, Responder
+
+RESULTS = Path(__file__).parent / "results"
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "locomo" / "locomo8.json"
+KINDS = ("answerable", "adversarial", "never discussed")
+
+
+def questions_of(sample: int, sessions: int, never: int):
+    bench = build_locomo(DATA, sample, sessions)
+    rows = [(q, "answerable" if q.category != 5 else "adversarial") for q in bench.open_questions]
+    rows += [(q, "never discussed") for q in never_discussed_questions(DATA, bench, never)]
+    return bench, rows
+
+
+def scored(model, tokenizer, samples: list[int], sessions: int, never: int, answers: bool) -> list[dict]:
+    """One row per question: its sample, kind, category, support log-odds and (with `answers`) answer."""
+    out = []
+    raw = AnswerConfig(support_threshold=0.0)  # margins are the raw log-odds
+    for sample in samples:
+        bench, rows = questions_of(sample, sessions, never)
+        responder = Responder(model, tokenizer, bench.conversations, None, raw)
+        asked = [q.question for q, _ in rows]
+        start = time.perf_counter()
+        _, systems, support = responder.support(asked)
+        support_seconds = time.perf_counter() - start
+        written = responder.write(asked, systems) if answers else [None] * len(asked)
+        answer_seconds = time.perf_counter() - start - support_seconds
+        for (question, kind), margin, answer in zip(rows, support, written):
+            out.append(
+                {
+                    "sample": sample,
+                    "kind": kind,
+                    "category": question.category,
+                    "question": question.question,
+                    "gold": question.answer,
+                    "support": round(margin, 4),
+                    "answer": answer,
+                }
+            )
+        print(
+            f"sample {sample}: {len(rows)} questions, support {support_seconds:.0f} s"
+            + (f", answers {answer_seconds:.0f} s" if answers else ""),
+            flush=True,
+        )
+    return out
+
+
+def fitted_threshold(rows: list[dict], false_abstention: float) -> float:
+    """The highest threshold that abstains on at most `false_abstention` of the answerable questions."""
+    scores = sorted(r["support"] for r in rows if r["kind"] == "answerable")
+    allowed = math.floor(false_abstention * len(scores))  # this many may fall below the threshold
+    return scores[allowed] if allowed < len(scores) else scores[-1]
+
+
+def share(hits: list[bool]) -> dict:
+    """A share with its 95% Wilson interval."""
+    n = len(hits)
+    if not n:
+        return {"share": None, "n": 0, "interval": None}
+    p, z = sum(hits) / n, 1.96
+    centre, half = (
+        (p + z * z / (2 * n)) / (1 + z * z / n),
+        z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n),
+    )
+    return {"share": round(p, 4), "n": n, "interval": [round(centre - half, 4), round(centre + half, 4)]}
+
+
+def abstention(rows: list[dict], threshold: float) -> dict:
+    return {kind: share([r["support"] < threshold for r in rows if r["kind"] == kind]) for kind in KINDS}
+
+
+def open_f1(rows: list[dict], threshold: float | None) -> dict:
+    """LoCoMo's score by category, each question answered ABSTAIN below `threshold` (None: never)."""
+
+    class Asked:  # what open_score reads
+        def __init__(self, row):
+            self.category, self.answer = (5 if row["kind"] != "answerable" else row["category"]), row["gold"]
+
+    by_category: dict[str, list[float]] = {}
+    for row in rows:
+        said = ABSTAIN if threshold is not None and row["support"] < threshold else row["answer"]
+        name = "never" if row["kind"] == "never discussed" else str(row["category"])
+        by_category.setdefault(name, []).append(open_score(Asked(row), said))
+    answerable = [s for c, v in by_category.items() if c not in ("5", "never") for s in v]
+    return {
+        "f1_answerable": round(sum(answerable) / len(answerable), 4) if answerable else None,
+        "by_category": {c: {"score": round(sum(v) / len(v), 4), "n": len(v)} for c, v in sorted(by_category.items())},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--base-model", default=DEFAULT_MODEL)
+    parser.add_argument("--dtype", default=None)
+    parser.add_argument("--sessions", type=int, default=6)
+    parser.add_argument("--never", type=int, default=20, help="never-discussed questions per sample")
+    parser.add_argument("--false-abstention", type=float, default=0.1)
+    parser.add_argument("--no-answers", action="store_true", help="support checks only, no answers written")
+    args = parser.parse_args()
+    started = time.perf_counter()
+    model, tokenizer = load_model(args.base_model, args.dtype)
+    model.eval()
+    dtype = dtype_of(model)
+
+    dev = scored(model, tokenizer, [0, 1, 2, 3], args.sessions, args.never, answers=False)
+    threshold = fitted_threshold(dev, args.false_abstention)
+    print(f"development samples 0-3: threshold {threshold:+.3f}; abstained {abstention(dev, threshold)}", flush=True)
+    report = scored(model, tokenizer, [4, 5, 6, 7], args.sessions, args.never, answers=not args.no_answers)
+    result = {
+        **run_meta(sys.argv, args.base_model, {"locomo": str(DATA)}, dtype),
+        "support_question": SUPPORT_QUESTION,
+        "answer_config": AnswerConfig().__dict__,
+        "sessions": args.sessions,
+        "threshold": round(threshold, 4),
+        "development": {"abstained": abstention(dev, threshold), "questions": dev},
+        "report": {"abstained": abstention(report, threshold), "questions": report},
+    }
+    print(f"report samples 4-7: abstained {result['report']['abstained']}")
+    if not args.no_answers:
+        written = [r for r in report if r["answer"] is not None]
+        result["report"]["with_abstention"] = open_f1(written, threshold)
+        result["report"]["without_abstention"] = open_f1(written, None)
+        result["report"]["says_not_mentioned_unprompted"] = share(
+            [bool(NOT_MENTIONED.search(r["answer"])) for r in written if r["kind"] != "answerable"]
+        )
+        result["report"]["in_training_template"] = share([in_training_template(r["answer"]) for r in written])
+        for name in ("with_abstention", "without_abstention"):
+            print(f"report, {name.replace('_', ' ')}: {result['report'][name]}")
+        print(f"answers in a training template: {result['report']['in_training_template']}")
+    result["seconds"] = round(time.perf_counter() - started, 1)
+    print(f"CPU: {cpu_info()}; dtype {dtype}")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / f"answer_path-{args.base_model}-{dtype}.json"
+    out.write_text(json.dumps(result, indent=1), encoding="utf-8")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
