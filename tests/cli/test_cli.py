@@ -203,23 +203,28 @@ def test_remember_many_with_an_empty_folder_is_one_line_and_exit_2(tmp_path):
     assert "no conversation files" in one_line_error(result)
 
 
-def test_retrieval_methods_need_the_conversations(tmp_path, demo_conversations):
+def test_text_methods_read_the_stored_text_or_need_the_conversations(tmp_path, demo_conversations):
+    from dataclasses import replace
+
     from paramem.augment.teachers.extractive import ExtractiveTeacher
     from paramem.config import RememberConfig, TrainConfig
     from paramem.lifecycle.remember import remember
 
-    remember(
-        "u",
-        demo_conversations[:1],
-        ExtractiveTeacher(),
-        RememberConfig(base_model="tiny", train=TrainConfig(epochs=1, min_epochs=1)),
-    )
+    kept = RememberConfig(base_model="tiny", train=TrainConfig(epochs=1, min_epochs=1))
+    remember("u", demo_conversations[:1], ExtractiveTeacher(), kept)
+    remember("v", demo_conversations[:1], ExtractiveTeacher(), replace(kept, keep_text="never"))
     probes = write_jsonl(
         tmp_path / "p.jsonl", [{"conversation": "garden", "question": "Did we talk about tomatoes?", "answer": "yes"}]
     )
-    result = run("eval", "--user", "u", "--probes", probes, "--methods", "memory,bm25")
+    out = tmp_path / "r.json"
+    methods = "memory,text,paramem,hybrid"
+    result = run("eval", "--user", "u", "--probes", probes, "--methods", methods, "--readout", "log-odds", "--json", out)
+    assert result.exit_code == 0, result.output
+    shipped = {m["method"]: m["main_rule"] for m in json.loads(out.read_text())["methods"]}
+    assert shipped == {"memory": "prior", "text": "prior", "paramem": "prior", "hybrid": "prior"}
+    result = run("eval", "--user", "v", "--probes", probes, "--methods", "memory,bm25")
     assert result.exit_code == 2
-    assert one_line_error(result) == "error: the bm25 method(s) need --conversations FILE"
+    assert one_line_error(result) == "error: the bm25 method(s) need --conversations FILE (no text is stored)"
 
 
 def test_a_damaged_adapter_or_recall_cache_is_one_line_and_exit_2(tmp_path, isolated_home):

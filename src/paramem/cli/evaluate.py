@@ -33,11 +33,17 @@ from paramem.errors import InputError
 def eval_command(
     user: str = typer.Option(..., "--user", "-u"),
     probes: Path = typer.Option(..., "--probes", help="yes/no probe file (JSONL)"),
-    methods: str = typer.Option("memory,none", help="comma-separated: none, memory, context, bm25, dense, hybrid"),
-    conversations: Path | None = typer.Option(
-        None, "--conversations", help="the user's conversation file (context, bm25, dense and hybrid read it)"
+    methods: str = typer.Option(
+        "memory,none",
+        help="comma-separated: none, memory, context, bm25, dense, fused, hybrid, text (the text side as "
+        "shipped), paramem (the answer path as shipped)",
     ),
-    k: int = typer.Option(5, "--k", help="passages retrieved per question (bm25, dense, hybrid)"),
+    conversations: Path | None = typer.Option(
+        None,
+        "--conversations",
+        help="the user's conversation file, for the methods that read text (default: the text USER's store keeps)",
+    ),
+    k: int = typer.Option(5, "--k", help="passages retrieved per question (bm25, dense, fused, hybrid)"),
     unit: str = typer.Option("turn", "--unit", help="what retrieval searches: turn or session"),
     readout: str = ReadoutOption,
     json_out: Path | None = typer.Option(None, "--json", help="write results here"),
@@ -56,12 +62,13 @@ def eval_command(
     from paramem.store.user import UserMemory
 
     chosen, readout = method_list(methods), chosen_readout(readout)
-    needs_text = [m for m in chosen if m in TEXT_METHODS]
-    if needs_text and conversations is None:
-        raise InputError(f"the {', '.join(needs_text)} method(s) need --conversations FILE")
     retrieval = RetrievalConfig(unit, k)  # checks both
     texts = load_conversations(conversations) if conversations else None
     memory = UserMemory(user, home).require()
+    texts = texts or memory.texts.conversations() or None
+    needs_text = [m for m in chosen if m in TEXT_METHODS]
+    if needs_text and texts is None:
+        raise InputError(f"the {', '.join(needs_text)} method(s) need --conversations FILE (no text is stored)")
     learned = memory.learned()
     loaded = load_probes(probes, {c.id for c in learned})
     model, tokenizer, memory = load_memory(user, home, chosen_dtype(dtype))
@@ -78,6 +85,7 @@ def eval_command(
             retrieval,
             readout,
             recall_cues(notes),
+            form=memory.form,
         )
     except ValueError as error:  # a method the readout cannot read
         raise InputError(str(error)) from error
@@ -100,7 +108,8 @@ def locomo_command(
     sessions: int = typer.Option(6, help="its first N sessions in date order (0: all)"),
     probes_per_session: int = typer.Option(8, help="yes/no probes per session, half yes"),
     methods: str = typer.Option(
-        ",".join(("none", "memory", "context", "bm25", "dense", "hybrid")), help="yes/no methods, comma-separated"
+        ",".join(("none", "memory", "context", "bm25", "dense", "hybrid", "text", "paramem")),
+        help="yes/no methods, comma-separated",
     ),
     open_questions: int = typer.Option(20, help="open questions answered per method (0: none; --full: all)"),
     k: int = typer.Option(5, "--k", help="passages retrieved per question"),

@@ -39,6 +39,7 @@ from paramem.evaluate.run import (
 from paramem.files import write_atomic
 from paramem.read.answer import answer_many
 from paramem.read.loading import load_memory
+from paramem.read.respond import Responder
 from paramem.store.user import UserMemory
 
 
@@ -62,6 +63,7 @@ def compare_methods(bench: LocomoBenchmark, config: ExperimentConfig, home: Path
         bench.conversations,
         heldout_pairs(memory.notes()),
         config.retrieval,
+        form=memory.form,
     )
     return {r.method: r.to_dict() for r in methods}
 
@@ -72,13 +74,15 @@ def answer_open_questions(bench: LocomoBenchmark, config: ExperimentConfig, home
     model, tokenizer, _ = load_memory(USER, home)
     questions = spread_over_categories(bench.open_questions, config.open_questions)
     out = {}
+    asked = [q.question for q in questions]
     for method in config.open_methods:
-        systems = system_prompts(method, tokenizer, bench.conversations, config.retrieval)(
-            [q.question for q in questions]
-        )
         start = time.perf_counter()
-        with nullcontext() if method in ADAPTER_METHODS else model.disable_adapter():
-            replies = answer_many(model, tokenizer, [q.question for q in questions], systems, 48)
+        if method == "paramem":  # the answer path: it may abstain, and it switches the memory itself
+            replies = [r.answer for r in Responder(model, tokenizer, bench.conversations).respond(asked)]
+        else:
+            systems = system_prompts(method, tokenizer, bench.conversations, config.retrieval)(asked)
+            with nullcontext() if method in ADAPTER_METHODS else model.disable_adapter():
+                replies = answer_many(model, tokenizer, asked, systems, 48)
         rows = [
             {
                 "question": question.question,

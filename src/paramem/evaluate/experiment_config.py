@@ -25,7 +25,9 @@ class ExperimentConfig:
     probes_per_session: int = 8  # yes/no probes per session, half yes
     methods: list[str] = field(default_factory=lambda: list(METHODS))
     open_questions: int | None = 20  # LoCoMo questions answered by generation per method (None: all)
-    open_methods: list[str] = field(default_factory=lambda: ["none", "memory", "context", "bm25", "dense", "hybrid"])
+    open_methods: list[str] = field(
+        default_factory=lambda: ["none", "memory", "context", "bm25", "dense", "hybrid", "text", "paramem"]
+    )
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
     # How each session is learned: base model, epochs (3 here, PLUM 10), lambda, negatives per positive,
     # open pairs and statements are PLUM's ablations. Closed only means no open answers of any kind,
@@ -68,4 +70,10 @@ class ExperimentConfig:
     arc_items: int | None = 100  # None: all 1,172
 
 
-CURVE_METHODS = ("context", "bm25", "dense", "fused")  # what the scale curve can score beside the memory: no adapter
+CURVE_METHODS = (
+    "context",
+    "bm25",
+    "dense",
+    "fused",
+    "text",
+)  # what the scale curve can score beside the memory: no adapter

@@ -20,9 +20,18 @@ from paramem.metrics.yes_no import YesNoMetrics, ranking_auc, ranking_auc_interv
 from paramem.model.compute import cpu_info
 from paramem.model.prompts import SYSTEM_PROMPT
 from paramem.model.scoring import LogOddsReader, Reader
-from paramem.read.readers import READOUTS, RecallReader, rule_thresholds
+from paramem.read.readers import (
+    HYBRID_RULE,
+    MAIN_RULE,
+    READOUTS,
+    TEXT_RULE,
+    RecallReader,
+    main_rule,
+    rule_thresholds,
+)
 from paramem.read.recall import RecallConfig, recollect
-from paramem.read.retrieval import HYBRID_RETRIEVER, RetrievalConfig, retrieval_systems
+from paramem.read.respond import Responder
+from paramem.read.retrieval import HYBRID_RETRIEVER, TEXT_K, TEXT_RETRIEVER, RetrievalConfig, retrieval_systems
 
 # none     the base model alone (the adapter switched off)
 # memory   the base model with the user's adapter, asked directly
@@ -32,10 +41,13 @@ from paramem.read.retrieval import HYBRID_RETRIEVER, RetrievalConfig, retrieval_
 # dense    the same with all-MiniLM-L6-v2 embeddings instead of BM25
 # fused    the same with BM25's and dense's rankings fused by reciprocal rank
 # hybrid   the user's memory and the passages of retrieval.HYBRID_RETRIEVER together
-# Every method but none and memory needs the conversations.
-METHODS = ("none", "memory", "context", "bm25", "dense", "fused", "hybrid")
-ADAPTER_METHODS = ("memory", "hybrid")
-TEXT_METHODS = ("context", "bm25", "dense", "fused", "hybrid")  # these read the conversations
+# text     the text side as shipped: TEXT_RETRIEVER's TEXT_K passages (whatever --k says)
+# paramem  the answer path as shipped (read/respond.py), whatever it becomes: `paramem ask`'s answers
+# The names text and paramem stay, so runs compare across versions. Every method but none and memory
+# needs the conversations.
+METHODS = ("none", "memory", "context", "bm25", "dense", "fused", "hybrid", "text", "paramem")
+ADAPTER_METHODS = ("memory", "hybrid", "paramem")  # paramem switches the adapter itself
+TEXT_METHODS = ("context", "bm25", "dense", "fused", "hybrid", "text", "paramem")  # these read the conversations
 CONTEXT_TOKENS = 6000  # prompt budget of the context method, in tokens
 
 RECALL_METHODS = ("none", "memory", "context")  # the methods the recall readout can read (readers.py)
@@ -52,6 +64,7 @@ class MethodResult:
     readout: str = "log-odds"
     recollections: list[str] | None = None  # what the model recalled (recall readout, none and memory)
     threshold_seconds: float | None = None  # fitting the rules' thresholds (the held-out pairs read too)
+    main_rule: str | None = None  # the rule the method ships with: its own accuracy is under this one
 
     @cached_property  # a thousand bootstrap resamples: computed once, for the JSON and the printed table
     def auc(self) -> tuple[float, tuple[float, float]]:
@@ -65,6 +78,7 @@ class MethodResult:
         return {
             "method": self.method,
             "readout": self.readout,
+            "main_rule": self.main_rule,
             "metrics": {rule: m.to_dict() for rule, m in self.metrics.items()},
             "auc": round(auc, 4),
             "auc_interval": [round(v, 4) for v in interval],
@@ -89,6 +103,7 @@ class MethodResult:
             saved.get("readout", "log-odds"),
             saved.get("recollections"),
             saved.get("threshold_seconds"),
+            saved.get("main_rule"),
         )
 
 
@@ -123,6 +138,8 @@ def system_prompts(
     if method == "context":
         prompt = context_prompt(tokenizer, conversations)
         return lambda questions: [prompt] * len(questions)
+    if method == "text":
+        return retrieval_systems(TEXT_RETRIEVER, conversations, RetrievalConfig(k=TEXT_K))
     return retrieval_systems(HYBRID_RETRIEVER if method == "hybrid" else method, conversations, retrieval)
 
 
@@ -137,11 +154,13 @@ def evaluate_yes_no(
     readout: str = "log-odds",
     cues: list[str] | None = None,
     recall: RecallConfig | None = None,
+    form: str | None = None,
 ) -> list[MethodResult]:
     """`model` is a PeftModel holding the user's adapter; methods without memory switch it off.
     `heldout` (the teacher's held-out reworded pairs) fits each method's `heldout` threshold. The prior
     of every method is its own score on a content-free question, asked the same way. The recall
-    readout needs `cues`, one per learned conversation (`recall.recall_cues`)."""
+    readout needs `cues`, one per learned conversation (`recall.recall_cues`). `form` (the memory's)
+    names the rule the memory method ships with."""
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ValueError(f"unknown method(s) {', '.join(unknown)} (available: {', '.join(METHODS)})")
@@ -174,12 +193,31 @@ def evaluate_yes_no(
             for p, s in zip(probes, scores)
         ]
         recalled = getattr(reader, "recollections", None)
+        shipped = reader.responder.rule if method == "paramem" else shipped_rule(method, readout, form)
         results.append(
             MethodResult(
-                method, metrics, thresholds, seconds, prompt_tokens, predictions, readout, recalled, threshold_seconds
+                method,
+                metrics,
+                thresholds,
+                seconds,
+                prompt_tokens,
+                predictions,
+                readout,
+                recalled,
+                threshold_seconds,
+                shipped,
             )
         )
     return results
+
+
+def shipped_rule(method: str, readout: str, form: str | None = None) -> str:
+    """The decision rule a method is read under where paramem uses it (readers.py)."""
+    if readout == "recall":
+        return MAIN_RULE["recall"]
+    if method == "memory":
+        return main_rule(readout, form)
+    return HYBRID_RULE if method == "hybrid" else TEXT_RULE
 
 
 def method_reader(
@@ -202,6 +240,10 @@ def method_reader(
                 [m.content for c in conversations for m in c.messages], recall.threshold, recalled=False
             )
         return RecallReader(recollect(model, tokenizer, cues, recall), recall.threshold)
+    if method == "paramem":
+        if not conversations:
+            raise ValueError("the paramem method needs the conversations")
+        return Responder(model, tokenizer, conversations).yes_no_reader()
     return LogOddsReader(model, tokenizer, system_prompts(method, tokenizer, conversations, retrieval))
 
 

@@ -172,16 +172,25 @@ class Responder:
                 Response(a.question, a.answer, True, a.margin, (Evidence("", None, a.evidence, "memory"),), "memory")
                 for a in ask(self.model, self.tokenizer, self.memory, questions)
             ]
-        rule = TEXT_RULE if self.source == "text" else HYBRID_RULE
+        reader = self.yes_no_reader()
+        threshold = rule_thresholds(reader.score)[self.rule]
+        found = self._found(questions)
         with self.reading():
-            reader = LogOddsReader(self.model, self.tokenizer, self._systems)
-            threshold = rule_thresholds(reader.score)[rule]
-            found = self._found(questions)
-            scores = reader.scorer.log_odds(questions, [retrieval_prompt(f) for f in found])
+            scores = reader.inner.scorer.log_odds(questions, [retrieval_prompt(f) for f in found])
         return [
             Response(q, "yes" if s > threshold else "no", True, s - threshold, self._evidence(f), self.source)
             for q, s, f in zip(questions, scores, found)
         ]
+
+    @property
+    def rule(self) -> str:
+        """The decision rule yes/no answers from the text are read under (readers.py)."""
+        return TEXT_RULE if self.source == "text" else HYBRID_RULE
+
+    def yes_no_reader(self) -> PathReader:
+        """How this path scores yes/no questions from the text, as a `Reader` (the evaluation's
+        `paramem` method reads through it)."""
+        return PathReader(self)
 
     def _systems(self, questions: list[str]) -> list[str]:
         return [retrieval_prompt(found) for found in self._found(questions)]
@@ -223,3 +232,19 @@ class Responder:
             )
             for i, q in enumerate(questions)
         ]
+
+
+class PathReader:
+    """The answer path's yes/no scores from the text: log-odds with the passages it retrieves, the
+    memory switched as the path switches it."""
+
+    def __init__(self, responder: Responder):
+        self.responder = responder
+        self.inner = LogOddsReader(responder.model, responder.tokenizer, responder._systems)
+
+    def score(self, questions: list[str]) -> list[float]:
+        with self.responder.reading():
+            return self.inner.score(questions)
+
+    def prompt_tokens(self, questions: list[str]) -> int:
+        return self.inner.prompt_tokens(questions)
