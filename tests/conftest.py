@@ -64,7 +64,8 @@ def served(demo_conversations, isolated_home):
     cartridge = TrainConfig(
         objective="distill", distill_checks=0, form="cartridge", epochs=1, distill_queries=2, distill_answer_tokens=3
     )
-    remember("carol", demo_conversations[2:3], ExtractiveTeacher(), RememberConfig(base_model="tiny", train=cartridge))
+    carol = RememberConfig(base_model="tiny", keep_text="never", train=cartridge)
+    remember("carol", demo_conversations[2:3], ExtractiveTeacher(), carol)
     tokens = {}
     for name in ("alice", "bob", "carol"):
         with UserMemory(name) as memory:

@@ -218,7 +218,9 @@ def test_text_methods_read_the_stored_text_or_need_the_conversations(tmp_path, d
     )
     out = tmp_path / "r.json"
     methods = "memory,text,paramem,hybrid"
-    result = run("eval", "--user", "u", "--probes", probes, "--methods", methods, "--readout", "log-odds", "--json", out)
+    result = run(
+        "eval", "--user", "u", "--probes", probes, "--methods", methods, "--readout", "log-odds", "--json", out
+    )
     assert result.exit_code == 0, result.output
     shipped = {m["method"]: m["main_rule"] for m in json.loads(out.read_text())["methods"]}
     assert shipped == {"memory": "prior", "text": "prior", "paramem": "prior", "hybrid": "prior"}

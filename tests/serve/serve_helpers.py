@@ -16,7 +16,10 @@ from paramem.serve.app import create_app
 from paramem.serve.server import MemoryServer
 
 QUESTION = "What do you remember about my garden?"
-PLAIN = RememberConfig(base_model="tiny", train=TrainConfig(epochs=2, min_epochs=2, learning_rate=5e-3))
+# Kept as memory alone (no text): these tests read the adapters; test_text_side.py serves stored text.
+PLAIN = RememberConfig(
+    base_model="tiny", keep_text="never", train=TrainConfig(epochs=2, min_epochs=2, learning_rate=5e-3)
+)
 
 
 def start(server: MemoryServer):

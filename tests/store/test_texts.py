@@ -7,6 +7,7 @@ import pytest
 from paramem.config import TrainConfig
 from paramem.data.conversations import Conversation, Message
 from paramem.data.notes import Notes, Topic
+from paramem.errors import InputError
 from paramem.memory.lora import attach_lora
 from paramem.model.loading import tiny_model
 from paramem.store.manifest import LearnedConversation, now_iso
@@ -84,6 +85,11 @@ def test_forgetting_an_indexed_text_records_only_its_id():
     assert PLANTED.encode() not in memory.manifest.read_bytes()
 
 
-def test_changing_texts_needs_the_lock():
+def test_dropping_texts_needs_the_lock_and_adding_refuses_other_content():
+    memory = UserMemory("ana")
+    memory.texts.add([conversation("c1")])  # beside a learning run: no lock needed
     with pytest.raises(AssertionError):
-        UserMemory("ana").texts.add([conversation("c1")])
+        memory.texts.drop(["c1"])
+    with pytest.raises(InputError, match="'c1' is already stored with different content"):
+        memory.texts.add([conversation("c2", "new"), conversation("c1", "something else")])
+    assert memory.texts.ids() == {"c1"}

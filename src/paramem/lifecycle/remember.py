@@ -69,7 +69,9 @@ def remember(
         notes = augment(todo, teacher, cache, regenerate=config.regenerate_notes)
         for conversation, conversation_notes in zip(todo, notes):  # refused before anything is learned
             if not (conversation_notes.topics or conversation_notes.facts):
-                memory.texts.drop(indexed)  # a refused call leaves the store as it found it
+                # The call is refused whole: what it indexed goes, and so does the refused text (an
+                # upload the server indexed), which no later run could learn either.
+                memory.texts.drop(sorted({*indexed, conversation.id}))
                 if not existed:
                     memory.manifest.unlink()
                 raise InputError(
@@ -149,11 +151,12 @@ def _to_learn(memory: UserMemory, conversations: list[Conversation]) -> list[Con
     learning, then the given ones not learned yet (one learned under another id with the same
     content is skipped; the same id with other content is refused)."""
     known = {c.id: c.content_hash for c in memory.learned()}
-    todo, hashes = [], set(known.values())
+    learned, todo, hashes = set(known), [], set(known.values())
     for conversation in [*memory.texts.waiting(), *conversations]:
         if conversation.id in known:
             if known[conversation.id] != conversation.content_hash:
-                raise InputError(f"conversation {conversation.id!r} is already learned with different content")
+                held = "learned" if conversation.id in learned else "stored"
+                raise InputError(f"conversation {conversation.id!r} is already {held} with different content")
             continue
         if conversation.content_hash not in hashes:
             todo.append(conversation)

@@ -184,7 +184,7 @@ def create_app(server: MemoryServer) -> FastAPI:
             or not 1 <= max_tokens <= server.config.max_new_tokens
         ):
             raise ApiError(400, f"max_tokens must be from 1 to {server.config.max_new_tokens}")
-        prompt = server.prompt(memory, _messages(body))
+        memory, prompt = await asyncio.to_thread(server.prompt, memory, _messages(body))
         if memory is not None:  # no memory to answer from is an HTTP error, before any stream starts
             await asyncio.to_thread(server.memories.check, memory)
         events = _Events()
@@ -249,21 +249,30 @@ def create_app(server: MemoryServer) -> FastAPI:
 
     @app.get("/v1/memory")
     def memory_view(authorization: str | None = Header(None)):
-        """What the caller's memory holds: the conversations learned, what was forgotten, a forget
-        under way, and the MiLP memory beside it when `paramem search` stored one."""
+        """What the caller's store holds: each conversation with its state (indexed: answerable from
+        its text; consolidating: being learned; consolidated: in the memory) and whether its text is
+        kept, what was forgotten, a forget under way, and the MiLP memory beside it when `paramem
+        search` stored one."""
         caller = server.caller(authorization)
         memory = UserMemory(caller, server.config.home)
         milp = memory.milp.record()
-        conversations = [
-            {
-                "id": r.id,
-                "timestamp": r.timestamp,
-                "qa_pairs": r.qa_pairs,
-                "final_loss": r.final_loss,
-                "learned_at": r.learned_at,
-            }
-            for r in memory.learned()
-        ]
+        learned = {r.id: r for r in memory.learned()}
+        dates = {c.id: c.timestamp for c in memory.texts.conversations()}
+        kept = set(dates)
+        conversations = []
+        for cid, state in memory.texts.states().items():
+            record = learned.get(cid)
+            conversations.append(
+                {
+                    "id": cid,
+                    "state": state,
+                    "text_kept": cid in kept,
+                    "timestamp": record.timestamp if record else dates.get(cid),
+                    "qa_pairs": record.qa_pairs if record else None,
+                    "final_loss": record.final_loss if record else None,
+                    "learned_at": record.learned_at if record else None,
+                }
+            )
         return {
             "user": caller,
             "form": memory.form,

@@ -31,7 +31,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from paramem.augment.teachers import make_teacher
-from paramem.config import Form, RememberConfig
+from paramem.config import Form, KeepText, RememberConfig
 from paramem.data.formats import load_conversations
 from paramem.errors import InputError
 from paramem.files import write_atomic
@@ -124,14 +124,20 @@ class Jobs:
                 raise ApiError(400, str(error).replace(str(path), "upload")) from None
         if not conversations:
             raise ApiError(400, "the upload holds no conversation")
+        if self.config.keep_text != KeepText.NEVER:  # answerable from its text now; learned by the job
+            try:
+                UserMemory(user, self.config.home).texts.add(conversations)
+            except InputError as error:
+                raise ApiError(400, str(error)) from None
         return self._queue(user, "learn", data=data, total=len(conversations), message="")
 
     def submit_forget(self, user: str, conversation: str) -> dict:
         """Queue forgetting one learned conversation (the same forget queued already: that job)."""
         memory = UserMemory(user, self.config.home)
         milp = memory.milp.record() or {}
-        if conversation not in {r.id for r in memory.learned()} | set(milp.get("conversations", [])):
-            raise ApiError(404, f"no learned conversation {conversation!r}", "not_found_error")
+        stored = {r.id for r in memory.learned()} | memory.texts.ids() | set(milp.get("conversations", []))
+        if conversation not in stored:
+            raise ApiError(404, f"no stored conversation {conversation!r}", "not_found_error")
         pending = self.forgetting(user)
         if pending is not None and self._read(user, pending).get("conversation") == conversation:
             return self.status(user, pending)
@@ -297,7 +303,8 @@ class Jobs:
 
     def _forget(self, user: str, job: str, conversation: str) -> None:
         memory = UserMemory(user, self.config.home)
-        if conversation in {i for i, _ in memory.forgotten()} and conversation not in {r.id for r in memory.learned()}:
+        stored = {r.id for r in memory.learned()} | memory.texts.ids()
+        if conversation in {i for i, _ in memory.forgotten()} and conversation not in stored:
             # committed by an earlier run of this job that stopped before recording its end
             self._end(user, job, state="done", done=1, message=f"forgot {conversation}")
             return

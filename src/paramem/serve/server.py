@@ -12,6 +12,7 @@ from paramem.serve.engine import Engine
 from paramem.serve.errors import ApiError
 from paramem.serve.jobs import Jobs
 from paramem.serve.memories import Memories, Memory
+from paramem.serve.text_side import TextSides
 from paramem.store.user import UserMemory, users
 
 PREFIX = "paramem:"
@@ -32,6 +33,7 @@ class MemoryServer:
             base, self.tokenizer, config.home, config.base_model, config.cache_size, self.jobs.forgetting
         )
         self.engine = Engine(self.memories, config.max_batch, config.max_waiting, config.prefill_wait)
+        self.text_sides = TextSides(self.tokenizer, config.home, config.cache_size)
 
     @property
     def loaded(self):
@@ -62,7 +64,7 @@ class MemoryServer:
 
     def models(self, caller: str) -> list[str]:
         memory = UserMemory(caller, self.config.home)
-        mine = [f"{PREFIX}{caller}"] if memory.current_version() else []
+        mine = [f"{PREFIX}{caller}"] if memory.current_version() or memory.texts.ids() else []
         mine += [f"{MILP_PREFIX}{caller}"] if memory.milp.record() else []
         return [self.config.base_model, *mine]
 
@@ -77,12 +79,24 @@ class MemoryServer:
                 return kind, caller
         raise ApiError(404, f"no model {model!r} (available: {', '.join(self.models(caller))})", "not_found_error")
 
-    def prompt(self, memory: Memory | None, messages: list[dict]) -> list[int]:
-        """The chat as the model reads it: the system prompt its memory was tuned under, then the chat."""
-
-        system = REPLY_SYSTEM if memory is not None and memory[0] == "milp" else SYSTEM_PROMPT
+    def prompt(self, memory: Memory | None, messages: list[dict]) -> tuple[Memory | None, list[int]]:
+        """The chat as the model reads it, and the memory the reply reads with (None: the base model).
+        A MiLP memory: the system prompt its replies were tuned under. A user's own memory: the answer
+        path (read/respond.py), as `paramem chat` answers: the passages of their stored texts
+        retrieved for the last message, read by the base model while the texts hold everything, with
+        the memory where some text is gone, and the memory alone when no text is kept."""
+        system = SYSTEM_PROMPT
+        if memory is not None and memory[0] == "milp":
+            system = REPLY_SYSTEM
+        elif memory is not None:
+            path = self.text_sides.of(memory[1])
+            if path.source == "nothing":
+                raise ApiError(404, f"user {memory[1]!r} has nothing stored yet", "not_found_error")
+            said = [m["content"] for m in messages if m["role"] == "user"]
+            system = path.system_for(said[-1] if said else "")
+            memory = None if path.source == "text" else memory
         chat = [{"role": "system", "content": system}, *(m for m in messages if m["role"] != "system")]
         ids = self.tokenizer.apply_chat_template(chat, add_generation_prompt=True, return_dict=True)["input_ids"]
         if len(ids) > self.config.max_prompt_tokens:
             raise ApiError(400, f"the chat is {len(ids)} tokens; the limit is {self.config.max_prompt_tokens}")
-        return list(ids)
+        return memory, list(ids)

@@ -9,6 +9,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from paramem.data.conversations import Conversation, Message
+from paramem.errors import InputError
 from paramem.store.manifest import now_iso
 
 if TYPE_CHECKING:  # the memory holds its texts; this module needs only its manifest
@@ -28,9 +29,14 @@ class Texts:
         self.memory = memory
 
     def add(self, conversations: list[Conversation]) -> list[str]:
-        """Index the conversations not stored yet, in one transaction; returns the ids added."""
-        assert self.memory.locked, "texts.add() needs the user's lock"
-        stored = self.ids()
+        """Index the conversations not stored yet, in one transaction; returns the ids added. Safe
+        beside a learning run without the user's lock (a server indexes an upload while the last one
+        is being learned): SQLite serialises the writes, and a run learns only what it read at its
+        start. A stored id with other content is refused (`InputError`), and nothing is added."""
+        stored = self._hashes()
+        for conversation in conversations:
+            if stored.get(conversation.id, conversation.content_hash) != conversation.content_hash:
+                raise InputError(f"conversation {conversation.id!r} is already stored with different content")
         new = [c for c in conversations if c.id not in stored]
         if not new:
             return []
@@ -58,9 +64,12 @@ class Texts:
         return content_hash
 
     def ids(self) -> set[str]:
+        return set(self._hashes())
+
+    def _hashes(self) -> dict[str, str]:
         if not self.memory.exists:
-            return set()
-        return {row[0] for row in self.memory.rows("SELECT id FROM texts")}
+            return {}
+        return dict(self.memory.rows("SELECT id, content_hash FROM texts"))
 
     def conversations(self) -> list[Conversation]:
         """Every stored conversation, in arrival order."""

@@ -72,7 +72,10 @@ async function showMemory() {
   rows.innerHTML = "";
   for (const c of memory.conversations) {
     const row = rows.insertRow();
-    for (const value of [c.id, c.timestamp || "", c.qa_pairs, c.final_loss.toFixed(3)]) row.insertCell().textContent = value;
+    // indexed: answered from its text already; consolidating: being learned; consolidated: in the memory
+    const cells = [c.id, c.timestamp || "", c.state, c.text_kept ? "kept" : "not kept",
+      c.qa_pairs ?? "", c.final_loss == null ? "" : c.final_loss.toFixed(3)];
+    for (const value of cells) row.insertCell().textContent = value;
     const forget = document.createElement("button");
     forget.textContent = "Forget";
     forget.dataset.conversation = c.id;
