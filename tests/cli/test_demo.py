@@ -3,7 +3,7 @@ against memory, read both ways, with yes and no accuracy apart."""
 
 import json
 
-from paramem.cli.demo import demo_files, run_demo
+from paramem.cli.demo import DEMO_QUESTIONS, demo_files, run_demo
 from paramem.data.formats import load_conversations
 from paramem.evaluate.probes import load_probes
 
@@ -14,7 +14,12 @@ def test_the_demo_learns_the_shipped_conversations_and_compares_no_memory_with_m
     run_demo("tiny", False, "local", 1, tmp_path / "home", out)
     saved = json.loads(out.read_text())
     rows = {(m["method"], m["readout"]) for m in saved["methods"]}
-    assert rows == {(method, readout) for method in ("none", "memory") for readout in ("log-odds", "recall")}
+    both = {(method, readout) for method in ("none", "memory") for readout in ("log-odds", "recall")}
+    assert rows == both | {("paramem", "log-odds")}
+    # answered from the index before anything was learned, each with the conversations it read
+    first = saved["first_answers"]
+    assert [a["question"] for a in first] == list(DEMO_QUESTIONS) and all(a["evidence"] for a in first)
+    assert first[0]["seconds"] < saved["learn_seconds"]
     conversations_file, probes_file, _ = demo_files()
     probes = load_probes(probes_file, {c.id for c in load_conversations(conversations_file)})
     for m in saved["methods"]:

@@ -1,5 +1,9 @@
 """`paramem demo`: the main job on the embedded default model, offline, in minutes.
 
+It runs as a user's memory does (issue 38): the conversations are indexed first and the answer path
+answers a few questions from their text at once, with its evidence; then the memory consolidates
+them, and the figures set the memory beside the text and the base model alone.
+
 Eight short conversations and 48 yes/no probes written for paramem (half yes, half no, worded unlike
 anything in the conversations, the no's near misses) ship with the package, with the teacher's notes
 made by paramem's own `local` teacher, so the demo needs no teacher run unless asked.
@@ -32,6 +36,13 @@ from paramem.read.recall import recall_cues
 DEMO_USER = "demo"
 DEMO_TEACHER = "local"  # the teacher whose notes ship in demo_data/notes.json
 DEMO_PAIRS = 20  # pairs per conversation and epoch (PLUM trains about 20)
+# Asked the moment the conversations are indexed: three the text answers, one it never held.
+DEMO_QUESTIONS = (
+    "What kind of pots did I use for my tomato seedlings?",
+    "Which half marathon did I sign up for?",
+    "Did we talk about my rescue cat?",
+    "What did I say about my car insurance?",
+)
 
 
 def demo_files() -> tuple[Path, Path, Path]:
@@ -85,22 +96,25 @@ def run_demo(
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="paramem-demo-") as scratch:
         where = home or Path(scratch)
+        first = answer_from_the_index(conversations, where, dtype, start)
         learn_with_progress(DEMO_USER, conversations, teacher, config, where)
         learn_seconds = time.perf_counter() - start
         model, tokenizer, memory = load_memory(DEMO_USER, where, dtype)
         notes = memory.notes()
         results = []
         for readout in READOUTS:  # the same models, read both ways, side by side
-            console.print(f"reading none and memory by {readout} ({time.perf_counter() - start:.0f} s so far)")
+            methods = ["none", "memory"] + (["paramem"] if readout == "log-odds" else [])
+            console.print(f"reading {', '.join(methods)} by {readout} ({time.perf_counter() - start:.0f} s so far)")
             results += evaluate_yes_no(
                 model,
                 tokenizer,
                 probes,
-                ["none", "memory"],
+                methods,
                 conversations,
                 heldout_pairs(notes),
                 readout=readout,
                 cues=recall_cues(notes),
+                form=memory.form,
             )
     print_results(f"demo: {len(probes)} yes/no probes on {len(conversations)} conversations", results)
     console.print(
@@ -116,7 +130,39 @@ def run_demo(
                 model_name,
                 {"conversations": str(conversations_file), "probes": str(probes_file), "teacher": teacher.name},
                 dtype_of(model),
-            ),
+            )
+            | {"first_answers": first, "learn_seconds": round(learn_seconds, 1)},
         )
         console.print(f"wrote {json_out}")
     return results
+
+
+def answer_from_the_index(conversations, where: Path, dtype: str | None, start: float) -> list[dict]:
+    """Index the conversations (as `remember` does first) and answer DEMO_QUESTIONS from their text,
+    before anything is learned; returns each answer with its evidence and when it was printed."""
+    from paramem.cli.read import evidence_lines
+    from paramem.read.respond import Responder
+    from paramem.store.user import UserMemory
+
+    with UserMemory(DEMO_USER, where) as memory:
+        memory.texts.add(conversations)
+    console.print(f"indexed {len(conversations)} conversations in {time.perf_counter() - start:.1f} s; asking:")
+    responder = Responder.for_user(DEMO_USER, where, dtype)
+    first = []
+    for question, response in zip(DEMO_QUESTIONS, responder.respond(list(DEMO_QUESTIONS))):
+        console.print(f"  {question}\n  -> {response.answer}", markup=False, highlight=False)
+        for line in evidence_lines(response)[:1]:
+            console.print(f"  {line}", markup=False, highlight=False, style="dim")
+        first.append(
+            {
+                "question": question,
+                "answer": response.answer,
+                "abstained": response.abstained,
+                "evidence": sorted({e.conversation for e in response.evidence}),
+            }
+        )
+    seconds = time.perf_counter() - start
+    console.print(f"first answers from the index after {seconds:.0f} s; now the memory learns them")
+    for row in first:
+        row["seconds"] = round(seconds, 1)
+    return first
