@@ -76,6 +76,28 @@ def test_each_keep_text_mode_keeps_what_it_says(demo_conversations):
     assert kept == {"always": [demo_conversations[0].id], "until-consolidated": [], "never": []}
 
 
+def test_until_consolidated_leaves_no_raw_turn_in_the_store_or_the_notes_cache(
+    demo_conversations, tmp_path, monkeypatch
+):
+    """The raw turns go with the commit and the teacher-notes cache entry after it. The manifest's
+    notes (replay) still hold what the teacher extracted: not checked here, listed as missing."""
+    import sqlite3
+
+    from conftest import sentences_left
+
+    from paramem.files import cache_home
+
+    monkeypatch.setenv("PARAMEM_CACHE", str(tmp_path / "cache"))
+    first = demo_conversations[0]
+    remember("u", [first], ExtractiveTeacher(), replace(config(), keep_text="until-consolidated"))
+    memory = UserMemory("u")
+    with sqlite3.connect(memory.manifest) as db:
+        assert db.execute("SELECT COUNT(*) FROM texts").fetchone() == (0,)
+    raw = [m.content.encode() for m in first.messages]
+    assert not any(turn in memory.manifest.read_bytes() for turn in raw if len(turn) > 60)
+    assert not sentences_left(first, cache_home())
+
+
 def test_a_conversation_is_indexed_before_any_model_loads(demo_conversations, monkeypatch):
     import paramem.lifecycle.remember as remember_module
 

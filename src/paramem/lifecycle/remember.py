@@ -138,7 +138,10 @@ def remember(
                 **teacher,
                 **result.record_fields(),
             )
-            memory.commit(model, record, conversation_notes, drop_text=config.keep_text != KeepText.ALWAYS)
+            dropping = config.keep_text != KeepText.ALWAYS
+            memory.commit(model, record, conversation_notes, drop_text=dropping)
+            if dropping and cache is not None:  # the cached notes only spare a rerun the teacher
+                cache.remove(conversation.content_hash)
             earlier.append(conversation_notes)
             learned.append(record)
             if callbacks.on_learned:
