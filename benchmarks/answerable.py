@@ -1,0 +1,142 @@
+"""How soon a new conversation is answerable, how long it takes to consolidate, and what each
+`--keep-text` mode leaves on disk (issue 38's costs).
+
+    .venv/bin/python benchmarks/answerable.py [--turns 20] [--epochs 3]
+
+The conversation: the first session of LoCoMo development sample 0 with at least `--turns` turns,
+cut to that many; the question: one of LoCoMo's single-hop questions whose evidence is in it.
+`remember` (the embedded model, the extractive teacher, `--epochs`) runs in a thread of this process,
+and the clock starts when it is called:
+
+  indexed       its turns are committed to the store (polled every 10 ms);
+  answered      the answer path has answered the question from them, the base model already loaded
+                (as a server holds it): the seconds a user waits after an upload. The learning run
+                and the cold `ask` share the CPU with it, as a server's jobs would;
+  answered cold `paramem ask` in a new process, model loading included, started once indexed;
+  consolidated  `remember` has returned: the memory holds the conversation.
+
+Then the store's bytes after consolidation in each mode (until-consolidated and never learned again
+with one epoch: the bytes do not depend on it). Writes benchmarks/results/answerable-<model>-<dtype>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from paramem.augment.teachers.extractive import ExtractiveTeacher
+from paramem.config import DEFAULT_MODEL, RememberConfig, TrainConfig
+from paramem.data.formats import load_locomo
+from paramem.evaluate.locomo import build_locomo
+from paramem.evaluate.run import run_meta
+from paramem.lifecycle.remember import remember
+from paramem.model.compute import cpu_info
+from paramem.model.loading import dtype_of, load_model
+from paramem.read.respond import Responder
+from paramem.store.user import UserMemory
+
+RESULTS = Path(__file__).parent / "results"
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "locomo" / "locomo8.json"
+
+
+def conversation_and_question(turns: int):
+    bench = build_locomo(DATA, 0, None)
+    for session in bench.conversations:
+        if len(session.messages) < turns:
+            continue
+        cut = replace(session, messages=session.messages[:turns])
+        said = " ".join(m.content.lower() for m in cut.messages)
+        for q in bench.open_questions:
+            if q.conversation == session.id and q.category == 4 and q.answer.lower() in said:
+                return cut, q
+    raise SystemExit(f"no session of sample 0 has {turns} turns and a single-hop question answered in them")
+
+
+def store_bytes(root: Path) -> int:
+    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--base-model", default=DEFAULT_MODEL)
+    parser.add_argument("--dtype", default=None)
+    parser.add_argument("--turns", type=int, default=20)
+    parser.add_argument("--epochs", type=int, default=3)
+    args = parser.parse_args()
+    load_locomo(DATA)  # fails early, with the path, when the data is missing
+    conversation, question = conversation_and_question(args.turns)
+    base, tokenizer = load_model(args.base_model, args.dtype)
+    base.eval()
+    dtype = dtype_of(base)
+    config = RememberConfig(base_model=args.base_model, dtype=dtype, train=TrainConfig(epochs=args.epochs))
+    with tempfile.TemporaryDirectory() as scratch:
+        home = Path(scratch)
+        memory = UserMemory("u", home)
+        start = time.perf_counter()
+        learned = threading.Thread(target=remember, args=("u", [conversation], ExtractiveTeacher(), config, home))
+        learned.start()
+        while conversation.id not in memory.texts.ids():
+            time.sleep(0.01)
+        indexed = time.perf_counter() - start
+        cold_start = time.perf_counter()
+        cold = subprocess.Popen(
+            [
+                str(Path(sys.executable).parent / "paramem"),
+                "ask",
+                "--user",
+                "u",
+                "--home",
+                str(home),
+                question.question,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        [response] = Responder(base, tokenizer, memory.texts.conversations()).respond([question.question])
+        answered = time.perf_counter() - start
+        cold_output = cold.communicate()[0]
+        answered_cold = indexed + time.perf_counter() - cold_start
+        learned.join()
+        consolidated = time.perf_counter() - start
+        modes = {"always": store_bytes(memory.root)}
+        for mode in ("until-consolidated", "never"):
+            other = UserMemory(mode, home)
+            quick = replace(config, keep_text=mode, train=TrainConfig(epochs=1))
+            remember(mode, [conversation], ExtractiveTeacher(), quick, home)
+            modes[mode] = store_bytes(other.root)
+    result = {
+        **run_meta(sys.argv, args.base_model, {"locomo": str(DATA)}, dtype),
+        "conversation": conversation.id,
+        "turns": len(conversation.messages),
+        "question": question.question,
+        "gold": question.answer,
+        "answer": response.answer,
+        "abstained": response.abstained,
+        "evidence": [e.conversation for e in response.evidence],
+        "cold_answer": cold_output.strip().splitlines()[:1],
+        "seconds": {
+            "indexed": round(indexed, 3),
+            "answered_warm": round(answered, 2),
+            "answered_cold": round(answered_cold, 2),
+            "consolidated": round(consolidated, 1),
+        },
+        "bytes_per_user": modes,
+    }
+    print(json.dumps({k: result[k] for k in ("question", "gold", "answer", "seconds", "bytes_per_user")}, indent=1))
+    print(f"CPU: {cpu_info()}; dtype {dtype}")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / f"answerable-{args.base_model}-{dtype}.json"
+    out.write_text(json.dumps(result, indent=1), encoding="utf-8")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
