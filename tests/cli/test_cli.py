@@ -217,13 +217,13 @@ def test_text_methods_read_the_stored_text_or_need_the_conversations(tmp_path, d
         tmp_path / "p.jsonl", [{"conversation": "garden", "question": "Did we talk about tomatoes?", "answer": "yes"}]
     )
     out = tmp_path / "r.json"
-    methods = "memory,text,paramem,hybrid"
+    methods = "memory,text,paramem,hybrid,notes"
     result = run(
         "eval", "--user", "u", "--probes", probes, "--methods", methods, "--readout", "log-odds", "--json", out
     )
     assert result.exit_code == 0, result.output
     shipped = {m["method"]: m["main_rule"] for m in json.loads(out.read_text())["methods"]}
-    assert shipped == {"memory": "prior", "text": "prior", "paramem": "prior", "hybrid": "prior"}
+    assert shipped == {"memory": "prior", "text": "prior", "paramem": "prior", "hybrid": "prior", "notes": "prior"}
     result = run("eval", "--user", "v", "--probes", probes, "--methods", "memory,bm25")
     assert result.exit_code == 2
     assert one_line_error(result) == "error: the bm25 method(s) need --conversations FILE (no text is stored)"

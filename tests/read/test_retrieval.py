@@ -63,3 +63,14 @@ def test_reciprocal_rank_fusion_puts_what_both_find_before_what_one_finds_first(
     assert fused.search(["q"], k=4) == [[c, d, a, b]]
     assert 1 / (RRF_K + 2) + 1 / (RRF_K + 3) > 1 / (RRF_K + 1)
     assert fused.search(["q", "r"], k=1) == [[c], [c]]  # one list per question
+
+
+def test_note_passages_are_the_teachers_facts_dated():
+    from paramem.data.notes import Fact, Notes
+    from paramem.read.retrieval import note_passages
+
+    notes = [Notes("garden", "2 March 2026", [], [Fact("The user's pots have no drainage holes.")], [])]
+    [passage] = note_passages(notes)
+    assert passage == Passage("garden", "[2 March 2026] The user's pots have no drainage holes.", "2 March 2026")
+    [[found]] = FusedRetriever(note_passages(notes)).search(["drainage holes"], k=1)
+    assert found.conversation == "garden"

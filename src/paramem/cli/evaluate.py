@@ -35,8 +35,8 @@ def eval_command(
     probes: Path = typer.Option(..., "--probes", help="yes/no probe file (JSONL)"),
     methods: str = typer.Option(
         "memory,none",
-        help="comma-separated: none, memory, context, bm25, dense, fused, hybrid, text (the text side as "
-        "shipped), paramem (the answer path as shipped)",
+        help="comma-separated: none, memory, context, bm25, dense, fused, hybrid, notes (retrieval over the "
+        "teacher's facts, mem0-style), text (the text side as shipped), paramem (the answer path as shipped)",
     ),
     conversations: Path | None = typer.Option(
         None,
@@ -86,6 +86,7 @@ def eval_command(
             readout,
             recall_cues(notes),
             form=memory.form,
+            notes=notes,
         )
     except ValueError as error:  # a method the readout cannot read
         raise InputError(str(error)) from error

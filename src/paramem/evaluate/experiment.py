@@ -64,6 +64,7 @@ def compare_methods(bench: LocomoBenchmark, config: ExperimentConfig, home: Path
         heldout_pairs(memory.notes()),
         config.retrieval,
         form=memory.form,
+        notes=memory.notes(),
     )
     return {r.method: r.to_dict() for r in methods}
 
@@ -71,7 +72,7 @@ def compare_methods(bench: LocomoBenchmark, config: ExperimentConfig, home: Path
 def answer_open_questions(bench: LocomoBenchmark, config: ExperimentConfig, home: Path) -> dict:
     """Each method answers the same open questions by greedy generation; mean score per category."""
 
-    model, tokenizer, _ = load_memory(USER, home)
+    model, tokenizer, memory = load_memory(USER, home)
     questions = spread_over_categories(bench.open_questions, config.open_questions)
     out = {}
     asked = [q.question for q in questions]
@@ -80,7 +81,7 @@ def answer_open_questions(bench: LocomoBenchmark, config: ExperimentConfig, home
         if method == "paramem":  # the answer path: it may abstain, and it switches the memory itself
             replies = [r.answer for r in Responder(model, tokenizer, bench.conversations).respond(asked)]
         else:
-            systems = system_prompts(method, tokenizer, bench.conversations, config.retrieval)(asked)
+            systems = system_prompts(method, tokenizer, bench.conversations, config.retrieval, memory.notes())(asked)
             with nullcontext() if method in ADAPTER_METHODS else model.disable_adapter():
                 replies = answer_many(model, tokenizer, asked, systems, 48)
         rows = [

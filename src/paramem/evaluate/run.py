@@ -14,6 +14,7 @@ from pathlib import Path
 
 from paramem.augment.pairs import QAPair
 from paramem.data.conversations import Conversation
+from paramem.data.notes import Notes
 from paramem.evaluate.probes import Probe
 from paramem.files import write_atomic
 from paramem.metrics.yes_no import YesNoMetrics, ranking_auc, ranking_auc_interval, yes_no_metrics
@@ -31,7 +32,14 @@ from paramem.read.readers import (
 )
 from paramem.read.recall import RecallConfig, recollect
 from paramem.read.respond import Responder
-from paramem.read.retrieval import HYBRID_RETRIEVER, TEXT_K, TEXT_RETRIEVER, RetrievalConfig, retrieval_systems
+from paramem.read.retrieval import (
+    HYBRID_RETRIEVER,
+    TEXT_K,
+    TEXT_RETRIEVER,
+    RetrievalConfig,
+    note_passages,
+    retrieval_systems,
+)
 
 # none     the base model alone (the adapter switched off)
 # memory   the base model with the user's adapter, asked directly
@@ -41,11 +49,12 @@ from paramem.read.retrieval import HYBRID_RETRIEVER, TEXT_K, TEXT_RETRIEVER, Ret
 # dense    the same with all-MiniLM-L6-v2 embeddings instead of BM25
 # fused    the same with BM25's and dense's rankings fused by reciprocal rank
 # hybrid   the user's memory and the passages of retrieval.HYBRID_RETRIEVER together
+# notes    mem0-style: the text side's retriever over the teacher's facts (the stored notes) alone
 # text     the text side as shipped: TEXT_RETRIEVER's TEXT_K passages (whatever --k says)
 # paramem  the answer path as shipped (read/respond.py), whatever it becomes: `paramem ask`'s answers
 # The names text and paramem stay, so runs compare across versions. Every method but none and memory
 # needs the conversations.
-METHODS = ("none", "memory", "context", "bm25", "dense", "fused", "hybrid", "text", "paramem")
+METHODS = ("none", "memory", "context", "bm25", "dense", "fused", "hybrid", "notes", "text", "paramem")
 ADAPTER_METHODS = ("memory", "hybrid", "paramem")  # paramem switches the adapter itself
 TEXT_METHODS = ("context", "bm25", "dense", "fused", "hybrid", "text", "paramem")  # these read the conversations
 CONTEXT_TOKENS = 6000  # prompt budget of the context method, in tokens
@@ -128,11 +137,19 @@ def context_prompt(tokenizer, conversations: list[Conversation], budget: int = C
 
 
 def system_prompts(
-    method: str, tokenizer, conversations: list[Conversation] | None, retrieval: RetrievalConfig
+    method: str,
+    tokenizer,
+    conversations: list[Conversation] | None,
+    retrieval: RetrievalConfig,
+    notes: list[Notes] | None = None,
 ) -> Callable[[list[str]], list[str]]:
     """For a method, the function giving each question its system prompt."""
     if method in ("none", "memory"):
         return lambda questions: [SYSTEM_PROMPT] * len(questions)
+    if method == "notes":
+        if not notes:
+            raise ValueError("the notes method needs the teacher's notes")
+        return retrieval_systems(TEXT_RETRIEVER, [], RetrievalConfig(k=TEXT_K), note_passages(notes))
     if not conversations:
         raise ValueError(f"the {method} method needs the conversations")
     if method == "context":
@@ -155,12 +172,14 @@ def evaluate_yes_no(
     cues: list[str] | None = None,
     recall: RecallConfig | None = None,
     form: str | None = None,
+    notes: list[Notes] | None = None,
 ) -> list[MethodResult]:
     """`model` is a PeftModel holding the user's adapter; methods without memory switch it off.
     `heldout` (the teacher's held-out reworded pairs) fits each method's `heldout` threshold. The prior
     of every method is its own score on a content-free question, asked the same way. The recall
     readout needs `cues`, one per learned conversation (`recall.recall_cues`). `form` (the memory's)
-    names the rule the memory method ships with."""
+    names the rule the memory method ships with; `notes` (the teacher's) are what the notes method
+    retrieves from."""
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ValueError(f"unknown method(s) {', '.join(unknown)} (available: {', '.join(METHODS)})")
@@ -179,7 +198,7 @@ def evaluate_yes_no(
     for method in methods:
         start = time.perf_counter()
         with nullcontext() if method in ADAPTER_METHODS else model.disable_adapter():
-            reader = method_reader(method, readout, model, tokenizer, conversations, retrieval, cues, recall)
+            reader = method_reader(method, readout, model, tokenizer, conversations, retrieval, cues, recall, notes)
             scores = reader.score(questions)
             seconds = time.perf_counter() - start
             thresholds = rule_thresholds(reader.score, heldout or None)
@@ -229,6 +248,7 @@ def method_reader(
     retrieval: RetrievalConfig,
     cues: list | None,
     recall: RecallConfig,
+    notes: list[Notes] | None = None,
 ) -> Reader:
     """How one method is read: by recall (none and memory recall from the model; context matches the
     raw conversations) or by the answer token's log-odds, with the method's system prompts."""
@@ -244,7 +264,7 @@ def method_reader(
         if not conversations:
             raise ValueError("the paramem method needs the conversations")
         return Responder(model, tokenizer, conversations).yes_no_reader()
-    return LogOddsReader(model, tokenizer, system_prompts(method, tokenizer, conversations, retrieval))
+    return LogOddsReader(model, tokenizer, system_prompts(method, tokenizer, conversations, retrieval, notes))
 
 
 def write_json(results: list[MethodResult], path: str | Path, meta: dict) -> None:

@@ -13,6 +13,7 @@ from typing import Protocol
 import bm25s
 
 from paramem.data.conversations import Conversation
+from paramem.data.notes import Notes
 from paramem.errors import check_option
 from paramem.model.embeddings import load_embedder
 from paramem.model.prompts import SYSTEM_PROMPT
@@ -62,6 +63,16 @@ def passages(conversations: list[Conversation], unit: str = "turn") -> list[Pass
         for message in conversation.messages:
             out.append(Passage(conversation.id, f"{date}{message.name or message.role}: {message.content}", day))
     return out
+
+
+def note_passages(notes: list[Notes]) -> list[Passage]:
+    """The teacher's facts as searchable units, dated: what a mem0-style memory retrieves from (the
+    evaluation's `notes` method), since paramem stores the notes anyway."""
+    return [
+        Passage(n.conversation_id, f"[{n.date}] {fact.statement}" if n.date else fact.statement, n.date)
+        for n in notes
+        for fact in n.facts
+    ]
 
 
 class Retriever(Protocol):
@@ -154,9 +165,13 @@ def hybrid_retriever(conversations: list[Conversation], retrieval: RetrievalConf
 
 
 def retrieval_systems(
-    kind: str, conversations: list[Conversation], retrieval: RetrievalConfig | None = None
+    kind: str,
+    conversations: list[Conversation],
+    retrieval: RetrievalConfig | None = None,
+    corpus: list[Passage] | None = None,
 ) -> Callable[[list[str]], list[str]]:
-    """The function giving each question its system prompt: the passages `kind` finds for it."""
+    """The function giving each question its system prompt: the passages `kind` finds for it, among
+    the conversations' (or `corpus`, when given)."""
     retrieval = retrieval or RetrievalConfig()
-    retriever = make_retriever(kind, passages(conversations, retrieval.unit))
+    retriever = make_retriever(kind, corpus if corpus is not None else passages(conversations, retrieval.unit))
     return lambda questions: [retrieval_prompt(found) for found in retriever.search(questions, retrieval.k)]
