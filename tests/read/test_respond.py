@@ -54,9 +54,13 @@ def test_an_unsupported_open_question_abstains_and_writes_nothing(demo_conversat
 
 
 def test_the_text_side_reads_with_the_memory_switched_off(demo_conversations):
+    from paramem.read.loading import load_memory
+
     remember("u", demo_conversations[:2], ExtractiveTeacher(), CONFIG)
-    responder = Responder.for_user("u", config=NEVER_ABSTAIN)
-    assert responder.memory is not None and responder.source == "text"
+    assert Responder.for_user("u").memory is None  # the text holds everything: the memory is not loaded
+    model, tokenizer, memory = load_memory("u")
+    responder = Responder(model, tokenizer, memory.texts.conversations(), memory, NEVER_ABSTAIN)
+    assert responder.source == "text"
     question = "Did my tomato seedlings get yellow leaves?"
     [with_memory_loaded] = responder.respond([question])
     base, tokenizer = tiny_model()

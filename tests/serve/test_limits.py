@@ -61,6 +61,7 @@ def test_too_many_jobs_are_refused_and_old_records_are_cleaned_up(served, demo_c
     first = bob.post("/memory/conversations", content=upload_line(demo_conversations[3]))
     refused = bob.post("/memory/conversations", content=upload_line(demo_conversations[4]))
     assert refused.status_code == 429 and refused.headers["Retry-After"]
+    assert UserMemory("bob").texts.ids() == {demo_conversations[3].id}  # the refused upload indexed nothing
     wait_for(bob, "", first.json()["job"])
     while server.jobs.busy:  # the worker sees its child end a moment after the child records it
         time.sleep(0.05)

@@ -69,7 +69,7 @@ class Response:
     question: str
     answer: str  # "yes" or "no" for a yes/no question; words otherwise; ABSTAIN when abstaining
     yes_no: bool
-    margin: float | None  # yes/no: the score minus its rule's threshold; open: the support log-odds
+    margin: float | None  # yes/no: the score minus its rule's threshold; open: the support check's, the same
     evidence: tuple[Evidence, ...]
     supported_by: str  # "text", "text and memory", "memory" or "nothing"
     abstained: bool = False
@@ -116,11 +116,12 @@ class Responder:
     @classmethod
     def for_user(cls, user: str, home=None, dtype: str | None = None, config: AnswerConfig | None = None) -> Responder:
         """The answer path over everything `user`'s store holds: the base model with their memory
-        when they have one, the base model alone when only text is stored (indexed, not learned yet),
-        and no model when nothing is stored."""
+        when some learned conversation's text is gone, the base model alone when the text holds
+        everything (the memory is not read then, so it is not loaded), no model when nothing is stored."""
         memory = UserMemory(user, home).require()
         conversations = memory.texts.conversations()
-        if memory.current_version() is not None:
+        stored = {c.id for c in conversations}
+        if any(record.id not in stored for record in memory.learned()):
             model, tokenizer, memory = load_memory(user, home, dtype)
             return cls(model, tokenizer, conversations, memory, config)
         if not conversations:
@@ -130,17 +131,11 @@ class Responder:
         return cls(model.eval(), tokenizer, conversations, None, config)
 
     def respond(self, questions: list[str]) -> list[Response]:
-        if self.source == "nothing":
+        if self.source == "nothing":  # no text, no memory: "no" to yes/no questions, "I don't know" to others
             return [
-                Response(
-                    q,
-                    "no" if is_yes_no_question(q) else ABSTAIN,
-                    is_yes_no_question(q),
-                    None,
-                    (),
-                    "nothing",
-                    not is_yes_no_question(q),
-                )
+                Response(q, "no", True, None, (), "nothing")
+                if is_yes_no_question(q)
+                else Response(q, ABSTAIN, False, None, (), "nothing", True)
                 for q in questions
             ]
         closed = [q for q in questions if is_yes_no_question(q)]

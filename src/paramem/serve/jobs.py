@@ -124,12 +124,7 @@ class Jobs:
                 raise ApiError(400, str(error).replace(str(path), "upload")) from None
         if not conversations:
             raise ApiError(400, "the upload holds no conversation")
-        if self.config.keep_text != KeepText.NEVER:  # answerable from its text now; learned by the job
-            try:
-                UserMemory(user, self.config.home).texts.add(conversations)
-            except InputError as error:
-                raise ApiError(400, str(error)) from None
-        return self._queue(user, "learn", data=data, total=len(conversations), message="")
+        return self._queue(user, "learn", data=data, index=conversations, total=len(conversations), message="")
 
     def submit_forget(self, user: str, conversation: str) -> dict:
         """Queue forgetting one learned conversation (the same forget queued already: that job)."""
@@ -143,12 +138,19 @@ class Jobs:
             return self.status(user, pending)
         return self._queue(user, "forget", conversation=conversation, total=1, message="")
 
-    def _queue(self, user: str, kind: str, data: bytes | None = None, **fields) -> dict:
+    def _queue(self, user: str, kind: str, data: bytes | None = None, index: list | None = None, **fields) -> dict:
+        """Queue a job; `index`: an upload's conversations, indexed once the job is accepted (answerable
+        from their text at once), before any worker can take the job."""
         with self.changed:
             if self.stopping:
                 raise ApiError(503, "the server is shutting down", "server_error")
             if len(self.queue) + len(self.busy) >= self.config.max_jobs:
                 raise ApiError(429, "too many jobs are waiting; try again later", "rate_limit_error", retry_after=30)
+            if index and self.config.keep_text != KeepText.NEVER:
+                try:
+                    UserMemory(user, self.config.home).texts.add(index)
+                except InputError as error:
+                    raise ApiError(400, str(error)) from None
             job = uuid.uuid4().hex[:12]
             folder = self._folder(user)
             folder.mkdir(parents=True, exist_ok=True)
