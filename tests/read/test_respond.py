@@ -95,3 +95,26 @@ def test_a_bad_answer_config_is_one_line():
         AnswerConfig(k=0)
     with pytest.raises(InputError, match="retriever must be"):
         AnswerConfig(retriever="grep")
+
+
+def test_recite_then_retrieve_adds_the_memorys_recitation_to_the_query(demo_conversations):
+    from paramem.read.loading import load_memory
+
+    remember("u", demo_conversations[:3], ExtractiveTeacher(), CONFIG)
+    model, tokenizer, memory = load_memory("u")
+
+    class Reciting(Responder):  # a memory whose recitation is known
+        def recite(self, questions):
+            return ["I ran the Lisbon half marathon in October."] * len(questions)
+
+    config = replace(NEVER_ABSTAIN, recite=True, k=1)
+    reciting = Reciting(model, tokenizer, memory.texts.conversations(), memory, config)
+    searched = []
+    search = reciting.retriever.search
+    reciting.retriever.search = lambda queries, k: searched.extend(queries) or search(queries, k)
+    [response] = reciting.respond(["What did I sign up for?"])
+    assert searched[-1] == "What did I sign up for? I ran the Lisbon half marathon in October."
+    assert response.evidence[0].conversation == "marathon"  # found by the recitation's words
+    plain = Responder(model, tokenizer, memory.texts.conversations(), memory, replace(config, recite=False))
+    assert plain.query("What did I sign up for?") == "What did I sign up for?"
+    assert len(Responder(model, tokenizer, [], memory, config).recite(["What did I sign up for?"])) == 1
