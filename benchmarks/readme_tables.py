@@ -110,7 +110,64 @@ def serving() -> str:
     )
 
 
-TABLES = {"locomo": locomo, "demo": demo, "replies": replies, "serving": serving}
+def text_side() -> str:
+    """The yes/no probes on the report samples: no retrieval, each retriever at the default k, and the
+    text side chosen on the development samples (the `text` and `paramem` methods' reading)."""
+    file = "text_side-qwen2.5-0.5b-bfloat16.json"
+    results = _read(file)
+    lines = ["| method | k | accuracy [95%] | yes / no | AUC [95%] |", "|---|---|---|---|---|"]
+    for name, r in results["report"].items():
+        method, k = name.split("@")
+        shipped = " (chosen: `text`, `paramem`)" if name == results["chosen"] else ""
+        low, high = r["intervals"]["accuracy"]
+        auc_low, auc_high = r["auc_interval"]
+        lines.append(
+            f"| {method}{shipped} | {k} | {r['accuracy']:.3f} [{low:.2f}, {high:.2f}] | "
+            f"{r['yes_accuracy']:.2f} / {r['no_accuracy']:.2f} | {r['auc']:.3f} [{auc_low:.2f}, {auc_high:.2f}] |"
+        )
+    n = next(iter(results["report"].values()))["n"]
+    lines.append(f"\n{n} yes/no probes, half yes, read under the prior rule · {_source(results, file)}")
+    return "\n".join(lines)
+
+
+def answer_path() -> str:
+    """The answer path's open questions on the report samples: abstention and LoCoMo's F1."""
+    file = "answer_path-qwen2.5-0.5b-bfloat16.json"
+    results = _read(file)
+    report = results["report"]
+    kinds = report["abstained"]
+    lines = [
+        "| | answerable (cat. 1-4) | adversarial (cat. 5) | never discussed |",
+        "|---|---|---|---|",
+        "| questions | "
+        + " | ".join(str(kinds[k]["n"]) for k in ("answerable", "adversarial", "never discussed"))
+        + " |",
+        "| abstained [95%] | "
+        + " | ".join(
+            f"{kinds[k]['share']:.2f} [{kinds[k]['interval'][0]:.2f}, {kinds[k]['interval'][1]:.2f}]"
+            for k in ("answerable", "adversarial", "never discussed")
+        )
+        + " |",
+    ]
+    if "with_abstention" in report:
+        with_, without = report["with_abstention"]["f1_answerable"], report["without_abstention"]["f1_answerable"]
+        templated = report["in_training_template"]["share"]
+        lines.append(
+            f"\nOpen F1 on the answerable ones: {with_:.3f} with abstention, {without:.3f} without; "
+            f"answers in a training template: {templated:.2f}."
+        )
+    lines.append(f"\nSupport threshold {results['threshold']:+.2f}, fitted on samples 0-3 · {_source(results, file)}")
+    return "\n".join(lines)
+
+
+TABLES = {
+    "locomo": locomo,
+    "text-side": text_side,
+    "answer-path": answer_path,
+    "demo": demo,
+    "replies": replies,
+    "serving": serving,
+}
 
 
 def rendered(readme: str) -> str:
