@@ -118,6 +118,7 @@ def text_side() -> str:
     lines = ["| method | k | accuracy [95%] | yes / no | AUC [95%] |", "|---|---|---|---|---|"]
     for name, r in results["report"].items():
         method, k = name.split("@")
+        k = "–" if method == "none" else k
         shipped = " (chosen: `text`, `paramem`)" if name == results["chosen"] else ""
         low, high = r["intervals"]["accuracy"]
         auc_low, auc_high = r["auc_interval"]
