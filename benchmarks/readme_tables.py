@@ -164,7 +164,6 @@ def answer_path() -> str:
 TABLES = {
     "locomo": locomo,
     "text-side": text_side,
-    "answer-path": answer_path,
     "demo": demo,
     "replies": replies,
     "serving": serving,
