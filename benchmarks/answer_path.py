@@ -1,7 +1,8 @@
-"""The answer path (read/respond.py) on LoCoMo's open questions: the support threshold that decides
-abstention fitted on the development samples, then abstention and open F1 on the report samples.
+"""The answer path (read/respond.py) on LoCoMo's open questions: the gate that decides abstention
+fitted on the development samples, then abstention and open F1 on the report samples.
 
     .venv/bin/python benchmarks/answer_path.py [--sessions 6] [--never 20] [--no-answers]
+    .venv/bin/python benchmarks/answer_path.py --refit benchmarks/results/answer_path-....json
 
 Questions, per sample: every open question whose evidence lies in the first `--sessions` sessions
 (categories 1-4 answerable, category 5 adversarial: asked of the wrong speaker) and `--never`
@@ -9,14 +10,16 @@ never-discussed ones (other samples' single-hop questions renamed to this sample
 words absent from the sessions). The text side reads the sessions as the answer path does (the
 base model, TEXT_RETRIEVER's TEXT_K passages) and the support check scores each question.
 
-Development samples 0-3: the threshold is the highest support log-odds that leaves at most
-`--false-abstention` (0.1) of the answerable questions abstained. Report samples 4-7, never looked
-at while fitting: the share abstained of category 5, of never-discussed and of answerable questions,
-each with a 95% interval; with answers (the default), every report question answered greedily, and
-LoCoMo's F1 by category with abstention and without (an abstained category-5 question scores 1, an
-abstained answerable one 0), plus the share of answers that open as a training template. On a 2-core
-CPU the support checks take about a second a question, the answers about five.
-Writes benchmarks/results/answer_path-<model>-<dtype>.json.
+Development samples 0-3: the gate, two thresholds, one on the support log-odds and one on the
+coverage (the share of the question's content words the passages hold): the pair that abstains most
+on the adversarial and never-discussed questions while abstaining on at most `--false-abstention`
+(0.1) of the answerable ones. `--refit FILE` fits it again from a results file's rows, no model.
+Report samples 4-7, never looked at while fitting: the share abstained of category 5, of
+never-discussed and of answerable questions, each with a 95% interval; with answers (the default),
+every report question answered greedily, and LoCoMo's F1 by category with abstention and without
+(an abstained category-5 question scores 1, an abstained answerable one 0), plus the share of
+answers that open as a training template. On a 2-core CPU the support checks take about a second a
+question, the answers about two. Writes benchmarks/results/answer_path-<model>-<dtype>.json.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from paramem.evaluate.locomo import NOT_MENTIONED, build_locomo, never_discussed
 from paramem.evaluate.run import run_meta
 from paramem.model.compute import cpu_info
 from paramem.model.loading import dtype_of, load_model
-from paramem.read.respond import ABSTAIN, SUPPORT_QUESTION, AnswerConfig, Responder
+from paramem.read.respond import ABSTAIN, SUPPORT_QUESTION, AnswerConfig, Responder, coverage
 
 RESULTS = Path(__file__).parent / "results"
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "locomo" / "locomo8.json"
@@ -49,7 +52,8 @@ def questions_of(sample: int, sessions: int, never: int):
 
 
 def scored(model, tokenizer, samples: list[int], sessions: int, never: int, answers: bool) -> list[dict]:
-    """One row per question: its sample, kind, category, support log-odds and (with `answers`) answer."""
+    """One row per question: its sample, kind, category, support log-odds, coverage and (with
+    `answers`) answer."""
     out = []
     raw = AnswerConfig(support_threshold=0.0)  # margins are the raw log-odds
     for sample in samples:
@@ -57,11 +61,11 @@ def scored(model, tokenizer, samples: list[int], sessions: int, never: int, answ
         responder = Responder(model, tokenizer, bench.conversations, None, raw)
         asked = [q.question for q, _ in rows]
         start = time.perf_counter()
-        _, systems, support = responder.support(asked)
+        found, systems, support = responder.support(asked)
         support_seconds = time.perf_counter() - start
         written = responder.write(asked, systems) if answers else [None] * len(asked)
         answer_seconds = time.perf_counter() - start - support_seconds
-        for (question, kind), margin, answer in zip(rows, support, written):
+        for (question, kind), margin, passages, answer in zip(rows, support, found, written):
             out.append(
                 {
                     "sample": sample,
@@ -70,6 +74,7 @@ def scored(model, tokenizer, samples: list[int], sessions: int, never: int, answ
                     "question": question.question,
                     "gold": question.answer,
                     "support": round(margin, 4),
+                    "coverage": round(coverage(question.question, passages), 4),
                     "answer": answer,
                 }
             )
@@ -81,11 +86,37 @@ def scored(model, tokenizer, samples: list[int], sessions: int, never: int, answ
     return out
 
 
-def fitted_threshold(rows: list[dict], false_abstention: float) -> float:
-    """The highest threshold that abstains on at most `false_abstention` of the answerable questions."""
-    scores = sorted(r["support"] for r in rows if r["kind"] == "answerable")
-    allowed = math.floor(false_abstention * len(scores))  # this many may fall below the threshold
-    return scores[allowed] if allowed < len(scores) else scores[-1]
+def with_coverage(rows: list[dict], sessions: int, never: int) -> list[dict]:
+    """Rows of a run made before coverage was recorded, given it: retrieval alone, no model."""
+    out = []
+    for sample in sorted({r["sample"] for r in rows}):
+        bench, asked = questions_of(sample, sessions, never)
+        found = Responder(None, None, bench.conversations)._found([q.question for q, _ in asked])
+        by_question = {q.question: coverage(q.question, f) for (q, _), f in zip(asked, found)}
+        out += [{**r, "coverage": round(by_question[r["question"]], 4)} for r in rows if r["sample"] == sample]
+    return out
+
+
+def abstains(row: dict, gate: dict) -> bool:
+    return row["support"] < gate["support"] or row["coverage"] < gate["coverage"]
+
+
+def fitted_gate(rows: list[dict], false_abstention: float) -> dict:
+    """The support and coverage thresholds that abstain most on the unanswerable questions (the mean
+    of the adversarial and never-discussed shares) while abstaining on at most `false_abstention` of
+    the answerable ones; ties go to the lower thresholds."""
+    answerable = [r for r in rows if r["kind"] == "answerable"]
+    unanswerable = {kind: [r for r in rows if r["kind"] == kind] for kind in KINDS[1:]}
+    best, best_score = {"support": -math.inf, "coverage": 0.0}, -1.0
+    for support in sorted({r["support"] for r in answerable}):
+        for coverage_least in [i / 20 for i in range(20)]:
+            gate = {"support": support, "coverage": coverage_least}
+            if sum(abstains(r, gate) for r in answerable) > false_abstention * len(answerable):
+                continue
+            score = sum(sum(abstains(r, gate) for r in v) / len(v) for v in unanswerable.values()) / 2
+            if score > best_score:
+                best, best_score = gate, score
+    return best
 
 
 def share(hits: list[bool]) -> dict:
@@ -101,12 +132,12 @@ def share(hits: list[bool]) -> dict:
     return {"share": round(p, 4), "n": n, "interval": [round(centre - half, 4), round(centre + half, 4)]}
 
 
-def abstention(rows: list[dict], threshold: float) -> dict:
-    return {kind: share([r["support"] < threshold for r in rows if r["kind"] == kind]) for kind in KINDS}
+def abstention(rows: list[dict], gate: dict) -> dict:
+    return {kind: share([abstains(r, gate) for r in rows if r["kind"] == kind]) for kind in KINDS}
 
 
-def open_f1(rows: list[dict], threshold: float | None) -> dict:
-    """LoCoMo's score by category, each question answered ABSTAIN below `threshold` (None: never)."""
+def open_f1(rows: list[dict], gate: dict | None) -> dict:
+    """LoCoMo's score by category, each question answered ABSTAIN where `gate` abstains (None: never)."""
 
     class Asked:  # what open_score reads
         def __init__(self, row):
@@ -114,7 +145,7 @@ def open_f1(rows: list[dict], threshold: float | None) -> dict:
 
     by_category: dict[str, list[float]] = {}
     for row in rows:
-        said = ABSTAIN if threshold is not None and row["support"] < threshold else row["answer"]
+        said = ABSTAIN if gate is not None and abstains(row, gate) else row["answer"]
         name = "never" if row["kind"] == "never discussed" else str(row["category"])
         by_category.setdefault(name, []).append(open_score(Asked(row), said))
     answerable = [s for c, v in by_category.items() if c not in ("5", "never") for s in v]
@@ -122,6 +153,28 @@ def open_f1(rows: list[dict], threshold: float | None) -> dict:
         "f1_answerable": round(sum(answerable) / len(answerable), 4) if answerable else None,
         "by_category": {c: {"score": round(sum(v) / len(v), 4), "n": len(v)} for c, v in sorted(by_category.items())},
     }
+
+
+def summarised(result: dict, dev: list[dict], report: list[dict], false_abstention: float) -> dict:
+    """The gate fitted on `dev`, and what it does on both splits; F1 where answers were written."""
+    gate = fitted_gate(dev, false_abstention)
+    result["gate"] = {k: round(v, 4) for k, v in gate.items()}
+    result["development"] = {"abstained": abstention(dev, gate), "questions": dev}
+    result["report"] = {"abstained": abstention(report, gate), "questions": report}
+    print(f"development samples 0-3: gate {result['gate']}; abstained {result['development']['abstained']}")
+    print(f"report samples 4-7: abstained {result['report']['abstained']}")
+    written = [r for r in report if r["answer"] is not None]
+    if written:
+        result["report"]["with_abstention"] = open_f1(written, gate)
+        result["report"]["without_abstention"] = open_f1(written, None)
+        result["report"]["says_not_mentioned_unprompted"] = share(
+            [bool(NOT_MENTIONED.search(r["answer"])) for r in written if r["kind"] != "answerable"]
+        )
+        result["report"]["in_training_template"] = share([in_training_template(r["answer"]) for r in written])
+        for name in ("with_abstention", "without_abstention"):
+            print(f"report, {name.replace('_', ' ')}: {result['report'][name]}")
+        print(f"answers in a training template: {result['report']['in_training_template']}")
+    return result
 
 
 def main() -> None:
@@ -132,37 +185,30 @@ def main() -> None:
     parser.add_argument("--never", type=int, default=20, help="never-discussed questions per sample")
     parser.add_argument("--false-abstention", type=float, default=0.1)
     parser.add_argument("--no-answers", action="store_true", help="support checks only, no answers written")
+    parser.add_argument("--refit", type=Path, help="a results file: fit the gate again from its rows, no model")
     args = parser.parse_args()
     started = time.perf_counter()
+    if args.refit is not None:
+        result = json.loads(args.refit.read_text(encoding="utf-8"))
+        dev = with_coverage(result["development"]["questions"], result["sessions"], args.never)
+        report = with_coverage(result["report"]["questions"], result["sessions"], args.never)
+        result = summarised({**result, "refit_command": " ".join(sys.argv)}, dev, report, args.false_abstention)
+        result.pop("threshold", None)
+        args.refit.write_text(json.dumps(result, indent=1), encoding="utf-8")
+        print(f"wrote {args.refit}")
+        return
     model, tokenizer = load_model(args.base_model, args.dtype)
     model.eval()
     dtype = dtype_of(model)
-
     dev = scored(model, tokenizer, [0, 1, 2, 3], args.sessions, args.never, answers=False)
-    threshold = fitted_threshold(dev, args.false_abstention)
-    print(f"development samples 0-3: threshold {threshold:+.3f}; abstained {abstention(dev, threshold)}", flush=True)
     report = scored(model, tokenizer, [4, 5, 6, 7], args.sessions, args.never, answers=not args.no_answers)
     result = {
         **run_meta(sys.argv, args.base_model, {"locomo": str(DATA)}, dtype),
         "support_question": SUPPORT_QUESTION,
         "answer_config": AnswerConfig().__dict__,
         "sessions": args.sessions,
-        "threshold": round(threshold, 4),
-        "development": {"abstained": abstention(dev, threshold), "questions": dev},
-        "report": {"abstained": abstention(report, threshold), "questions": report},
     }
-    print(f"report samples 4-7: abstained {result['report']['abstained']}")
-    if not args.no_answers:
-        written = [r for r in report if r["answer"] is not None]
-        result["report"]["with_abstention"] = open_f1(written, threshold)
-        result["report"]["without_abstention"] = open_f1(written, None)
-        result["report"]["says_not_mentioned_unprompted"] = share(
-            [bool(NOT_MENTIONED.search(r["answer"])) for r in written if r["kind"] != "answerable"]
-        )
-        result["report"]["in_training_template"] = share([in_training_template(r["answer"]) for r in written])
-        for name in ("with_abstention", "without_abstention"):
-            print(f"report, {name.replace('_', ' ')}: {result['report'][name]}")
-        print(f"answers in a training template: {result['report']['in_training_template']}")
+    result = summarised(result, dev, report, args.false_abstention)
     result["seconds"] = round(time.perf_counter() - started, 1)
     print(f"CPU: {cpu_info()}; dtype {dtype}")
     RESULTS.mkdir(parents=True, exist_ok=True)

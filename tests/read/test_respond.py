@@ -118,3 +118,23 @@ def test_recite_then_retrieve_adds_the_memorys_recitation_to_the_query(demo_conv
     plain = Responder(model, tokenizer, memory.texts.conversations(), memory, replace(config, recite=False))
     assert plain.query("What did I sign up for?") == "What did I sign up for?"
     assert len(Responder(model, tokenizer, [], memory, config).recite(["What did I sign up for?"])) == 1
+
+
+def test_coverage_is_the_share_of_the_questions_words_the_passages_hold():
+    from paramem.read.respond import coverage
+    from paramem.read.retrieval import Passage
+
+    found = [Passage("garden", "[2026-03-02] user: The pots have no drainage holes.", "2026-03-02")]
+    assert coverage("Did the pots have drainage holes?", found) == 1.0
+    assert coverage("What car insurance did I buy?", found) == 0.0
+    assert coverage("Why?", found) == 1.0  # no content words: nothing to miss
+
+
+def test_an_open_question_whose_words_the_text_lacks_abstains(demo_conversations, monkeypatch):
+    indexed_only("u", demo_conversations[:1], monkeypatch)
+    config = replace(NEVER_ABSTAIN, coverage_threshold=0.5)
+    lacking, covered = Responder.for_user("u", config=config).respond(
+        ["What car insurance did I buy?", "Why were my tomato seedlings yellow?"]
+    )
+    assert lacking.abstained and lacking.answer == ABSTAIN
+    assert not covered.abstained

@@ -28,6 +28,7 @@ from transformers import PreTrainedTokenizerBase
 
 from paramem.config import DEFAULT_MODEL
 from paramem.data.conversations import Conversation
+from paramem.data.notes import content_words
 from paramem.errors import check_option
 from paramem.model.loading import load_model
 from paramem.model.prompts import SYSTEM_PROMPT
@@ -52,6 +53,10 @@ ABSTAIN = "I don't know: we have not talked about that."
 # questions at or below 0.1 there.
 SUPPORT_QUESTION = 'Do the excerpts say the answer to the question "{question}"?'
 SUPPORT_THRESHOLD = -2.0
+# The share of an open question's content words that the passages read for it contain: below this,
+# the text holds nothing about it and the path abstains (a question about something never discussed
+# shares few words with any turn). Fitted with SUPPORT_THRESHOLD on the development samples.
+COVERAGE_THRESHOLD = 0.0
 # The memory alone is asked whether the conversation was had, and answers under its own rule.
 MEMORY_SUPPORT_QUESTION = 'Did we talk about this: "{question}"?'
 
@@ -82,6 +87,7 @@ class AnswerConfig:
     retriever: str = TEXT_RETRIEVER  # bm25, dense or fused
     k: int = TEXT_K  # passages read per question
     support_threshold: float = SUPPORT_THRESHOLD  # an open question's support log-odds below it abstains
+    coverage_threshold: float = COVERAGE_THRESHOLD  # so does one whose passages hold less of its words
     max_new_tokens: int = 48  # the longest answer in words
     # Recite, then retrieve (MemoRAG, arXiv 2409.05591): the memory first writes what it recalls for
     # the question, and that text joins the retrieval query. Off until it reads better on LoCoMo's
@@ -243,7 +249,8 @@ class Responder:
         if not questions:
             return []
         found, systems, margins = self.support(questions)
-        kept = [i for i, m in enumerate(margins) if m >= 0]
+        least = self.config.coverage_threshold if self.retriever is not None else 0.0
+        kept = [i for i, m in enumerate(margins) if m >= 0 and coverage(questions[i], found[i]) >= least]
         replies = dict(zip(kept, self.write([questions[i] for i in kept], [systems[i] for i in kept])))
         return [
             Response(
@@ -267,3 +274,12 @@ class PathReader:
 
     def prompt_tokens(self, questions: list[str]) -> int:
         return self.inner.prompt_tokens(questions)
+
+
+def coverage(question: str, found: list[Passage]) -> float:
+    """The share of the question's content words that the passages contain (1 for a question with
+    none, such as "Why?")."""
+    asked = content_words(question)
+    if not asked:
+        return 1.0
+    return len(asked & content_words(" ".join(p.text for p in found))) / len(asked)
