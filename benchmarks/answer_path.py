@@ -193,6 +193,7 @@ def main() -> None:
         dev = with_coverage(result["development"]["questions"], result["sessions"], args.never)
         report = with_coverage(result["report"]["questions"], result["sessions"], args.never)
         result = summarised({**result, "refit_command": " ".join(sys.argv)}, dev, report, args.false_abstention)
+        result["answer_config"] = {k: result["answer_config"][k] for k in ("retriever", "k", "max_new_tokens")}
         result.pop("threshold", None)
         args.refit.write_text(json.dumps(result, indent=1), encoding="utf-8")
         print(f"wrote {args.refit}")
@@ -205,7 +206,8 @@ def main() -> None:
     result = {
         **run_meta(sys.argv, args.base_model, {"locomo": str(DATA)}, dtype),
         "support_question": SUPPORT_QUESTION,
-        "answer_config": AnswerConfig().__dict__,
+        # how the passages were found and the answers written; the gate is fitted here, not read
+        "answer_config": {k: getattr(AnswerConfig(), k) for k in ("retriever", "k", "max_new_tokens")},
         "sessions": args.sessions,
     }
     result = summarised(result, dev, report, args.false_abstention)

@@ -157,13 +157,18 @@ def answer_path() -> str:
             f"\nOpen F1 on the answerable ones: {with_:.3f} with abstention, {without:.3f} without; "
             f"answers in a training template: {templated:.2f}."
         )
-    lines.append(f"\nSupport threshold {results['threshold']:+.2f}, fitted on samples 0-3 · {_source(results, file)}")
+    gate = results["gate"]
+    lines.append(
+        f"\nGate fitted on samples 0-3: support log-odds {gate['support']:+.2f}, coverage {gate['coverage']:.2f} · "
+        + _source(results, file)
+    )
     return "\n".join(lines)
 
 
 TABLES = {
     "locomo": locomo,
     "text-side": text_side,
+    "answer-path": answer_path,
     "demo": demo,
     "replies": replies,
     "serving": serving,

@@ -12,10 +12,11 @@ Where each answer comes from:
   nothing          nothing stored: every question is answered `ABSTAIN`, without a model.
 
 Yes/no questions are answered by log-odds under the source's rule, fitted without the questions
-asked (readers.py). Other questions are answered in words, greedily, unless the support check says
-the source does not hold an answer: the model is asked SUPPORT_QUESTION about the question, reading
-the same passages, and a log-odds below SUPPORT_THRESHOLD abstains. Each answer names its evidence:
-the passages read (their conversations and dates), or that the memory alone answered.
+asked (readers.py). Other questions are answered in words, greedily, unless the gate says the text
+holds no answer: the model, reading the same passages, is asked SUPPORT_QUESTION about the question,
+and a log-odds below SUPPORT_THRESHOLD, or passages holding under COVERAGE_THRESHOLD of the
+question's content words, abstain. Each answer names its evidence: the passages read (their
+conversations and dates), or that the memory alone answered.
 """
 
 from __future__ import annotations
@@ -48,15 +49,15 @@ from paramem.read.retrieval import (
 from paramem.store.user import UserMemory
 
 ABSTAIN = "I don't know: we have not talked about that."
-# The support check of an open question. Its log-odds threshold was fitted on LoCoMo development
-# samples 0-3 (benchmarks/abstention.py): the highest that keeps false abstentions on answerable
-# questions at or below 0.1 there.
+# The support check of an open question, and the gate on coverage beside it: an open question is
+# answered "I don't know" when the model, reading the passages, doubts they answer it (support
+# log-odds below SUPPORT_THRESHOLD) or when they hold under COVERAGE_THRESHOLD of its content words.
+# Both fitted together on LoCoMo development samples 0-3 (benchmarks/answer_path.py): the pair that
+# abstains most on adversarial and never-discussed questions while abstaining on at most 0.1 of the
+# answerable ones (there: 0.09 of the answerable, 0.05 of category 5, 0.78 of never-discussed).
 SUPPORT_QUESTION = 'Do the excerpts say the answer to the question "{question}"?'
-SUPPORT_THRESHOLD = -2.0
-# The share of an open question's content words that the passages read for it contain: below this,
-# the text holds nothing about it and the path abstains (a question about something never discussed
-# shares few words with any turn). Fitted with SUPPORT_THRESHOLD on the development samples.
-COVERAGE_THRESHOLD = 0.0
+SUPPORT_THRESHOLD = -0.72
+COVERAGE_THRESHOLD = 0.45
 # The memory alone is asked whether the conversation was had, and answers under its own rule.
 MEMORY_SUPPORT_QUESTION = 'Did we talk about this: "{question}"?'
 
