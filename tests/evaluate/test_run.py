@@ -20,8 +20,11 @@ def test_every_method_scores_the_same_probes_and_switches_the_adapter_right(demo
         for name, param in model.named_parameters():
             if "lora_B" in name:
                 param.normal_(0, 0.5)
+    from paramem.augment.teachers.extractive import ExtractiveTeacher
+
     probes = load_probes(DEMO / "probes.jsonl")[:6]
-    results = evaluate_yes_no(model, tokenizer, probes, list(METHODS), demo_conversations)
+    notes = [ExtractiveTeacher().notes(c) for c in demo_conversations]
+    results = evaluate_yes_no(model, tokenizer, probes, list(METHODS), demo_conversations, notes=notes)
 
     assert [r.method for r in results] == list(METHODS)
     for r in results:
@@ -33,6 +36,9 @@ def test_every_method_scores_the_same_probes_and_switches_the_adapter_right(demo
     tokens = {r.method: r.prompt_tokens for r in results}
     assert tokens["none"] == tokens["memory"] < tokens["bm25"] < tokens["context"]
     assert tokens["hybrid"] == tokens["dense"]  # the memory with the dense passages (HYBRID_RETRIEVER)
+    # text is the shipped text side (BM25 at k 5, the default k here), and the answer path reads it today
+    assert scores(results, "text") == scores(results, "bm25") == scores(results, "paramem")
+    assert tokens["notes"] < tokens["bm25"]  # a fact is shorter than a turn
 
 
 def test_the_balanced_rule_says_yes_to_half_the_held_out_pairs():
