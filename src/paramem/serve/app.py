@@ -257,8 +257,7 @@ def create_app(server: MemoryServer) -> FastAPI:
         memory = UserMemory(caller, server.config.home)
         milp = memory.milp.record()
         learned = {r.id: r for r in memory.learned()}
-        dates = {c.id: c.timestamp for c in memory.texts.conversations()}
-        kept = set(dates)
+        dates = memory.texts.timestamps()
         conversations = []
         for cid, state in memory.texts.states().items():
             record = learned.get(cid)
@@ -266,7 +265,7 @@ def create_app(server: MemoryServer) -> FastAPI:
                 {
                     "id": cid,
                     "state": state,
-                    "text_kept": cid in kept,
+                    "text_kept": cid in dates,
                     "timestamp": record.timestamp if record else dates.get(cid),
                     "qa_pairs": record.qa_pairs if record else None,
                     "final_loss": record.final_loss if record else None,

@@ -71,6 +71,12 @@ class Texts:
             return {}
         return dict(self.memory.rows("SELECT id, content_hash FROM texts"))
 
+    def timestamps(self) -> dict[str, str | None]:
+        """Each stored conversation's timestamp by id, in arrival order (its turns not read)."""
+        if not self.memory.exists:
+            return {}
+        return dict(self.memory.rows("SELECT id, timestamp FROM texts ORDER BY position"))
+
     def conversations(self) -> list[Conversation]:
         """Every stored conversation, in arrival order."""
         if not self.memory.exists:
@@ -95,7 +101,7 @@ class Texts:
         """Each conversation's state: the learned ones in learning order, then those waiting."""
         states = {record.id: State.CONSOLIDATED for record in self.memory.learned()}
         waiting = State.CONSOLIDATING if self.memory.being_changed() else State.INDEXED
-        states.update({c.id: waiting for c in self.conversations() if c.id not in states})
+        states.update({cid: waiting for cid in self.timestamps() if cid not in states})
         return states
 
 

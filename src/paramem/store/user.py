@@ -143,11 +143,11 @@ class UserMemory:
             path=path,
         )
 
-    def rows(self, query: str, parameters: tuple = ()) -> list[tuple]:
+    def rows(self, query: str) -> list[tuple]:
         """Run a read query, turning a damaged manifest into one clear line."""
         try:
             with self.db() as db:
-                return db.execute(query, parameters).fetchall()
+                return db.execute(query).fetchall()
         except sqlite3.DatabaseError as error:
             raise self.damaged(self.manifest, error) from None
 
