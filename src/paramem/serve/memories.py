@@ -90,16 +90,21 @@ class Memories:
                 continue
         raise ApiError(503, "this memory is changing faster than it can be read; ask again", "server_error")
 
-    def check(self, key: Memory) -> _Found:
-        """What `key`'s current version is, read from the store without loading anything; an ApiError
-        when it cannot be answered from (none, another base model, a forget pending, damaged files).
-        Any thread may call it: it reads small files only."""
-        kind, user = key
+    def refuse_while_forgetting(self, user: str) -> None:
+        """A 409 while a forget of `user` is queued or running: until it ends, nothing of theirs is
+        read, neither the memory nor the text that may still hold the conversation."""
         pending = self.forgetting(user)
         if pending is not None:
             raise ApiError(
                 409, f"this memory is being rewritten to forget a conversation (job {pending}); ask again when it ends"
             )
+
+    def check(self, key: Memory) -> _Found:
+        """What `key`'s current version is, read from the store without loading anything; an ApiError
+        when it cannot be answered from (none, another base model, a forget pending, damaged files).
+        Any thread may call it: it reads small files only."""
+        kind, user = key
+        self.refuse_while_forgetting(user)
         memory = UserMemory(user, self.home)
         try:
             if kind == "milp":

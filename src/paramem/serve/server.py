@@ -89,12 +89,7 @@ class MemoryServer:
         if memory is not None and memory[0] == "milp":
             system = REPLY_SYSTEM
         elif memory is not None:
-            pending = self.jobs.forgetting(memory[1])
-            if pending is not None:  # its text may still be stored: nothing of the user is read until it ends
-                raise ApiError(
-                    409,
-                    f"this memory is being rewritten to forget a conversation (job {pending}); ask again when it ends",
-                )
+            self.memories.refuse_while_forgetting(memory[1])
             path = self.text_sides.of(memory[1])
             if path.source == "nothing":
                 raise ApiError(404, f"user {memory[1]!r} has nothing stored yet", "not_found_error")
