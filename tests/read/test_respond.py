@@ -69,6 +69,24 @@ def test_the_text_side_reads_with_the_memory_switched_off(demo_conversations):
     assert with_memory_loaded.margin == pytest.approx(base_only.margin, abs=1e-4)
 
 
+def test_memory_beside_text_loads_the_memory_and_reads_it_with_the_passages(demo_conversations, monkeypatch):
+    from peft import PeftModel
+
+    remember("u", demo_conversations[:2], ExtractiveTeacher(), CONFIG)
+    beside = replace(NEVER_ABSTAIN, memory_beside_text=True)
+    responder = Responder.for_user("u", config=beside)
+    assert isinstance(responder.model, PeftModel) and responder.memory is not None
+    assert responder.source == "text and memory" and responder.memory_only == []
+    with responder.model.disable_adapter():  # the same passages, the memory off: the text side's score
+        [off] = responder.respond(["Did my tomato seedlings get yellow leaves?"])
+    [on] = responder.respond(["Did my tomato seedlings get yellow leaves?"])
+    assert on.supported_by == "text and memory" and on.evidence[0].conversation == "garden"
+    assert on.margin != pytest.approx(off.margin, abs=1e-6)  # the adapter was read
+    # with no memory learned there is nothing to read beside the text
+    indexed_only("v", demo_conversations[:1], monkeypatch)
+    assert Responder.for_user("v", config=beside).source == "text"
+
+
 def test_once_the_text_is_gone_the_memory_answers_and_says_so(demo_conversations):
     dropping = replace(CONFIG, keep_text="until-consolidated")
     remember("u", demo_conversations[:2], ExtractiveTeacher(), dropping)

@@ -95,6 +95,10 @@ class AnswerConfig:
     # development samples than the question alone (not measured yet).
     recite: bool = False
     recite_tokens: int = 32  # the longest recitation
+    # Complement (a): the memory reads the passages even when the text holds every learned
+    # conversation (source "text and memory"). Off until it reads better than the text alone on
+    # LoCoMo's development samples (benchmarks/complement.py).
+    memory_beside_text: bool = False
 
     def __post_init__(self):
         check_option(self.retriever in RETRIEVERS, "retriever", " or ".join(RETRIEVERS), self.retriever)
@@ -124,7 +128,8 @@ class Responder:
         if self.retriever is None:
             self.source = "memory" if memory is not None and learned else "nothing"
         else:
-            self.source = "text and memory" if self.memory_only else "text"
+            beside = self.config.memory_beside_text and bool(learned)
+            self.source = "text and memory" if self.memory_only or beside else "text"
 
     @classmethod
     def for_user(cls, user: str, home=None, dtype: str | None = None, config: AnswerConfig | None = None) -> Responder:
@@ -134,8 +139,9 @@ class Responder:
         memory = UserMemory(user, home).require()
         conversations = memory.texts.conversations()
         stored = {c.id for c in conversations}
-        reciting = config is not None and config.recite and memory.current_version() is not None
-        if reciting or any(record.id not in stored for record in memory.learned()):
+        wanted = config is not None and (config.recite or config.memory_beside_text)  # reads the memory
+        text_gone = any(record.id not in stored for record in memory.learned())
+        if text_gone or (wanted and memory.current_version() is not None):
             model, tokenizer, memory = load_memory(user, home, dtype)
             return cls(model, tokenizer, conversations, memory, config)
         if not conversations:

@@ -1,0 +1,163 @@
+"""The memory as the text's complement (issue 38, step 2): does reading the memory add to the text
+side? Chosen on LoCoMo's development samples, never on the report samples.
+
+    .venv/bin/python benchmarks/complement.py [--samples 0,1,2,3] [--sessions 6] [--epochs 3] [--open 10]
+
+Each sample's first `--sessions` sessions are remembered as `paramem remember` learns them (the
+default memory, PLUM's LoRA, the extractive teacher; `--epochs` as `paramem locomo`'s default, 3),
+into benchmarks/results/complement/home/ (kept, so a rerun resumes and rescoring learns nothing).
+Then its yes/no probes (balanced, as `paramem locomo` makes them) and the first `--open` answerable
+open questions (categories 1-4, evidence in those sessions) go through the answer path
+(read/respond.py) in each way it can read:
+
+  text     what ships: the base model reads the text side's passages, the memory off
+  memory   the memory alone, as with --keep-text never (complement d)
+  beside   (a) the memory reads the same passages (AnswerConfig.memory_beside_text)
+  recite   (b) the memory's recitation for the question joins the retrieval query; the passages
+           are read as text reads them (AnswerConfig.recite)
+
+Pooled over the samples: yes/no accuracy with yes and no apart, 95% intervals, the AUC of each
+probe's margin; open F1 (LoCoMo's token F1, an abstention scoring 0) and the share abstained. A way
+ships only if it beats text here. On a 2-core CPU each session learns in about two minutes.
+Writes benchmarks/results/complement-<samples>-<model>-<dtype>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from paramem.augment.teachers.extractive import ExtractiveTeacher
+from paramem.config import DEFAULT_MODEL, RememberConfig, TrainConfig
+from paramem.evaluate.locomo import build_locomo, split_of, token_f1
+from paramem.evaluate.run import run_meta
+from paramem.lifecycle.remember import remember
+from paramem.metrics.yes_no import ranking_auc, ranking_auc_interval, yes_no_metrics
+from paramem.model.compute import cpu_info
+from paramem.read.loading import load_memory
+from paramem.read.respond import AnswerConfig, Responder
+from paramem.store.user import UserMemory
+
+RESULTS = Path(__file__).parent / "results"
+HOME = RESULTS / "complement" / "home"
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "locomo" / "locomo8.json"
+WAYS = {
+    "text": AnswerConfig(),
+    "memory": None,  # no passages: the memory alone
+    "beside": AnswerConfig(memory_beside_text=True),
+    "recite": AnswerConfig(recite=True),
+}
+
+
+def learned(sample: int, sessions: int, epochs: int, dtype: str | None) -> str:
+    """The sample's user, its sessions remembered (only what is not yet learned is learned)."""
+    user = f"s{sample}-{sessions}"
+    bench = build_locomo(DATA, sample, sessions)
+    config = RememberConfig(dtype=dtype, train=TrainConfig(epochs=epochs))
+    start = time.perf_counter()
+    done = remember(user, bench.conversations, ExtractiveTeacher(), config, HOME)
+    if done:
+        print(f"sample {sample}: learned {len(done)} sessions in {time.perf_counter() - start:.0f} s", flush=True)
+    return user
+
+
+def answered(sample: int, sessions: int, user: str, ways: list[str], open_questions: int, dtype: str | None) -> dict:
+    """Per way: each probe's gold answer and margin, each open question's F1 and abstention, seconds."""
+    bench = build_locomo(DATA, sample, sessions)
+    model, tokenizer, memory = load_memory(user, HOME, dtype)
+    asked = [q for q in bench.open_questions if q.category != 5][:open_questions]
+    out = {}
+    for way in ways:
+        config = WAYS[way]
+        conversations = [] if config is None else bench.conversations
+        responder = Responder(model, tokenizer, conversations, memory, config)
+        start = time.perf_counter()
+        probes = responder.respond([p.question for p in bench.probes])
+        middle = time.perf_counter()
+        replies = responder.respond([q.question for q in asked])
+        out[way] = {
+            "source": responder.source,
+            "gold": [p.answer for p in bench.probes],
+            "margins": [round(r.margin, 4) for r in probes],
+            "f1": [round(0.0 if r.abstained else token_f1(r.answer, q.answer), 4) for r, q in zip(replies, asked)],
+            "abstained": [r.abstained for r in replies],
+            "answers": [r.answer for r in replies],
+            "seconds_per_probe": round((middle - start) / len(probes), 3),
+            "seconds_per_open": round((time.perf_counter() - middle) / max(1, len(asked)), 3),
+        }
+        yes_no = yes_no_metrics(out[way]["gold"], ["yes" if m > 0 else "no" for m in out[way]["margins"]])
+        print(f"sample {sample} ({split_of(sample)}), {way}: accuracy {yes_no.accuracy:.3f}", flush=True)
+    return out
+
+
+def pooled(rows: list[dict]) -> dict:
+    gold = [g for r in rows for g in r["gold"]]
+    margins = [m for r in rows for m in r["margins"]]
+    f1 = [s for r in rows for s in r["f1"]]
+    abstained = [a for r in rows for a in r["abstained"]]
+    metrics = yes_no_metrics(gold, ["yes" if m > 0 else "no" for m in margins]).to_dict()
+    return {
+        **{k: metrics[k] for k in ("accuracy", "yes_accuracy", "no_accuracy", "n", "intervals")},
+        "auc": round(ranking_auc(gold, margins), 4),
+        "auc_interval": [round(v, 4) for v in ranking_auc_interval(gold, margins)],
+        "open_f1": round(sum(f1) / len(f1), 4) if f1 else None,
+        "open_abstained": round(sum(abstained) / len(abstained), 4) if abstained else None,
+        "open_questions": len(f1),
+    }
+
+
+def table(rows: dict[str, dict]) -> str:
+    lines = ["| way | accuracy [95%] | yes / no | AUC | open F1 | abstained |", "|---|---|---|---|---|---|"]
+    for way, r in rows.items():
+        low, high = r["intervals"]["accuracy"]
+        f1 = "-" if r["open_f1"] is None else f"{r['open_f1']:.3f} ({r['open_questions']})"
+        abstained = "-" if r["open_abstained"] is None else f"{r['open_abstained']:.2f}"
+        lines.append(
+            f"| {way} | {r['accuracy']:.3f} [{low:.2f}, {high:.2f}] | {r['yes_accuracy']:.2f} / "
+            f"{r['no_accuracy']:.2f} | {r['auc']:.3f} | {f1} | {abstained} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--samples", default="0,1,2,3", help="LoCoMo samples (0-3 development, 4-7 report)")
+    parser.add_argument("--sessions", type=int, default=6)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--open", type=int, default=10, help="answerable open questions per sample")
+    parser.add_argument("--ways", default=",".join(WAYS))
+    parser.add_argument("--dtype", default=None)
+    args = parser.parse_args()
+    samples, ways = [int(s) for s in args.samples.split(",")], args.ways.split(",")
+    started = time.perf_counter()
+    per_sample, dtype = {}, None
+    for sample in samples:
+        user = learned(sample, args.sessions, args.epochs, args.dtype)
+        per_sample[sample] = answered(sample, args.sessions, user, ways, args.open, args.dtype)
+        dtype = dtype or UserMemory(user, HOME).settings().get("dtype")
+    rows = {way: pooled([per_sample[s][way] for s in samples]) for way in ways}
+    splits = sorted({split_of(s) for s in samples})
+    print(f"samples {args.samples} ({', '.join(splits)}), pooled\n{table(rows)}")
+    result = {
+        **run_meta(sys.argv, DEFAULT_MODEL, {"locomo": str(DATA)}, dtype),
+        "samples": samples,
+        "splits": splits,
+        "sessions": args.sessions,
+        "epochs": args.epochs,
+        "pooled": rows,
+        "per_sample": per_sample,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    print(f"CPU: {cpu_info()}; dtype {dtype}")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    name = "-".join(str(s) for s in samples)
+    out = RESULTS / f"complement-{name}-{DEFAULT_MODEL}-{dtype}.json"
+    out.write_text(json.dumps(result, indent=1), encoding="utf-8")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
