@@ -10,6 +10,7 @@ Then its yes/no probes (balanced, as `paramem locomo` makes them) and the first 
 open questions (categories 1-4, evidence in those sessions) go through the answer path
 (read/respond.py) in each way it can read:
 
+  none     the base model alone, nothing read (the floor every memory is measured against)
   text     what ships: the base model reads the text side's passages, the memory off
   memory   the memory alone, as with --keep-text never (complement d)
   beside   (a) the memory reads the same passages (AnswerConfig.memory_beside_text)
@@ -33,11 +34,12 @@ from pathlib import Path
 from paramem.augment.teachers.extractive import ExtractiveTeacher
 from paramem.config import DEFAULT_MODEL, RememberConfig, TrainConfig
 from paramem.evaluate.locomo import build_locomo, split_of, token_f1
-from paramem.evaluate.run import run_meta
+from paramem.evaluate.run import evaluate_yes_no, run_meta
 from paramem.lifecycle.remember import remember
 from paramem.metrics.yes_no import ranking_auc, ranking_auc_interval, yes_no_metrics
 from paramem.model.compute import cpu_info
 from paramem.read.loading import load_memory
+from paramem.read.readers import TEXT_RULE
 from paramem.read.respond import AnswerConfig, Responder
 from paramem.store.user import UserMemory
 
@@ -45,8 +47,9 @@ RESULTS = Path(__file__).parent / "results"
 HOME = RESULTS / "complement" / "home"
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "locomo" / "locomo8.json"
 WAYS = {
+    "none": None,  # the evaluation's none method: the base model, no passages, the adapter off
     "text": AnswerConfig(),
-    "memory": None,  # no passages: the memory alone
+    "memory": AnswerConfig(),  # read with no passages: the memory alone
     "beside": AnswerConfig(memory_beside_text=True),
     "recite": AnswerConfig(recite=True),
 }
@@ -71,9 +74,20 @@ def answered(sample: int, sessions: int, user: str, ways: list[str], open_questi
     asked = [q for q in bench.open_questions if q.category != 5][:open_questions]
     out = {}
     for way in ways:
-        config = WAYS[way]
-        conversations = [] if config is None else bench.conversations
-        responder = Responder(model, tokenizer, conversations, memory, config)
+        if way == "none":
+            [none] = evaluate_yes_no(model, tokenizer, bench.probes, ["none"])
+            prior = none.thresholds[TEXT_RULE]
+            out[way] = {
+                "source": "nothing read",
+                "gold": [p["answer"] for p in none.predictions],
+                "margins": [round(p["score"] - prior, 4) for p in none.predictions],
+                "f1": [],
+                "abstained": [],
+                "seconds_per_probe": round(none.seconds / len(bench.probes), 3),
+            }
+            continue
+        conversations = [] if way == "memory" else bench.conversations
+        responder = Responder(model, tokenizer, conversations, memory, WAYS[way])
         start = time.perf_counter()
         probes = responder.respond([p.question for p in bench.probes])
         middle = time.perf_counter()
@@ -88,6 +102,7 @@ def answered(sample: int, sessions: int, user: str, ways: list[str], open_questi
             "seconds_per_probe": round((middle - start) / len(probes), 3),
             "seconds_per_open": round((time.perf_counter() - middle) / max(1, len(asked)), 3),
         }
+    for way in ways:
         yes_no = yes_no_metrics(out[way]["gold"], ["yes" if m > 0 else "no" for m in out[way]["margins"]])
         print(f"sample {sample} ({split_of(sample)}), {way}: accuracy {yes_no.accuracy:.3f}", flush=True)
     return out
@@ -153,7 +168,7 @@ def main() -> None:
     }
     print(f"CPU: {cpu_info()}; dtype {dtype}")
     RESULTS.mkdir(parents=True, exist_ok=True)
-    name = "-".join(str(s) for s in samples)
+    name = "-".join(str(s) for s in samples) + ("" if ways == list(WAYS) else "-" + "-".join(ways))
     out = RESULTS / f"complement-{name}-{DEFAULT_MODEL}-{dtype}.json"
     out.write_text(json.dumps(result, indent=1), encoding="utf-8")
     print(f"wrote {out}")

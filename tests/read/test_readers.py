@@ -45,34 +45,6 @@ def test_ask_by_recall_names_the_closest_recalled_sentence(learned):
         ask(model, tokenizer, memory, ["Did we?"], "recall", "vibes")
 
 
-def test_ask_beside_retrieval_is_the_evaluations_hybrid_method(learned, demo_conversations):
-    """`ask --retrieve` reads the memory as `eval --methods hybrid` does: the same scores, and the
-    prior rule's threshold from the content-free question asked with its own passages."""
-    from paramem.evaluate.probes import Probe
-    from paramem.evaluate.run import evaluate_yes_no
-    from paramem.read.retrieval import HYBRID_RETRIEVER, RetrievalConfig, make_retriever, passages
-
-    model, tokenizer, memory = learned
-    questions = ["Did we talk about tomatoes?", "Have we spoken of Kyoto?"]
-    retrieval = RetrievalConfig(k=3)
-    answers = ask(model, tokenizer, memory, questions, retrieve_from=demo_conversations[:2], retrieval=retrieval)
-    probes = [Probe("c", q, "yes") for q in questions]
-    [hybrid] = evaluate_yes_no(model, tokenizer, probes, ["hybrid"], demo_conversations[:2], retrieval=retrieval)
-    expected = [p["score"] - hybrid.thresholds["prior"] for p in hybrid.predictions]
-    assert [a.margin for a in answers] == pytest.approx(expected, abs=1e-3)
-    assert [a.answer for a in answers] == ["yes" if m > 0 else "no" for m in expected]
-    retriever = make_retriever(HYBRID_RETRIEVER, passages(demo_conversations[:2]))
-    assert [a.evidence for a in answers] == [found[0].text for found in retriever.search(questions, 3)]
-
-
-def test_ask_beside_retrieval_refuses_recall_and_nothing_to_retrieve(learned):
-    model, tokenizer, memory = learned
-    with pytest.raises(InputError, match="log-odds"):
-        ask(model, tokenizer, memory, ["Did we?"], "recall", retrieve_from=[])
-    with pytest.raises(InputError, match="nothing to retrieve"):
-        ask(model, tokenizer, memory, ["Did we?"], retrieve_from=[])
-
-
 def test_the_trainer_reads_its_held_out_pairs_with_the_reader_it_is_given(demo_conversations):
     from paramem.memory.lora import attach_lora
     from paramem.memory.trainer import SequentialTrainer

@@ -8,9 +8,8 @@ all go through a `Reader`, so a new readout is one class here.
             (`RecallReader`; matched against the raw conversations instead, it is what perfect recall
             would give)
 
-Either reads the memory alone. Given the user's conversations, `ask` reads it as the evaluation's
-hybrid method does: log-odds with the passages the dense retriever finds for each question in the
-prompt (retrieval.py), the form that measured best beside retrieval.
+Either reads the memory alone. The memory read beside the user's passages is the answer path's
+(respond.py), by log-odds under HYBRID_RULE.
 
 Decision rules (how scores become yes/no; every method is scored under every rule, the same way):
   prior     the score minus that of a content-free question ("Did we discuss that?")
@@ -29,12 +28,10 @@ from transformers import PreTrainedTokenizerBase
 
 from paramem.augment.pairs import QAPair, heldout_pairs
 from paramem.config import Form
-from paramem.data.conversations import Conversation
 from paramem.errors import InputError
 from paramem.metrics.yes_no import fit_threshold
 from paramem.model.scoring import CONTENT_FREE_QUESTION, LogOddsReader, Reader
 from paramem.read.recall import RECALL_THRESHOLD, RecallConfig, SentenceMatcher, recollections
-from paramem.read.retrieval import RetrievalConfig, hybrid_retriever, retrieval_prompt
 from paramem.store.user import UserMemory
 
 READOUTS = ("log-odds", "recall")
@@ -124,17 +121,11 @@ def ask(
     questions: list[str],
     readout: str | None = None,
     rule: str | None = None,
-    retrieve_from: list[Conversation] | None = None,
-    retrieval: RetrievalConfig | None = None,
 ) -> list[Answer]:
     """Yes/no answers from a user's memory: `readout` (default: the memory's, `default_readout`)
     reads it, `rule` (default: `main_rule` for the readout and the memory's form) sets the threshold
-    from the teacher's held-out pairs, never from the questions asked. Given `retrieve_from` (the
-    user's conversations), the memory is read beside the passages retrieved from them (`hybrid_ask`)."""
-    if retrieve_from is not None:
-        if readout not in (None, "log-odds"):
-            raise InputError("a memory read beside retrieved passages is read by log-odds, not by recall")
-        return hybrid_ask(model, tokenizer, memory, questions, retrieve_from, retrieval, rule)
+    from the teacher's held-out pairs, never from the questions asked. The memory read beside the
+    user's stored text is the answer path's (respond.py: `AnswerConfig.memory_beside_text`)."""
     readout = readout or default_readout(memory)
     rule = _rule(rule, main_rule(readout, memory.settings().get("form")))
     reader = memory_reader(model, tokenizer, memory, readout)
@@ -144,37 +135,6 @@ def ask(
     else:
         scored = [(score, None) for score in reader.score(questions)]
     return [Answer(q, "yes" if s > threshold else "no", s - threshold, e) for q, (s, e) in zip(questions, scored)]
-
-
-def hybrid_ask(
-    model,
-    tokenizer: PreTrainedTokenizerBase,
-    memory: UserMemory,
-    questions: list[str],
-    conversations: list[Conversation],
-    retrieval: RetrievalConfig | None = None,
-    rule: str | None = None,
-) -> list[Answer]:
-    """Yes/no answers from the memory with the k passages of `conversations` that HYBRID_RETRIEVER
-    finds for each question in the prompt, read by log-odds under HYBRID_RULE by default: the
-    evaluation's hybrid method, for one user. The evidence is the best passage."""
-    if not conversations:
-        raise InputError("nothing to retrieve from: the conversations are empty")
-    retrieval = retrieval or RetrievalConfig()
-    rule = _rule(rule, HYBRID_RULE)
-    retriever = hybrid_retriever(conversations, retrieval)
-
-    def systems(asked: list[str]) -> list[str]:
-        return [retrieval_prompt(found) for found in retriever.search(asked, retrieval.k)]
-
-    reader = LogOddsReader(model, tokenizer, systems)
-    threshold = _threshold(reader, memory, rule)
-    found = retriever.search(questions, retrieval.k)  # searched once: the prompts and the evidence
-    scores = reader.scorer.log_odds(questions, [retrieval_prompt(f) for f in found])
-    return [
-        Answer(q, "yes" if s > threshold else "no", s - threshold, f[0].text if f else None)
-        for q, s, f in zip(questions, scores, found)
-    ]
 
 
 def rule_thresholds(score: Callable[[list[str]], list[float]], heldout: list[QAPair] | None = None) -> dict[str, float]:

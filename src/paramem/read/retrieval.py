@@ -1,7 +1,7 @@
 """Retrieval: the user's past turns (or whole sessions) searched with BM25 (bm25s, PLUM's baseline),
 a small sentence-embedding model, or both fused by reciprocal rank; the top k pasted into the prompt.
-The evaluation's bm25, dense and fused methods, and the hybrid answer: the memory with the passages
-of HYBRID_RETRIEVER (`paramem ask --retrieve`, `chat --retrieve`, `eval --methods hybrid`)."""
+The text side of the answer path (TEXT_RETRIEVER, TEXT_K), the evaluation's bm25, dense and fused
+methods, and its hybrid method: the memory with the passages of HYBRID_RETRIEVER."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from paramem.model.prompts import SYSTEM_PROMPT
 # BM25 at k 5, 0.859 (yes 0.95 / no 0.77); fused at 5, 0.797; dense at 5, 0.792; k 3 and 8 lower.
 TEXT_RETRIEVER = "bm25"
 TEXT_K = 5
-# The retriever the hybrid answer pairs with the memory: the better one on the development samples
+# The retriever the evaluation's hybrid method pairs with the memory: the better one on the development samples
 # (LoCoMo sample 0, log-odds readout: dense 0.958, BM25 0.875).
 HYBRID_RETRIEVER = "dense"
 # Reciprocal rank fusion (Cormack, Clarke & Buettcher, 2009): a passage scores the sum over rankings
@@ -158,11 +158,6 @@ def retrieval_prompt(found: list[Passage], system: str = SYSTEM_PROMPT) -> str:
     default), then the excerpts."""
     excerpts = "\n".join(f"- {p.text}" for p in found)
     return f"{system}\n\nExcerpts of past conversations with this user that may be relevant:\n{excerpts}"
-
-
-def hybrid_retriever(conversations: list[Conversation], retrieval: RetrievalConfig) -> Retriever:
-    """The retriever the hybrid answer reads beside the memory, over `conversations`."""
-    return make_retriever(HYBRID_RETRIEVER, passages(conversations, retrieval.unit))
 
 
 def retrieval_systems(
