@@ -19,8 +19,9 @@ open questions (categories 1-4, evidence in those sessions) go through the answe
 
 Pooled over the samples: yes/no accuracy with yes and no apart, 95% intervals, the AUC of each
 probe's margin; open F1 (LoCoMo's token F1, an abstention scoring 0) and the share abstained. A way
-ships only if it beats text here. On a 2-core CPU each session learns in about two minutes.
-Writes benchmarks/results/complement-<samples>-<model>-<dtype>.json.
+ships only if it beats text here. PLUM replays every earlier session's pairs, so the k-th session
+costs about k times the first (about two minutes on a 2-core CPU): some 40 minutes a sample.
+Writes benchmarks/results/complement-<samples>-<model>-<dtype>.json after each sample.
 """
 
 from __future__ import annotations
@@ -148,30 +149,29 @@ def main() -> None:
     args = parser.parse_args()
     samples, ways = [int(s) for s in args.samples.split(",")], args.ways.split(",")
     started = time.perf_counter()
+    name = "-".join(str(s) for s in samples) + ("" if ways == list(WAYS) else "-" + "-".join(ways))
     per_sample, dtype = {}, None
-    for sample in samples:
+    for sample in samples:  # the file is written after each sample: a long run's samples so far
         user = learned(sample, args.sessions, args.epochs, args.dtype)
         per_sample[sample] = answered(sample, args.sessions, user, ways, args.open, args.dtype)
         dtype = dtype or UserMemory(user, HOME).settings().get("dtype")
-    rows = {way: pooled([per_sample[s][way] for s in samples]) for way in ways}
-    splits = sorted({split_of(s) for s in samples})
-    print(f"samples {args.samples} ({', '.join(splits)}), pooled\n{table(rows)}")
-    result = {
-        **run_meta(sys.argv, DEFAULT_MODEL, {"locomo": str(DATA)}, dtype),
-        "samples": samples,
-        "splits": splits,
-        "sessions": args.sessions,
-        "epochs": args.epochs,
-        "pooled": rows,
-        "per_sample": per_sample,
-        "seconds": round(time.perf_counter() - started, 1),
-    }
-    print(f"CPU: {cpu_info()}; dtype {dtype}")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    name = "-".join(str(s) for s in samples) + ("" if ways == list(WAYS) else "-" + "-".join(ways))
-    out = RESULTS / f"complement-{name}-{DEFAULT_MODEL}-{dtype}.json"
-    out.write_text(json.dumps(result, indent=1), encoding="utf-8")
-    print(f"wrote {out}")
+        rows = {way: pooled([per_sample[s][way] for s in per_sample]) for way in ways}
+        splits = sorted({split_of(s) for s in per_sample})
+        print(f"samples {', '.join(map(str, per_sample))} ({', '.join(splits)}), pooled\n{table(rows)}", flush=True)
+        result = {
+            **run_meta(sys.argv, DEFAULT_MODEL, {"locomo": str(DATA)}, dtype),
+            "samples": list(per_sample),
+            "splits": splits,
+            "sessions": args.sessions,
+            "epochs": args.epochs,
+            "pooled": rows,
+            "per_sample": per_sample,
+            "seconds": round(time.perf_counter() - started, 1),
+        }
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        out = RESULTS / f"complement-{name}-{DEFAULT_MODEL}-{dtype}.json"
+        out.write_text(json.dumps(result, indent=1), encoding="utf-8")
+        print(f"wrote {out}; CPU: {cpu_info()}; dtype {dtype}", flush=True)
 
 
 if __name__ == "__main__":
