@@ -3,6 +3,7 @@ fitted on the development samples, then abstention and open F1 on the report sam
 
     .venv/bin/python benchmarks/answer_path.py [--sessions 6] [--never 20] [--no-answers]
     .venv/bin/python benchmarks/answer_path.py --refit benchmarks/results/answer_path-....json
+    .venv/bin/python benchmarks/answer_path.py --speaker benchmarks/results/answer_path-....json
 
 Questions, per sample: every open question whose evidence lies in the first `--sessions` sessions
 (categories 1-4 answerable, category 5 adversarial: asked of the wrong speaker) and `--never`
@@ -20,6 +21,11 @@ every report question answered greedily, and LoCoMo's F1 by category with absten
 (an abstained category-5 question scores 1, an abstained answerable one 0), plus the share of
 answers that open as a training template. On a 2-core CPU the support checks take about a second a
 question, the answers about two. Writes benchmarks/results/answer_path-<model>-<dtype>.json.
+
+`--speaker FILE` tries a cue for category 5, which asks what one speaker did of the other one (no
+model, nothing written): for a question naming one speaker, the share of its other content words
+that the retrieved passages hold in the named speaker's turns ("own") and in the other speaker's
+("other"). It prints, per split and kind, the share a gate on each would abstain on.
 """
 
 from __future__ import annotations
@@ -27,12 +33,14 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import sys
 import time
 from pathlib import Path
 
 from paramem.augment.templates import in_training_template
 from paramem.config import DEFAULT_MODEL
+from paramem.data.notes import content_words
 from paramem.evaluate.locomo import NOT_MENTIONED, build_locomo, never_discussed_questions, open_score
 from paramem.evaluate.run import run_meta
 from paramem.model.compute import cpu_info
@@ -177,6 +185,39 @@ def summarised(result: dict, dev: list[dict], report: list[dict], false_abstenti
     return result
 
 
+def speaker_cues(rows: list[dict], sessions: int, never: int) -> list[tuple[dict, tuple[float, float] | None]]:
+    """Each row with (own, other) coverage of its words (see the docstring), None if it names no
+    single speaker of its sample."""
+    out = []
+    for sample in sorted({r["sample"] for r in rows}):
+        bench, _ = questions_of(sample, sessions, never)
+        names = sorted({m.name for c in bench.conversations for m in c.messages if m.name})
+        mine = [r for r in rows if r["sample"] == sample]
+        found = Responder(None, None, bench.conversations)._found([r["question"] for r in mine])
+        for row, passages in zip(mine, found):
+            named = [n for n in names if re.search(rf"\b{re.escape(n)}\b", row["question"])]
+            words = content_words(row["question"]) - {n.casefold() for n in names}
+            if len(named) != 1 or not words:
+                out.append((row, None))
+                continue
+            own = [p.text for p in passages if p.text.split("] ", 1)[-1].startswith(f"{named[0]}:")]
+            other = [p.text for p in passages if p.text not in own]
+            shares = [len(words & content_words(" ".join(texts))) / len(words) for texts in (own, other)]
+            out.append((row, (shares[0], shares[1])))
+    return out
+
+
+def speaker_report(result: dict, never: int) -> None:
+    for split in ("development", "report"):
+        cues = speaker_cues(result[split]["questions"], result["sessions"], never)
+        for kind in KINDS:
+            got = [c for r, c in cues if r["kind"] == kind]
+            n = len(got)
+            own = [round(sum(c is not None and c[0] < t for c in got) / n, 2) for t in (0.2, 0.3, 0.4)]
+            gap = [round(sum(c is not None and c[1] - c[0] > t for c in got) / n, 2) for t in (0.0, 0.2, 0.4)]
+            print(f"{split}, {kind} ({n}): own < 0.2/0.3/0.4: {own}; other - own > 0/0.2/0.4: {gap}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--base-model", default=DEFAULT_MODEL)
@@ -186,8 +227,12 @@ def main() -> None:
     parser.add_argument("--false-abstention", type=float, default=0.1)
     parser.add_argument("--no-answers", action="store_true", help="support checks only, no answers written")
     parser.add_argument("--refit", type=Path, help="a results file: fit the gate again from its rows, no model")
+    parser.add_argument("--speaker", type=Path, help="a results file: how a speaker cue would abstain, no model")
     args = parser.parse_args()
     started = time.perf_counter()
+    if args.speaker is not None:
+        speaker_report(json.loads(args.speaker.read_text(encoding="utf-8")), args.never)
+        return
     if args.refit is not None:
         result = json.loads(args.refit.read_text(encoding="utf-8"))
         dev = with_coverage(result["development"]["questions"], result["sessions"], args.never)

@@ -5,13 +5,14 @@
 
 The conversation: the first session of LoCoMo development sample 0 with at least `--turns` turns,
 cut to that many; the question: one of LoCoMo's single-hop questions whose evidence is in it.
-`remember` (the embedded model, the extractive teacher, `--epochs`) runs in a thread of this process,
-and the clock starts when it is called:
+`remember` (the embedded model, the extractive teacher, `--epochs`) runs in a child process at the
+CPU priority the server gives its learning jobs (`--niceness`, ServeConfig.job_niceness: replies
+come first; 0 shares the CPU evenly), and the clock starts when `remember` is called:
 
   indexed       its turns are committed to the store (polled every 10 ms);
   answered      the answer path has answered the question from them, the base model already loaded
                 (as a server holds it): the seconds a user waits after an upload. The learning run
-                and the cold `ask` share the CPU with it, as a server's jobs would;
+                and the cold `ask` run beside it, the learning niced as a server runs its jobs;
   answered cold `paramem ask` in a new process, model loading included, started once indexed;
   consolidated  `remember` has returned: the memory holds the conversation.
 
@@ -23,10 +24,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
+import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -40,6 +42,7 @@ from paramem.lifecycle.remember import remember
 from paramem.model.compute import cpu_info
 from paramem.model.loading import dtype_of, load_model
 from paramem.read.respond import Responder
+from paramem.serve.config import ServeConfig
 from paramem.store.user import UserMemory
 
 RESULTS = Path(__file__).parent / "results"
@@ -59,6 +62,14 @@ def conversation_and_question(turns: int):
     raise SystemExit(f"no session of sample 0 has {turns} turns and a single-hop question answered in them")
 
 
+def learn_below(niceness: int, conversation, config: RememberConfig, home: Path, calling) -> None:
+    """`remember` in a child process, `niceness` below this one's priority, as the server runs it;
+    `calling` is set just before it is called (the clock starts then, not at the child's imports)."""
+    os.nice(niceness)
+    calling.set()
+    remember("u", [conversation], ExtractiveTeacher(), config, home)
+
+
 def store_bytes(root: Path) -> int:
     return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
 
@@ -69,6 +80,7 @@ def main() -> None:
     parser.add_argument("--dtype", default=None)
     parser.add_argument("--turns", type=int, default=20)
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--niceness", type=int, default=ServeConfig().job_niceness, help="the learning's nice")
     args = parser.parse_args()
     load_locomo(DATA)  # fails early, with the path, when the data is missing
     conversation, question = conversation_and_question(args.turns)
@@ -79,9 +91,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         home = Path(scratch)
         memory = UserMemory("u", home)
-        start = time.perf_counter()
-        learned = threading.Thread(target=remember, args=("u", [conversation], ExtractiveTeacher(), config, home))
+        spawn = multiprocessing.get_context("spawn")
+        calling = spawn.Event()
+        learned = spawn.Process(target=learn_below, args=(args.niceness, conversation, config, home, calling))
         learned.start()
+        calling.wait()
+        start = time.perf_counter()
         while conversation.id not in memory.texts.ids():
             time.sleep(0.01)
         indexed = time.perf_counter() - start
@@ -105,6 +120,8 @@ def main() -> None:
         cold_output = cold.communicate()[0]
         answered_cold = indexed + time.perf_counter() - cold_start
         learned.join()
+        if learned.exitcode != 0:
+            raise SystemExit(f"the learning process failed (exit code {learned.exitcode})")
         consolidated = time.perf_counter() - start
         modes = {"always": store_bytes(memory.root)}
         for mode in ("until-consolidated", "never"):
@@ -118,6 +135,7 @@ def main() -> None:
         "turns": len(conversation.messages),
         "question": question.question,
         "gold": question.answer,
+        "learning_niceness": args.niceness,
         "answer": response.answer,
         "abstained": response.abstained,
         "evidence": [e.conversation for e in response.evidence],
