@@ -11,9 +11,12 @@ come first; 0 shares the CPU evenly), and the clock starts when `remember` is ca
 
   indexed       its turns are committed to the store (polled every 10 ms);
   answered      the answer path has answered the question from them, the base model already loaded
-                (as a server holds it): the seconds a user waits after an upload. The learning run
-                and the cold `ask` run beside it, the learning niced as a server runs its jobs;
-  answered cold `paramem ask` in a new process, model loading included, started once indexed;
+                (as a server holds it): the seconds a user waits after an upload, the learning
+                running beside it, niced as a server runs its jobs;
+  answered cold `paramem ask` in a new process, model loading included, started after that answer
+                (its own seconds; the learning still running);
+  answered warm while learning  the first answer again, after the cold one: the learning is past
+                its model loading by then (its own seconds);
   consolidated  `remember` has returned: the memory holds the conversation.
 
 Then the store's bytes after consolidation in each mode (until-consolidated and never learned again
@@ -80,7 +83,8 @@ def main() -> None:
     parser.add_argument("--dtype", default=None)
     parser.add_argument("--turns", type=int, default=20)
     parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--niceness", type=int, default=ServeConfig().job_niceness, help="the learning's nice")
+    served = ServeConfig(base_model=DEFAULT_MODEL)
+    parser.add_argument("--niceness", type=int, default=served.job_niceness, help="the learning's nice")
     args = parser.parse_args()
     load_locomo(DATA)  # fails early, with the path, when the data is missing
     conversation, question = conversation_and_question(args.turns)
@@ -100,25 +104,19 @@ def main() -> None:
         while conversation.id not in memory.texts.ids():
             time.sleep(0.01)
         indexed = time.perf_counter() - start
-        cold_start = time.perf_counter()
-        cold = subprocess.Popen(
-            [
-                str(Path(sys.executable).parent / "paramem"),
-                "ask",
-                "--user",
-                "u",
-                "--home",
-                str(home),
-                question.question,
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
         [response] = Responder(base, tokenizer, memory.texts.conversations()).respond([question.question])
         answered = time.perf_counter() - start
-        cold_output = cold.communicate()[0]
-        answered_cold = indexed + time.perf_counter() - cold_start
+        cold_start = time.perf_counter()  # after the warm answer, so the two do not share the CPU
+        paramem = str(Path(sys.executable).parent / "paramem")
+        cold_output = subprocess.run(
+            [paramem, "ask", "--user", "u", "--home", str(home), question.question],
+            capture_output=True,
+            text=True,
+        ).stdout
+        answered_cold = time.perf_counter() - cold_start
+        again = time.perf_counter()  # the same answer once more, the learning surely past its loading
+        Responder(base, tokenizer, memory.texts.conversations()).respond([question.question])
+        answered_while_learning = time.perf_counter() - again
         learned.join()
         if learned.exitcode != 0:
             raise SystemExit(f"the learning process failed (exit code {learned.exitcode})")
@@ -144,6 +142,7 @@ def main() -> None:
             "indexed": round(indexed, 3),
             "answered_warm": round(answered, 2),
             "answered_cold": round(answered_cold, 2),
+            "answered_warm_while_learning": round(answered_while_learning, 2),
             "consolidated": round(consolidated, 1),
         },
         "bytes_per_user": modes,
