@@ -42,7 +42,7 @@ from paramem.augment.templates import in_training_template
 from paramem.config import DEFAULT_MODEL
 from paramem.data.notes import content_words
 from paramem.evaluate.locomo import NOT_MENTIONED, build_locomo, never_discussed_questions, open_score
-from paramem.evaluate.run import run_meta
+from paramem.evaluate.run import run_meta, write_results
 from paramem.model.compute import cpu_info
 from paramem.model.loading import dtype_of, load_model
 from paramem.read.respond import ABSTAIN, SUPPORT_QUESTION, AnswerConfig, Responder, coverage
@@ -258,10 +258,7 @@ def main() -> None:
     result = summarised(result, dev, report, args.false_abstention)
     result["seconds"] = round(time.perf_counter() - started, 1)
     print(f"CPU: {cpu_info()}; dtype {dtype}")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"answer_path-{args.base_model}-{dtype}.json"
-    out.write_text(json.dumps(result, indent=1), encoding="utf-8")
-    print(f"wrote {out}")
+    write_results(RESULTS / f"answer_path-{args.base_model}-{dtype}.json", result)
 
 
 if __name__ == "__main__":

@@ -40,7 +40,7 @@ from paramem.augment.teachers.extractive import ExtractiveTeacher
 from paramem.config import DEFAULT_MODEL, RememberConfig, TrainConfig
 from paramem.data.formats import load_locomo
 from paramem.evaluate.locomo import build_locomo
-from paramem.evaluate.run import run_meta
+from paramem.evaluate.run import run_meta, write_results
 from paramem.lifecycle.remember import remember
 from paramem.model.compute import cpu_info
 from paramem.model.loading import dtype_of, load_model
@@ -149,10 +149,7 @@ def main() -> None:
     }
     print(json.dumps({k: result[k] for k in ("question", "gold", "answer", "seconds", "bytes_per_user")}, indent=1))
     print(f"CPU: {cpu_info()}; dtype {dtype}")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"answerable-{args.base_model}-{dtype}.json"
-    out.write_text(json.dumps(result, indent=1), encoding="utf-8")
-    print(f"wrote {out}")
+    write_results(RESULTS / f"answerable-{args.base_model}-{dtype}.json", result)
 
 
 if __name__ == "__main__":

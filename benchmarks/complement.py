@@ -27,7 +27,6 @@ Writes benchmarks/results/complement-<samples>-<model>-<dtype>.json after each s
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -35,7 +34,7 @@ from pathlib import Path
 from paramem.augment.teachers.extractive import ExtractiveTeacher
 from paramem.config import DEFAULT_MODEL, RememberConfig, TrainConfig
 from paramem.evaluate.locomo import build_locomo, split_of, token_f1
-from paramem.evaluate.run import evaluate_yes_no, run_meta
+from paramem.evaluate.run import evaluate_yes_no, run_meta, write_results
 from paramem.lifecycle.remember import remember
 from paramem.metrics.yes_no import ranking_auc, ranking_auc_interval, yes_no_metrics
 from paramem.model.compute import cpu_info
@@ -168,10 +167,8 @@ def main() -> None:
             "per_sample": per_sample,
             "seconds": round(time.perf_counter() - started, 1),
         }
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        out = RESULTS / f"complement-{name}-{DEFAULT_MODEL}-{dtype}.json"
-        out.write_text(json.dumps(result, indent=1), encoding="utf-8")
-        print(f"wrote {out}; CPU: {cpu_info()}; dtype {dtype}", flush=True)
+        print(f"CPU: {cpu_info()}; dtype {dtype}")
+        write_results(RESULTS / f"complement-{name}-{DEFAULT_MODEL}-{dtype}.json", result)
 
 
 if __name__ == "__main__":

@@ -124,7 +124,7 @@ def main() -> None:
     from paramem.augment.teachers.extractive import ExtractiveTeacher
     from paramem.config import DEFAULT_MODEL, PairConfig, RememberConfig, TrainConfig
     from paramem.data.formats import load_conversations
-    from paramem.evaluate.run import run_meta
+    from paramem.evaluate.run import run_meta, write_results
     from paramem.lifecycle.remember import remember
     from paramem.model.compute import cpu_info
     from paramem.model.loading import load_model
@@ -367,10 +367,7 @@ def main() -> None:
     print(f"  statuses: {dict(sorted(statuses.items()))}")
     for kind, row in latency.items():
         print(f"  {kind:7s} n={row['n']:4d}  p50 {row['p50_s']} s  p99 {row['p99_s']} s")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"serve_load-{base}-{dtype}.json"
-    out.write_text(json.dumps(result, indent=1), encoding="utf-8")
-    print(f"wrote {out}")
+    write_results(RESULTS / f"serve_load-{base}-{dtype}.json", result)
 
 
 if __name__ == "__main__":

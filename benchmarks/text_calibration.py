@@ -30,7 +30,7 @@ from paramem.config import DEFAULT_MODEL
 from paramem.data.formats import load_conversations
 from paramem.evaluate.locomo import build_locomo
 from paramem.evaluate.probes import load_probes
-from paramem.evaluate.run import run_meta
+from paramem.evaluate.run import run_meta, write_results
 from paramem.metrics.yes_no import ranking_auc
 from paramem.model.loading import dtype_of, load_model
 from paramem.model.prompts import SYSTEM_PROMPT
@@ -144,10 +144,7 @@ def main() -> None:
     dtype = dtype_of(base)
     result = {**run_meta(sys.argv, DEFAULT_MODEL, {"locomo": str(DATA), "demo": str(DEMO)}, dtype)}
     result.update({"table": rows, "scores": raw})
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"text_calibration-{DEFAULT_MODEL}-{dtype}.json"
-    out.write_text(json.dumps(result, indent=1), encoding="utf-8")
-    print(f"wrote {out}")
+    write_results(RESULTS / f"text_calibration-{DEFAULT_MODEL}-{dtype}.json", result)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ benchmarks/results/text_side-<model>-<dtype>.json.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -28,7 +27,7 @@ from peft import LoraConfig, get_peft_model
 
 from paramem.config import DEFAULT_MODEL
 from paramem.evaluate.locomo import build_locomo, split_of
-from paramem.evaluate.run import evaluate_yes_no, run_meta
+from paramem.evaluate.run import evaluate_yes_no, run_meta, write_results
 from paramem.metrics.yes_no import ranking_auc, ranking_auc_interval, yes_no_metrics
 from paramem.model.compute import cpu_info
 from paramem.model.loading import dtype_of, load_model
@@ -122,10 +121,9 @@ def main() -> None:
         "seconds": round(time.perf_counter() - started, 1),
     }
     print(f"CPU: {cpu_info()}; dtype {dtype}")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"text_side-{args.base_model}-{dtype}{'-report-only' if args.report_only else ''}.json"
-    out.write_text(json.dumps(result, indent=1), encoding="utf-8")
-    print(f"wrote {out}")
+    write_results(
+        RESULTS / f"text_side-{args.base_model}-{dtype}{'-report-only' if args.report_only else ''}.json", result
+    )
 
 
 if __name__ == "__main__":

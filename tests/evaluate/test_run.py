@@ -74,3 +74,14 @@ def test_every_results_file_names_the_cpu_its_bf16_flags_and_the_dtype():
     meta = run_meta(["paramem", "eval"], "tiny", {"probes": "p.jsonl"}, "float32")
     assert meta["dtype"] == "float32" and meta["machine"]["cpu"]["model"]
     assert {"avx2", "avx512_bf16", "amx_bf16"} <= set(meta["machine"]["cpu"]["bf16_flags"])
+
+
+def test_a_benchmarks_results_file_is_written_whole_in_a_folder_made_for_it(tmp_path, capsys):
+    import json
+
+    from paramem.evaluate.run import write_results
+
+    out = tmp_path / "results" / "x.json"
+    write_results(out, {"accuracy": 0.5, "rows": [1, 2]})
+    assert json.loads(out.read_text(encoding="utf-8")) == {"accuracy": 0.5, "rows": [1, 2]}
+    assert capsys.readouterr().out.strip() == f"wrote {out}"

@@ -272,6 +272,13 @@ def write_json(results: list[MethodResult], path: str | Path, meta: dict) -> Non
     write_atomic(Path(path), json.dumps(payload, indent=1))
 
 
+def write_results(out: Path, result: dict) -> None:
+    """A benchmark's results file, its folder made if missing, and a line saying where it went."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(out, json.dumps(result, indent=1))
+    print(f"wrote {out}")
+
+
 def run_meta(command: list[str], base_model: str, data: dict, dtype: str | None = None) -> dict:
     """What every results file records: command, commit, base model and its dtype, data, date, and the
     machine with its CPU's bf16 flags (speeds and even the dtype chosen depend on them)."""
