@@ -36,7 +36,7 @@ from paramem.config import DEFAULT_MODEL, RememberConfig, TrainConfig
 from paramem.evaluate.locomo import build_locomo, split_of, token_f1
 from paramem.evaluate.run import evaluate_yes_no, run_meta, write_results
 from paramem.lifecycle.remember import remember
-from paramem.metrics.yes_no import ranking_auc, ranking_auc_interval, yes_no_metrics
+from paramem.metrics.yes_no import margin_summary, yes_no_metrics
 from paramem.model.compute import cpu_info
 from paramem.read.loading import load_memory
 from paramem.read.readers import TEXT_RULE
@@ -113,11 +113,8 @@ def pooled(rows: list[dict]) -> dict:
     margins = [m for r in rows for m in r["margins"]]
     f1 = [s for r in rows for s in r["f1"]]
     abstained = [a for r in rows for a in r["abstained"]]
-    metrics = yes_no_metrics(gold, ["yes" if m > 0 else "no" for m in margins]).to_dict()
     return {
-        **{k: metrics[k] for k in ("accuracy", "yes_accuracy", "no_accuracy", "n", "intervals")},
-        "auc": round(ranking_auc(gold, margins), 4),
-        "auc_interval": [round(v, 4) for v in ranking_auc_interval(gold, margins)],
+        **margin_summary(gold, margins),
         "open_f1": round(sum(f1) / len(f1), 4) if f1 else None,
         "open_abstained": round(sum(abstained) / len(abstained), 4) if abstained else None,
         "open_questions": len(f1),

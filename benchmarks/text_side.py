@@ -28,7 +28,7 @@ from peft import LoraConfig, get_peft_model
 from paramem.config import DEFAULT_MODEL
 from paramem.evaluate.locomo import build_locomo, split_of
 from paramem.evaluate.run import evaluate_yes_no, run_meta, write_results
-from paramem.metrics.yes_no import ranking_auc, ranking_auc_interval, yes_no_metrics
+from paramem.metrics.yes_no import margin_summary
 from paramem.model.compute import cpu_info
 from paramem.model.loading import dtype_of, load_model
 from paramem.read.readers import TEXT_RULE
@@ -59,11 +59,8 @@ def scored(model, tokenizer, samples: list[int], sessions: int, methods: list[tu
 
 
 def pooled(row: dict) -> dict:
-    metrics = yes_no_metrics(row["gold"], ["yes" if m > 0 else "no" for m in row["margins"]]).to_dict()
     return {
-        **{k: metrics[k] for k in ("accuracy", "yes_accuracy", "no_accuracy", "n", "intervals")},
-        "auc": round(ranking_auc(row["gold"], row["margins"]), 4),
-        "auc_interval": [round(v, 4) for v in ranking_auc_interval(row["gold"], row["margins"])],
+        **margin_summary(row["gold"], row["margins"]),
         "seconds_per_probe": round(row["seconds"] / max(1, len(row["gold"])), 3),
     }
 

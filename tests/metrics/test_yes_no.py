@@ -49,3 +49,12 @@ def test_ranking_auc_needs_no_threshold_and_has_an_interval():
     assert ranking_auc(gold, shifted) > 0.5 and ranking_auc(gold, [1.0] * 20) == 0.5
     low, high = ranking_auc_interval(gold, shifted)
     assert low <= ranking_auc(gold, shifted) <= high
+
+
+def test_margin_summary_reads_yes_above_zero_and_ranks_by_margin():
+    from paramem.metrics.yes_no import margin_summary
+
+    summary = margin_summary(["yes", "yes", "no", "no"], [0.5, -0.1, -0.3, 0.2])
+    assert (summary["accuracy"], summary["yes_accuracy"], summary["no_accuracy"], summary["n"]) == (0.5, 0.5, 0.5, 4)
+    assert summary["auc"] == 0.75 and len(summary["auc_interval"]) == 2
+    assert set(summary["intervals"]) >= {"accuracy"}

@@ -121,6 +121,17 @@ def ranking_auc_interval(
     return values[int(0.025 * (samples - 1))], values[int(0.975 * (samples - 1))]
 
 
+def margin_summary(gold: list[str], margins: list[float]) -> dict:
+    """Probes read "yes" above a margin of 0 (each margin is a score minus its rule's threshold):
+    accuracy with yes and no apart and their 95% intervals, and the margins' AUC with its interval."""
+    metrics = yes_no_metrics(gold, ["yes" if m > 0 else "no" for m in margins]).to_dict()
+    return {
+        **{k: metrics[k] for k in ("accuracy", "yes_accuracy", "no_accuracy", "n", "intervals")},
+        "auc": round(ranking_auc(gold, margins), 4),
+        "auc_interval": [round(v, 4) for v in ranking_auc_interval(gold, margins)],
+    }
+
+
 def fit_threshold(scores: list[float], labels: list[str]) -> float:
     """The log-odds threshold with the best balanced accuracy on labelled held-out questions.
 
