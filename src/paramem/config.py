@@ -291,6 +291,14 @@ class RememberConfig:
 
     def __post_init__(self):
         self.keep_text = _choice(KeepText, self.keep_text, "keep_text (--keep-text)")
+        check_option(
+            self.keep_text == KeepText.ALWAYS
+            or not (self.train.form == Form.SEQUENTIAL and self.train.objective == Objective.DISTILL),
+            "keep_text (--keep-text)",
+            "always for a sequential distilled memory (replay and forget relearn it from the teacher's stored "
+            "answers, which would outlive the text; --objective plum drops them)",
+            self.keep_text,
+        )
         if self.dtype is not None:
             self.dtype = dtype_name(self.dtype)
 

@@ -76,26 +76,91 @@ def test_each_keep_text_mode_keeps_what_it_says(demo_conversations):
     assert kept == {"always": [demo_conversations[0].id], "until-consolidated": [], "never": []}
 
 
-def test_until_consolidated_leaves_no_raw_turn_in_the_store_or_the_notes_cache(
-    demo_conversations, tmp_path, monkeypatch
-):
-    """The raw turns go with the commit and the teacher-notes cache entry after it. The manifest's
-    notes (replay) still hold what the teacher extracted: not checked here, listed as missing."""
-    import sqlite3
+def teacher_words(conversation) -> list[str]:
+    """What the teacher's notes hold of a conversation: its facts, and its topics of two words or more."""
+    notes = ExtractiveTeacher().notes(conversation)
+    return [f.statement for f in notes.facts] + [t.name for t in notes.topics if len(t.name.split()) > 1]
 
-    from conftest import sentences_left
 
+def files_holding(phrases: list[str], *folders) -> list[str]:
+    found = []
+    for folder in folders:
+        for path in folder.rglob("*"):
+            if path.is_file():
+                data = path.read_bytes()
+                found += [f"{path}: {p}" for p in phrases if p.encode() in data]
+    return found
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
     from paramem.files import cache_home
 
     monkeypatch.setenv("PARAMEM_CACHE", str(tmp_path / "cache"))
-    first = demo_conversations[0]
-    remember("u", [first], ExtractiveTeacher(), replace(config(), keep_text="until-consolidated"))
+    return cache_home()
+
+
+def test_until_consolidated_leaves_no_turn_or_teacher_note_in_the_store_or_the_caches(demo_conversations, cache):
+    """The raw turns go with the commit; the teacher's notes never reach the store (the memory's own
+    replace them) and their cache entry goes after it. Every file is scanned."""
+    from conftest import sentences_left
+
+    until = replace(config(), keep_text="until-consolidated")
+    remember("u", demo_conversations[:2], ExtractiveTeacher(), until)
     memory = UserMemory("u")
-    with sqlite3.connect(memory.manifest) as db:
-        assert db.execute("SELECT COUNT(*) FROM texts").fetchone() == (0,)
-    raw = [m.content.encode() for m in first.messages]
-    assert not any(turn in memory.manifest.read_bytes() for turn in raw if len(turn) > 60)
-    assert not sentences_left(first, cache_home())
+    assert memory.texts.conversations() == []
+    assert [n.written_by for n in memory.notes()] == ["memory", "memory"]
+    for conversation in demo_conversations[:2]:
+        assert teacher_words(conversation)  # there is something to find
+        assert not sentences_left(conversation, memory.root, cache)
+        assert not files_holding(teacher_words(conversation), memory.root, cache)
+
+
+def test_forgetting_relearns_the_rest_from_the_notes_the_memory_wrote(demo_conversations, cache):
+    from paramem.lifecycle.forget import forget
+
+    remember("u", demo_conversations[:2], ExtractiveTeacher(), replace(config(), keep_text="until-consolidated"))
+    forgotten = forget("u", demo_conversations[0].id)
+    assert (forgotten.how, forgotten.relearned) == ("retrained", 1)
+    memory = UserMemory("u")
+    assert [(r.id, n.written_by) for r, n in zip(memory.learned(), memory.notes())] == [
+        (demo_conversations[1].id, "memory")
+    ]
+
+
+def test_a_memory_that_kept_its_text_drops_the_teachers_notes_with_it(demo_conversations, cache):
+    """A user who learned with the text kept, then asks for until-consolidated: the next run, even with
+    nothing new to learn, drops the texts and has the memory write the notes."""
+    first = demo_conversations[0]
+    remember("u", [first], ExtractiveTeacher(), config())
+    memory = UserMemory("u")
+    assert memory.notes()[0].written_by == "teacher"
+    assert files_holding(teacher_words(first), memory.root)
+    version = memory.current_version()
+    assert remember("u", [], ExtractiveTeacher(), replace(config(), keep_text="until-consolidated")) == []
+    assert memory.notes()[0].written_by == "memory" and memory.current_version() == version
+    assert memory.texts.conversations() == []
+    assert not files_holding(teacher_words(first), memory.root, cache)
+
+
+def test_a_cartridge_memory_keeps_neither_the_teachers_notes_nor_its_targets(demo_conversations, cache):
+    from paramem.lifecycle.forget import forget
+
+    cartridge = TrainConfig(
+        objective="distill", distill_checks=0, form="cartridge", epochs=1, distill_queries=2, distill_answer_tokens=3
+    )
+    dropping = RememberConfig(base_model="tiny", keep_text="until-consolidated", train=cartridge)
+    remember("u", demo_conversations[:2], ExtractiveTeacher(), dropping)
+    memory = UserMemory("u")
+    assert [n.written_by for n in memory.notes()] == ["memory", "memory"]
+    assert not [p for p in (memory.root / "targets").rglob("*") if p.is_file()]
+    assert not files_holding(teacher_words(demo_conversations[0]), memory.root, cache)
+    assert forget("u", demo_conversations[0].id).how == "dropped"
+
+
+def test_a_sequential_distilled_memory_cannot_drop_its_text():
+    with pytest.raises(InputError, match="always for a sequential distilled memory"):
+        RememberConfig(base_model="tiny", keep_text="until-consolidated", train=TrainConfig(objective="distill"))
 
 
 def test_a_conversation_is_indexed_before_any_model_loads(demo_conversations, monkeypatch):

@@ -1,7 +1,9 @@
 """What a teacher writes about one conversation: topics, atomic facts, and near-miss negatives.
 
-Notes are the only thing kept of a conversation once it is learned (they feed replay), so they are
-plain JSON-serialisable dataclasses.
+Notes are what replay and forgetting learn a conversation again from, so they are plain
+JSON-serialisable dataclasses. Once a conversation's text is dropped (`--keep-text
+until-consolidated` or `never`), the memory itself writes them in the teacher's place
+(`augment.recollected`).
 """
 
 from __future__ import annotations
@@ -83,6 +85,7 @@ class Notes:
     facts: list[Fact]
     negatives: list[Topic]  # near-miss topics checked absent from the conversation
     false_facts: list[Fact] = field(default_factory=list)  # plausible facts that are not true here
+    written_by: str = "teacher"  # or "memory": what the memory recalled, once the text was dropped
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -96,4 +99,5 @@ class Notes:
             facts=[Fact(**f) for f in data["facts"]],
             negatives=[Topic(**t) for t in data["negatives"]],
             false_facts=[Fact(**f) for f in data.get("false_facts", [])],
+            written_by=data.get("written_by", "teacher"),
         )

@@ -1,7 +1,9 @@
 """Remember: the whole flow for one user, conversations -> augment -> train -> store.
 
 Each conversation is committed to the store as soon as it is learned, so an interrupted run loses
-at most the conversation in progress, and the next run resumes after the last committed one.
+at most the conversation in progress, and the next run resumes after the last committed one. With
+the text dropped (`--keep-text until-consolidated` or `never`), the commit keeps the notes the
+memory writes of the conversation in place of the teacher's (`augment.recollected`).
 """
 
 from __future__ import annotations
@@ -13,10 +15,12 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError
 
+from paramem.augment.recollected import notes_from_recollection
 from paramem.augment.teachers.base import Teacher, drop_contradicting_negatives
 from paramem.augment.teaching import NotesCache, augment
 from paramem.config import Form, KeepText, Objective, RememberConfig, TrainConfig
 from paramem.data.conversations import Conversation
+from paramem.data.notes import Notes
 from paramem.errors import InputError
 from paramem.files import cache_home
 from paramem.memory.cartridge import INDEX, Cartridge, CartridgeModel, cartridge_tokens, slot_cache
@@ -24,6 +28,7 @@ from paramem.memory.distill_teacher import as_stored, conversation_slot, dump_ta
 from paramem.memory.lora import attach_lora
 from paramem.memory.trainer import EpochReport, SequentialTrainer
 from paramem.model.loading import dtype_of, load_model
+from paramem.read.recall import recall_cues, recollect
 from paramem.store.manifest import LearnedConversation, now_iso
 from paramem.store.user import UserMemory
 
@@ -53,8 +58,10 @@ def remember(
         new_settings = _memory_settings(memory, config)  # checked now, written once there is work to do
         existed = memory.exists
         todo = _to_learn(memory, conversations)
-        if config.keep_text != KeepText.ALWAYS:  # texts already learned go (a user may change their mind)
+        dropping = config.keep_text != KeepText.ALWAYS
+        if dropping:  # texts already learned go (a user may change their mind), and their teacher's notes
             memory.texts.drop(sorted(memory.texts.ids() & {r.id for r in memory.learned()}))
+        teacher_written = dropping and any(n.written_by == "teacher" for n in memory.notes())
         # Indexed first, before any model loads: answerable through retrieval from now on.
         indexed = memory.texts.add(todo) if config.keep_text != KeepText.NEVER else []
         if indexed:  # the base model answers from the text before the memory exists
@@ -63,7 +70,7 @@ def remember(
             callbacks.on_indexed(len(indexed))
         if callbacks.on_augmented:
             callbacks.on_augmented(len(todo))
-        if not todo:
+        if not todo and not teacher_written:
             return []
         cache = NotesCache(cache_home() / "teacher") if config.notes_cache else None
         notes = augment(todo, teacher, cache, regenerate=config.regenerate_notes)
@@ -102,6 +109,8 @@ def remember(
                 stored = memory.targets(old.conversation_id)
                 if stored is not None:
                     trainer.targets[old.conversation_id] = load_targets(stored)
+        if teacher_written:  # learned while the text was kept: the memory writes their notes now
+            _let_the_memory_write(memory, model, tokenizer, earlier, kept if cartridges else None)
         version = memory.next_version() - 1
         learned = []
         for position, (conversation, conversation_notes) in enumerate(zip(todo, notes), start=1):
@@ -112,7 +121,8 @@ def remember(
                 with model.disable_adapter():
                     targets, cost = teacher_targets(model, tokenizer, conversation, conversation_notes, config.train)
                 trainer.targets[conversation.id] = targets
-                memory.save_targets(conversation.id, dump_targets(targets))
+                if not dropping:  # a cartridge never reads them again (sequential distill keeps its text)
+                    memory.save_targets(conversation.id, dump_targets(targets))
                 teacher = {
                     "teacher_seconds": cost.seconds,
                     "teacher_prefill_seconds": cost.prefill_seconds,
@@ -125,6 +135,8 @@ def remember(
             result = trainer.learn(conversation_notes, earlier, position, len(todo), callbacks.on_epoch)
             if distill:  # replayed from now on as stored: without the teacher's hidden states
                 trainer.targets[conversation.id] = as_stored(trainer.targets[conversation.id])
+            if dropping:  # kept from now on: what the memory recalls of it (a cartridge: alone, as now)
+                conversation_notes = memory_notes(model, tokenizer, [conversation_notes])[0]
             if cartridges:  # the version committed holds every cartridge, in learning order
                 kept.append(new.learnable(False))
                 model.cartridges = torch.nn.ModuleList(kept)
@@ -138,15 +150,47 @@ def remember(
                 **teacher,
                 **result.record_fields(),
             )
-            dropping = config.keep_text != KeepText.ALWAYS
             memory.commit(model, record, conversation_notes, drop_text=dropping)
-            if dropping and cache is not None:  # the cached notes only spare a rerun the teacher
-                cache.remove(conversation.content_hash)
+            if dropping:  # the cached teacher's notes only spare a rerun the teacher
+                NotesCache(cache_home() / "teacher").remove(conversation.content_hash)
             earlier.append(conversation_notes)
             learned.append(record)
             if callbacks.on_learned:
                 callbacks.on_learned(record)
         return learned
+
+
+def memory_notes(model, tokenizer, notes: list[Notes], cartridges: list[Cartridge] | None = None) -> list[Notes]:
+    """Each conversation's notes as the memory itself writes them (`augment.recollected`): a sequential
+    adapter recalls every conversation at once; with `cartridges`, each is composed alone to recall its
+    own (the model's cartridges are put back after)."""
+    if cartridges is None:
+        texts = recollect(model, tokenizer, recall_cues(notes))
+    else:
+        composed, by_id = model.cartridges, {c.conversation_id: c for c in cartridges}
+        texts = []
+        for n in notes:
+            model.cartridges = torch.nn.ModuleList([by_id[n.conversation_id]])
+            texts += recollect(model, tokenizer, recall_cues([n]))
+        model.cartridges = composed
+    return [notes_from_recollection(n, text) for n, text in zip(notes, texts)]
+
+
+def _let_the_memory_write(
+    memory: UserMemory, model, tokenizer, earlier: list[Notes], cartridges: list[Cartridge] | None
+) -> None:
+    """Replace (in `earlier` and in the store) the teacher's notes of learned conversations by the
+    memory's, with their teacher targets and cached teacher's notes: the user kept the text when they
+    were learned and drops it now."""
+    stale = [i for i, n in enumerate(earlier) if n.written_by == "teacher"]
+    rewritten = memory_notes(model, tokenizer, [earlier[i] for i in stale], cartridges)
+    for i, notes in zip(stale, rewritten):
+        earlier[i] = notes
+    memory.update_notes(rewritten)
+    hashes = {r.id: r.content_hash for r in memory.learned()}
+    for notes in rewritten:
+        memory.drop_targets(notes.conversation_id)
+        NotesCache(cache_home() / "teacher").remove(hashes[notes.conversation_id])
 
 
 def _to_learn(memory: UserMemory, conversations: list[Conversation]) -> list[Conversation]:

@@ -207,6 +207,9 @@ class UserMemory:
         assert self._lock_file is not None, "save_targets() needs the user's lock"
         write_atomic_bytes(self._targets_file(conversation_id), data)
 
+    def drop_targets(self, conversation_id: str) -> None:
+        self._targets_file(conversation_id).unlink(missing_ok=True)
+
     def targets(self, conversation_id: str) -> bytes | None:
         path = self._targets_file(conversation_id)
         return path.read_bytes() if path.exists() else None
@@ -313,7 +316,7 @@ class UserMemory:
                 )
             db.execute("INSERT INTO forgotten VALUES (?, ?)", (forgotten_id, now_iso()))
             given_out(db, version)
-        self._targets_file(forgotten_id).unlink(missing_ok=True)
+        self.drop_targets(forgotten_id)
         if target is not None:
             self._point_adapter_link(target)
             self._drop_old_versions(keep=version)
