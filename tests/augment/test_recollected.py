@@ -40,3 +40,20 @@ def test_nothing_recalled_gives_notes_with_nothing_to_replay():
     notes = notes_from_recollection(LEARNED, "\n\n")
     assert notes.topics == [] and notes.facts == [] and notes.false_facts == []
     assert Notes.from_dict(notes.to_dict()) == notes  # stored and read back as the teacher's are
+
+
+def test_a_kept_conversations_memory_notes_lose_what_resembles_a_forgotten_one():
+    from paramem.augment.recollected import without_what_resembles
+    from paramem.data.notes import Fact, Topic
+
+    offer = "The user got a job offer in Munich."
+    gone = Notes("interview", "9 March 2026", [Topic("a job offer in Munich")], [Fact(offer)], [])
+    # the memory recalled the interview under the garden's date too
+    recalled = f"{RECOLLECTION}\nOn 2 March 2026 we talked about a job offer in Munich. {offer}"
+    kept = notes_from_recollection(LEARNED, recalled)
+    assert "a job offer in Munich" in [t.name for t in kept.topics]
+    cleaned = without_what_resembles(kept, gone)
+    assert [t.name for t in cleaned.topics] == [t.name for t in kept.topics if t.name != "a job offer in Munich"]
+    assert [f.statement for f in cleaned.facts] == [f.statement for f in kept.facts if f.statement != offer]
+    teachers = Notes("garden", None, [Topic("a job offer in Munich")], [], [])
+    assert without_what_resembles(teachers, gone) == teachers  # the teacher's come from their own text

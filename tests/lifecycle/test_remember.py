@@ -261,3 +261,31 @@ def test_no_notes_cache_writes_no_teacher_notes_to_disk(demo_conversations, tmp_
     assert not (tmp_path / "cache" / "teacher").exists()
     remember("v", demo_conversations[:1], ExtractiveTeacher(), config())
     assert list((tmp_path / "cache" / "teacher").rglob("*.json"))  # the default keeps them
+
+
+def test_forgetting_takes_a_forgotten_conversation_out_of_the_notes_the_memory_wrote_of_others(
+    demo_conversations, cache
+):
+    """A memory may recall one conversation's facts under another's date: relearning the kept ones must
+    not learn the forgotten one back from them."""
+    from paramem.data.notes import Fact
+    from paramem.lifecycle.forget import forget
+
+    remember("u", demo_conversations[:2], ExtractiveTeacher(), replace(config(), keep_text="until-consolidated"))
+    memory = UserMemory("u")
+    first, second = memory.notes()
+    first.facts = [Fact("The user planted tomatoes in a plastic pot on the balcony.")]
+    second.facts = [*second.facts, Fact("The user planted tomatoes in a plastic pot on the balcony.")]
+    with memory:
+        memory.update_notes([first, second])
+    forget("u", first.conversation_id)
+    assert "planted tomatoes" not in " ".join(f.statement for n in memory.notes() for f in n.facts)
+
+
+def test_a_bfloat16_memory_learns_on_after_writing_its_notes(demo_conversations, cache):
+    """Recalling casts the weights to float32 and back: cast in inference mode they could not be
+    trained again, and the second conversation failed on the real model (bf16)."""
+    until = RememberConfig(
+        base_model="tiny", keep_text="until-consolidated", dtype="bfloat16", train=TrainConfig(epochs=1, min_epochs=1)
+    )
+    assert len(remember("u", demo_conversations[:2], ExtractiveTeacher(), until)) == 2

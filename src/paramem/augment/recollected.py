@@ -16,8 +16,10 @@ from __future__ import annotations
 import random
 import re
 from collections import Counter
+from dataclasses import replace
 
 from paramem.augment.pairs import recall_opening
+from paramem.augment.teachers.base import overlaps
 from paramem.augment.teachers.extractive import FACT_BANK, TOPIC_BANK, fallback_paraphrases, second_person
 from paramem.data.notes import Fact, Notes, Topic, content_words, is_absent
 
@@ -65,4 +67,19 @@ def notes_from_recollection(
         negatives=[Topic(t, fallback_paraphrases(t)) for t in rng.sample(topic_pool, min(negatives, len(topic_pool)))],
         false_facts=[Fact(f, [second_person(f)]) for f in rng.sample(fact_pool, min(len(kept_facts), len(fact_pool)))],
         written_by="memory",
+    )
+
+
+def without_what_resembles(kept: Notes, gone: Notes) -> Notes:
+    """A kept conversation's notes, for relearning after `gone` is forgotten: when the memory wrote
+    them, without the topics and facts that resemble the forgotten conversation's (half their
+    content words or more), since a memory recalls one conversation's facts under another's date
+    too. The teacher's notes come from their own conversation's text and are kept whole."""
+    if kept.written_by != "memory":
+        return kept
+    forgotten = [w for item in (*gone.topics, *gone.facts) for w in item.wordings]
+    return replace(
+        kept,
+        topics=[t for t in kept.topics if not any(overlaps(w, forgotten) for w in t.wordings)],
+        facts=[f for f in kept.facts if not any(overlaps(w, forgotten) for w in f.wordings)],
     )

@@ -4,8 +4,9 @@
                      before. Each cartridge was learned alone, so nothing of the forgotten one is left
                      in the others.
   sequential memory  retrained: a fresh adapter learns every other conversation again, in order, from
-                     what was kept of them (their notes, and for a distilled memory their teacher
-                     targets); it costs one learning run per kept conversation. Exact but for one
+                     what was kept of them (their notes, the memory's own where the text was
+                     dropped, and for a distilled memory their teacher targets); it costs one
+                     learning run per kept conversation. Exact but for one
                      trace: when the forgotten conversation arrived, negatives of other conversations'
                      notes that its text contradicted were dropped (`drop_contradicting_negatives`), and
                      they stay dropped.
@@ -30,8 +31,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from paramem.augment.recollected import without_what_resembles
 from paramem.augment.teaching import NotesCache
 from paramem.config import Form, Objective, PairConfig, TrainConfig
+from paramem.data.notes import Notes
 from paramem.errors import InputError
 from paramem.files import cache_home
 from paramem.memory.cartridge import CartridgeModel
@@ -91,8 +94,9 @@ def forget(
                 conversation_id, "dropped", True, 0, 0.0, "nothing is left: each cartridge was learned alone"
             )
         else:
-            model, kept = _retrained(memory, conversation_id, kept, on_conversation) if kept else (None, [])
-            memory.commit_forgetting(model, conversation_id, kept)
+            notes = _notes_to_relearn(memory, conversation_id)
+            model, kept = _retrained(memory, notes, kept, on_conversation) if kept else (None, [])
+            memory.commit_forgetting(model, conversation_id, kept, notes)
             note = "negatives of other conversations' notes that its text contradicted when it was learned stay dropped"
             result = Forgotten(conversation_id, "retrained", False, len(kept), 0.0, note)
         NotesCache(cache_home() / "teacher").remove(gone.content_hash)
@@ -123,18 +127,24 @@ def stored_train_config(settings: dict):
     return TrainConfig(**shape)
 
 
+def _notes_to_relearn(memory: UserMemory, conversation_id: str) -> list[Notes]:
+    """The kept conversations' notes, those the memory wrote without what resembles the forgotten one's."""
+    stored = memory.notes()
+    gone = next(n for n in stored if n.conversation_id == conversation_id)
+    return [without_what_resembles(n, gone) for n in stored if n is not gone]
+
+
 def _retrained(
     memory: UserMemory,
-    conversation_id: str,
+    notes: list[Notes],
     kept: list[LearnedConversation],
     on_conversation: Callable[[int, int, str], None] | None,
 ):
     """A fresh adapter learning the kept conversations again, in their order, as `remember` learned
-    them: from their stored notes (and stored teacher targets), with the stored settings."""
+    them: from their `notes` (and stored teacher targets), with the stored settings."""
 
     settings = memory.settings()
     train = stored_train_config(settings)
-    notes = [n for n in memory.notes() if n.conversation_id != conversation_id]
     base, tokenizer = load_model(settings["base_model"], None, settings.get("dtype"))
     model = attach_lora(base, train)
     trainer = SequentialTrainer(model, tokenizer, train)

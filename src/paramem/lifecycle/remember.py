@@ -59,8 +59,8 @@ def remember(
         existed = memory.exists
         todo = _to_learn(memory, conversations)
         dropping = config.keep_text != KeepText.ALWAYS
-        if dropping:  # texts already learned go (a user may change their mind), and their teacher's notes
-            memory.texts.drop(sorted(memory.texts.ids() & {r.id for r in memory.learned()}))
+        if dropping:  # what a user who kept the text, or a run stopped after a commit, left goes now
+            _drop_what_the_text_left(memory)
         teacher_written = dropping and any(n.written_by == "teacher" for n in memory.notes())
         # Indexed first, before any model loads: answerable through retrieval from now on.
         indexed = memory.texts.add(todo) if config.keep_text != KeepText.NEVER else []
@@ -136,7 +136,7 @@ def remember(
             if distill:  # replayed from now on as stored: without the teacher's hidden states
                 trainer.targets[conversation.id] = as_stored(trainer.targets[conversation.id])
             if dropping:  # kept from now on: what the memory recalls of it (a cartridge: alone, as now)
-                conversation_notes = memory_notes(model, tokenizer, [conversation_notes])[0]
+                conversation_notes = _memory_notes(model, tokenizer, [conversation_notes])[0]
             if cartridges:  # the version committed holds every cartridge, in learning order
                 kept.append(new.learnable(False))
                 model.cartridges = torch.nn.ModuleList(kept)
@@ -160,7 +160,17 @@ def remember(
         return learned
 
 
-def memory_notes(model, tokenizer, notes: list[Notes], cartridges: list[Cartridge] | None = None) -> list[Notes]:
+def _drop_what_the_text_left(memory: UserMemory) -> None:
+    """The texts of learned conversations, their teacher targets and their cached teacher's notes
+    (the teacher's notes in the manifest are replaced once the model is loaded)."""
+    learned = memory.learned()
+    memory.texts.drop(sorted(memory.texts.ids() & {r.id for r in learned}))
+    for record in learned:
+        memory.drop_targets(record.id)
+        NotesCache(cache_home() / "teacher").remove(record.content_hash)
+
+
+def _memory_notes(model, tokenizer, notes: list[Notes], cartridges: list[Cartridge] | None = None) -> list[Notes]:
     """Each conversation's notes as the memory itself writes them (`augment.recollected`): a sequential
     adapter recalls every conversation at once; with `cartridges`, each is composed alone to recall its
     own (the model's cartridges are put back after)."""
@@ -180,17 +190,12 @@ def _let_the_memory_write(
     memory: UserMemory, model, tokenizer, earlier: list[Notes], cartridges: list[Cartridge] | None
 ) -> None:
     """Replace (in `earlier` and in the store) the teacher's notes of learned conversations by the
-    memory's, with their teacher targets and cached teacher's notes: the user kept the text when they
-    were learned and drops it now."""
+    memory's: the user kept the text when they were learned and drops it now."""
     stale = [i for i, n in enumerate(earlier) if n.written_by == "teacher"]
-    rewritten = memory_notes(model, tokenizer, [earlier[i] for i in stale], cartridges)
+    rewritten = _memory_notes(model, tokenizer, [earlier[i] for i in stale], cartridges)
     for i, notes in zip(stale, rewritten):
         earlier[i] = notes
     memory.update_notes(rewritten)
-    hashes = {r.id: r.content_hash for r in memory.learned()}
-    for notes in rewritten:
-        memory.drop_targets(notes.conversation_id)
-        NotesCache(cache_home() / "teacher").remove(hashes[notes.conversation_id])
 
 
 def _to_learn(memory: UserMemory, conversations: list[Conversation]) -> list[Conversation]:

@@ -72,7 +72,6 @@ def _in_float32(model):
             p.data = p.data.to(dtypes[name])
 
 
-@torch.inference_mode()
 def recollect(
     model, tokenizer: PreTrainedTokenizerBase, cues: list[Cue], config: RecallConfig | None = None
 ) -> list[str]:
@@ -80,10 +79,13 @@ def recollect(
     begun with the cue's opening, then one greedy continuation from each of the `branches` likeliest
     next tokens; the branches joined by newlines."""
     config = config or RecallConfig()
-    with _in_float32(model):
+    # Only the decoding runs in inference mode: weights cast in it would become inference tensors,
+    # which a model that learns on after recalling (remember, with the text dropped) cannot train.
+    with torch.no_grad(), _in_float32(model):
         return _branch_and_continue(model, tokenizer, cues, config)
 
 
+@torch.inference_mode()
 def _branch_and_continue(model, tokenizer: PreTrainedTokenizerBase, cues: list[Cue], config: RecallConfig) -> list[str]:
     pad = tokenizer.pad_token_id
     prompts = [

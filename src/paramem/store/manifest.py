@@ -4,10 +4,13 @@ version's name unique for the memory's whole life."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from paramem.data.notes import Notes
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -80,6 +83,15 @@ class LearnedConversation:
     teacher_prefill_seconds: float | None = None  # reading the conversation once,
     teacher_writing_seconds: float | None = None  # writing self-study queries (the rest is answering)
     teacher_queries: int | None = None  # queries answered: the query budget spent on this conversation
+
+
+NOTES_QUERY = "SELECT notes FROM conversations ORDER BY position"
+
+
+def set_notes(db: sqlite3.Connection, notes: list[Notes]) -> None:
+    """Rewrite learned conversations' notes, in the caller's transaction."""
+    rows = [(json.dumps(n.to_dict(), ensure_ascii=False), n.conversation_id) for n in notes]
+    db.executemany("UPDATE conversations SET notes = ? WHERE id = ?", rows)
 
 
 def connect(path: Path) -> sqlite3.Connection:

@@ -21,7 +21,7 @@ from paramem.config import Form
 from paramem.data.notes import Notes
 from paramem.errors import InputError, user_file_problem
 from paramem.files import fsync_dir, fsync_tree, paramem_home, write_atomic_bytes
-from paramem.store.manifest import LearnedConversation, connect, given_out, now_iso
+from paramem.store.manifest import NOTES_QUERY, LearnedConversation, connect, given_out, now_iso, set_notes
 from paramem.store.milp_slot import MilpSlot
 from paramem.store.texts import Texts
 from paramem.store.tokens import Tokens
@@ -182,19 +182,16 @@ class UserMemory:
         if not self.exists:
             return []
         try:
-            return [Notes.from_dict(json.loads(row[0])) for row in self.rows(_NOTES_QUERY)]
+            return [Notes.from_dict(json.loads(row[0])) for row in self.rows(NOTES_QUERY)]
         except (ValueError, KeyError, TypeError) as error:
             raise self.damaged(self.manifest, error) from None
 
     def update_notes(self, notes: list[Notes]) -> None:
-        """Write back learned conversations' notes changed after they were learned (negatives that a
-        later conversation made untrue are dropped), so replay in later runs uses them as changed."""
+        """Write back learned conversations' notes changed after they were learned (negatives a later
+        conversation made untrue, or the memory's own in the teacher's place), for later replay."""
         assert self._lock_file is not None, "update_notes() needs the user's lock"
         with self.db() as db:
-            db.executemany(
-                "UPDATE conversations SET notes = ? WHERE id = ?",
-                [(json.dumps(n.to_dict(), ensure_ascii=False), n.conversation_id) for n in notes],
-            )
+            set_notes(db, notes)
 
     # -- distillation targets ---------------------------------------------------------------
 
@@ -297,11 +294,14 @@ class UserMemory:
         self._point_adapter_link(target)
         self._drop_old_versions(keep=record.adapter_version)
 
-    def commit_forgetting(self, model, forgotten_id: str, kept: list[LearnedConversation]) -> None:
+    def commit_forgetting(
+        self, model, forgotten_id: str, kept: list[LearnedConversation], notes: list[Notes] = ()
+    ) -> None:
         """Replace the memory by one without `forgotten_id`, crash-safely, as `commit` adds one: the new
         version written first, then in one transaction the forgotten row (its notes with it) deleted,
         the kept rows rewritten to point at the new version, and the forgetting recorded (id and date
-        only). `model` is None when nothing is kept. `secure_delete` overwrites the deleted row."""
+        only). `model` is None when nothing is kept; `notes`, the kept conversations' notes as they
+        were relearned, are written in the same transaction. `secure_delete` overwrites the deleted row."""
         assert self._lock_file is not None, "commit_forgetting() needs the user's lock"
         version = self.next_version()
         target = self._write_version(model, version) if model is not None else None
@@ -314,6 +314,7 @@ class UserMemory:
                     " seconds = ?, adapter_version = ?, learning_rate = ? WHERE id = ?",
                     (r.qa_pairs, r.epochs, r.final_loss, r.heldout_accuracy, r.seconds, version, r.learning_rate, r.id),
                 )
+            set_notes(db, notes)
             db.execute("INSERT INTO forgotten VALUES (?, ?)", (forgotten_id, now_iso()))
             given_out(db, version)
         self.drop_targets(forgotten_id)
@@ -386,9 +387,6 @@ class UserMemory:
                     continue  # a reader holds it
                 shutil.rmtree(self.versions / version, ignore_errors=True)
                 (self.versions / f"{version}.lock").unlink(missing_ok=True)
-
-
-_NOTES_QUERY = "SELECT notes FROM conversations ORDER BY position"
 
 
 def users(home: Path | None = None) -> list[str]:
