@@ -32,18 +32,23 @@ def write_jsonl(path: Path, records) -> Path:
     return path
 
 
-def sentences_left(conversation, *folders) -> list[str]:
-    """Files under the folders that still hold a sentence (8 words or more) of the conversation."""
-    import re
-
-    sentences = [s for m in conversation.messages for s in re.split(r"(?<=[.!?])\s+", m.content) if len(s.split()) >= 8]
+def files_holding(phrases, *folders) -> list[str]:
+    """Files under the folders that hold one of the phrases, as "path: phrase"."""
     found = []
     for folder in folders:
         for path in folder.rglob("*"):
             if path.is_file():
                 data = path.read_bytes()
-                found += [f"{path}: {s}" for s in sentences if s.encode() in data]
+                found += [f"{path}: {p}" for p in phrases if p.encode() in data]
     return found
+
+
+def sentences_left(conversation, *folders) -> list[str]:
+    """Files under the folders that still hold a sentence (8 words or more) of the conversation."""
+    import re
+
+    sentences = [s for m in conversation.messages for s in re.split(r"(?<=[.!?])\s+", m.content) if len(s.split()) >= 8]
+    return files_holding(sentences, *folders)
 
 
 @pytest.fixture

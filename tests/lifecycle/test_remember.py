@@ -3,6 +3,7 @@ from dataclasses import replace
 
 import pytest
 import torch
+from conftest import files_holding, sentences_left
 from peft import PeftModel
 
 from paramem.augment.teachers.extractive import ExtractiveTeacher
@@ -82,16 +83,6 @@ def teacher_words(conversation) -> list[str]:
     return [f.statement for f in notes.facts] + [t.name for t in notes.topics if len(t.name.split()) > 1]
 
 
-def files_holding(phrases: list[str], *folders) -> list[str]:
-    found = []
-    for folder in folders:
-        for path in folder.rglob("*"):
-            if path.is_file():
-                data = path.read_bytes()
-                found += [f"{path}: {p}" for p in phrases if p.encode() in data]
-    return found
-
-
 @pytest.fixture
 def cache(tmp_path, monkeypatch):
     from paramem.files import cache_home
@@ -103,8 +94,6 @@ def cache(tmp_path, monkeypatch):
 def test_until_consolidated_leaves_no_turn_or_teacher_note_in_the_store_or_the_caches(demo_conversations, cache):
     """The raw turns go with the commit; the teacher's notes never reach the store (the memory's own
     replace them) and their cache entry goes after it. Every file is scanned."""
-    from conftest import sentences_left
-
     until = replace(config(), keep_text="until-consolidated")
     remember("u", demo_conversations[:2], ExtractiveTeacher(), until)
     memory = UserMemory("u")

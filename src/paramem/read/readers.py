@@ -108,8 +108,9 @@ def _rule(rule: str | None, default: str) -> str:
 
 
 def _threshold(reader: Reader, memory: UserMemory, rule: str) -> float:
-    """The rule's threshold, from the teacher's held-out pairs where the rule reads them (never from
-    the questions asked); the prior and raw rules need no held-out scoring."""
+    """The rule's threshold, from the stored notes' held-out pairs where the rule reads them (the
+    teacher's, or the memory's own once the text is dropped; never the questions asked); the prior
+    and raw rules need no held-out scoring."""
     heldout = heldout_pairs(memory.notes()) if rule in ("heldout", "balanced") else None
     return rule_thresholds(reader.score, heldout)[rule]
 
