@@ -6,10 +6,11 @@
   sequential memory  retrained: a fresh adapter learns every other conversation again, in order, from
                      what was kept of them (their notes, the memory's own where the text was
                      dropped, and for a distilled memory their teacher targets); it costs one
-                     learning run per kept conversation. Exact but for one
-                     trace: when the forgotten conversation arrived, negatives of other conversations'
-                     notes that its text contradicted were dropped (`drop_contradicting_negatives`), and
-                     they stay dropped.
+                     learning run per kept conversation. Exact but for one trace: when the
+                     forgotten conversation arrived, negatives of other conversations' notes that
+                     its text contradicted were dropped (`drop_contradicting_negatives`), and they
+                     stay dropped. Notes the memory wrote lose what resembles the forgotten
+                     conversation first (a memory recalls facts under the wrong date).
   indexed only       exact: a conversation `remember` indexed but has not learned yet (issue 38) has
                      only its text to lose, and it is deleted ("unindexed").
 
