@@ -61,7 +61,8 @@ def remember(
         dropping = config.keep_text != KeepText.ALWAYS
         if dropping:  # what a user who kept the text, or a run stopped after a commit, left goes now
             _drop_what_the_text_left(memory)
-        teacher_written = dropping and any(n.written_by == "teacher" for n in memory.notes())
+        earlier = memory.notes()
+        teacher_written = dropping and any(n.written_by == "teacher" for n in earlier)
         # Indexed first, before any model loads: answerable through retrieval from now on.
         indexed = memory.texts.add(todo) if config.keep_text != KeepText.NEVER else []
         if indexed:  # the base model answers from the text before the memory exists
@@ -87,7 +88,6 @@ def remember(
                     conversation.metadata.get("file"),
                     conversation.metadata.get("line"),
                 )
-        earlier = memory.notes()
         if config.train.form == Form.SEQUENTIAL:  # one adapter answers for every conversation at once
             notes = drop_contradicting_negatives([*earlier, *notes], [c.text for c in todo])[len(earlier) :]
             memory.update_notes(earlier)  # earlier negatives the new conversations made untrue stay dropped

@@ -88,9 +88,14 @@ class LearnedConversation:
 NOTES_QUERY = "SELECT notes FROM conversations ORDER BY position"
 
 
+def notes_json(notes: Notes) -> str:
+    """One conversation's notes as the `notes` column holds them."""
+    return json.dumps(notes.to_dict(), ensure_ascii=False)
+
+
 def set_notes(db: sqlite3.Connection, notes: list[Notes]) -> None:
     """Rewrite learned conversations' notes, in the caller's transaction."""
-    rows = [(json.dumps(n.to_dict(), ensure_ascii=False), n.conversation_id) for n in notes]
+    rows = [(notes_json(n), n.conversation_id) for n in notes]
     db.executemany("UPDATE conversations SET notes = ? WHERE id = ?", rows)
 
 

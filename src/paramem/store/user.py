@@ -21,7 +21,7 @@ from paramem.config import Form
 from paramem.data.notes import Notes
 from paramem.errors import InputError, user_file_problem
 from paramem.files import fsync_dir, fsync_tree, paramem_home, write_atomic_bytes
-from paramem.store.manifest import NOTES_QUERY, LearnedConversation, connect, given_out, now_iso, set_notes
+from paramem.store.manifest import NOTES_QUERY, LearnedConversation, connect, given_out, notes_json, now_iso, set_notes
 from paramem.store.milp_slot import MilpSlot
 from paramem.store.texts import Texts
 from paramem.store.tokens import Tokens
@@ -283,7 +283,7 @@ class UserMemory:
         assert self._lock_file is not None, "commit() needs the user's lock"
         target = self._write_version(model, record.adapter_version)
         with self.db() as db:  # one transaction: the row and its version appear together
-            row = {**asdict(record), "notes": json.dumps(notes.to_dict(), ensure_ascii=False)}
+            row = {**asdict(record), "notes": notes_json(notes)}
             db.execute(
                 f"INSERT INTO conversations ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
                 tuple(row.values()),
