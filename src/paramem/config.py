@@ -297,7 +297,7 @@ class RememberConfig:
             "keep_text (--keep-text)",
             "always for a sequential distilled memory (replay and forget relearn it from the teacher's stored "
             "answers, which would outlive the text; --objective plum drops them)",
-            self.keep_text,
+            self.keep_text.value,
         )
         if self.dtype is not None:
             self.dtype = dtype_name(self.dtype)
