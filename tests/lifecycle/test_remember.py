@@ -105,6 +105,31 @@ def test_until_consolidated_leaves_no_turn_or_teacher_note_in_the_store_or_the_c
         assert not files_holding(teacher_words(conversation), memory.root, cache)
 
 
+def test_the_memory_keeps_only_what_it_recalls_of_what_it_was_taught(demo_conversations, cache, monkeypatch):
+    """A stub memory recalls one of the teacher's facts word for word, an invention and a stutter:
+    the notes stored keep the fact, once, and nothing of the invention."""
+    import paramem.lifecycle.remember as remember_module
+    from paramem.augment.pairs import recall_opening
+
+    conversation = demo_conversations[0]
+    taught = ExtractiveTeacher().notes(conversation)
+    fact, topic = taught.facts[0].statement, taught.topics[0].name
+
+    def recollect(model, tokenizer, cues):
+        opening = recall_opening(taught)
+        return [f"{opening} {topic} {topic} and a golden retriever. {fact} The user owns a golden retriever."] * len(
+            cues
+        )
+
+    monkeypatch.setattr(remember_module, "recollect", recollect)
+    remember("u", [conversation], ExtractiveTeacher(), replace(config(), keep_text="until-consolidated"))
+    (notes,) = UserMemory("u").notes()
+    assert notes.written_by == "memory"
+    assert [t.name for t in notes.topics] == [topic]
+    assert [f.statement for f in notes.facts] == [fact]
+    assert "retriever" not in json.dumps(notes.to_dict())
+
+
 def test_forgetting_relearns_the_rest_from_the_notes_the_memory_wrote(demo_conversations, cache):
     from paramem.lifecycle.forget import forget
 

@@ -9,6 +9,12 @@ on is `pairs.summary`: "On <date> we talked about A, B and C. Fact. Fact." Repla
 what the weights already hold and nothing more (generative replay); what the memory did not recall
 is not rehearsed again. Near misses come from the extractive teacher's fixed banks, checked absent
 from what was recalled, so they carry nothing of the conversation either.
+
+A 0.5B memory also recalls what it was never taught: other conversations' topics under this date,
+stutters ("terracotta terracotta pots") and inventions ("The user's new puppy is a golden
+retriever."). Rehearsing those blurs every later replay (session 30: the memory alone fell to chance
+ranking), so what is kept is checked, while the teacher's notes are still there, against them: an
+item stays only when its content words are mostly ones the teacher's notes hold, and once.
 """
 
 from __future__ import annotations
@@ -25,6 +31,13 @@ from paramem.data.notes import Fact, Notes, Topic, content_words, is_absent
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 _LIST_SEPARATOR = re.compile(r",\s*|\s+and\s+")
+# A word or a phrase of up to four said again at once: "terracotta terracotta pots".
+_STUTTER = re.compile(r"\b(\w+(?:\s+\w+){0,3})(?:\s+\1\b)+", re.IGNORECASE)
+# Share of an item's content words that the teacher's notes must hold for the memory's recollection
+# of it to be kept: the complement of `is_absent`'s third, fixed before any run.
+SUPPORTED = 2 / 3
+# Share of content words above which an item repeats one kept already ("runs" / "running" aside).
+REPEATED = 0.8
 
 
 def _ranked(counts: Counter, limit: int) -> list[str]:
@@ -32,13 +45,27 @@ def _ranked(counts: Counter, limit: int) -> list[str]:
     return [item for item, _ in sorted(counts.items(), key=lambda kv: -kv[1])[:limit]]
 
 
+def _kept(counts: Counter, taught: set[str], limit: int) -> list[str]:
+    """The most recalled items (`_ranked`) that the teacher's notes support and that do not repeat
+    one kept before them."""
+    kept: list[str] = []
+    for item in _ranked(counts, len(counts)):
+        words = content_words(item)
+        if len(words & taught) < SUPPORTED * len(words) or overlaps(item, kept, REPEATED):
+            continue
+        kept.append(item)
+        if len(kept) == limit:
+            break
+    return kept
+
+
 def notes_from_recollection(
     learned: Notes, recollection: str, topics: int = 6, facts: int = 6, negatives: int = 8
 ) -> Notes:
     """The notes `recollection` (the memory's recall branches for one conversation, one per line)
-    amounts to: the topics listed after the recall opening, the sentences after them as facts (those
-    recalled by the most branches first), and near misses absent from everything recalled. Only the
-    id and the date are read from `learned`."""
+    amounts to: the topics listed after the recall opening and the sentences after them as facts
+    (those recalled by the most branches first), each kept only when `learned`, the teacher's notes
+    it replaces, supports it; and near misses absent from both. Nothing else of `learned` is kept."""
     opening = recall_opening(learned)
     topic_counts: Counter = Counter()
     fact_counts: Counter = Counter()
@@ -46,7 +73,7 @@ def notes_from_recollection(
         branch = branch.strip()
         if not branch:
             continue
-        head, *rest = _SENTENCE_END.split(branch.removeprefix(opening).strip())
+        head, *rest = _SENTENCE_END.split(_STUTTER.sub(r"\1", branch.removeprefix(opening).strip()))
         if branch.startswith(opening):  # the first sentence lists the topics
             topic_counts.update(
                 t for t in (p.strip(" .") for p in _LIST_SEPARATOR.split(head.rstrip("."))) if content_words(t)
@@ -54,15 +81,19 @@ def notes_from_recollection(
         else:  # a branch that does not start as trained: every sentence may be a fact
             rest = [head, *rest]
         fact_counts.update(s.strip() for s in rest if len(content_words(s)) >= 3)
-    recalled = content_words(recollection)
+    taught = {
+        w for item in (*learned.topics, *learned.facts) for wording in item.wordings for w in content_words(wording)
+    }
+    # A near miss must be absent from what the memory was taught too, or it could deny a true fact.
+    known = content_words(recollection) | taught
     rng = random.Random(learned.conversation_id)
-    topic_pool = [t for t in TOPIC_BANK if is_absent(t, recalled)]
-    fact_pool = [f for f in FACT_BANK if is_absent(f, recalled)]
-    kept_facts = _ranked(fact_counts, facts)
+    topic_pool = [t for t in TOPIC_BANK if is_absent(t, known)]
+    fact_pool = [f for f in FACT_BANK if is_absent(f, known)]
+    kept_facts = _kept(fact_counts, taught, facts)
     return Notes(
         conversation_id=learned.conversation_id,
         date=learned.date,
-        topics=[Topic(t, fallback_paraphrases(t)) for t in _ranked(topic_counts, topics)],
+        topics=[Topic(t, fallback_paraphrases(t)) for t in _kept(topic_counts, taught, topics)],
         facts=[Fact(f, [second_person(f)]) for f in kept_facts],
         negatives=[Topic(t, fallback_paraphrases(t)) for t in rng.sample(topic_pool, min(negatives, len(topic_pool)))],
         false_facts=[Fact(f, [second_person(f)]) for f in rng.sample(fact_pool, min(len(kept_facts), len(fact_pool)))],
