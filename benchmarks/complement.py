@@ -2,6 +2,7 @@
 side? Chosen on LoCoMo's development samples, never on the report samples.
 
     .venv/bin/python benchmarks/complement.py [--samples 0,1,2,3] [--sessions 6] [--epochs 3] [--open 10]
+        [--ways none,text,memory,beside,recite] [--keep-text always|until-consolidated|never]
 
 Each sample's first `--sessions` sessions are remembered as `paramem remember` learns them (the
 default memory, PLUM's LoRA, the extractive teacher; `--epochs` as `paramem locomo`'s default, 3),
@@ -21,7 +22,11 @@ Pooled over the samples: yes/no accuracy with yes and no apart, 95% intervals, t
 probe's margin; open F1 (LoCoMo's token F1, an abstention scoring 0) and the share abstained. A way
 ships only if it beats text here. PLUM replays every earlier session's pairs, so the k-th session
 costs about k times the first (about two minutes on a 2-core CPU): some 40 minutes a sample.
-Writes benchmarks/results/complement-<samples>-<model>-<dtype>.json after each sample.
+Writes benchmarks/results/complement-<samples>[-<ways>][-<keep-text>]-<model>-<dtype>.json after each
+sample. With `--keep-text until-consolidated` the sessions are learned as the privacy mode learns
+them (each one's notes the memory's own once it is learned, replay reading those), under their own
+user; `--ways none,memory` then measures the memory alone against nothing read, as the issue's
+"memory alone after the text is dropped" target asks.
 """
 
 from __future__ import annotations
@@ -55,11 +60,11 @@ WAYS = {
 }
 
 
-def learned(sample: int, sessions: int, epochs: int, dtype: str | None) -> str:
+def learned(sample: int, sessions: int, epochs: int, dtype: str | None, keep_text: str = "always") -> str:
     """The sample's user, its sessions remembered (only what is not yet learned is learned)."""
-    user = f"s{sample}-{sessions}"
+    user = f"s{sample}-{sessions}" + ("" if keep_text == "always" else f"-{keep_text}")
     bench = build_locomo(DATA, sample, sessions)
-    config = RememberConfig(dtype=dtype, train=TrainConfig(epochs=epochs))
+    config = RememberConfig(dtype=dtype, keep_text=keep_text, train=TrainConfig(epochs=epochs))
     start = time.perf_counter()
     done = remember(user, bench.conversations, ExtractiveTeacher(), config, HOME)
     if done:
@@ -142,13 +147,15 @@ def main() -> None:
     parser.add_argument("--open", type=int, default=10, help="answerable open questions per sample")
     parser.add_argument("--ways", default=",".join(WAYS))
     parser.add_argument("--dtype", default=None)
+    parser.add_argument("--keep-text", default="always", help="how the sessions are learned (paramem remember's)")
     args = parser.parse_args()
     samples, ways = [int(s) for s in args.samples.split(",")], args.ways.split(",")
     started = time.perf_counter()
     name = "-".join(str(s) for s in samples) + ("" if ways == list(WAYS) else "-" + "-".join(ways))
+    name += "" if args.keep_text == "always" else f"-{args.keep_text}"
     per_sample, dtype = {}, None
     for sample in samples:  # the file is written after each sample: a long run's samples so far
-        user = learned(sample, args.sessions, args.epochs, args.dtype)
+        user = learned(sample, args.sessions, args.epochs, args.dtype, args.keep_text)
         per_sample[sample] = answered(sample, args.sessions, user, ways, args.open, args.dtype)
         dtype = dtype or UserMemory(user, HOME).settings().get("dtype")
         rows = {way: pooled([per_sample[s][way] for s in per_sample]) for way in ways}
