@@ -36,20 +36,16 @@ _STUTTER = re.compile(r"\b(\w+(?:\s+\w+){0,3})(?:\s+\1\b)+", re.IGNORECASE)
 # Share of an item's content words that the teacher's notes must hold for the memory's recollection
 # of it to be kept: the complement of `is_absent`'s third, fixed before any run.
 SUPPORTED = 2 / 3
-# Share of content words above which an item repeats one kept already ("runs" / "running" aside).
+# An item with this share of its content words in one kept already repeats it ("The user's pot has
+# no drainage holes at all." after "The user's pot has no drainage holes.").
 REPEATED = 0.8
 
 
-def _ranked(counts: Counter, limit: int) -> list[str]:
-    """The `limit` most frequent items, ties in order of first appearance (Counter keeps it)."""
-    return [item for item, _ in sorted(counts.items(), key=lambda kv: -kv[1])[:limit]]
-
-
 def _kept(counts: Counter, taught: set[str], limit: int) -> list[str]:
-    """The most recalled items (`_ranked`) that the teacher's notes support and that do not repeat
-    one kept before them."""
+    """Up to `limit` items, the most recalled first (ties in order of first appearance: the sort is
+    stable), that the teacher's notes support and that do not repeat one kept before them."""
     kept: list[str] = []
-    for item in _ranked(counts, len(counts)):
+    for item in sorted(counts, key=lambda item: -counts[item]):
         words = content_words(item)
         if len(words & taught) < SUPPORTED * len(words) or overlaps(item, kept, REPEATED):
             continue
