@@ -14,6 +14,8 @@ open questions (categories 1-4, evidence in those sessions) go through the answe
   none     the base model alone, nothing read (the floor every memory is measured against)
   text     what ships: the base model reads the text side's passages, the memory off
   memory   the memory alone, as with --keep-text never (complement d)
+  recital  the memory alone, but an open question's answer is written by the base model reading
+           what the memory recites for it (AnswerConfig.read_recital)
   beside   (a) the memory reads the same passages (AnswerConfig.memory_beside_text)
   recite   (b) the memory's recitation for the question joins the retrieval query; the passages
            are read as text reads them (AnswerConfig.recite)
@@ -37,6 +39,7 @@ import time
 from pathlib import Path
 
 from paramem.augment.teachers.extractive import ExtractiveTeacher
+from paramem.augment.templates import in_training_template
 from paramem.config import DEFAULT_MODEL, RememberConfig, TrainConfig
 from paramem.evaluate.locomo import build_locomo, split_of, token_f1
 from paramem.evaluate.run import evaluate_yes_no, run_meta, write_results
@@ -55,6 +58,8 @@ WAYS = {
     "none": None,  # the evaluation's none method: the base model, no passages, the adapter off
     "text": AnswerConfig(),
     "memory": AnswerConfig(),  # read with no passages: the memory alone
+    # the memory alone, an open answer written by the base model reading the memory's recitation
+    "recital": AnswerConfig(read_recital=True),
     "beside": AnswerConfig(memory_beside_text=True),
     "recite": AnswerConfig(recite=True),
 }
@@ -91,7 +96,7 @@ def answered(sample: int, sessions: int, user: str, ways: list[str], open_questi
                 "seconds_per_probe": round(none.seconds / len(bench.probes), 3),
             }
             continue
-        conversations = [] if way == "memory" else bench.conversations
+        conversations = [] if way in ("memory", "recital") else bench.conversations
         responder = Responder(model, tokenizer, conversations, memory, WAYS[way])
         start = time.perf_counter()
         probes = responder.respond([p.question for p in bench.probes])
@@ -104,6 +109,7 @@ def answered(sample: int, sessions: int, user: str, ways: list[str], open_questi
             "f1": [round(0.0 if r.abstained else token_f1(r.answer, q.answer), 4) for r, q in zip(replies, asked)],
             "abstained": [r.abstained for r in replies],
             "answers": [r.answer for r in replies],
+            "templated": [in_training_template(r.answer) for r in replies if not r.abstained],
             "seconds_per_probe": round((middle - start) / len(probes), 3),
             "seconds_per_open": round((time.perf_counter() - middle) / max(1, len(asked)), 3),
         }
@@ -118,23 +124,29 @@ def pooled(rows: list[dict]) -> dict:
     margins = [m for r in rows for m in r["margins"]]
     f1 = [s for r in rows for s in r["f1"]]
     abstained = [a for r in rows for a in r["abstained"]]
+    templated = [t for r in rows for t in r.get("templated", [])]
     return {
         **margin_summary(gold, margins),
         "open_f1": round(sum(f1) / len(f1), 4) if f1 else None,
         "open_abstained": round(sum(abstained) / len(abstained), 4) if abstained else None,
         "open_questions": len(f1),
+        "open_templated": round(sum(templated) / len(templated), 4) if templated else None,
     }
 
 
 def table(rows: dict[str, dict]) -> str:
-    lines = ["| way | accuracy [95%] | yes / no | AUC | open F1 | abstained |", "|---|---|---|---|---|---|"]
+    lines = [
+        "| way | accuracy [95%] | yes / no | AUC | open F1 | abstained | in a template |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for way, r in rows.items():
         low, high = r["intervals"]["accuracy"]
         f1 = "-" if r["open_f1"] is None else f"{r['open_f1']:.3f} ({r['open_questions']})"
         abstained = "-" if r["open_abstained"] is None else f"{r['open_abstained']:.2f}"
+        templated = "-" if r.get("open_templated") is None else f"{r['open_templated']:.2f}"
         lines.append(
             f"| {way} | {r['accuracy']:.3f} [{low:.2f}, {high:.2f}] | {r['yes_accuracy']:.2f} / "
-            f"{r['no_accuracy']:.2f} | {r['auc']:.3f} | {f1} | {abstained} |"
+            f"{r['no_accuracy']:.2f} | {r['auc']:.3f} | {f1} | {abstained} | {templated} |"
         )
     return "\n".join(lines)
 

@@ -156,3 +156,38 @@ def test_an_open_question_whose_words_the_text_lacks_abstains(demo_conversations
     )
     assert lacking.abstained and lacking.answer == ABSTAIN
     assert not covered.abstained
+
+
+def test_with_no_text_an_open_answer_is_written_from_the_memorys_recital_with_the_memory_off(
+    demo_conversations, monkeypatch
+):
+    import paramem.read.respond as respond_module
+    from paramem.read.loading import load_memory
+    from paramem.read.respond import RECITAL_HEADING
+
+    remember("u", demo_conversations[:2], ExtractiveTeacher(), replace(CONFIG, keep_text="until-consolidated"))
+    model, tokenizer, memory = load_memory("u")
+    recital = "We talked about tomatoes on 2 March 2026."
+
+    class Reciting(Responder):  # a memory whose recitation is known, and sure it holds an answer
+        def recite(self, questions):
+            return [recital] * len(questions)
+
+        def support(self, questions):
+            return [[] for _ in questions], [""] * len(questions), [1.0] * len(questions)
+
+    written = []
+
+    def answer_many(model, tokenizer, questions, systems, max_new_tokens):
+        lora = [m for m in model.modules() if hasattr(m, "disable_adapters")]
+        written.append((systems, all(m.disable_adapters for m in lora) and bool(lora)))
+        return ["Tomatoes."] * len(questions)
+
+    monkeypatch.setattr(respond_module, "answer_many", answer_many)
+    config = replace(NEVER_ABSTAIN, read_recital=True)
+    [response] = Reciting(model, tokenizer, [], memory, config).respond(["What did I plant?"])
+    assert (response.answer, response.supported_by) == ("Tomatoes.", "memory")
+    [(systems, memory_off)] = written
+    assert memory_off and systems[0].endswith(f"{RECITAL_HEADING}\n- {recital}")
+    Reciting(model, tokenizer, [], memory, NEVER_ABSTAIN).respond(["What did I plant?"])
+    assert written[-1][1] is False  # without it, the memory writes its own answer

@@ -55,6 +55,8 @@ ABSTAIN = "I don't know: we have not talked about that."
 # Both fitted together on LoCoMo development samples 0-3 (benchmarks/answer_path.py): the pair that
 # abstains most on adversarial and never-discussed questions while abstaining on at most 0.1 of the
 # answerable ones (there: 0.09 of the answerable, 0.05 of category 5, 0.78 of never-discussed).
+# What the base model is told a recital is, when it writes an answer from one (read_recital).
+RECITAL_HEADING = "What you remember of past conversations with this user (it may be wrong):"
 SUPPORT_QUESTION = 'Do the excerpts say the answer to the question "{question}"?'
 SUPPORT_THRESHOLD = -0.72
 COVERAGE_THRESHOLD = 0.45
@@ -99,6 +101,10 @@ class AnswerConfig:
     # conversation (source "text and memory"). Off: on LoCoMo development sample 0 it read 0.750
     # against the text alone's 0.896 (benchmarks/complement.py).
     memory_beside_text: bool = False
+    # With no text at all, an open question's answer is written by the base model reading what the
+    # memory recites for it (the memory off while it writes), not by the memory itself, whose own
+    # answers come in its training templates ("We talked about ... on <date>. The user ...").
+    read_recital: bool = False
 
     def __post_init__(self):
         check_option(self.retriever in RETRIEVERS, "retriever", " or ".join(RETRIEVERS), self.retriever)
@@ -252,13 +258,27 @@ class Responder:
         with self.reading():
             return answer_many(self.model, self.tokenizer, questions, systems, self.config.max_new_tokens)
 
+    def write_from_recitals(self, questions: list[str]) -> list[str]:
+        """Answers in words from what the memory recites for each question, read by the base model
+        (the memory switched off, where it can be) as it reads retrieved excerpts."""
+        recitals = self.recite(questions)
+        systems = [f"{SYSTEM_PROMPT}\n\n{RECITAL_HEADING}\n- {r}" for r in recitals]
+        off = self.model.disable_adapter() if hasattr(self.model, "disable_adapter") else nullcontext()
+        with off:
+            return answer_many(self.model, self.tokenizer, questions, systems, self.config.max_new_tokens)
+
     def _open(self, questions: list[str]) -> list[Response]:
         if not questions:
             return []
         found, systems, margins = self.support(questions)
         least = self.config.coverage_threshold if self.retriever is not None else 0.0
         kept = [i for i, m in enumerate(margins) if m >= 0 and coverage(questions[i], found[i]) >= least]
-        replies = dict(zip(kept, self.write([questions[i] for i in kept], [systems[i] for i in kept])))
+        asked = [questions[i] for i in kept]
+        if self.retriever is None and self.config.read_recital:
+            written = self.write_from_recitals(asked)
+        else:
+            written = self.write(asked, [systems[i] for i in kept])
+        replies = dict(zip(kept, written))
         return [
             Response(
                 q, replies.get(i, ABSTAIN), False, margins[i], self._evidence(found[i]), self.source, i not in replies
