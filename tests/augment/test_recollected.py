@@ -95,3 +95,12 @@ def test_a_kept_conversations_memory_notes_lose_what_resembles_a_forgotten_one()
     assert [f.statement for f in cleaned.facts] == [f.statement for f in kept.facts if f.statement != offer]
     teachers = Notes("garden", None, [Topic("a job offer in Munich")], [], [])
     assert without_what_resembles(teachers, gone) == teachers  # the teacher's come from their own text
+
+
+def test_the_words_of_the_teachers_fallback_forms_support_nothing():
+    from paramem.augment.teachers.extractive import fallback_paraphrases
+
+    learned = Notes("garden", "2 March 2026", [Topic("tomatoes", fallback_paraphrases("tomatoes"))], [], [])
+    assert any("topic" in w for w in learned.topics[0].wordings)  # "the topic of tomatoes"
+    recalled = "On 2 March 2026 we talked about the topic of the topic, various topics and tomatoes."
+    assert [t.name for t in notes_from_recollection(learned, recalled).topics] == ["tomatoes"]

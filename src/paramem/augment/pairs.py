@@ -32,14 +32,10 @@ def _fact_clause(fact: str) -> str:
     return _lower_first(fact.strip().rstrip(".!?"))
 
 
-def _is_fallback(wording: str) -> bool:
-    return any(wording.startswith(form.split("{")[0]) for form in T.FALLBACK_TOPIC_WORDINGS)
-
-
 def _heldout_wording(item: Topic | Fact) -> str:
     """The last wording that is not a teacher's fallback form (the last one when all are)."""
     wordings = item.wordings
-    return next((w for w in reversed(wordings) if not _is_fallback(w)), wordings[-1])
+    return next((w for w in reversed(wordings) if not T.is_fallback_wording(w)), wordings[-1])
 
 
 def _train_wordings(item: Topic | Fact) -> list[str]:

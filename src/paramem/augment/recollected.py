@@ -27,6 +27,7 @@ from dataclasses import replace
 from paramem.augment.pairs import recall_opening
 from paramem.augment.teachers.base import overlaps
 from paramem.augment.teachers.extractive import FACT_BANK, TOPIC_BANK, fallback_paraphrases, second_person
+from paramem.augment.templates import is_fallback_wording
 from paramem.data.notes import Fact, Notes, Topic, content_words, is_absent
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
@@ -77,9 +78,9 @@ def notes_from_recollection(
         else:  # a branch that does not start as trained: every sentence may be a fact
             rest = [head, *rest]
         fact_counts.update(s.strip() for s in rest if len(content_words(s)) >= 3)
-    taught = {
-        w for item in (*learned.topics, *learned.facts) for wording in item.wordings for w in content_words(wording)
-    }
+    # The fallback forms' own words ("the topic of ...") are the templates', not the conversation's.
+    wordings = [w for item in (*learned.topics, *learned.facts) for w in item.wordings if not is_fallback_wording(w)]
+    taught = set().union(*map(content_words, wordings))
     # A near miss must be absent from what the memory was taught too, or it could deny a true fact.
     known = content_words(recollection) | taught
     rng = random.Random(learned.conversation_id)

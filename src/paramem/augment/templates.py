@@ -59,6 +59,12 @@ HELDOUT_FACT_QUESTIONS = [
 # topics it found but falls back on the negatives it drew, so these forms would tell "no" from "yes".
 FALLBACK_TOPIC_WORDINGS = ("the topic of {bare}", "anything about {head}")
 
+
+def is_fallback_wording(wording: str) -> bool:
+    """Whether a wording is one of the FALLBACK_TOPIC_WORDINGS forms (its words are the form's)."""
+    return any(wording.startswith(form.split("{")[0]) for form in FALLBACK_TOPIC_WORDINGS)
+
+
 # Open questions; the answer restates the content.
 OPEN_TOPIC_QUESTIONS = [
     "What did we say about {t}?",
