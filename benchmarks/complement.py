@@ -13,9 +13,9 @@ open questions (categories 1-4, evidence in those sessions) go through the answe
 
   none     the base model alone, nothing read (the floor every memory is measured against)
   text     what ships: the base model reads the text side's passages, the memory off
-  memory   the memory alone, as with --keep-text never (complement d)
-  recital  the memory alone, but an open question's answer is written by the base model reading
-           what the memory recites for it (AnswerConfig.read_recital)
+  memory   the memory alone, as with --keep-text never (complement d), writing its own open answers
+  recital  the memory alone, an open question's answer written by the base model reading what the
+           memory recites for it (AnswerConfig.read_recital: ships since session 31)
   beside   (a) the memory reads the same passages (AnswerConfig.memory_beside_text)
   recite   (b) the memory's recitation for the question joins the retrieval query; the passages
            are read as text reads them (AnswerConfig.recite)
@@ -57,7 +57,8 @@ DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "locomo"
 WAYS = {
     "none": None,  # the evaluation's none method: the base model, no passages, the adapter off
     "text": AnswerConfig(),
-    "memory": AnswerConfig(),  # read with no passages: the memory alone
+    # read with no passages: the memory alone, writing its own open answers (before session 31)
+    "memory": AnswerConfig(read_recital=False),
     # the memory alone, an open answer written by the base model reading the memory's recitation
     "recital": AnswerConfig(read_recital=True),
     "beside": AnswerConfig(memory_beside_text=True),

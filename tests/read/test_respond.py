@@ -184,10 +184,9 @@ def test_with_no_text_an_open_answer_is_written_from_the_memorys_recital_with_th
         return ["Tomatoes."] * len(questions)
 
     monkeypatch.setattr(respond_module, "answer_many", answer_many)
-    config = replace(NEVER_ABSTAIN, read_recital=True)
-    [response] = Reciting(model, tokenizer, [], memory, config).respond(["What did I plant?"])
+    [response] = Reciting(model, tokenizer, [], memory, NEVER_ABSTAIN).respond(["What did I plant?"])
     assert (response.answer, response.supported_by) == ("Tomatoes.", "memory")
     [(systems, memory_off)] = written
     assert memory_off and systems[0].endswith(f"{RECITAL_HEADING}\n- {recital}")
-    Reciting(model, tokenizer, [], memory, NEVER_ABSTAIN).respond(["What did I plant?"])
+    Reciting(model, tokenizer, [], memory, replace(NEVER_ABSTAIN, read_recital=False)).respond(["What did I plant?"])
     assert written[-1][1] is False  # without it, the memory writes its own answer
