@@ -56,11 +56,11 @@ ABSTAIN = "I don't know: we have not talked about that."
 # Both fitted together on LoCoMo development samples 0-3 (benchmarks/answer_path.py): the pair that
 # abstains most on adversarial and never-discussed questions while abstaining on at most 0.1 of the
 # answerable ones (there: 0.09 of the answerable, 0.05 of category 5, 0.78 of never-discussed).
-# What the base model is told a recital is, when it writes an answer from one (read_recital).
-RECITAL_HEADING = "What you remember of past conversations with this user (it may be wrong):"
 SUPPORT_QUESTION = 'Do the excerpts say the answer to the question "{question}"?'
 SUPPORT_THRESHOLD = -0.72
 COVERAGE_THRESHOLD = 0.45
+# What the base model is told a recital is, when it writes an answer from one (read_recital).
+RECITAL_HEADING = "What you remember of past conversations with this user (it may be wrong):"
 # The memory alone is asked whether the conversation was had, and answers under its own rule.
 MEMORY_SUPPORT_QUESTION = 'Did we talk about this: "{question}"?'
 
@@ -264,6 +264,8 @@ class Responder:
     def write_from_recitals(self, questions: list[str]) -> list[str]:
         """Answers in words from what the memory recites for each question, read by the base model
         (the memory switched off, where it can be) as it reads retrieved excerpts."""
+        if not questions:
+            return []
         recitals = self.recite(questions)
         systems = [f"{SYSTEM_PROMPT}\n\n{RECITAL_HEADING}\n- {r}" for r in recitals]
         off = self.model.disable_adapter() if hasattr(self.model, "disable_adapter") else nullcontext()
