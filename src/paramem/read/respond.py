@@ -175,9 +175,11 @@ class Responder:
     # -- reading -------------------------------------------------------------------------------
 
     @contextmanager
-    def reading(self) -> Iterator[None]:
-        """The model as this source reads: the memory off when the text holds everything."""
-        off = self.source == "text" and hasattr(self.model, "disable_adapter")
+    def reading(self, memory: bool | None = None) -> Iterator[None]:
+        """The model as this source reads (the memory off when the text holds everything), or with
+        the memory on or off as `memory` says; off only where the model can switch it off."""
+        on = self.source != "text" if memory is None else memory
+        off = not on and hasattr(self.model, "disable_adapter")
         with self.model.disable_adapter() if off else nullcontext():
             yield
 
@@ -268,8 +270,7 @@ class Responder:
             return []
         recitals = self.recite(questions)
         systems = [f"{SYSTEM_PROMPT}\n\n{RECITAL_HEADING}\n- {r}" for r in recitals]
-        off = self.model.disable_adapter() if hasattr(self.model, "disable_adapter") else nullcontext()
-        with off:
+        with self.reading(memory=False):
             return answer_many(self.model, self.tokenizer, questions, systems, self.config.max_new_tokens)
 
     def _open(self, questions: list[str]) -> list[Response]:
