@@ -4,6 +4,7 @@ fitted on the development samples, then abstention and open F1 on the report sam
     .venv/bin/python benchmarks/answer_path.py [--sessions 6] [--never 20] [--no-answers]
     .venv/bin/python benchmarks/answer_path.py --refit benchmarks/results/answer_path-....json
     .venv/bin/python benchmarks/answer_path.py --speaker benchmarks/results/answer_path-....json
+    .venv/bin/python benchmarks/answer_path.py --whose benchmarks/results/answer_path-....json
 
 Questions, per sample: every open question whose evidence lies in the first `--sessions` sessions
 (categories 1-4 answerable, category 5 adversarial: asked of the wrong speaker) and `--never`
@@ -26,6 +27,13 @@ question, the answers about two. Writes benchmarks/results/answer_path-<model>-<
 model, nothing written): for a question naming one speaker, the share of its other content words
 that the retrieved passages hold in the named speaker's turns ("own") and in the other speaker's
 ("other"). It prints, per split and kind, the share a gate on each would abstain on.
+
+`--whose FILE` asks the reader instead (development samples only, the model loaded, nothing
+written): for a question naming one speaker, with that name replaced by "this person", the base
+model reads the passages the answer path retrieves and is asked WHOSE_QUESTION; the cue is log
+P(named speaker) - log P(the other one) of the first answer token, averaged over both orders of the
+two names. A category-5 question should point to the other speaker. It prints the share each
+threshold would abstain on, per kind.
 """
 
 from __future__ import annotations
@@ -38,18 +46,26 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
 from paramem.augment.templates import in_training_template
 from paramem.config import DEFAULT_MODEL
 from paramem.data.notes import content_words
 from paramem.evaluate.locomo import NOT_MENTIONED, build_locomo, never_discussed_questions, open_score
 from paramem.evaluate.run import run_meta, write_results
 from paramem.model.compute import cpu_info
-from paramem.model.loading import dtype_of, load_model
+from paramem.model.loading import decoder_and_head, dtype_of, load_model
+from paramem.model.prompts import encode_prompt
+from paramem.model.scoring import first_token_ids, head_rows, last_hidden_states
 from paramem.read.respond import ABSTAIN, SUPPORT_QUESTION, AnswerConfig, Responder, coverage
+from paramem.read.retrieval import retrieval_prompt
 
 RESULTS = Path(__file__).parent / "results"
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "locomo" / "locomo8.json"
 KINDS = ("answerable", "adversarial", "never discussed")
+WHOSE_QUESTION = (
+    'Going by the excerpts, who is this question about, {a} or {b}? "{question}" Answer with the name only.'
+)
 
 
 def questions_of(sample: int, sessions: int, never: int):
@@ -195,12 +211,12 @@ def speaker_cues(rows: list[dict], sessions: int, never: int) -> list[tuple[dict
         mine = [r for r in rows if r["sample"] == sample]
         found = Responder(None, None, bench.conversations)._found([r["question"] for r in mine])
         for row, passages in zip(mine, found):
-            named = [n for n in names if re.search(rf"\b{re.escape(n)}\b", row["question"])]
+            named = named_speaker(row["question"], names)
             words = content_words(row["question"]) - {n.casefold() for n in names}
-            if len(named) != 1 or not words:
+            if named is None or not words:
                 out.append((row, None))
                 continue
-            own = [p.text for p in passages if p.text.split("] ", 1)[-1].startswith(f"{named[0]}:")]
+            own = [p.text for p in passages if p.text.split("] ", 1)[-1].startswith(f"{named}:")]
             other = [p.text for p in passages if p.text not in own]
             shares = [len(words & content_words(" ".join(texts))) / len(words) for texts in (own, other)]
             out.append((row, (shares[0], shares[1])))
@@ -218,6 +234,48 @@ def speaker_report(result: dict, never: int) -> None:
             print(f"{split}, {kind} ({n}): own < 0.2/0.3/0.4: {own}; other - own > 0/0.2/0.4: {gap}")
 
 
+def named_speaker(question: str, names: list[str]) -> str | None:
+    """The one speaker of `names` the question names, or None."""
+    named = [n for n in names if re.search(rf"\b{re.escape(n)}\b", question)]
+    return named[0] if len(named) == 1 else None
+
+
+@torch.inference_mode()
+def whose_margins(model, tokenizer, rows: list[dict], sessions: int, never: int) -> list[float | None]:
+    """Per row, log P(named) - log P(other) as the answer to WHOSE_QUESTION (None: no single name)."""
+    decoder, _ = decoder_and_head(model)
+    out = []
+    for sample in sorted({r["sample"] for r in rows}):
+        bench, _ = questions_of(sample, sessions, never)
+        names = sorted({m.name for c in bench.conversations for m in c.messages if m.name})
+        heads = {n: head_rows(model, first_token_ids(tokenizer, [n])) for n in names}
+        responder = Responder(model, tokenizer, bench.conversations)
+        for row in (r for r in rows if r["sample"] == sample):
+            named = named_speaker(row["question"], names)
+            if named is None or len(names) != 2:
+                out.append(None)
+                continue
+            other = next(n for n in names if n != named)
+            masked = re.sub(rf"\b{re.escape(named)}\b", "this person", row["question"])
+            system = retrieval_prompt(responder._found([row["question"]])[0])
+            asked = [WHOSE_QUESTION.format(a=a, b=b, question=masked) for a, b in ((named, other), (other, named))]
+            prompts = [encode_prompt(tokenizer, q, system) for q in asked]
+            last = last_hidden_states(decoder, prompts, tokenizer.pad_token_id)
+            score = {n: (last @ weight.T + bias).logsumexp(-1) for n, (weight, bias) in heads.items()}
+            out.append(round((score[named] - score[other]).mean().item(), 4))
+    return out
+
+
+def whose_report(model, tokenizer, result: dict, never: int) -> None:
+    rows = result["development"]["questions"]
+    margins = whose_margins(model, tokenizer, rows, result["sessions"], never)
+    for kind in KINDS:
+        got = [m for r, m in zip(rows, margins) if r["kind"] == kind]
+        shares = [round(sum(m is not None and m < t for m in got) / len(got), 2) for t in (-2, -1, 0, 1)]
+        named = sum(m is not None for m in got)
+        print(f"development, {kind} ({len(got)}, {named} naming one speaker): cue < -2/-1/0/1: {shares}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--base-model", default=DEFAULT_MODEL)
@@ -228,6 +286,7 @@ def main() -> None:
     parser.add_argument("--no-answers", action="store_true", help="support checks only, no answers written")
     parser.add_argument("--refit", type=Path, help="a results file: fit the gate again from its rows, no model")
     parser.add_argument("--speaker", type=Path, help="a results file: how a speaker cue would abstain, no model")
+    parser.add_argument("--whose", type=Path, help="a results file: how the reader's speaker cue would abstain")
     args = parser.parse_args()
     started = time.perf_counter()
     if args.speaker is not None:
@@ -245,6 +304,9 @@ def main() -> None:
         return
     model, tokenizer = load_model(args.base_model, args.dtype)
     model.eval()
+    if args.whose is not None:
+        whose_report(model, tokenizer, json.loads(args.whose.read_text(encoding="utf-8")), args.never)
+        return
     dtype = dtype_of(model)
     dev = scored(model, tokenizer, [0, 1, 2, 3], args.sessions, args.never, answers=False)
     report = scored(model, tokenizer, [4, 5, 6, 7], args.sessions, args.never, answers=not args.no_answers)

@@ -4,11 +4,12 @@ side? Chosen on LoCoMo's development samples, never on the report samples.
     .venv/bin/python benchmarks/complement.py [--samples 0,1,2,3] [--sessions 6] [--epochs 3] [--open 10]
         [--ways none,text,memory,beside,recite] [--keep-text always|until-consolidated|never]
 
-Each sample's first `--sessions` sessions are remembered as `paramem remember` learns them (the
-default memory, PLUM's LoRA, the extractive teacher; `--epochs` as `paramem locomo`'s default, 3),
-into benchmarks/results/complement/home/ (kept, so a rerun resumes and rescoring learns nothing).
+Each sample's first `--sessions` sessions (0: all of them, the scale run) are remembered as
+`paramem remember` learns them (the default memory, PLUM's LoRA, the extractive teacher; `--epochs`
+as `paramem locomo`'s default, 3), into benchmarks/results/complement/home/ (kept, so a rerun
+resumes and rescoring learns nothing).
 Then its yes/no probes (balanced, as `paramem locomo` makes them) and the first `--open` answerable
-open questions (categories 1-4, evidence in those sessions) go through the answer path
+open questions (categories 1-4, evidence in those sessions; 0: every one) go through the answer path
 (read/respond.py) in each way it can read:
 
   none     the base model alone, nothing read (the floor every memory is measured against)
@@ -22,8 +23,8 @@ open questions (categories 1-4, evidence in those sessions) go through the answe
 
 Pooled over the samples: yes/no accuracy with yes and no apart, 95% intervals, the AUC of each
 probe's margin; open F1 (LoCoMo's token F1, an abstention scoring 0) and the share abstained. A way
-ships only if it beats text here. PLUM replays every earlier session's pairs, so the k-th session
-costs about k times the first (about two minutes on a 2-core CPU): some 40 minutes a sample.
+ships only if it beats text here. Replay is bounded (TrainConfig.replay_share), so every session costs
+about the same: 5-7 minutes on a 2-core CPU, some 40 minutes a sample of 6 sessions.
 Writes benchmarks/results/complement-<samples>[-<ways>][-<keep-text>]-<model>-<dtype>.json after each
 sample. With `--keep-text until-consolidated` the sessions are learned as the privacy mode learns
 them (each one's notes the memory's own once it is learned, replay reading those), under their own
@@ -68,8 +69,8 @@ WAYS = {
 
 def learned(sample: int, sessions: int, epochs: int, dtype: str | None, keep_text: str = "always") -> str:
     """The sample's user, its sessions remembered (only what is not yet learned is learned)."""
-    user = f"s{sample}-{sessions}" + ("" if keep_text == "always" else f"-{keep_text}")
-    bench = build_locomo(DATA, sample, sessions)
+    user = f"s{sample}-{sessions or 'all'}" + ("" if keep_text == "always" else f"-{keep_text}")
+    bench = build_locomo(DATA, sample, sessions or None)
     config = RememberConfig(dtype=dtype, keep_text=keep_text, train=TrainConfig(epochs=epochs))
     start = time.perf_counter()
     done = remember(user, bench.conversations, ExtractiveTeacher(), config, HOME)
@@ -80,9 +81,9 @@ def learned(sample: int, sessions: int, epochs: int, dtype: str | None, keep_tex
 
 def answered(sample: int, sessions: int, user: str, ways: list[str], open_questions: int, dtype: str | None) -> dict:
     """Per way: each probe's gold answer and margin, each open question's F1 and abstention, seconds."""
-    bench = build_locomo(DATA, sample, sessions)
+    bench = build_locomo(DATA, sample, sessions or None)
     model, tokenizer, memory = load_memory(user, HOME, dtype)
-    asked = [q for q in bench.open_questions if q.category != 5][:open_questions]
+    asked = [q for q in bench.open_questions if q.category != 5][: open_questions or None]
     out = {}
     for way in ways:
         if way == "none":
@@ -155,9 +156,9 @@ def table(rows: dict[str, dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--samples", default="0,1,2,3", help="LoCoMo samples (0-3 development, 4-7 report)")
-    parser.add_argument("--sessions", type=int, default=6)
+    parser.add_argument("--sessions", type=int, default=6, help="first sessions of each sample (0: all)")
     parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--open", type=int, default=10, help="answerable open questions per sample")
+    parser.add_argument("--open", type=int, default=10, help="answerable open questions per sample (0: all)")
     parser.add_argument("--ways", default=",".join(WAYS))
     parser.add_argument("--dtype", default=None)
     parser.add_argument("--keep-text", default="always", help="how the sessions are learned (paramem remember's)")
