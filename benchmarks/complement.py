@@ -2,7 +2,7 @@
 side? Chosen on LoCoMo's development samples, never on the report samples.
 
     .venv/bin/python benchmarks/complement.py [--samples 0,1,2,3] [--sessions 6] [--epochs 3] [--open 10]
-        [--ways none,text,memory,beside,recite] [--keep-text always|until-consolidated|never]
+        [--ways none,text,memory,beside,recite] [--keep-text always|until-consolidated|never] [--unanswerable]
 
 Each sample's first `--sessions` sessions (0: all of them, the scale run) are remembered as
 `paramem remember` learns them (the default memory, PLUM's LoRA, the extractive teacher; `--epochs`
@@ -10,7 +10,8 @@ as `paramem locomo`'s default, 3), into benchmarks/results/complement/home/ (kep
 resumes and rescoring learns nothing).
 Then its yes/no probes (balanced, as `paramem locomo` makes them) and the first `--open` answerable
 open questions (categories 1-4, evidence in those sessions; 0: every one) go through the answer path
-(read/respond.py) in each way it can read:
+(read/respond.py) in each way it can read; with `--unanswerable`, so do every category-5 question
+(asked of the wrong speaker) and NEVER never-discussed ones, scored as the share abstained:
 
   none     the base model alone, nothing read (the floor every memory is measured against)
   text     what ships: the base model reads the text side's passages, the memory off
@@ -25,7 +26,7 @@ Pooled over the samples: yes/no accuracy with yes and no apart, 95% intervals, t
 probe's margin; open F1 (LoCoMo's token F1, an abstention scoring 0) and the share abstained. A way
 ships only if it beats text here. Replay is bounded (TrainConfig.replay_share), so every session costs
 about the same: 5-7 minutes on a 2-core CPU, some 40 minutes a sample of 6 sessions.
-Writes benchmarks/results/complement-<samples>[-<ways>][-<keep-text>]-<model>-<dtype>.json after each
+Writes benchmarks/results/complement-<samples>[-<ways>][-<keep-text>][-<n>-sessions]-<model>-<dtype>.json after each
 sample. With `--keep-text until-consolidated` the sessions are learned as the privacy mode learns
 them (each one's notes the memory's own once it is learned, replay reading those), under their own
 user; `--ways none,memory` then measures the memory alone against nothing read, as the issue's
@@ -42,7 +43,7 @@ from pathlib import Path
 from paramem.augment.teachers.extractive import ExtractiveTeacher
 from paramem.augment.templates import in_training_template
 from paramem.config import DEFAULT_MODEL, RememberConfig, TrainConfig
-from paramem.evaluate.locomo import build_locomo, split_of, token_f1
+from paramem.evaluate.locomo import build_locomo, never_discussed_questions, split_of, token_f1
 from paramem.evaluate.run import evaluate_yes_no, run_meta, write_results
 from paramem.lifecycle.remember import remember
 from paramem.metrics.yes_no import margin_summary, yes_no_metrics
@@ -65,6 +66,7 @@ WAYS = {
     "beside": AnswerConfig(memory_beside_text=True),
     "recite": AnswerConfig(recite=True),
 }
+NEVER = 20  # never-discussed questions per sample with --unanswerable, as benchmarks/answer_path.py asks
 
 
 def learned(sample: int, sessions: int, epochs: int, dtype: str | None, keep_text: str = "always") -> str:
@@ -79,11 +81,16 @@ def learned(sample: int, sessions: int, epochs: int, dtype: str | None, keep_tex
     return user
 
 
-def answered(sample: int, sessions: int, user: str, ways: list[str], open_questions: int, dtype: str | None) -> dict:
-    """Per way: each probe's gold answer and margin, each open question's F1 and abstention, seconds."""
+def answered(
+    sample: int, sessions: int, user: str, ways: list[str], open_questions: int, unanswerable: bool, dtype: str | None
+) -> dict:
+    """Per way: each probe's gold answer and margin, each open question's F1 and abstention, seconds;
+    with `unanswerable`, whether it abstained on each category-5 and never-discussed question."""
     bench = build_locomo(DATA, sample, sessions or None)
     model, tokenizer, memory = load_memory(user, HOME, dtype)
     asked = [q for q in bench.open_questions if q.category != 5][: open_questions or None]
+    adversarial = [q.question for q in bench.open_questions if q.category == 5] if unanswerable else []
+    never = [q.question for q in never_discussed_questions(DATA, bench, NEVER)] if unanswerable else []
     out = {}
     for way in ways:
         if way == "none":
@@ -115,10 +122,18 @@ def answered(sample: int, sessions: int, user: str, ways: list[str], open_questi
             "seconds_per_probe": round((middle - start) / len(probes), 3),
             "seconds_per_open": round((time.perf_counter() - middle) / max(1, len(asked)), 3),
         }
+        if unanswerable:
+            said = responder.respond(adversarial + never)
+            out[way]["abstained_adversarial"] = [r.abstained for r in said[: len(adversarial)]]
+            out[way]["abstained_never"] = [r.abstained for r in said[len(adversarial) :]]
     for way in ways:
         yes_no = yes_no_metrics(out[way]["gold"], ["yes" if m > 0 else "no" for m in out[way]["margins"]])
         print(f"sample {sample} ({split_of(sample)}), {way}: accuracy {yes_no.accuracy:.3f}", flush=True)
     return out
+
+
+def share(hits: list[bool]) -> float | None:
+    return round(sum(hits) / len(hits), 4) if hits else None
 
 
 def pooled(rows: list[dict]) -> dict:
@@ -130,25 +145,39 @@ def pooled(rows: list[dict]) -> dict:
     return {
         **margin_summary(gold, margins),
         "open_f1": round(sum(f1) / len(f1), 4) if f1 else None,
-        "open_abstained": round(sum(abstained) / len(abstained), 4) if abstained else None,
+        "open_abstained": share(abstained),
         "open_questions": len(f1),
-        "open_templated": round(sum(templated) / len(templated), 4) if templated else None,
+        "open_templated": share(templated),
+        # unanswerable questions (--unanswerable): the share abstained, and how many were asked
+        **{
+            f"{kind}_abstained": share([a for r in rows for a in r.get(f"abstained_{kind}", [])])
+            for kind in ("adversarial", "never")
+        },
+        **{
+            f"{kind}_questions": sum(len(r.get(f"abstained_{kind}", [])) for r in rows)
+            for kind in ("adversarial", "never")
+        },
     }
 
 
 def table(rows: dict[str, dict]) -> str:
     lines = [
-        "| way | accuracy [95%] | yes / no | AUC | open F1 | abstained | in a template |",
-        "|---|---|---|---|---|---|---|",
+        "| way | accuracy [95%] | yes / no | AUC | open F1 | abstained | in a template | cat. 5 abstained | never "
+        "discussed abstained |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for way, r in rows.items():
         low, high = r["intervals"]["accuracy"]
         f1 = "-" if r["open_f1"] is None else f"{r['open_f1']:.3f} ({r['open_questions']})"
         abstained = "-" if r["open_abstained"] is None else f"{r['open_abstained']:.2f}"
         templated = "-" if r.get("open_templated") is None else f"{r['open_templated']:.2f}"
+        unanswerable = [
+            "-" if r.get(f"{kind}_abstained") is None else f"{r[f'{kind}_abstained']:.2f} ({r[f'{kind}_questions']})"
+            for kind in ("adversarial", "never")
+        ]
         lines.append(
             f"| {way} | {r['accuracy']:.3f} [{low:.2f}, {high:.2f}] | {r['yes_accuracy']:.2f} / "
-            f"{r['no_accuracy']:.2f} | {r['auc']:.3f} | {f1} | {abstained} | {templated} |"
+            f"{r['no_accuracy']:.2f} | {r['auc']:.3f} | {f1} | {abstained} | {templated} | {' | '.join(unanswerable)} |"
         )
     return "\n".join(lines)
 
@@ -162,15 +191,17 @@ def main() -> None:
     parser.add_argument("--ways", default=",".join(WAYS))
     parser.add_argument("--dtype", default=None)
     parser.add_argument("--keep-text", default="always", help="how the sessions are learned (paramem remember's)")
+    parser.add_argument("--unanswerable", action="store_true", help="category-5 and never-discussed questions too")
     args = parser.parse_args()
     samples, ways = [int(s) for s in args.samples.split(",")], args.ways.split(",")
     started = time.perf_counter()
     name = "-".join(str(s) for s in samples) + ("" if ways == list(WAYS) else "-" + "-".join(ways))
     name += "" if args.keep_text == "always" else f"-{args.keep_text}"
+    name += "" if args.sessions == 6 else f"-{args.sessions or 'all'}-sessions"
     per_sample, dtype = {}, None
     for sample in samples:  # the file is written after each sample: a long run's samples so far
         user = learned(sample, args.sessions, args.epochs, args.dtype, args.keep_text)
-        per_sample[sample] = answered(sample, args.sessions, user, ways, args.open, args.dtype)
+        per_sample[sample] = answered(sample, args.sessions, user, ways, args.open, args.unanswerable, args.dtype)
         dtype = dtype or UserMemory(user, HOME).settings().get("dtype")
         rows = {way: pooled([per_sample[s][way] for s in per_sample]) for way in ways}
         splits = sorted({split_of(s) for s in per_sample})
