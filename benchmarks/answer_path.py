@@ -26,7 +26,9 @@ question, the answers about two. Writes benchmarks/results/answer_path-<model>-<
 `--speaker FILE` tries a cue for category 5, which asks what one speaker did of the other one (no
 model, nothing written): for a question naming one speaker, the share of its other content words
 that the retrieved passages hold in the named speaker's turns ("own") and in the other speaker's
-("other"). It prints, per split and kind, the share a gate on each would abstain on.
+("other"). It prints, per split and kind, the share a gate on each would abstain on, and what any
+speaker cue could reach: the share whose LoCoMo evidence turns are all the other speaker's, and the
+share whose evidence the passages hold.
 
 `--whose FILE` asks the reader instead (development samples only, the model loaded, nothing
 written): for a question naming one speaker, with that name replaced by "this person", the base
@@ -232,6 +234,37 @@ def speaker_report(result: dict, never: int) -> None:
             own = [round(sum(c is not None and c[0] < t for c in got) / n, 2) for t in (0.2, 0.3, 0.4)]
             gap = [round(sum(c is not None and c[1] - c[0] > t for c in got) / n, 2) for t in (0.0, 0.2, 0.4)]
             print(f"{split}, {kind} ({n}): own < 0.2/0.3/0.4: {own}; other - own > 0/0.2/0.4: {gap}")
+        evidence_report(result[split]["questions"], result["sessions"], never, split)
+
+
+def evidence_report(rows: list[dict], sessions: int, never: int, split: str) -> None:
+    """What a speaker cue could reach, from LoCoMo's evidence turns: per kind, the share of questions
+    naming one speaker whose evidence is all the other speaker's, and the share whose evidence the
+    retrieved passages hold."""
+    raw = {str(s["sample_id"]): s for s in json.loads(DATA.read_text(encoding="utf-8"))}
+    counts: dict[str, list[tuple[bool, bool]]] = {}
+    for sample in sorted({r["sample"] for r in rows}):
+        bench, _ = questions_of(sample, sessions, never)
+        names = sorted({m.name for c in bench.conversations for m in c.messages if m.name})
+        conversation = raw[bench.sample_id]["conversation"]
+        turns = {t["dia_id"]: t for v in conversation.values() if isinstance(v, list) for t in v}
+        evidence = {q["question"]: q.get("evidence", []) for q in raw[bench.sample_id]["qa"]}
+        mine = [r for r in rows if r["sample"] == sample and r["kind"] != "never discussed"]
+        found = Responder(None, None, bench.conversations)._found([r["question"] for r in mine])
+        for row, passages in zip(mine, found):
+            named = named_speaker(row["question"], names)
+            said = [turns[e.strip()] for e in evidence.get(row["question"], []) if e.strip() in turns]
+            if named is None or not said:
+                continue
+            others = all(t["speaker"] != named for t in said)
+            held = any(t["text"] in p.text for t in said for p in passages)
+            counts.setdefault(row["kind"], []).append((others, held))
+    for kind, got in counts.items():
+        others, held = (round(sum(g[i] for g in got) / len(got), 2) for i in (0, 1))
+        print(
+            f"{split}, {kind} ({len(got)} naming one speaker, with evidence): evidence all the other "
+            f"speaker's {others}; an evidence turn among the passages {held}"
+        )
 
 
 def named_speaker(question: str, names: list[str]) -> str | None:
