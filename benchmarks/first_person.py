@@ -25,6 +25,10 @@ ships) and read under decision rules whose thresholds never see the probes' answ
            question ("Did I tell you about that?")
   masked   minus the score of the question itself with its content words masked ("Did I tell you
            that I own a something?"), read with the question's own passages
+  mention  (session 32) a question asking whether something was said ("Did we talk about my rescue
+           cat?", "Do you remember that I own a Jeep?") is asked of the passages instead: "Do the
+           excerpts mention the user's rescue cat?", read at 0 (the content-free "Do the excerpts
+           mention that?" says yes to any passages); other questions under the prior rule
 
 A rule may replace the shipped one only if it wins pooled over the development sets (MSC 0-9,
 LoCoMo 0-3, demo) without losing on LoCoMo; the report set is then read once. Writes
@@ -66,7 +70,22 @@ FIRST_PERSON_CONTENT_FREE = "Did I tell you about that?"
 FIRST_PERSON = re.compile(r"\b(I|my|me|mine|myself)\b")
 # Words of the question's shape, kept when masking (the rest of its content words become "something").
 SHAPE = {"tell", "told", "mention", "mentioned", "remember", "say", "said", "ask", "asked"}
-RULES = ("prior", "raw", "person", "masked")
+RULES = ("prior", "raw", "person", "masked", "mention")
+# A question asking whether something was said, and what it asks about (rule mention).
+SAID_FRAME = re.compile(
+    r"^(?:(?:did|have)\s+(?:we|i)\s+(?:ever\s+)?(?:talk|talked|discuss|discussed|speak|spoken|spoke|chat|chatted"
+    r"|mention|mentioned|practi[sc]e|practi[sc]ed)|(?:did|have)\s+i\s+(?:ever\s+)?(?:tell|told|ask|asked)\s+you"
+    r"|do\s+you\s+remember)\s+(?:about\s+)?(?P<that>that\s+)?(?P<what>.+?)(?:\s+(?:to|with)\s+you)?"
+    r"(?:\s+together)?\?$",
+    re.IGNORECASE,
+)
+# The asker's words for themselves, as the excerpts name them.
+THE_USER = (
+    (r"\bI'm\b|\bI am\b", "the user is"),
+    (r"\bI've\b|\bI have\b", "the user has"),
+    (r"\b(?:my|our|mine)\b", "the user's"),
+    (r"\b(?:I|me|myself|we|us)\b", "the user"),
+)
 
 
 def persona_sentences(facts) -> list[str]:
@@ -94,6 +113,18 @@ def masked(question_text: str) -> str:
             continue
         words.append("something" if masked_word else token)
     return re.sub(r"\s+([?.!,])", r"\1", " ".join(words))
+
+
+def asked_of_the_excerpts(question_text: str) -> str | None:
+    """ "Did we talk about my rescue cat?" as "Do the excerpts mention the user's rescue cat?"; None
+    for a question that does not ask whether something was said."""
+    match = SAID_FRAME.match(question_text.strip())
+    if match is None:
+        return None
+    what = match["what"]
+    for pattern, words in THE_USER:
+        what = re.sub(pattern, words, what)
+    return f"Do the excerpts mention {'that ' if match['that'] else ''}{what}?"
 
 
 def anonymous(conversation: Conversation) -> Conversation:
@@ -146,6 +177,11 @@ def scored(scorer: YesNoScorer, chats: list[Conversation], probes: list[tuple[st
     systems = [retrieval_prompt(found) for found in retriever.search(questions + content_free, TEXT_K)]
     with_passages = scorer.log_odds(questions + content_free, systems)
     masked_scores = scorer.log_odds([masked(q) for q in questions], systems[: len(questions)])
+    rewritten = [(i, asked_of_the_excerpts(q)) for i, q in enumerate(questions)]
+    rewritten = [(i, r) for i, r in rewritten if r is not None]
+    mention: list[float | None] = [None] * len(questions)
+    for (i, _), score in zip(rewritten, scorer.log_odds([r for _, r in rewritten], [systems[i] for i, _ in rewritten])):
+        mention[i] = score
     prior, person = with_passages[-2:]
     return {
         "questions": questions,
@@ -153,6 +189,7 @@ def scored(scorer: YesNoScorer, chats: list[Conversation], probes: list[tuple[st
         "kinds": [k for _, _, k in probes],
         "with": with_passages[: len(questions)],
         "masked": masked_scores,
+        "mention": mention,
         "prior": prior,
         "person": person,
     }
@@ -166,6 +203,8 @@ def thresholds(v: dict) -> dict[str, list[float]]:
         "raw": [0.0] * n,
         "person": [v["person"] if f else v["prior"] for f in first],
         "masked": v["masked"],
+        # the margin is the rewritten question's log-odds where there is one: s - (s - m) = m
+        "mention": [v["prior"] if m is None else s - m for s, m in zip(v["with"], v["mention"])],
     }
 
 
@@ -195,7 +234,10 @@ def printed(rows: dict) -> str:
             for r in by_rule.values()
         ]
         first = next(iter(by_rule.values()))
-        lines.append(f"| {group} | {first['n']} | " + " | ".join(cells) + f" | {first['auc']:.3f} |")
+        lines.append(
+            f"| {group} | {first['n']} | " + " | ".join(cells) + f" | {first['auc']:.3f} "
+            f"(mention {by_rule['mention']['auc']:.3f}) |"
+        )
     return "\n".join(lines)
 
 
