@@ -209,7 +209,7 @@ def speaker_cues(rows: list[dict], sessions: int, never: int) -> list[tuple[dict
     out = []
     for sample in sorted({r["sample"] for r in rows}):
         bench, _ = questions_of(sample, sessions, never)
-        names = sorted({m.name for c in bench.conversations for m in c.messages if m.name})
+        names = speaker_names(bench)
         mine = [r for r in rows if r["sample"] == sample]
         found = Responder(None, None, bench.conversations)._found([r["question"] for r in mine])
         for row, passages in zip(mine, found):
@@ -245,7 +245,7 @@ def evidence_report(rows: list[dict], sessions: int, never: int, split: str) -> 
     counts: dict[str, list[tuple[bool, bool]]] = {}
     for sample in sorted({r["sample"] for r in rows}):
         bench, _ = questions_of(sample, sessions, never)
-        names = sorted({m.name for c in bench.conversations for m in c.messages if m.name})
+        names = speaker_names(bench)
         conversation = raw[bench.sample_id]["conversation"]
         turns = {t["dia_id"]: t for v in conversation.values() if isinstance(v, list) for t in v}
         evidence = {q["question"]: q.get("evidence", []) for q in raw[bench.sample_id]["qa"]}
@@ -267,6 +267,11 @@ def evidence_report(rows: list[dict], sessions: int, never: int, split: str) -> 
         )
 
 
+def speaker_names(bench) -> list[str]:
+    """The sample's speakers, as its turns name them."""
+    return sorted({m.name for c in bench.conversations for m in c.messages if m.name})
+
+
 def named_speaker(question: str, names: list[str]) -> str | None:
     """The one speaker of `names` the question names, or None."""
     named = [n for n in names if re.search(rf"\b{re.escape(n)}\b", question)]
@@ -280,7 +285,7 @@ def whose_margins(model, tokenizer, rows: list[dict], sessions: int, never: int)
     out = []
     for sample in sorted({r["sample"] for r in rows}):
         bench, _ = questions_of(sample, sessions, never)
-        names = sorted({m.name for c in bench.conversations for m in c.messages if m.name})
+        names = speaker_names(bench)
         heads = {n: head_rows(model, first_token_ids(tokenizer, [n])) for n in names}
         responder = Responder(model, tokenizer, bench.conversations)
         for row in (r for r in rows if r["sample"] == sample):

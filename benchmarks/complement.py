@@ -142,22 +142,17 @@ def pooled(rows: list[dict]) -> dict:
     f1 = [s for r in rows for s in r["f1"]]
     abstained = [a for r in rows for a in r["abstained"]]
     templated = [t for r in rows for t in r.get("templated", [])]
-    return {
+    out = {
         **margin_summary(gold, margins),
         "open_f1": round(sum(f1) / len(f1), 4) if f1 else None,
         "open_abstained": share(abstained),
         "open_questions": len(f1),
         "open_templated": share(templated),
-        # unanswerable questions (--unanswerable): the share abstained, and how many were asked
-        **{
-            f"{kind}_abstained": share([a for r in rows for a in r.get(f"abstained_{kind}", [])])
-            for kind in ("adversarial", "never")
-        },
-        **{
-            f"{kind}_questions": sum(len(r.get(f"abstained_{kind}", [])) for r in rows)
-            for kind in ("adversarial", "never")
-        },
     }
+    for kind in ("adversarial", "never"):  # --unanswerable: the share abstained, and how many were asked
+        hits = [a for r in rows for a in r.get(f"abstained_{kind}", [])]
+        out[f"{kind}_abstained"], out[f"{kind}_questions"] = share(hits), len(hits)
+    return out
 
 
 def table(rows: dict[str, dict]) -> str:

@@ -177,10 +177,9 @@ def scored(scorer: YesNoScorer, chats: list[Conversation], probes: list[tuple[st
     systems = [retrieval_prompt(found) for found in retriever.search(questions + content_free, TEXT_K)]
     with_passages = scorer.log_odds(questions + content_free, systems)
     masked_scores = scorer.log_odds([masked(q) for q in questions], systems[: len(questions)])
-    rewritten = [(i, asked_of_the_excerpts(q)) for i, q in enumerate(questions)]
-    rewritten = [(i, r) for i, r in rewritten if r is not None]
+    rewritten = {i: r for i, r in enumerate(map(asked_of_the_excerpts, questions)) if r is not None}
     mention: list[float | None] = [None] * len(questions)
-    for (i, _), score in zip(rewritten, scorer.log_odds([r for _, r in rewritten], [systems[i] for i, _ in rewritten])):
+    for i, score in zip(rewritten, scorer.log_odds(list(rewritten.values()), [systems[i] for i in rewritten])):
         mention[i] = score
     prior, person = with_passages[-2:]
     return {

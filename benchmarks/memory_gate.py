@@ -81,8 +81,9 @@ def main() -> None:
     for sample in (int(s) for s in args.samples.split(",")):
         scored = signals(f"s{sample}-{args.sessions}", sample, args.sessions, args.never)
         dtype = scored.pop("dtype")
-        per_sample[sample] = {**summary(scored), "scored": scored}
-        print(f"sample {sample}: {summary(scored)}", flush=True)
+        summarised = summary(scored)
+        per_sample[sample] = {**summarised, "scored": scored}
+        print(f"sample {sample}: {summarised}", flush=True)
     result = {**run_meta(sys.argv, DEFAULT_MODEL, {"home": str(HOME)}, dtype), "per_sample": per_sample}
     write_results(RESULTS / f"memory_gate-{DEFAULT_MODEL}-{dtype}.json", result)
 
