@@ -29,6 +29,9 @@ ships) and read under decision rules whose thresholds never see the probes' answ
            cat?", "Do you remember that I own a Jeep?") is asked of the passages instead: "Do the
            excerpts mention the user's rescue cat?", read at 0 (the content-free "Do the excerpts
            mention that?" says yes to any passages); other questions under the prior rule
+  said     (session 33) mention, but a claim about someone else ("Did we talk about the fact that
+           Caroline ...?") keeps the prior rule: what the answer path ships (paramem.read.said),
+           chosen on the development sets below, where mention said yes to LoCoMo's false claims
 
 A rule may replace the shipped one only if it wins pooled over the development sets (MSC 0-9,
 LoCoMo 0-3, demo) without losing on LoCoMo; the report set is then read once. Writes
@@ -36,12 +39,14 @@ benchmarks/results/first_person-<dev|report>-<model>-<dtype>.json (probes, score
 
     .venv/bin/python benchmarks/first_person.py                             # development sets only
     .venv/bin/python benchmarks/first_person.py --dev none --report 10-39   # then the report set, once
+    .venv/bin/python benchmarks/first_person.py --rescore benchmarks/results/first_person-dev-...json
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.resources
+import json
 import random
 import re
 import sys
@@ -59,6 +64,7 @@ from paramem.metrics.yes_no import margin_summary
 from paramem.model.loading import dtype_of, load_model
 from paramem.model.scoring import CONTENT_FREE_QUESTION, YesNoScorer
 from paramem.read.retrieval import TEXT_K, TEXT_RETRIEVER, make_retriever, passages, retrieval_prompt
+from paramem.read.said import FIRST_PERSON, asked_of_the_excerpts, excerpt_question
 
 RESULTS = Path(__file__).parent / "results"
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -67,25 +73,9 @@ LOCOMO = SHARED / "locomo" / "locomo8.json"
 DEMO = importlib.resources.files("paramem") / "demo_data"
 TEMPLATES = ("Did I tell you that {s}?", "Do you remember that {s}?")
 FIRST_PERSON_CONTENT_FREE = "Did I tell you about that?"
-FIRST_PERSON = re.compile(r"\b(I|my|me|mine|myself)\b")
 # Words of the question's shape, kept when masking (the rest of its content words become "something").
 SHAPE = {"tell", "told", "mention", "mentioned", "remember", "say", "said", "ask", "asked"}
-RULES = ("prior", "raw", "person", "masked", "mention")
-# A question asking whether something was said, and what it asks about (rule mention).
-SAID_FRAME = re.compile(
-    r"^(?:(?:did|have)\s+(?:we|i)\s+(?:ever\s+)?(?:talk|talked|discuss|discussed|speak|spoken|spoke|chat|chatted"
-    r"|mention|mentioned|practi[sc]e|practi[sc]ed)|(?:did|have)\s+i\s+(?:ever\s+)?(?:tell|told|ask|asked)\s+you"
-    r"|do\s+you\s+remember)\s+(?:about\s+)?(?P<that>that\s+)?(?P<what>.+?)(?:\s+(?:to|with)\s+you)?"
-    r"(?:\s+together)?\?$",
-    re.IGNORECASE,
-)
-# The asker's words for themselves, as the excerpts name them.
-THE_USER = (
-    (r"\bI'm\b|\bI am\b", "the user is"),
-    (r"\bI've\b|\bI have\b", "the user has"),
-    (r"\b(?:my|our|mine)\b", "the user's"),
-    (r"\b(?:I|me|myself|we|us)\b", "the user"),
-)
+RULES = ("prior", "raw", "person", "masked", "mention", "said")
 
 
 def persona_sentences(facts) -> list[str]:
@@ -113,18 +103,6 @@ def masked(question_text: str) -> str:
             continue
         words.append("something" if masked_word else token)
     return re.sub(r"\s+([?.!,])", r"\1", " ".join(words))
-
-
-def asked_of_the_excerpts(question_text: str) -> str | None:
-    """ "Did we talk about my rescue cat?" as "Do the excerpts mention the user's rescue cat?"; None
-    for a question that does not ask whether something was said."""
-    match = SAID_FRAME.match(question_text.strip())
-    if match is None:
-        return None
-    what = match["what"]
-    for pattern, words in THE_USER:
-        what = re.sub(pattern, words, what)
-    return f"Do the excerpts mention {'that ' if match['that'] else ''}{what}?"
 
 
 def anonymous(conversation: Conversation) -> Conversation:
@@ -177,7 +155,7 @@ def scored(scorer: YesNoScorer, chats: list[Conversation], probes: list[tuple[st
     systems = [retrieval_prompt(found) for found in retriever.search(questions + content_free, TEXT_K)]
     with_passages = scorer.log_odds(questions + content_free, systems)
     masked_scores = scorer.log_odds([masked(q) for q in questions], systems[: len(questions)])
-    rewritten = {i: r for i, r in enumerate(map(asked_of_the_excerpts, questions)) if r is not None}
+    rewritten = {i: r for i, r in enumerate(map(excerpt_question, questions)) if r is not None}
     mention: list[float | None] = [None] * len(questions)
     for i, score in zip(rewritten, scorer.log_odds(list(rewritten.values()), [systems[i] for i in rewritten])):
         mention[i] = score
@@ -197,6 +175,7 @@ def scored(scorer: YesNoScorer, chats: list[Conversation], probes: list[tuple[st
 def thresholds(v: dict) -> dict[str, list[float]]:
     n = len(v["questions"])
     first = [bool(FIRST_PERSON.search(q)) for q in v["questions"]]
+    said = [asked_of_the_excerpts(q) is not None for q in v["questions"]]
     return {
         "prior": [v["prior"]] * n,
         "raw": [0.0] * n,
@@ -204,6 +183,7 @@ def thresholds(v: dict) -> dict[str, list[float]]:
         "masked": v["masked"],
         # the margin is the rewritten question's log-odds where there is one: s - (s - m) = m
         "mention": [v["prior"] if m is None else s - m for s, m in zip(v["with"], v["mention"])],
+        "said": [s - m if a else v["prior"] for s, m, a in zip(v["with"], v["mention"], said)],
     }
 
 
@@ -235,7 +215,7 @@ def printed(rows: dict) -> str:
         first = next(iter(by_rule.values()))
         lines.append(
             f"| {group} | {first['n']} | " + " | ".join(cells) + f" | {first['auc']:.3f} "
-            f"(mention {by_rule['mention']['auc']:.3f}) |"
+            f"(mention {by_rule['mention']['auc']:.3f}, said {by_rule['said']['auc']:.3f}) |"
         )
     return "\n".join(lines)
 
@@ -246,7 +226,17 @@ def main() -> None:
     parser.add_argument("--report", default="none", help="MSC report episodes (first-last), read once a rule is chosen")
     parser.add_argument("--samples", default="0,1,2,3", help="LoCoMo development samples")
     parser.add_argument("--dtype", default=None)
+    parser.add_argument("--rescore", type=Path, help="a results file: its table recomputed from its stored scores")
     args = parser.parse_args()
+    if args.rescore:  # a new rule read off scores already taken, without the model
+        stored = json.loads(args.rescore.read_text())
+        groups = dict(stored["scores"])
+        if "msc dev" in groups:
+            groups["dev pooled"] = groups["msc dev"] + groups["demo (dev)"] + groups["locomo dev"]
+        rows = table(groups)
+        print(printed(rows))
+        write_results(args.rescore, stored | {"table": rows, "rescored_by": " ".join(sys.argv)})
+        return
     base, tokenizer = load_model(DEFAULT_MODEL, args.dtype)
     scorer = YesNoScorer(base.eval(), tokenizer)
     groups: dict[str, list[dict]] = {}

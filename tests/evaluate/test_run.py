@@ -1,3 +1,4 @@
+import pytest
 import torch
 from conftest import DEMO
 
@@ -36,8 +37,11 @@ def test_every_method_scores_the_same_probes_and_switches_the_adapter_right(demo
     tokens = {r.method: r.prompt_tokens for r in results}
     assert tokens["none"] == tokens["memory"] < tokens["bm25"] < tokens["context"]
     assert tokens["hybrid"] == tokens["dense"]  # the memory with the dense passages (HYBRID_RETRIEVER)
-    # text is the shipped text side (BM25 at k 5, the default k here), and the answer path reads it today
-    assert scores(results, "text") == scores(results, "bm25") == scores(results, "paramem")
+    # text is the shipped text side (BM25 at k 5, the default k here); the answer path reads the same
+    # passages, asking these questions (all about what was said) of the excerpts (read/said.py)
+    assert scores(results, "text") == scores(results, "bm25") != scores(results, "paramem")
+    thresholds = {r.method: r.thresholds["prior"] for r in results}
+    assert thresholds["paramem"] == pytest.approx(thresholds["bm25"], abs=1e-4)
     assert tokens["notes"] < tokens["bm25"]  # a fact is shorter than a turn
 
 

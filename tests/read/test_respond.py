@@ -190,3 +190,26 @@ def test_with_no_text_an_open_answer_is_written_from_the_memorys_recital_with_th
     assert memory_off and systems[0].endswith(f"{RECITAL_HEADING}\n- {recital}")
     Reciting(model, tokenizer, [], memory, replace(NEVER_ABSTAIN, read_recital=False)).respond(["What did I plant?"])
     assert written[-1][1] is False  # without it, the memory writes its own answer
+
+
+def test_a_question_about_what_was_said_is_asked_of_the_passages_at_zero(demo_conversations, monkeypatch):
+    from paramem.model.scoring import YesNoScorer
+    from paramem.read.retrieval import retrieval_prompt
+
+    indexed_only("u", demo_conversations[:3], monkeypatch)
+    responder = Responder.for_user("u", config=NEVER_ABSTAIN)
+    said, claim = "Did we talk about my tomato seedlings?", "Did we talk about the fact that Ana grows tomatoes?"
+    margins, found = responder.yes_no_margins([said, claim])
+    scorer = YesNoScorer(responder.model, responder.tokenizer)
+    rewritten, as_asked = scorer.log_odds(
+        ["Do the excerpts mention the user's tomato seedlings?", claim], [retrieval_prompt(f) for f in found]
+    )
+    threshold = responder.yes_no_threshold()
+    assert margins == pytest.approx([rewritten, as_asked - threshold], abs=1e-4)
+    [response] = responder.respond([said])
+    assert response.margin == pytest.approx(rewritten, abs=1e-4) and response.answer == (
+        "yes" if rewritten > 0 else "no"
+    )
+    # the evaluation's reader: a score minus the path's threshold is the path's margin
+    scores = responder.yes_no_reader().score([said, claim])
+    assert [s - threshold for s in scores] == pytest.approx(margins, abs=1e-4)

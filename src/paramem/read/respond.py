@@ -13,7 +13,9 @@ Where each answer comes from:
   nothing          nothing stored: every question is answered `ABSTAIN`, without a model.
 
 Yes/no questions are answered by log-odds under the source's rule, fitted without the questions
-asked (readers.py). Other questions are answered in words, greedily, unless the gate says the text
+asked (readers.py); from the text alone, one asking whether something was said ("Did we talk about my
+rescue cat?") is asked of the passages instead ("Do the excerpts mention the user's rescue cat?",
+said.py). Other questions are answered in words, greedily, unless the gate says the text
 holds no answer: the model, reading the same passages, is asked SUPPORT_QUESTION about the question,
 and a log-odds below SUPPORT_THRESHOLD, or passages holding under COVERAGE_THRESHOLD of the
 question's content words, abstain. Each answer names its evidence: the passages read (their
@@ -47,6 +49,7 @@ from paramem.read.retrieval import (
     passages,
     retrieval_prompt,
 )
+from paramem.read.said import asked_of_the_excerpts
 from paramem.store.user import UserMemory
 
 ABSTAIN = "I don't know: we have not talked about that."
@@ -215,15 +218,30 @@ class Responder:
                 Response(a.question, a.answer, True, a.margin, (Evidence("", None, a.evidence, "memory"),), "memory")
                 for a in ask(self.model, self.tokenizer, self.memory, questions)
             ]
-        reader = self.yes_no_reader()
-        threshold = rule_thresholds(reader.score)[self.rule]
-        found = self._found(questions)
-        with self.reading():
-            scores = reader.inner.scorer.log_odds(questions, [retrieval_prompt(f) for f in found])
+        margins, found = self.yes_no_margins(questions)
         return [
-            Response(q, "yes" if s > threshold else "no", True, s - threshold, self._evidence(f), self.source)
-            for q, s, f in zip(questions, scores, found)
+            Response(q, "yes" if m > 0 else "no", True, m, self._evidence(f), self.source)
+            for q, m, f in zip(questions, margins, found)
         ]
+
+    def yes_no_margins(self, questions: list[str]) -> tuple[list[float], list[list[Passage]]]:
+        """Each yes/no question's margin from the passages (above 0: yes) and the passages read. From
+        the text alone, a question asking whether something was said is asked of the passages
+        instead, at a threshold of 0 (said.py); every other question is read as asked, under the
+        source's rule."""
+        threshold = self.yes_no_threshold()
+        found = self._found(questions)
+        rewritten = [asked_of_the_excerpts(q) if self.source == "text" else None for q in questions]
+        with self.reading():
+            scores = YesNoScorer(self.model, self.tokenizer).log_odds(
+                [r or q for q, r in zip(questions, rewritten)], [retrieval_prompt(f) for f in found]
+            )
+        return [s if r else s - threshold for s, r in zip(scores, rewritten)], found
+
+    def yes_no_threshold(self) -> float:
+        """The threshold of the source's rule for a question read as asked (readers.py)."""
+        with self.reading():
+            return rule_thresholds(PathReader(self).inner.score)[self.rule]
 
     @property
     def rule(self) -> str:
@@ -294,16 +312,19 @@ class Responder:
 
 
 class PathReader:
-    """The answer path's yes/no scores from the text: log-odds with the passages it retrieves, the
-    memory switched as the path switches it."""
+    """The answer path's yes/no scores from the text, as a `Reader`: on the scale of the path's rule,
+    so that a score minus that rule's threshold is the path's margin (`Responder.yes_no_margins`);
+    `inner` reads each question as asked (log-odds with the passages it retrieves, the memory switched
+    as the path switches it)."""
 
     def __init__(self, responder: Responder):
         self.responder = responder
         self.inner = LogOddsReader(responder.model, responder.tokenizer, responder._systems)
 
     def score(self, questions: list[str]) -> list[float]:
-        with self.responder.reading():
-            return self.inner.score(questions)
+        threshold = self.responder.yes_no_threshold()
+        margins, _ = self.responder.yes_no_margins(questions)
+        return [m + threshold for m in margins]
 
     def prompt_tokens(self, questions: list[str]) -> int:
         return self.inner.prompt_tokens(questions)
