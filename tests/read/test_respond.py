@@ -213,3 +213,8 @@ def test_a_question_about_what_was_said_is_asked_of_the_passages_at_zero(demo_co
     # the evaluation's reader: a score minus the path's threshold is the path's margin
     scores = responder.yes_no_reader().score([said, claim])
     assert [s - threshold for s in scores] == pytest.approx(margins, abs=1e-4)
+    # and it counts the prompt the said question is read with, not the question as asked
+    excerpt_prompt = scorer.prompts(
+        ["Do the excerpts mention the user's tomato seedlings?"], [retrieval_prompt(found[0])]
+    )
+    assert responder.yes_no_reader().prompt_tokens([said]) == len(excerpt_prompt[0])

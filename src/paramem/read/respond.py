@@ -229,14 +229,24 @@ class Responder:
         the text alone, a question asking whether something was said is asked of the passages
         instead, at a threshold of 0 (said.py); every other question is read as asked, under the
         source's rule."""
-        threshold = self.yes_no_threshold()
+        margins, _, found = self._margins_and_threshold(questions)
+        return margins, found
+
+    def _margins_and_threshold(self, questions: list[str]) -> tuple[list[float], float, list[list[Passage]]]:
+        threshold = self.yes_no_threshold()  # one forward pass: computed once per batch of questions
         found = self._found(questions)
-        rewritten = [asked_of_the_excerpts(q) if self.source == "text" else None for q in questions]
+        asked = self.asked_of_the_passages(questions)
         with self.reading():
-            scores = YesNoScorer(self.model, self.tokenizer).log_odds(
-                [r or q for q, r in zip(questions, rewritten)], [retrieval_prompt(f) for f in found]
-            )
-        return [s if r else s - threshold for s, r in zip(scores, rewritten)], found
+            scores = YesNoScorer(self.model, self.tokenizer).log_odds(asked, [retrieval_prompt(f) for f in found])
+        margins = [s if a != q else s - threshold for s, a, q in zip(scores, asked, questions)]
+        return margins, threshold, found
+
+    def asked_of_the_passages(self, questions: list[str]) -> list[str]:
+        """Each yes/no question as the passages are asked it: reworded where the text alone answers a
+        question about what was said (said.py), else as asked."""
+        if self.source != "text":
+            return list(questions)
+        return [asked_of_the_excerpts(q) or q for q in questions]
 
     def yes_no_threshold(self) -> float:
         """The threshold of the source's rule for a question read as asked (readers.py)."""
@@ -322,12 +332,14 @@ class PathReader:
         self.inner = LogOddsReader(responder.model, responder.tokenizer, responder._systems)
 
     def score(self, questions: list[str]) -> list[float]:
-        threshold = self.responder.yes_no_threshold()
-        margins, _ = self.responder.yes_no_margins(questions)
+        margins, threshold, _ = self.responder._margins_and_threshold(questions)
         return [m + threshold for m in margins]
 
     def prompt_tokens(self, questions: list[str]) -> int:
-        return self.inner.prompt_tokens(questions)
+        """Mean prompt tokens per question, each question as the passages are asked it."""
+        asked = self.responder.asked_of_the_passages(questions)
+        prompts = self.inner.scorer.prompts(asked, self.responder._systems(questions))
+        return sum(len(p) for p in prompts) // max(len(prompts), 1) + getattr(self.responder.model, "prefix_tokens", 0)
 
 
 def coverage(question: str, found: list[Passage]) -> float:
