@@ -5,6 +5,7 @@ fitted on the development samples, then abstention and open F1 on the report sam
     .venv/bin/python benchmarks/answer_path.py --refit benchmarks/results/answer_path-....json
     .venv/bin/python benchmarks/answer_path.py --speaker benchmarks/results/answer_path-....json
     .venv/bin/python benchmarks/answer_path.py --whose benchmarks/results/answer_path-....json
+    .venv/bin/python benchmarks/answer_path.py --own benchmarks/results/answer_path-....json
 
 Questions, per sample: every open question whose evidence lies in the first `--sessions` sessions
 (categories 1-4 answerable, category 5 adversarial: asked of the wrong speaker) and `--never`
@@ -36,6 +37,12 @@ model reads the passages the answer path retrieves and is asked WHOSE_QUESTION; 
 P(named speaker) - log P(the other one) of the first answer token, averaged over both orders of the
 two names. A category-5 question should point to the other speaker. It prints the share each
 threshold would abstain on, per kind.
+
+`--own FILE` (development samples only, the model loaded, nothing written) tries each speaker's own
+turns as the evidence: for a question naming one speaker, the support question read with the
+passages BM25 finds among the named speaker's turns, among the other's and among all, and the best
+BM25 score in each speaker's turns (the name left out). It prints how well each cue ranks category 5
+and never-discussed questions above the answerable ones (AUC; 0.5 is chance).
 """
 
 from __future__ import annotations
@@ -48,6 +55,7 @@ import sys
 import time
 from pathlib import Path
 
+import bm25s
 import torch
 
 from paramem.augment.templates import in_training_template
@@ -55,12 +63,14 @@ from paramem.config import DEFAULT_MODEL
 from paramem.data.notes import content_words
 from paramem.evaluate.locomo import NOT_MENTIONED, build_locomo, never_discussed_questions, open_score
 from paramem.evaluate.run import run_meta, write_results
+from paramem.metrics.yes_no import ranking_auc
 from paramem.model.compute import cpu_info
 from paramem.model.loading import decoder_and_head, dtype_of, load_model
 from paramem.model.prompts import encode_prompt
-from paramem.model.scoring import first_token_ids, head_rows, last_hidden_states
+from paramem.model.scoring import YesNoScorer, first_token_ids, head_rows, last_hidden_states
+from paramem.read import retrieval
 from paramem.read.respond import ABSTAIN, SUPPORT_QUESTION, AnswerConfig, Responder, coverage
-from paramem.read.retrieval import retrieval_prompt
+from paramem.read.retrieval import Passage, make_retriever, retrieval_prompt
 
 RESULTS = Path(__file__).parent / "results"
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "locomo" / "locomo8.json"
@@ -314,6 +324,67 @@ def whose_report(model, tokenizer, result: dict, never: int) -> None:
         print(f"development, {kind} ({len(got)}, {named} naming one speaker): cue < -2/-1/0/1: {shares}")
 
 
+def own_turn_cues(model, tokenizer, rows: list[dict], sessions: int, never: int) -> list[dict | None]:
+    """Per row naming one speaker of two: the support log-odds read with the 5 passages BM25 finds
+    among the named speaker's own turns ("own"), among the other's ("other") and among all ("all"),
+    and the best BM25 score of each speaker's turns for the question without the name (None: no single
+    name)."""
+    scorer = YesNoScorer(model, tokenizer)
+    out = []
+    for sample in sorted({r["sample"] for r in rows}):
+        bench, _ = questions_of(sample, sessions, never)
+        names = speaker_names(bench)
+        corpus = retrieval.passages(bench.conversations)
+        spoken = {n: [p for p in corpus if p.text.split("] ", 1)[-1].startswith(f"{n}:")] for n in names}
+        retrievers = {n: make_retriever("bm25", turns) for n, turns in spoken.items()}
+        everyone = make_retriever("bm25", corpus)
+        for row in (r for r in rows if r["sample"] == sample):
+            named = named_speaker(row["question"], names)
+            if named is None or len(names) != 2:
+                out.append(None)
+                continue
+            other = next(n for n in names if n != named)
+            question = row["question"]
+            found = [retrievers[named].search([question], 5)[0], retrievers[other].search([question], 5)[0]]
+            found.append(everyone.search([question], 5)[0])
+            asked = [SUPPORT_QUESTION.format(question=question)] * 3
+            own, theirs, whole = scorer.log_odds(asked, [retrieval_prompt(f) for f in found])
+            unnamed = re.sub(rf"\b{re.escape(named)}('s)?\b", "", question)
+            best = {n: bm25_best(spoken[n], unnamed) for n in (named, other)}
+            out.append({"own": own, "other": theirs, "all": whole, "bm25_own": best[named], "bm25_other": best[other]})
+    return out
+
+
+def bm25_best(turns: list[Passage], query: str) -> float:
+    """The best BM25 score among `turns` (speakers' names left out of the index) for `query`."""
+    index = bm25s.BM25()
+    texts = [t.text.split(": ", 1)[-1] for t in turns]
+    index.index(bm25s.tokenize(texts, stopwords="en", show_progress=False), show_progress=False)
+    query_tokens = bm25s.tokenize([query], stopwords="en", show_progress=False)
+    _, scores = index.retrieve(query_tokens, k=1, show_progress=False)
+    return float(scores[0][0])
+
+
+def own_turn_report(model, tokenizer, result: dict, never: int) -> None:
+    """How well each own-turn cue ranks category 5 (and never-discussed questions) above the
+    answerable ones: AUC, where 0.5 is chance."""
+    rows = result["development"]["questions"]
+    cues = own_turn_cues(model, tokenizer, rows, result["sessions"], never)
+    tried = {
+        "support, named speaker's turns (low: abstain)": lambda c: -c["own"],
+        "support, other's turns minus named's": lambda c: c["other"] - c["own"],
+        "support, all turns minus named's": lambda c: c["all"] - c["own"],
+        "BM25 best, other's over named's": lambda c: (c["bm25_other"] + 1) / (c["bm25_own"] + 1),
+    }
+    answerable = [c for r, c in zip(rows, cues) if c is not None and r["kind"] == "answerable"]
+    for kind in KINDS[1:]:
+        flagged = [c for r, c in zip(rows, cues) if c is not None and r["kind"] == kind]
+        for name, cue in tried.items():
+            gold = ["no"] * len(answerable) + ["yes"] * len(flagged)
+            auc = ranking_auc(gold, [cue(c) for c in answerable + flagged])
+            print(f"development, {kind} ({len(flagged)}) against answerable ({len(answerable)}): {name}: AUC {auc:.3f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--base-model", default=DEFAULT_MODEL)
@@ -325,6 +396,7 @@ def main() -> None:
     parser.add_argument("--refit", type=Path, help="a results file: fit the gate again from its rows, no model")
     parser.add_argument("--speaker", type=Path, help="a results file: how a speaker cue would abstain, no model")
     parser.add_argument("--whose", type=Path, help="a results file: how the reader's speaker cue would abstain")
+    parser.add_argument("--own", type=Path, help="a results file: how cues from each speaker's own turns rank")
     args = parser.parse_args()
     started = time.perf_counter()
     if args.speaker is not None:
@@ -344,6 +416,9 @@ def main() -> None:
     model.eval()
     if args.whose is not None:
         whose_report(model, tokenizer, json.loads(args.whose.read_text(encoding="utf-8")), args.never)
+        return
+    if args.own is not None:
+        own_turn_report(model, tokenizer, json.loads(args.own.read_text(encoding="utf-8")), args.never)
         return
     dtype = dtype_of(model)
     dev = scored(model, tokenizer, [0, 1, 2, 3], args.sessions, args.never, answers=False)

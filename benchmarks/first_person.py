@@ -32,6 +32,10 @@ ships) and read under decision rules whose thresholds never see the probes' answ
   said     (session 33) mention, but a claim about someone else ("Did we talk about the fact that
            Caroline ...?") keeps the prior rule: what the answer path ships (paramem.read.said),
            chosen on the development sets below, where mention said yes to LoCoMo's false claims
+  own      (session 34) said, but a rewritten question in the first person ("Did I tell you ...",
+           "my rescue cat") reads the 5 passages BM25 finds among the user's own turns: the
+           assistant's lines are not evidence of what the user said (under said, the assistant's own
+           facts were said yes to)
 
 A rule may replace the shipped one only if it wins pooled over the development sets (MSC 0-9,
 LoCoMo 0-3, demo) without losing on LoCoMo; the report set is then read once. Writes
@@ -75,7 +79,7 @@ TEMPLATES = ("Did I tell you that {s}?", "Do you remember that {s}?")
 FIRST_PERSON_CONTENT_FREE = "Did I tell you about that?"
 # Words of the question's shape, kept when masking (the rest of its content words become "something").
 SHAPE = {"tell", "told", "mention", "mentioned", "remember", "say", "said", "ask", "asked"}
-RULES = ("prior", "raw", "person", "masked", "mention", "said")
+RULES = ("prior", "raw", "person", "masked", "mention", "said", "own")
 
 
 def persona_sentences(facts) -> list[str]:
@@ -149,7 +153,9 @@ def _overlap(a: str, b: str) -> float:
 
 
 def scored(scorer: YesNoScorer, chats: list[Conversation], probes: list[tuple[str, str, str]]) -> dict:
-    retriever = make_retriever(TEXT_RETRIEVER, passages(chats))
+    corpus = passages(chats)
+    retriever = make_retriever(TEXT_RETRIEVER, corpus)
+    users_own = make_retriever(TEXT_RETRIEVER, [p for p in corpus if p.role == "user"])
     questions = [q for q, _, _ in probes]
     content_free = [CONTENT_FREE_QUESTION, FIRST_PERSON_CONTENT_FREE]
     systems = [retrieval_prompt(found) for found in retriever.search(questions + content_free, TEXT_K)]
@@ -159,6 +165,11 @@ def scored(scorer: YesNoScorer, chats: list[Conversation], probes: list[tuple[st
     mention: list[float | None] = [None] * len(questions)
     for i, score in zip(rewritten, scorer.log_odds(list(rewritten.values()), [systems[i] for i in rewritten])):
         mention[i] = score
+    own: list[float | None] = [None] * len(questions)
+    said = {i: r for i, r in enumerate(map(asked_of_the_excerpts, questions)) if r is not None}
+    found_own = users_own.search([questions[i] for i in said], TEXT_K)
+    for i, score in zip(said, scorer.log_odds(list(said.values()), [retrieval_prompt(f) for f in found_own])):
+        own[i] = score
     prior, person = with_passages[-2:]
     return {
         "questions": questions,
@@ -167,6 +178,7 @@ def scored(scorer: YesNoScorer, chats: list[Conversation], probes: list[tuple[st
         "with": with_passages[: len(questions)],
         "masked": masked_scores,
         "mention": mention,
+        "own": own,
         "prior": prior,
         "person": person,
     }
@@ -184,6 +196,10 @@ def thresholds(v: dict) -> dict[str, list[float]]:
         # the margin is the rewritten question's log-odds where there is one: s - (s - m) = m
         "mention": [v["prior"] if m is None else s - m for s, m in zip(v["with"], v["mention"])],
         "said": [s - m if a else v["prior"] for s, m, a in zip(v["with"], v["mention"], said)],
+        "own": [
+            s - o if o is not None and f else s - m if a else v["prior"]
+            for s, o, m, a, f in zip(v["with"], v.get("own", [None] * n), v["mention"], said, first)
+        ],
     }
 
 
@@ -215,7 +231,8 @@ def printed(rows: dict) -> str:
         first = next(iter(by_rule.values()))
         lines.append(
             f"| {group} | {first['n']} | " + " | ".join(cells) + f" | {first['auc']:.3f} "
-            f"(mention {by_rule['mention']['auc']:.3f}, said {by_rule['said']['auc']:.3f}) |"
+            f"(mention {by_rule['mention']['auc']:.3f}, said {by_rule['said']['auc']:.3f}, "
+            f"own {by_rule['own']['auc']:.3f}) |"
         )
     return "\n".join(lines)
 

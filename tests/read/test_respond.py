@@ -218,3 +218,23 @@ def test_a_question_about_what_was_said_is_asked_of_the_passages_at_zero(demo_co
         ["Do the excerpts mention the user's tomato seedlings?"], [retrieval_prompt(found[0])]
     )
     assert responder.yes_no_reader().prompt_tokens([said]) == len(excerpt_prompt[0])
+
+
+def test_a_first_person_question_about_what_was_said_reads_the_users_own_turns():
+    from paramem.data.conversations import Conversation, Message
+
+    chat = Conversation(
+        "pets",
+        (
+            Message("user", "I went hiking in the hills on Sunday."),
+            Message("assistant", "My rescue cat would hate hiking; my rescue cat sleeps all day."),
+            Message("user", "Hiking with a cat sounds hard."),
+        ),
+        "2026-03-02T10:00:00",
+    )
+    responder = Responder(None, None, [chat])  # retrieval alone: no model is needed to choose passages
+    mine, ours, claim = "Did I tell you about my rescue cat?", "Did we talk about a rescue cat?", "Is the cat old?"
+    asked, found = responder.yes_no_reading([mine, ours, claim])
+    assert asked == ["Do the excerpts mention the user's rescue cat?", "Do the excerpts mention a rescue cat?", claim]
+    assert {p.role for p in found[0]} == {"user"}  # the assistant's cat is not the user's
+    assert "assistant" in {p.role for p in found[1]} and "assistant" in {p.role for p in found[2]}

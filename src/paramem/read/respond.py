@@ -49,7 +49,7 @@ from paramem.read.retrieval import (
     passages,
     retrieval_prompt,
 )
-from paramem.read.said import asked_of_the_excerpts
+from paramem.read.said import FIRST_PERSON, asked_of_the_excerpts
 from paramem.store.user import UserMemory
 
 ABSTAIN = "I don't know: we have not talked about that."
@@ -132,7 +132,12 @@ class Responder:
     ):
         self.model, self.tokenizer, self.memory = model, tokenizer, memory
         self.config = config or AnswerConfig()
-        self.retriever = make_retriever(self.config.retriever, passages(conversations)) if conversations else None
+        corpus = passages(conversations)
+        self.retriever = make_retriever(self.config.retriever, corpus) if corpus else None
+        # A question about what the user said ("Did we talk about my rescue cat?") is read against the
+        # user's own turns: the assistant's lines are not evidence of the user's cat (said.py).
+        users_turns = [p for p in corpus if p.role == "user"]
+        self.users_own = make_retriever(self.config.retriever, users_turns) if users_turns else self.retriever
         stored = {c.id for c in conversations}
         learned = [] if memory is None else [r.id for r in memory.learned()]
         self.memory_only = [i for i in learned if i not in stored]  # learned, text gone: the memory carries them
@@ -234,19 +239,28 @@ class Responder:
 
     def _margins_and_threshold(self, questions: list[str]) -> tuple[list[float], float, list[list[Passage]]]:
         threshold = self.yes_no_threshold()  # one forward pass: computed once per batch of questions
-        found = self._found(questions)
-        asked = self.asked_of_the_passages(questions)
+        asked, found = self.yes_no_reading(questions)
         with self.reading():
             scores = YesNoScorer(self.model, self.tokenizer).log_odds(asked, [retrieval_prompt(f) for f in found])
         margins = [s if a != q else s - threshold for s, a, q in zip(scores, asked, questions)]
         return margins, threshold, found
 
-    def asked_of_the_passages(self, questions: list[str]) -> list[str]:
-        """Each yes/no question as the passages are asked it: reworded where the text alone answers a
-        question about what was said (said.py), else as asked."""
+    def yes_no_reading(self, questions: list[str]) -> tuple[list[str], list[list[Passage]]]:
+        """Each yes/no question as the passages are asked it, and the passages. Where the text alone
+        answers a question about what was said, it is reworded (said.py); in the first person ("Did I
+        tell you ...", "my rescue cat"), it is read against the user's own turns, since the
+        assistant's lines are not evidence of what the user said. Every other question is read as
+        asked, against every turn."""
+        found = self._found(questions)
         if self.source != "text":
-            return list(questions)
-        return [asked_of_the_excerpts(q) or q for q in questions]
+            return list(questions), found
+        asked = [asked_of_the_excerpts(q) or q for q in questions]
+        said = [i for i, (a, q) in enumerate(zip(asked, questions)) if a != q and FIRST_PERSON.search(q)]
+        if said:
+            own = self.users_own.search([self.query(questions[i]) for i in said], self.config.k)
+            for i, passages_of_the_user in zip(said, own):
+                found[i] = passages_of_the_user
+        return asked, found
 
     def yes_no_threshold(self) -> float:
         """The threshold of the source's rule for a question read as asked (readers.py)."""
@@ -337,8 +351,8 @@ class PathReader:
 
     def prompt_tokens(self, questions: list[str]) -> int:
         """Mean prompt tokens per question, each question as the passages are asked it."""
-        asked = self.responder.asked_of_the_passages(questions)
-        prompts = self.inner.scorer.prompts(asked, self.responder._systems(questions))
+        asked, found = self.responder.yes_no_reading(questions)
+        prompts = self.inner.scorer.prompts(asked, [retrieval_prompt(f) for f in found])
         return sum(len(p) for p in prompts) // max(len(prompts), 1) + getattr(self.responder.model, "prefix_tokens", 0)
 
 

@@ -48,6 +48,7 @@ class Passage:
     conversation: str
     text: str  # "[date] speaker: content" for a turn; the whole conversation for a session
     date: str | None = None  # the conversation's day (YYYY-MM-DD), where known
+    role: str | None = None  # who said a turn ("user", "assistant"); None for a session or a note
 
 
 def passages(conversations: list[Conversation], unit: str = "turn") -> list[Passage]:
@@ -62,7 +63,8 @@ def passages(conversations: list[Conversation], unit: str = "turn") -> list[Pass
             out.append(Passage(conversation.id, date + conversation.text, day))
             continue
         for message in conversation.messages:
-            out.append(Passage(conversation.id, f"{date}{message.name or message.role}: {message.content}", day))
+            text = f"{date}{message.name or message.role}: {message.content}"
+            out.append(Passage(conversation.id, text, day, message.role))
     return out
 
 
