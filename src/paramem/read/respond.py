@@ -15,11 +15,11 @@ Where each answer comes from:
 Yes/no questions are answered by log-odds under the source's rule, fitted without the questions
 asked (readers.py); from the text alone, one asking whether something was said ("Did we talk about my
 rescue cat?") is asked of the passages instead ("Do the excerpts mention the user's rescue cat?",
-said.py), in the first person against the user's own turns. Other questions are answered in words, greedily, unless the gate says the text
-holds no answer: the model, reading the same passages, is asked SUPPORT_QUESTION about the question,
-and a log-odds below SUPPORT_THRESHOLD, or passages holding under COVERAGE_THRESHOLD of the
-question's content words, abstain. Each answer names its evidence: the passages read (their
-conversations and dates), or that the memory alone answered.
+said.py), in the first person against the user's own turns. Other questions are answered in words,
+greedily, unless the gate says the text holds no answer: the model, reading the same passages, is
+asked SUPPORT_QUESTION about the question, and a log-odds below SUPPORT_THRESHOLD, or passages
+holding under COVERAGE_THRESHOLD of the question's content words, abstain. Each answer names its
+evidence: the passages read (their conversations and dates), or that the memory alone answered.
 """
 
 from __future__ import annotations
