@@ -288,6 +288,14 @@ def named_speaker(question: str, names: list[str]) -> str | None:
     return named[0] if len(named) == 1 else None
 
 
+def speaker_pair(question: str, names: list[str]) -> tuple[str, str] | None:
+    """(the speaker the question names, the other one), for a sample of two speakers; else None."""
+    named = named_speaker(question, names)
+    if named is None or len(names) != 2:
+        return None
+    return named, next(n for n in names if n != named)
+
+
 @torch.inference_mode()
 def whose_margins(model, tokenizer, rows: list[dict], sessions: int, never: int) -> list[float | None]:
     """Per row, log P(named) - log P(other) as the answer to WHOSE_QUESTION (None: no single name)."""
@@ -299,11 +307,11 @@ def whose_margins(model, tokenizer, rows: list[dict], sessions: int, never: int)
         heads = {n: head_rows(model, first_token_ids(tokenizer, [n])) for n in names}
         responder = Responder(model, tokenizer, bench.conversations)
         for row in (r for r in rows if r["sample"] == sample):
-            named = named_speaker(row["question"], names)
-            if named is None or len(names) != 2:
+            pair = speaker_pair(row["question"], names)
+            if pair is None:
                 out.append(None)
                 continue
-            other = next(n for n in names if n != named)
+            named, other = pair
             masked = re.sub(rf"\b{re.escape(named)}\b", "this person", row["question"])
             system = retrieval_prompt(responder._found([row["question"]])[0])
             asked = [WHOSE_QUESTION.format(a=a, b=b, question=masked) for a, b in ((named, other), (other, named))]
@@ -339,11 +347,11 @@ def own_turn_cues(model, tokenizer, rows: list[dict], sessions: int, never: int)
         retrievers = {n: make_retriever("bm25", turns) for n, turns in spoken.items()}
         everyone = make_retriever("bm25", corpus)
         for row in (r for r in rows if r["sample"] == sample):
-            named = named_speaker(row["question"], names)
-            if named is None or len(names) != 2:
+            pair = speaker_pair(row["question"], names)
+            if pair is None:
                 out.append(None)
                 continue
-            other = next(n for n in names if n != named)
+            named, other = pair
             question = row["question"]
             found = [retrievers[named].search([question], 5)[0], retrievers[other].search([question], 5)[0]]
             found.append(everyone.search([question], 5)[0])
