@@ -27,6 +27,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
+from functools import cached_property
 
 from transformers import PreTrainedTokenizerBase
 
@@ -132,12 +133,8 @@ class Responder:
     ):
         self.model, self.tokenizer, self.memory = model, tokenizer, memory
         self.config = config or AnswerConfig()
-        corpus = passages(conversations)
-        self.retriever = make_retriever(self.config.retriever, corpus) if corpus else None
-        # A question about what the user said ("Did we talk about my rescue cat?") is read against the
-        # user's own turns: the assistant's lines are not evidence of the user's cat (said.py).
-        users_turns = [p for p in corpus if p.role == "user"]
-        self.users_own = make_retriever(self.config.retriever, users_turns) if users_turns else self.retriever
+        self.corpus = passages(conversations)
+        self.retriever = make_retriever(self.config.retriever, self.corpus) if self.corpus else None
         stored = {c.id for c in conversations}
         learned = [] if memory is None else [r.id for r in memory.learned()]
         self.memory_only = [i for i in learned if i not in stored]  # learned, text gone: the memory carries them
@@ -261,6 +258,14 @@ class Responder:
             for i, passages_of_the_user in zip(said, own):
                 found[i] = passages_of_the_user
         return asked, found
+
+    @cached_property
+    def users_own(self):
+        """A retriever over the user's own turns (every turn if they have none), built when first
+        needed: a question about what the user said ("Did I tell you about my rescue cat?") is read
+        against them, since the assistant's lines are not evidence of the user's cat (said.py)."""
+        users_turns = [p for p in self.corpus if p.role == "user"]
+        return make_retriever(self.config.retriever, users_turns) if users_turns else self.retriever
 
     def yes_no_threshold(self) -> float:
         """The threshold of the source's rule for a question read as asked (readers.py)."""
