@@ -296,18 +296,24 @@ def speaker_pair(question: str, names: list[str]) -> tuple[str, str] | None:
     return named, next(n for n in names if n != named)
 
 
+def by_sample(rows: list[dict], sessions: int, never: int):
+    """Per sample of `rows`, in order: its benchmark, its speakers' names, and each of its rows with
+    the (named, other) speakers the row's question names (None: not a single speaker of two)."""
+    for sample in sorted({r["sample"] for r in rows}):
+        bench, _ = questions_of(sample, sessions, never)
+        names = speaker_names(bench)
+        yield bench, names, [(r, speaker_pair(r["question"], names)) for r in rows if r["sample"] == sample]
+
+
 @torch.inference_mode()
 def whose_margins(model, tokenizer, rows: list[dict], sessions: int, never: int) -> list[float | None]:
     """Per row, log P(named) - log P(other) as the answer to WHOSE_QUESTION (None: no single name)."""
     decoder, _ = decoder_and_head(model)
     out = []
-    for sample in sorted({r["sample"] for r in rows}):
-        bench, _ = questions_of(sample, sessions, never)
-        names = speaker_names(bench)
+    for bench, names, named_rows in by_sample(rows, sessions, never):
         heads = {n: head_rows(model, first_token_ids(tokenizer, [n])) for n in names}
         responder = Responder(model, tokenizer, bench.conversations)
-        for row in (r for r in rows if r["sample"] == sample):
-            pair = speaker_pair(row["question"], names)
+        for row, pair in named_rows:
             if pair is None:
                 out.append(None)
                 continue
@@ -339,15 +345,12 @@ def own_turn_cues(model, tokenizer, rows: list[dict], sessions: int, never: int)
     name)."""
     scorer = YesNoScorer(model, tokenizer)
     out = []
-    for sample in sorted({r["sample"] for r in rows}):
-        bench, _ = questions_of(sample, sessions, never)
-        names = speaker_names(bench)
+    for bench, names, named_rows in by_sample(rows, sessions, never):
         corpus = retrieval.passages(bench.conversations)
         spoken = {n: [p for p in corpus if p.text.split("] ", 1)[-1].startswith(f"{n}:")] for n in names}
         retrievers = {n: make_retriever("bm25", turns) for n, turns in spoken.items()}
         everyone = make_retriever("bm25", corpus)
-        for row in (r for r in rows if r["sample"] == sample):
-            pair = speaker_pair(row["question"], names)
+        for row, pair in named_rows:
             if pair is None:
                 out.append(None)
                 continue
