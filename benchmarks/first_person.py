@@ -36,6 +36,8 @@ ships) and read under decision rules whose thresholds never see the probes' answ
            "my rescue cat") reads the 5 passages BM25 finds among the user's own turns: the
            assistant's lines are not evidence of what the user said (under said, the assistant's own
            facts were said yes to)
+  agree    (session 35) own, the user's verbs agreeing with "the user" in the rewritten question
+           ("the user owns a Jeep", not "the user own a Jeep"); the rules above read it as before
 
 A rule may replace the shipped one only if it wins pooled over the development sets (MSC 0-9,
 LoCoMo 0-3, demo) without losing on LoCoMo; the report set is then read once. Writes
@@ -79,7 +81,7 @@ TEMPLATES = ("Did I tell you that {s}?", "Do you remember that {s}?")
 FIRST_PERSON_CONTENT_FREE = "Did I tell you about that?"
 # Words of the question's shape, kept when masking (the rest of its content words become "something").
 SHAPE = {"tell", "told", "mention", "mentioned", "remember", "say", "said", "ask", "asked"}
-RULES = ("prior", "raw", "person", "masked", "mention", "said", "own")
+RULES = ("prior", "raw", "person", "masked", "mention", "said", "own", "agree")
 
 
 def persona_sentences(facts) -> list[str]:
@@ -161,15 +163,26 @@ def scored(scorer: YesNoScorer, chats: list[Conversation], probes: list[tuple[st
     systems = [retrieval_prompt(found) for found in retriever.search(questions + content_free, TEXT_K)]
     with_passages = scorer.log_odds(questions + content_free, systems)
     masked_scores = scorer.log_odds([masked(q) for q in questions], systems[: len(questions)])
-    rewritten = {i: r for i, r in enumerate(map(excerpt_question, questions)) if r is not None}
+    rewritten = {i: excerpt_question(q, agree=False) for i, q in enumerate(questions)}
+    rewritten = {i: r for i, r in rewritten.items() if r is not None}
     mention: list[float | None] = [None] * len(questions)
     for i, score in zip(rewritten, scorer.log_odds(list(rewritten.values()), [systems[i] for i in rewritten])):
         mention[i] = score
+    said = {i: asked_of_the_excerpts(q, agree=False) for i, q in enumerate(questions)}
+    said = {i: r for i, r in said.items() if r is not None}
+    found_own = dict(zip(said, users_own.search([questions[i] for i in said], TEXT_K)))
     own: list[float | None] = [None] * len(questions)
-    said = {i: r for i, r in enumerate(map(asked_of_the_excerpts, questions)) if r is not None}
-    found_own = users_own.search([questions[i] for i in said], TEXT_K)
-    for i, score in zip(said, scorer.log_odds(list(said.values()), [retrieval_prompt(f) for f in found_own])):
+    for i, score in zip(said, scorer.log_odds(list(said.values()), [retrieval_prompt(found_own[i]) for i in said])):
         own[i] = score
+    # agree, as the answer path reads a said question: a first-person one against the user's own
+    # turns, any other against every turn; only those the agreeing verbs reword are read again
+    first = {i for i in said if FIRST_PERSON.search(questions[i])}
+    agree = [(own if i in first else mention)[i] if i in said else None for i in range(len(questions))]
+    agreeing = {i: asked_of_the_excerpts(questions[i]) for i in said}
+    changed = [i for i in said if agreeing[i] != said[i]]
+    read_with = [retrieval_prompt(found_own[i]) if i in first else systems[i] for i in changed]
+    for i, score in zip(changed, scorer.log_odds([agreeing[i] for i in changed], read_with)):
+        agree[i] = score
     prior, person = with_passages[-2:]
     return {
         "questions": questions,
@@ -179,6 +192,7 @@ def scored(scorer: YesNoScorer, chats: list[Conversation], probes: list[tuple[st
         "masked": masked_scores,
         "mention": mention,
         "own": own,
+        "agree": agree,
         "prior": prior,
         "person": person,
     }
@@ -187,7 +201,7 @@ def scored(scorer: YesNoScorer, chats: list[Conversation], probes: list[tuple[st
 def thresholds(v: dict) -> dict[str, list[float]]:
     n = len(v["questions"])
     first = [bool(FIRST_PERSON.search(q)) for q in v["questions"]]
-    said = [asked_of_the_excerpts(q) is not None for q in v["questions"]]
+    said = [asked_of_the_excerpts(q, agree=False) is not None for q in v["questions"]]
     return {
         "prior": [v["prior"]] * n,
         "raw": [0.0] * n,
@@ -200,6 +214,7 @@ def thresholds(v: dict) -> dict[str, list[float]]:
             s - o if o is not None and f else s - m if a else v["prior"]
             for s, o, m, a, f in zip(v["with"], v.get("own", [None] * n), v["mention"], said, first)
         ],
+        "agree": [v["prior"] if g is None else s - g for s, g in zip(v["with"], v.get("agree", [None] * n))],
     }
 
 

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import re
 
+from lemminflect import getAllLemmas, getInflection
+
 # A question asking whether something was said, and what it asks about.
 SAID_FRAME = re.compile(
     r"^(?:(?:did|have)\s+(?:we|i)\s+(?:ever\s+)?(?:talk|talked|discuss|discussed|speak|spoken|spoke|chat|chatted"
@@ -37,21 +39,44 @@ THE_USER = (
     (r"\b(?:my|our|mine)\b", "the user's"),
     (r"\b(?:I|me|myself|we|us)\b", "the user"),
 )
+# The asker as the subject, the words up to its verb ("I really love", "we adopted").
+# Not one of two ("my wife and I like"): theirs is a plural verb.
+SUBJECT = re.compile(
+    r"(?<!\band )\b(?:I|we)((?:\s+[a-z]+ly|\s+(?:also|still|never|always|often|even|just|too))*)\s+([a-z]+)\b(?!')"
+)
+MODALS = frozenset({"can", "could", "will", "would", "shall", "should", "may", "might", "must"})
 
 
-def excerpt_question(question: str) -> str | None:
+def third_person(verb: str) -> str:
+    """A verb's base form as the user's ("own": "owns", "watch": "watches"); any other word (a past
+    tense, a modal, not a verb) as it is."""
+    if verb in MODALS or verb not in getAllLemmas(verb).get("VERB", ()):
+        return verb
+    return getInflection(verb, "VBZ")[0]
+
+
+def _the_users(what: str, agree: bool) -> str:
+    """`what` with the asker named as the excerpts name them: "I own a Jeep" as "the user owns a Jeep"
+    (as "the user own a Jeep" unless `agree`, as before session 35)."""
+    if agree:
+        what = SUBJECT.sub(lambda m: f"I{m[1]} {third_person(m[2])}", what)
+        what = re.sub(r"\b(?:I|we) don't\b", "I doesn't", what)
+    for pattern, words in THE_USER:
+        what = re.sub(pattern, words, what)
+    return what
+
+
+def excerpt_question(question: str, agree: bool = True) -> str | None:
     """ "Did we talk about my rescue cat?" as "Do the excerpts mention the user's rescue cat?"; None
-    for a question that does not ask whether something was said."""
+    for a question that does not ask whether something was said. `agree`: the user's verbs agree
+    ("the user owns"; benchmarks/first_person.py reads the rules before session 35 without)."""
     match = SAID_FRAME.match(question.strip())
     if match is None:
         return None
-    what = match["what"]
-    for pattern, words in THE_USER:
-        what = re.sub(pattern, words, what)
-    return f"Do the excerpts mention {'that ' if match['that'] else ''}{what}?"
+    return f"Do the excerpts mention {'that ' if match['that'] else ''}{_the_users(match['what'], agree)}?"
 
 
-def asked_of_the_excerpts(question: str) -> str | None:
+def asked_of_the_excerpts(question: str, agree: bool = True) -> str | None:
     """What the answer path asks the passages instead of `question`: its `excerpt_question`, except
     for a claim about someone else ("... that Caroline adopted a dog?"), which is read as asked (None)."""
     match = SAID_FRAME.match(question.strip())
@@ -60,4 +85,4 @@ def asked_of_the_excerpts(question: str) -> str | None:
     claim = match["that"] or CLAIM.match(match["what"])
     if claim and not FIRST_PERSON.search(match["what"]):
         return None
-    return excerpt_question(question)
+    return excerpt_question(question, agree)
